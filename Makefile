@@ -1,0 +1,40 @@
+# Kiln: every target sets up its own virtual environment from the lock files first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.kiln-installed
+WORKSPACE ?= demo-workspace
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lock layers clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock requirements-bootstrap.lock pyproject.toml edge/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements-bootstrap.lock
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . -e edge
+	@touch $(STAMP)
+
+## The main job: Kiln's lifecycle, end to end, on the local embedded default.
+demo: setup
+	$(BIN)/kiln demo --workspace $(WORKSPACE)
+
+## The test suite (slow tests included).
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Layer check alone (also part of the test suite).
+layers: setup
+	$(BIN)/lint-imports
+
+## Re-resolve the locks after changing dependencies in pyproject.toml.
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra build --python-version 3.11 --generate-hashes \
+		--no-header -o requirements.lock
+	$(BIN)/uv pip compile requirements-bootstrap.in --python-version 3.11 --generate-hashes --no-header \
+		-o requirements-bootstrap.lock
+
+clean:
+	rm -rf $(VENV) $(WORKSPACE)

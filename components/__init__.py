@@ -1,0 +1,1 @@
+"""Kiln's KFP components (imported by path: see README)."""

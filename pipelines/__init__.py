@@ -1,0 +1,1 @@
+"""Kiln's KFP pipelines (imported by path: see README)."""

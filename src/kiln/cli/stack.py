@@ -1,0 +1,69 @@
+"""`kiln up`, `kiln status`, `kiln down`: the local services of a workspace."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, out, print_json, progress
+from kiln.errors import WorkspaceError
+
+WorkspaceOption = typer.Option(None, "--workspace", "-w", help="Workspace folder (default: found from the "
+                                                               "current folder, or KILN_WORKSPACE).")
+
+
+def _local_workspace(path: Optional[Path]):  # noqa: ANN202 - returns kiln.workspace.Workspace
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(path)
+    if ws.settings.profile != "local":
+        raise WorkspaceError(f"{ws.root}: profile is '{ws.settings.profile}'; `kiln up` runs the local stack only",
+                             hint="on a cluster the services are installed by the Helm chart (README: cluster)")
+    return ws
+
+
+def _show(states: list, as_json: bool, root: Path) -> None:  # noqa: ANN001
+    if as_json:
+        print_json({"workspace": str(root), "services": [{**s.__dict__} for s in states]})
+        return
+    for s in states:
+        colour = {"running": "green", "unhealthy": "yellow"}.get(s.state, "red")
+        pid = f" pid {s.pid}" if s.pid else ""
+        out.print(f"{s.name:<10} [{colour}]{s.state:<9}[/{colour}] {s.url}{pid}  log: {s.log}")
+
+
+def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Start the local services (MLflow UI, ...) on loopback; already running ones are left as they are."""
+    from kiln.stack import local_services, start
+
+    ws = _local_workspace(workspace)
+    states = []
+    for spec in local_services(ws):
+        state, started = start(ws.state_dir, spec, progress)
+        if not started:
+            progress(f"{spec.name}: already running at {state.url}")
+        states.append(state)
+    _show(states, as_json, ws.root)
+
+
+def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Show each local service: running or not, URL, pid and log file."""
+    from kiln.stack import local_services
+    from kiln.stack import status as service_status
+
+    ws = _local_workspace(workspace)
+    _show([service_status(ws.state_dir, spec) for spec in local_services(ws)], as_json, ws.root)
+
+
+def down(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Stop the local services of the workspace."""
+    from kiln.stack import local_services, stop
+
+    ws = _local_workspace(workspace)
+    stopped = [spec.name for spec in reversed(local_services(ws)) if stop(ws.state_dir, spec)]
+    if as_json:
+        print_json({"workspace": str(ws.root), "stopped": stopped})
+        return
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")

@@ -1,0 +1,1 @@
+"""Datasets: the churn demo generator, CSV import, the dataset layout and its validation."""

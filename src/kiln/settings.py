@@ -1,0 +1,303 @@
+"""Settings: read from the workspace's ``kiln.yaml`` and ``KILN_*`` environment variables.
+
+A ``profile`` (``local`` or ``cluster``) fills in every URI and store type the user did not
+set; each backend is picked by a short ``type:`` string, the way Feast picks its stores.
+Environment variables override the file; nested keys use ``__`` (``KILN_MLFLOW__TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from kiln.errors import SettingsError
+
+SETTINGS_FILE = "kiln.yaml"
+ENV_PREFIX = "KILN_"
+# KILN_* variables that are not settings keys but are read elsewhere.
+NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE"}
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- MLflow -----------------------------------------------------------------------------
+class MlflowSettings(Section):
+    tracking_uri: str = Field(description="Where runs and registered models are kept.")
+    artifact_root: str = Field(description="Where run artifacts go (a folder or s3://bucket/prefix).")
+
+
+# --- Feature store (Feast) ----------------------------------------------------------------
+class SqliteOnlineStore(Section):
+    type: Literal["sqlite"] = "sqlite"
+    path: str
+
+
+class RedisOnlineStore(Section):
+    type: Literal["redis"] = "redis"
+    connection_string: str = Field(description="host:port[,db=N][,password=...] as Feast takes it.")
+
+
+class FileRegistry(Section):
+    type: Literal["file"] = "file"
+    path: str
+
+
+class SqlRegistry(Section):
+    type: Literal["sql"] = "sql"
+    path: str = Field(description="SQLAlchemy URL, e.g. postgresql+psycopg2://user@host:5432/db.")
+
+
+class FileOfflineStore(Section):
+    type: Literal["file"] = "file"
+    path: str = Field(description="A folder or s3:// prefix holding the parquet offline store.")
+
+
+class FeatureStoreSettings(Section):
+    project: str = Field("kiln", pattern=r"^[a-z][a-z0-9_]*$")
+    online_store: Annotated[Union[SqliteOnlineStore, RedisOnlineStore], Field(discriminator="type")]
+    registry: Annotated[Union[FileRegistry, SqlRegistry], Field(discriminator="type")]
+    offline_store: FileOfflineStore
+
+
+# --- Artifacts and capture --------------------------------------------------------------
+class LocalStore(Section):
+    type: Literal["local"] = "local"
+    path: str
+
+
+class S3Store(Section):
+    type: Literal["s3"] = "s3"
+    uri: str = Field(pattern=r"^s3://.+", description="s3://bucket/prefix")
+    endpoint_url: str | None = Field(None, description="S3-compatible API (MinIO, Ceph); None for AWS.")
+
+
+Store = Annotated[Union[LocalStore, S3Store], Field(discriminator="type")]
+
+
+# --- Ray, serving, local services ---------------------------------------------------------
+class RaySettings(Section):
+    address: str = Field(description="'local' runs Ray in process; ray://host:10001 joins a cluster.")
+    num_cpus: int | None = Field(None, ge=1)
+
+
+class LocalServing(Section):
+    type: Literal["local"] = "local"
+    host: str = "127.0.0.1"
+    base_port: Port = 8080
+
+
+class KServeServing(Section):
+    type: Literal["kserve"] = "kserve"
+    namespace: str = "kiln"
+    ingress_host: str | None = None
+
+
+class ServiceSettings(Section):
+    host: str = "127.0.0.1"
+    port: Port
+
+
+class ServicesSettings(Section):
+    mlflow: ServiceSettings = ServiceSettings(port=5000)
+
+
+class Settings(BaseSettings):
+    """Everything Kiln reads from kiln.yaml and KILN_* variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    profile: Literal["local", "cluster"] = "local"
+    workspace: Path = Field(description="The workspace folder (where kiln.yaml is); set by Kiln.")
+    mlflow: MlflowSettings
+    features: FeatureStoreSettings
+    artifacts: Store
+    capture: Store
+    ray: RaySettings
+    serving: Annotated[Union[LocalServing, KServeServing], Field(discriminator="type")]
+    services: ServicesSettings = ServicesSettings()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_profile_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        profile = data.get("profile", "local")
+        if profile not in PROFILE_DEFAULTS:
+            return data  # the Literal check names the bad value
+        workspace = str(data.get("workspace") or _WORKSPACE.get() or ".")
+        defaults = _render(PROFILE_DEFAULTS[profile], workspace)
+        return _merge(defaults, data)
+
+    @model_validator(mode="after")
+    def _resolve_relative_paths(self) -> "Settings":
+        # Relative folders in kiln.yaml mean "inside the workspace", wherever kiln runs from.
+        for section in (self.features.online_store, self.features.registry, self.features.offline_store,
+                        self.artifacts, self.capture):
+            if section.type in ("sqlite", "file", "local"):
+                section.path = _under(self.workspace, section.path)
+        if "://" not in self.mlflow.artifact_root:
+            self.mlflow.artifact_root = _under(self.workspace, self.mlflow.artifact_root)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment over kiln.yaml; init values (the workspace path) over both.
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "local": {
+        "mlflow": {
+            "tracking_uri": "sqlite:///{workspace}/models/mlflow.db",
+            "artifact_root": "{workspace}/models/artifacts",
+        },
+        "features": {
+            "online_store": {"type": "sqlite", "path": "{workspace}/features/data/online_store.db"},
+            "registry": {"type": "file", "path": "{workspace}/features/data/registry.db"},
+            "offline_store": {"type": "file", "path": "{workspace}/features/data/offline"},
+        },
+        "artifacts": {"type": "local", "path": "{workspace}/artifacts"},
+        "capture": {"type": "local", "path": "{workspace}/capture"},
+        "ray": {"address": "local", "num_cpus": 2},
+        "serving": {"type": "local", "host": "127.0.0.1", "base_port": 8080},
+    },
+    "cluster": {
+        "mlflow": {
+            "tracking_uri": "http://kiln-mlflow:5000",
+            "artifact_root": "s3://kiln/mlflow",
+        },
+        "features": {
+            "online_store": {"type": "redis", "connection_string": "kiln-redis:6379"},
+            "registry": {"type": "sql", "path": "postgresql+psycopg2://kiln@kiln-postgresql:5432/feast"},
+            "offline_store": {"type": "file", "path": "s3://kiln/features/offline"},
+        },
+        "artifacts": {"type": "s3", "uri": "s3://kiln/artifacts", "endpoint_url": "http://kiln-minio:9000"},
+        "capture": {"type": "s3", "uri": "s3://kiln/capture", "endpoint_url": "http://kiln-minio:9000"},
+        "ray": {"address": "ray://kiln-ray-head:10001"},
+        "serving": {"type": "kserve", "namespace": "kiln"},
+    },
+}
+
+_WORKSPACE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("kiln_workspace", default=None)
+_YAML_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("kiln_yaml", default={})
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Hands pydantic-settings the already-parsed kiln.yaml of the workspace being loaded."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _YAML_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return copy.deepcopy(_YAML_DATA.get())
+
+
+def _under(root: Path, path: str) -> str:
+    if "://" in path:
+        return path
+    return str(root / Path(path).expanduser())
+
+
+def _render(value: Any, workspace: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{workspace}", workspace)
+    if isinstance(value, dict):
+        return {k: _render(v, workspace) for k, v in value.items()}
+    return value
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            # A section whose backend type changes takes none of the old type's defaults.
+            if "type" in value and value["type"] != out[key].get("type"):
+                out[key] = value
+            else:
+                out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """Parse kiln.yaml; an unreadable or non-mapping file is a SettingsError naming it."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SettingsError(f"{path}: cannot read settings: {exc}", hint="fix the YAML syntax") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: settings must be a mapping of keys to values, not {type(data).__name__}")
+    if "workspace" in data:
+        raise SettingsError(f"{path}: 'workspace' is not a settings key; it is the folder kiln.yaml is in")
+    return data
+
+
+def load_settings(workspace: Path | None = None) -> Settings:
+    """Settings for ``workspace`` (kiln.yaml there, if any) with KILN_* variables on top."""
+    root = (workspace or Path.cwd()).resolve()
+    file = root / SETTINGS_FILE
+    data = read_settings_file(file) if file.exists() else {}
+    _reject_unknown_env()
+    ws_token = _WORKSPACE.set(root)
+    yaml_token = _YAML_DATA.set(data)
+    try:
+        return Settings(workspace=root)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, file), hint="see README's 'Settings' section for every key") from None
+    finally:
+        _WORKSPACE.reset(ws_token)
+        _YAML_DATA.reset(yaml_token)
+
+
+def _reject_unknown_env() -> None:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    for name in os.environ:
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTINGS_ENV:
+            continue
+        if name.split("__")[0] not in known:
+            raise SettingsError(
+                f"environment variable {name}: unknown settings key '{name[len(ENV_PREFIX):].lower()}'",
+                hint=f"known keys: {', '.join(sorted(Settings.model_fields))}",
+            )
+
+
+def _describe(exc: ValidationError, file: Path) -> str:
+    lines = []
+    errors = exc.errors()
+    # An unknown profile leaves every section without defaults: report only the profile.
+    errors = [e for e in errors if e["loc"] == ("profile",)] or errors
+    for err in errors:
+        # Discriminated unions put the chosen type in the path; drop it so the key reads as written.
+        loc = [str(p) for p in err["loc"] if not (isinstance(p, str) and p in _TYPE_TAGS)]
+        key = ".".join(loc) or "(top level)"
+        env = ENV_PREFIX + "__".join(p.upper() for p in loc)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown settings key '{key}' (in {file.name} or {env})")
+        else:
+            lines.append(f"settings key '{key}': {err['msg']} (got {err.get('input')!r}; in {file.name} or {env})")
+    return "; ".join(lines)
+
+
+_TYPE_TAGS = {"sqlite", "redis", "file", "sql", "local", "s3", "kserve"}

@@ -1,0 +1,200 @@
+"""Local service processes: start detached, health-check, record in pid files, stop by group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiln.errors import PortInUse, ServiceError
+
+STOP_GRACE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to run one local service."""
+
+    name: str
+    command: list[str]
+    host: str
+    port: int
+    health_path: str
+    setting: str  # the settings key that holds its port, for error hints
+    start_timeout: float = 120.0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass
+class ServiceState:
+    """What `kiln status` reports for one service."""
+
+    name: str
+    state: str  # running | unhealthy | stopped
+    url: str
+    pid: int | None
+    log: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def pid_file(state_dir: Path, name: str) -> Path:
+    return state_dir / "run" / f"{name}.pid"
+
+
+def log_file(state_dir: Path, name: str) -> Path:
+    return state_dir / "logs" / f"{name}.log"
+
+
+def _read_pid(state_dir: Path, name: str) -> dict[str, object] | None:
+    path = pid_file(state_dir, name)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if _alive(record) else None
+
+
+def _alive(record: dict[str, object]) -> bool:
+    """The recorded process still runs and is the same process (pids get reused)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(record["pid"]))  # type: ignore[arg-type]
+        return abs(proc.create_time() - float(record["create_time"])) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE  # type: ignore[arg-type]
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+def healthy(spec: ServiceSpec, timeout: float = 2.0) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(spec.url + spec.health_path, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def status(state_dir: Path, spec: ServiceSpec) -> ServiceState:
+    record = _read_pid(state_dir, spec.name)
+    log = str(log_file(state_dir, spec.name))
+    if record is None:
+        return ServiceState(spec.name, "stopped", spec.url, None, log)
+    url = f"http://{record['host']}:{record['port']}"
+    probe = ServiceSpec(spec.name, [], str(record["host"]), int(record["port"]), spec.health_path, spec.setting)  # type: ignore[arg-type]
+    return ServiceState(spec.name, "running" if healthy(probe) else "unhealthy", url, int(record["pid"]), log)  # type: ignore[arg-type]
+
+
+def start(state_dir: Path, spec: ServiceSpec, progress: Callable[[str], None] = lambda _: None) -> tuple[ServiceState, bool]:
+    """Start ``spec`` unless it already runs; returns its state and whether it was started now."""
+    current = status(state_dir, spec)
+    if current.state == "running":
+        return current, False
+    if current.state == "unhealthy":
+        progress(f"{spec.name}: process {current.pid} is up but not healthy yet; waiting")
+        return _wait_healthy(state_dir, spec, current.pid), False  # type: ignore[arg-type]
+    if not port_free(spec.host, spec.port):
+        raise PortInUse(
+            f"{spec.name}: port {spec.port} on {spec.host} is already taken by another process",
+            hint=f"stop that process, or choose another port with {spec.setting} in kiln.yaml "
+            f"(or KILN_{spec.setting.upper().replace('.', '__')})",
+        )
+    for sub in ("run", "logs"):
+        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+    log = log_file(state_dir, spec.name)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            spec.command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so stop() reaches every worker
+            env={**os.environ, **spec.env},
+            cwd=state_dir,
+        )
+    import psutil
+
+    record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "host": spec.host,
+              "port": spec.port, "command": spec.command, "started_at": time.time()}
+    path = pid_file(state_dir, spec.name)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
+    progress(f"{spec.name}: started (pid {proc.pid}), waiting for {spec.url}{spec.health_path}")
+    return _wait_healthy(state_dir, spec, proc.pid, proc), True
+
+
+def _wait_healthy(state_dir: Path, spec: ServiceSpec, pid: int, proc: subprocess.Popen[bytes] | None = None) -> ServiceState:
+    deadline = time.monotonic() + spec.start_timeout
+    while time.monotonic() < deadline:
+        if healthy(spec):
+            return status(state_dir, spec)
+        exited = proc.poll() if proc is not None else (None if _read_pid(state_dir, spec.name) else 1)
+        if exited is not None:
+            pid_file(state_dir, spec.name).unlink(missing_ok=True)
+            raise ServiceError(f"{spec.name} exited while starting (code {exited}); last log lines:\n{_tail(log_file(state_dir, spec.name))}",
+                               hint=f"full log: {log_file(state_dir, spec.name)}")
+        time.sleep(0.5)
+    stop(state_dir, spec)
+    raise ServiceError(f"{spec.name} did not become healthy within {spec.start_timeout:.0f}s; stopped it. Last log lines:\n"
+                       f"{_tail(log_file(state_dir, spec.name))}", hint=f"full log: {log_file(state_dir, spec.name)}")
+
+
+def stop(state_dir: Path, spec: ServiceSpec) -> bool:
+    """Stop the service's whole process group; returns whether anything was running."""
+    import psutil
+
+    record = _read_pid(state_dir, spec.name)
+    pid_file(state_dir, spec.name).unlink(missing_ok=True)
+    if record is None:
+        return False
+    pid = int(record["pid"])  # type: ignore[arg-type]
+    try:
+        pgid = os.getpgid(pid)
+        group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    _, alive = psutil.wait_procs(group, timeout=STOP_GRACE_SECONDS)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    return True
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
