@@ -145,7 +145,7 @@ def main() -> None:
         err.print(str(exc), markup=False)
         sys.exit(exc.exit_code)
     except click_errors.NoArgsIsHelpError as exc:
-        exc.show()
+        typer.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
         sys.exit(0)
     except click_errors.ClickException as exc:
         exc.show()

@@ -124,8 +124,9 @@ def generate_churn(opts: GenerateOptions) -> tuple[dict[str, "pd.DataFrame"], di
 
     for bias in opts.label_bias:
         _apply_label_bias(rng, cust, labels, bias)
-    for drift in opts.drift:
-        _apply_drift(events, drift, opts.days)
+    for i, drift in enumerate(opts.drift):
+        # A generator of its own per drift: drifting changes no other value of the dataset.
+        _apply_drift(np.random.default_rng([opts.seed, 1, i]), events, drift, opts.days)
     masks = _missing_masks(rng, opts.customers, len(events["idx"]), opts.missing) if opts.missing > 0 else {}
 
     frames = _to_frames(cust, events, labels, start)
@@ -283,7 +284,7 @@ def _apply_label_bias(rng: "np.random.Generator", cust: dict[str, "np.ndarray"],
     labels["churned"] = np.asarray(y)
 
 
-def _apply_drift(events: dict[str, "np.ndarray"], drift: Drift, days: int) -> None:
+def _apply_drift(rng: "np.random.Generator", events: dict[str, "np.ndarray"], drift: Drift, days: int) -> None:
     import numpy as np
 
     day0 = drift.day if drift.day is not None else days // 2
@@ -294,7 +295,8 @@ def _apply_drift(events: dict[str, "np.ndarray"], drift: Drift, days: int) -> No
     shifted = values.copy()
     shifted[after] = np.clip(values[after] + drift.shift * std, 0, None)
     if events[drift.feature].dtype.kind == "i":
-        events[drift.feature] = np.round(shifted).astype(np.int64)
+        # Stochastic rounding keeps the mean shift of a count at shift * std, not a whole step.
+        events[drift.feature] = np.floor(shifted + rng.random(len(shifted))).astype(np.int64)
     else:
         events[drift.feature] = np.round(shifted, 3)
 

@@ -1,0 +1,48 @@
+"""Shared fixtures: run the real `kiln` command, and a small generated churn dataset."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+KILN = Path(sys.executable).parent / "kiln"
+END = date(2026, 10, 1)  # a fixed window end keeps the data the same from day to day
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env.update(extra)
+    return env
+
+
+def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
+    proc = subprocess.run([str(KILN), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env or clean_env(), timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def churn_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small valid churn dataset, generated once per session; tests copy it before changing it."""
+    from kiln.data.dataset import staged_dataset, write_dataset
+    from kiln.data.generate import GenerateOptions, generate_churn
+    from kiln.data.schema import CHURN_SCHEMA
+
+    out = tmp_path_factory.mktemp("data") / "churn"
+    with staged_dataset(out, overwrite=False) as stage:
+        frames, stats = generate_churn(GenerateOptions(customers=400, days=60, seed=3, end=END))
+        write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"seed": 3}, stats)
+    return out

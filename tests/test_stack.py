@@ -1,0 +1,95 @@
+"""`kiln up` / `status` / `down`: a real MLflow server on loopback, idempotent, and a clear error on a taken port."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import run_kiln
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_workspace(root: Path, port: int) -> Path:
+    assert run_kiln("init", root).code == 0
+    text = (root / "kiln.yaml").read_text().replace("port: 5000", f"port: {port}")
+    (root / "kiln.yaml").write_text(text)
+    return root
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[Path]:
+    ws = make_workspace(tmp_path / "ws", free_port())
+    yield ws
+    run_kiln("down", "-w", ws)
+
+
+def services(res_stdout: str) -> dict[str, dict[str, object]]:
+    return {s["name"]: s for s in json.loads(res_stdout)["services"]}
+
+
+def test_up_status_down(workspace: Path) -> None:
+    res = run_kiln("up", "-w", workspace, "--json")
+    assert res.code == 0, res.stderr
+    mlflow = services(res.stdout)["mlflow"]
+    assert mlflow["state"] == "running"
+    url = str(mlflow["url"])
+    assert httpx.get(url + "/health", timeout=5).status_code == 200
+    assert httpx.get(url + "/", timeout=10).status_code == 200  # the UI
+    assert (workspace / ".kiln" / "run" / "mlflow.pid").is_file()
+    assert (workspace / ".kiln" / "logs" / "mlflow.log").stat().st_size > 0
+
+    again = run_kiln("up", "-w", workspace, "--json")
+    assert again.code == 0 and "already running" in again.stderr
+    assert services(again.stdout)["mlflow"]["pid"] == mlflow["pid"]
+
+    status = run_kiln("status", "-w", workspace, "--json")
+    assert status.code == 0 and services(status.stdout)["mlflow"]["state"] == "running"
+
+    down = run_kiln("down", "-w", workspace, "--json")
+    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["mlflow"]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(url + "/health", timeout=2)
+    status = run_kiln("status", "-w", workspace)
+    assert status.code == 0 and "stopped" in status.stdout
+    assert run_kiln("down", "-w", workspace).stdout.strip() == "nothing was running"
+
+
+def test_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        ws = make_workspace(tmp_path / "ws", port)
+        res = run_kiln("up", "-w", ws)
+    assert res.code == 2
+    assert f"port {port}" in res.stderr and "services.mlflow.port" in res.stderr
+    assert "KILN_SERVICES__MLFLOW__PORT" in res.stderr and "Traceback" not in res.stderr
+    assert not (ws / ".kiln" / "run" / "mlflow.pid").exists()
+
+
+def test_port_from_environment(tmp_path: Path) -> None:
+    from tests.conftest import clean_env
+
+    ws = make_workspace(tmp_path / "ws", 5000)
+    port = free_port()
+    env = clean_env(KILN_SERVICES__MLFLOW__PORT=str(port))
+    res = run_kiln("status", "-w", ws, "--json", env=env)
+    assert res.code == 0 and services(res.stdout)["mlflow"]["url"] == f"http://127.0.0.1:{port}"
+
+
+def test_cluster_profile_has_no_local_stack(tmp_path: Path) -> None:
+    assert run_kiln("init", tmp_path / "ws", "--profile", "cluster").code == 0
+    res = run_kiln("up", "-w", tmp_path / "ws")
+    assert res.code == 1 and "profile is 'cluster'" in res.stderr
