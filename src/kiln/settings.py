@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextvars
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError as PydanticSettingsError
 
 from kiln.errors import SettingsError
 
@@ -266,6 +268,11 @@ def load_settings(workspace: Path | None = None) -> Settings:
         return Settings(workspace=root)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, file), hint="see README's 'Settings' section for every key") from None
+    except PydanticSettingsError as exc:  # a KILN_* value that cannot even be parsed (e.g. KILN_MLFLOW=abc)
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = ENV_PREFIX + field.group(1).upper() if field else "a KILN_* variable"
+        raise SettingsError(f"environment variable {name}: cannot be read as settings: {exc}",
+                            hint="a whole section is given as JSON, or set its keys one by one with __") from None
     finally:
         _WORKSPACE.reset(ws_token)
         _YAML_DATA.reset(yaml_token)
@@ -274,11 +281,12 @@ def load_settings(workspace: Path | None = None) -> Settings:
 def _reject_unknown_env() -> None:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     for name in os.environ:
-        if not name.startswith(ENV_PREFIX) or name in NON_SETTINGS_ENV:
+        upper = name.upper()  # pydantic-settings reads KILN_* in any case, so check in any case too
+        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTINGS_ENV:
             continue
-        if name.split("__")[0] not in known:
+        if upper.split("__")[0] not in known:
             raise SettingsError(
-                f"environment variable {name}: unknown settings key '{name[len(ENV_PREFIX):].lower()}'",
+                f"environment variable {name}: unknown settings key '{upper[len(ENV_PREFIX):].lower()}'",
                 hint=f"known keys: {', '.join(sorted(Settings.model_fields))}",
             )
 

@@ -172,7 +172,9 @@ def _entity_column(values: "pd.Series", original: str, name: str) -> tuple["pd.S
         rows = (values.index[nulls][:5] + 2).tolist()
         raise InputError(f"--entity '{original}' is empty on {int(nulls.sum())} rows (CSV lines {rows})")
     as_int = pd.to_numeric(values, errors="coerce")
-    if as_int.notna().all() and (as_int % 1 == 0).all():
+    # Ids like "007" stay text: as numbers they would lose their zeros and could collide with "7".
+    canonical = as_int.notna().all() and (as_int % 1 == 0).all() and (as_int.astype("int64").astype(str) == values).all()
+    if canonical:
         return as_int.astype("int64"), ColumnSpec(name=name, dtype="int64", role="key")
     return values.astype(object), ColumnSpec(name=name, dtype="string", role="key")
 
