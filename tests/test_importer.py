@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -26,8 +24,8 @@ from kiln.data.dataset import check_destination, open_dataset, staged_dataset, w
 from kiln.data.importer import ImportOptions, import_csv, snake_case
 from kiln.data.validate import validate_dataset
 from kiln.errors import DatasetError, InputError
+from tests.conftest import Result, run_kiln
 
-KILN = Path(sys.executable).parent / "kiln"
 AS_OF = "2026-01-15"
 
 HEADER = ["customerID", "gender", "SeniorCitizen", "Partner", "tenure", "Contract", "PaymentMethod",
@@ -79,30 +77,6 @@ def with_snapshot_dates(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-
-
-def run_kiln(*args: str | Path) -> Result:
-    """The real console script, in its own process."""
-    proc = subprocess.run([str(KILN), *map(str, args)], capture_output=True, text=True, env=clean_env(), timeout=120)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-@pytest.fixture(autouse=True)
-def _no_kiln_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("KILN_"):
-            monkeypatch.delenv(name)
-
-
 @pytest.fixture
 def kiln_inproc(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """The console script's entry point, main(), run in this process: exit code, stdout, stderr."""

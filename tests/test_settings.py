@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,29 +10,7 @@ import pytest
 from kiln.errors import InputError, SettingsError
 from kiln.settings import load_settings
 from kiln.workspace import FOLDERS, init_workspace
-
-KILN = Path(sys.executable).parent / "kiln"
-
-
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_kiln(*args: str | Path) -> Result:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-    proc = subprocess.run([str(KILN), *map(str, args)], capture_output=True, text=True, env=env, timeout=120)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-@pytest.fixture(autouse=True)
-def _no_kiln_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("KILN_"):
-            monkeypatch.delenv(name)
-
+from tests.conftest import run_kiln
 
 def workspace(tmp_path: Path, yaml: str | None = None) -> Path:
     root = (tmp_path / "ws").resolve()
