@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from kiln.cli.output import JsonOption, out, print_json, progress
 from kiln.errors import WorkspaceError
 
+if TYPE_CHECKING:
+    from kiln.stack import ServiceState
+    from kiln.workspace import Workspace
+
 WorkspaceOption = typer.Option(None, "--workspace", "-w", help="Workspace folder (default: found from the "
                                                                "current folder, or KILN_WORKSPACE).")
 
 
-def _local_workspace(path: Optional[Path]):  # noqa: ANN202 - returns kiln.workspace.Workspace
+def _local_workspace(path: Optional[Path]) -> "Workspace":
     from kiln.workspace import open_workspace
 
     ws = open_workspace(path)
@@ -24,7 +28,7 @@ def _local_workspace(path: Optional[Path]):  # noqa: ANN202 - returns kiln.works
     return ws
 
 
-def _show(states: list, as_json: bool, root: Path) -> None:  # noqa: ANN001
+def _show(states: "list[ServiceState]", as_json: bool, root: Path) -> None:
     if as_json:
         print_json({"workspace": str(root), "services": [{**s.__dict__} for s in states]})
         return
