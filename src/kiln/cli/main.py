@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from kiln import __version__
-from kiln.cli import data, stack
+from kiln.cli import data, features, stack
 from kiln.cli.output import JsonOption, err, out, print_json, to_plain
 from kiln.errors import KilnError, ValidationFailed
 
@@ -23,6 +23,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain Click help: half the start-up time of Rich's panels
 )
 app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
 app.command("up")(stack.up)
 app.command("status")(stack.status)
 app.command("down")(stack.down)

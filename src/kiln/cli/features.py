@@ -1,0 +1,136 @@
+"""`kiln features ...`: Feature Store on Feast."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, err, out, print_json, progress
+from kiln.cli.stack import WorkspaceOption
+from kiln.errors import InputError
+
+app = typer.Typer(help="Feature Store (Feast): apply, ingest, materialize, get, training-set.", no_args_is_help=True)
+
+
+def _when(value: Optional[str], flag: str) -> Optional[datetime]:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{flag} '{value}': expected a date or time like 2026-01-31 or 2026-01-31T12:00") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@app.command("apply")
+def apply(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Write feature_store.yaml from settings and register every definition in the feature repo."""
+    from kiln.features.repo import apply_repo, repo_path
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    with err.status("applying the feature repo"):
+        applied = apply_repo(ws)
+    if as_json:
+        print_json({"repo": str(repo_path(ws)), **applied})
+        return
+    out.print(f"applied {repo_path(ws)}")
+    for kind, names in applied.items():
+        out.print(f"  {kind}: {', '.join(names) or '-'}", markup=False)
+
+
+@app.command("ingest")
+def ingest(
+    path: Path = typer.Argument(..., help="The dataset folder to ingest."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Validate a dataset, compute windowed aggregates, append offline, push newest values online."""
+    from kiln.features.ingest import ingest as run
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    report = run(ws, path, progress)
+    if as_json:
+        print_json(report)
+        return
+    out.print(f"ingested {report.dataset} into service {report.feature_service} in {report.seconds}s")
+    for table, rows in report.offline_rows.items():
+        out.print(f"  offline {table}: {rows} rows in {report.offline_partitions[table]} partitions")
+    for view, rows in report.online_rows.items():
+        out.print(f"  online {view}: {rows} entities")
+
+
+@app.command("materialize")
+def materialize(
+    start: Optional[str] = typer.Option(None, help="From this time (default: incremental, from the last run)."),
+    end: Optional[str] = typer.Option(None, help="Up to this time (default: now)."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Load the offline store's newest values into the online store (Feast materialize)."""
+    from kiln.features.repo import open_store
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    t_start, t_end = _when(start, "--start"), _when(end, "--end") or datetime.now(timezone.utc)
+    if t_start and t_start >= t_end:
+        raise InputError(f"--start {t_start} is not before --end {t_end}")
+    store = open_store(ws)
+    views = [v.name for v in store.list_feature_views()]
+    with err.status("materializing"):
+        if t_start is None:
+            store.materialize_incremental(end_date=t_end)
+        else:
+            store.materialize(start_date=t_start, end_date=t_end)
+    result = {"feature_views": views, "start": t_start.isoformat() if t_start else "incremental", "end": t_end.isoformat()}
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"materialized {', '.join(views) or 'no views'} up to {t_end:%Y-%m-%d %H:%M}")
+
+
+@app.command("get")
+def get(
+    customer: list[str] = typer.Option([], "--customer", "--id", help="Entity id; repeatable."),
+    service: str = typer.Option("churn_v1", help="Feature service to read."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Online feature values of one or more entities."""
+    from kiln.features.online import get_online
+    from kiln.workspace import open_workspace
+
+    result = get_online(open_workspace(workspace), customer, service)
+    if as_json:
+        print_json(result)
+        return
+    for row in result["rows"]:
+        for name, value in row.items():
+            out.print(f"{name:<36} {value}", markup=False)
+        out.print("")
+
+
+@app.command("training-set")
+def training_set(
+    labels: Path = typer.Option(..., help="Labels: a dataset folder or a parquet/CSV file (id, label_timestamp, label)."),
+    service: str = typer.Option("churn_v1", help="Feature service naming the features."),
+    out_path: Path = typer.Option(..., "--out", help="Parquet file to write (a .json lineage file goes beside it)."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """A point-in-time correct training set: each label sees only feature values stamped at or before it."""
+    from kiln.features.training import build_training_set
+    from kiln.workspace import open_workspace
+
+    with err.status("joining features as of each label time"):
+        result = build_training_set(open_workspace(workspace), labels, service, out_path)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"wrote {result.path}: {result.rows} rows, {len(result.features)} features, "
+              f"label rate {result.label_rate}")
+    out.print(f"  lineage: {result.path}.json")

@@ -1,0 +1,194 @@
+"""Ingestion as a processing job: validate, aggregate, append offline, push the newest values online.
+
+All or nothing: the dataset is validated and every table computed in memory before anything
+is written; the offline partitions are staged and swapped in together; the online store is
+snapshotted first. A failure at any point puts both stores back as they were.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln.data.dataset import Dataset, open_dataset
+from kiln.data.validate import validate_dataset
+from kiln.errors import EnvironmentProblem, KilnError
+from kiln.features.aggregates import HISTORY_DAYS, activity
+from kiln.features.definitions import FeaturePlan
+from kiln.features.offline import OfflineChange, partition_values, read_partitions
+from kiln.features.repo import add_dataset, apply_repo, open_store
+from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    content_hash: str
+    feature_service: str
+    feature_views: list[str]
+    offline_rows: dict[str, int] = field(default_factory=dict)
+    offline_partitions: dict[str, int] = field(default_factory=dict)
+    online_rows: dict[str, int] = field(default_factory=dict)
+    definitions_created: bool = False
+    seconds: float = 0.0
+
+
+def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _: None) -> IngestReport:
+    """Ingest the dataset at ``path`` into the workspace's feature store."""
+    t0 = time.perf_counter()
+    progress("validating the dataset")
+    report = validate_dataset(path)
+    dataset = open_dataset(path)
+    from kiln.features.repo import plan_dataset
+
+    plan = plan_dataset(ws, dataset)
+    root = Path(ws.settings.features.offline_store.path)
+    if "://" in str(ws.settings.features.offline_store.path):
+        raise EnvironmentProblem("ingestion into an s3:// offline store is not supported yet",
+                                 hint="use a local folder for features.offline_store.path")
+    progress("computing profile rows and windowed aggregates")
+    tables = _tables(dataset, plan, root)
+
+    progress("registering the feature definitions")
+    _, created = add_dataset(ws, dataset)
+    apply_repo(ws)
+
+    change = OfflineChange(root)
+    snapshot = _OnlineSnapshot(ws)
+    result = IngestReport(dataset=plan.dataset, content_hash=report.content_hash, feature_service=plan.service,
+                          feature_views=plan.views, definitions_created=created)
+    try:
+        progress("staging the offline store")
+        for name, (frame, partition_of) in tables.items():
+            result.offline_partitions[name] = change.stage(root / plan.dataset / name, frame, partition_of)
+            result.offline_rows[name] = len(frame)
+        snapshot.take()
+        change.commit()
+        progress("pushing the newest values to the online store")
+        store = open_store(ws)
+        for view, frame in _newest(plan, tables, root).items():
+            if len(frame):
+                store.write_to_online_store(view, frame)
+            result.online_rows[view] = len(frame)
+    except BaseException as exc:
+        change.rollback()
+        snapshot.restore()
+        if isinstance(exc, KilnError):
+            raise
+        if isinstance(exc, Exception):
+            raise EnvironmentProblem(f"ingestion failed and was rolled back: {type(exc).__name__}: {exc}") from exc
+        raise
+    change.discard()
+    snapshot.discard()
+    result.seconds = round(time.perf_counter() - t0, 2)
+    return result
+
+
+def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> dict[str, tuple["pd.DataFrame", "pd.Series"]]:
+    """Each offline table's full new partitions, with the partition value of every row."""
+    import pandas as pd
+
+    key = plan.join_key
+    entities = dataset.read("entities")
+    ts_col = dataset.schema.table("entities").timestamp or "event_timestamp"
+    profile = entities.rename(columns={ts_col: "event_timestamp"}) if ts_col != "event_timestamp" else entities
+    profile = profile[[key, "event_timestamp", *[n for n, _ in plan.profile_features]]]
+    month = profile["event_timestamp"].dt.strftime("%Y-%m")
+    profile = _merge_with_existing(root / plan.dataset / "profile", profile, month, [key, "event_timestamp"])
+    out = {"profile": (profile, profile["event_timestamp"].dt.strftime("%Y-%m"))}
+    if plan.activity_view is None:
+        return out
+
+    events = dataset.read("events")
+    if events.empty:
+        return out
+    day = events["event_timestamp"].dt.floor("D")
+    new_days = pd.DatetimeIndex(day.unique()).sort_values()
+    raw = _merge_with_existing(root / plan.dataset / "events", events, day.dt.strftime("%Y-%m-%d"),
+                               [key, "event_timestamp"])
+    # Windows of the days this data touches reach back HISTORY_DAYS; late data also changes the
+    # HISTORY_DAYS days after it, so those are read and recomputed too.
+    lo, hi = new_days.min() - pd.Timedelta(days=HISTORY_DAYS), new_days.max() + pd.Timedelta(days=HISTORY_DAYS)
+    stored = set(partition_values(root / plan.dataset / "events"))
+    span = [d.strftime("%Y-%m-%d") for d in pd.date_range(lo, hi, freq="D")]
+    history = read_partitions(root / plan.dataset / "events", [d for d in span if d in stored])
+    window = raw if history is None else pd.concat([history, raw], ignore_index=True)
+    window = window.drop_duplicates([key, "event_timestamp"], keep="last")
+    emit = pd.date_range(new_days.min(), hi, freq="D")
+    acts = activity(window, entities, key, emit_days=emit)
+    out["events"] = (raw, raw["event_timestamp"].dt.strftime("%Y-%m-%d"))
+    out["activity"] = (acts, (acts["event_timestamp"] - pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d"))
+    return out
+
+
+def _merge_with_existing(table_dir: Path, new: "pd.DataFrame", partition_of: "pd.Series",
+                         key: list[str]) -> "pd.DataFrame":
+    """The full contents of every partition ``new`` touches: stored rows, then new ones winning on key."""
+    import pandas as pd
+
+    touched = sorted(partition_of.unique())
+    existing = read_partitions(table_dir, touched)
+    if existing is None:
+        return new.reset_index(drop=True)
+    existing = existing.drop(columns=[c for c in existing.columns if c not in new.columns])
+    merged = pd.concat([existing, new], ignore_index=True)
+    return merged.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def _newest(plan: FeaturePlan, tables: dict[str, tuple["pd.DataFrame", "pd.Series"]], root: Path) -> dict[str, "pd.DataFrame"]:
+    """Per view, each entity's newest row among the written ones, unless the store holds a newer one."""
+    key = plan.join_key
+    out = {}
+    for table, view in (("profile", plan.profile_view), ("activity", plan.activity_view)):
+        if view is None or table not in tables:
+            continue
+        frame = tables[table][0]
+        latest = frame.sort_values("event_timestamp").drop_duplicates(key, keep="last")
+        stored = read_partitions(root / plan.dataset / table)
+        if stored is not None:
+            newest_stored = stored.groupby(key)["event_timestamp"].max()
+            keep = latest["event_timestamp"] >= latest[key].map(newest_stored).fillna(latest["event_timestamp"])
+            latest = latest[keep]
+        out[view] = latest.reset_index(drop=True)
+    return out
+
+
+class _OnlineSnapshot:
+    """A copy of a SQLite online store to put back if ingestion fails."""
+
+    def __init__(self, ws: Workspace) -> None:
+        online = ws.settings.features.online_store
+        self.path = Path(online.path) if online.type == "sqlite" else None
+        self.copy: Path | None = None
+        self.existed = False
+
+    def take(self) -> None:
+        if self.path is None:
+            return
+        self.existed = self.path.exists()
+        if self.existed:
+            self.copy = self.path.with_name(f".{self.path.name}.snapshot")
+            shutil.copy2(self.path, self.copy)
+
+    def restore(self) -> None:
+        if self.path is None:
+            return
+        if self.copy is not None and self.copy.exists():
+            self.copy.replace(self.path)
+        elif not self.existed:
+            self.path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        if self.copy is not None:
+            self.copy.unlink(missing_ok=True)
+
+
+def summary(report: IngestReport) -> dict[str, Any]:
+    return report.__dict__

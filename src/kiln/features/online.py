@@ -1,0 +1,48 @@
+"""Online reads: the newest feature values of a few entities, from the online store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.errors import InputError
+from kiln.features.definitions import FeaturePlan
+from kiln.features.repo import open_store, plan_by_service
+from kiln.workspace import Workspace
+
+
+def parse_ids(plan: FeaturePlan, raw: list[str]) -> list[Any]:
+    """Entity ids as the join key's type; an InputError names an id that does not fit."""
+    if not raw:
+        raise InputError("give at least one --customer ID")
+    if plan.join_type != "Int64":
+        return list(raw)
+    ids = []
+    for value in raw:
+        try:
+            ids.append(int(value))
+        except ValueError:
+            raise InputError(f"--customer '{value}': {plan.join_key} is an integer id") from None
+    return ids
+
+
+def get_online(ws: Workspace, ids: list[str], service: str) -> dict[str, Any]:
+    """{"service", "features", "rows": [{join_key: id, feature: value, ...}]}; unknown ids are an error."""
+    plan, _ = plan_by_service(ws, service)
+    keys = parse_ids(plan, ids)
+    store = open_store(ws)
+    response = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=[{plan.join_key: k} for k in keys]
+    ).to_dict(include_event_timestamps=True)
+    stamped = [name for name in response if name.endswith("__ts") and name != f"{plan.join_key}__ts"
+               and any(response[name])]
+    features = [n for n in response if not n.endswith("__ts") and n != plan.join_key]
+    rows, unknown = [], []
+    for i, key in enumerate(keys):
+        if not any(response[name][i] for name in stamped):
+            unknown.append(key)
+            continue
+        rows.append({plan.join_key: key, **{f: response[f][i] for f in features}})
+    if unknown:
+        raise InputError(f"unknown {plan.join_key} in the online store: {', '.join(map(str, unknown))}",
+                         hint=f"ingest data for them (`kiln features ingest`) or check the ids; service {service}")
+    return {"service": service, "features": features, "rows": rows}

@@ -1,0 +1,169 @@
+"""The workspace's Feast feature repo: feature_store.yaml from settings, one definitions file per dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln.data.dataset import Dataset
+from kiln.errors import EnvironmentProblem, InputError
+from kiln.features.definitions import FeaturePlan, definitions_file, plan_for, render
+from kiln.settings import Settings
+from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+REPO_DIR = "repo"
+PLANS_FILE = "kiln_datasets.json"  # which dataset each definitions file came from
+
+
+def repo_path(ws: Workspace) -> Path:
+    return ws.root / "features" / REPO_DIR
+
+
+def feature_store_yaml(settings: Settings) -> str:
+    """feature_store.yaml for the settings' stores, commented the way Feast's template is."""
+    fs = settings.features
+    online = fs.online_store
+    registry = fs.registry
+    if online.type == "sqlite":
+        online_block = f"online_store:\n    type: sqlite\n    path: {online.path}\n"
+    else:
+        online_block = f"online_store:\n    type: redis\n    connection_string: \"{online.connection_string}\"\n"
+    if registry.type == "file":
+        registry_block = f"registry: {registry.path}\n"
+    else:
+        registry_block = (f"registry:\n    registry_type: sql\n    path: {registry.path}\n"
+                          "    cache_ttl_seconds: 60\n    sqlalchemy_config_kwargs:\n        pool_pre_ping: true\n")
+    return (
+        "# Written by Kiln from the workspace's kiln.yaml (profile: " + settings.profile + "); change the\n"
+        "# stores there, then run `kiln features apply` to write this file again.\n"
+        f"project: {fs.project}\n"
+        "# The registry holds the feature definitions: a file locally, a SQL database (PostgreSQL) on a cluster.\n"
+        + registry_block +
+        "# The provider specifies default offline / online stores; Kiln runs everything through `local`.\n"
+        "provider: local\n"
+        "# The online store keeps the newest value of every feature for millisecond reads:\n"
+        "# SQLite on one machine, Redis on a cluster.\n"
+        + online_block +
+        "# The offline store keeps the history (parquet files partitioned by date) for training sets;\n"
+        "# DuckDB runs the point-in-time joins over those files.\n"
+        "offline_store:\n    type: duckdb\n"
+        "entity_key_serialization_version: 3\n"
+        "# No authentication inside the workspace; on a cluster the chart's NetworkPolicies guard the stores.\n"
+        "auth:\n    type: no_auth\n"
+    )
+
+
+def write_repo_config(ws: Workspace) -> Path:
+    """Write (or refresh) the repo's feature_store.yaml; returns the repo folder."""
+    repo = repo_path(ws)
+    repo.mkdir(parents=True, exist_ok=True)
+    _atomic_write(repo / "feature_store.yaml", feature_store_yaml(ws.settings))
+    if ws.settings.features.online_store.type == "sqlite":
+        Path(ws.settings.features.online_store.path).parent.mkdir(parents=True, exist_ok=True)
+    if ws.settings.features.registry.type == "file":
+        Path(ws.settings.features.registry.path).parent.mkdir(parents=True, exist_ok=True)
+    return repo
+
+
+def plan_dataset(ws: Workspace, dataset: Dataset) -> FeaturePlan:
+    return plan_for(dataset.schema, dataset.kind, ws.settings.features.offline_store.path)
+
+
+def add_dataset(ws: Workspace, dataset: Dataset) -> tuple[FeaturePlan, bool]:
+    """Write the dataset's definitions file unless it exists (a user may have edited it)."""
+    plan = plan_dataset(ws, dataset)
+    repo = write_repo_config(ws)
+    target = definitions_file(repo, plan.dataset)
+    datasets = registered_datasets(ws)
+    created = not target.exists()
+    if created:
+        _atomic_write(target, render(plan))
+    datasets[plan.dataset] = {"path": str(dataset.path.resolve()), "kind": dataset.kind}
+    _atomic_write(repo / PLANS_FILE, json.dumps(datasets, indent=2) + "\n")
+    return plan, created
+
+
+def registered_datasets(ws: Workspace) -> dict[str, dict[str, Any]]:
+    path = repo_path(ws) / PLANS_FILE
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def plan_by_service(ws: Workspace, service: str) -> tuple[FeaturePlan, Dataset]:
+    """The plan whose feature service is ``service``; an InputError listing the known ones otherwise."""
+    from kiln.data.dataset import open_dataset
+
+    known = []
+    for name, entry in registered_datasets(ws).items():
+        dataset = open_dataset(Path(entry["path"]))
+        plan = plan_dataset(ws, dataset)
+        if service in (plan.service, plan.facets_service):
+            return plan, dataset
+        known.append(plan.service)
+    raise InputError(f"unknown feature service '{service}'",
+                     hint=f"known services: {', '.join(known) or 'none yet (run `kiln features ingest DATASET`)'}")
+
+
+def open_store(ws: Workspace) -> "FeatureStore":
+    import warnings
+
+    from feast import FeatureStore
+
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"feast(\.|$)")  # "experimental" notices
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(ibis|feast)(\.|$)")
+
+    repo = write_repo_config(ws)
+    try:
+        return FeatureStore(repo_path=str(repo))
+    except Exception as exc:  # noqa: BLE001 - Feast raises many types for a bad config or unreachable store
+        raise EnvironmentProblem(f"cannot open the Feast feature store at {repo}: {exc}") from exc
+
+
+def apply_repo(ws: Workspace) -> dict[str, list[str]]:
+    """`feast apply` in process: register every object of the repo, delete ones no longer defined."""
+    import os
+    import sys
+
+    from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
+
+    repo = write_repo_config(ws)
+    store = open_store(ws)
+    cwd = os.getcwd()
+    for stale in [m for m, mod in sys.modules.items() if getattr(mod, "__file__", "") and
+                  Path(mod.__file__).parent == repo]:
+        del sys.modules[stale]  # a definitions file edited since it was last imported here
+    try:
+        os.chdir(repo)  # Feast names the definition modules relative to the working folder
+        if str(repo) not in sys.path:
+            sys.path.insert(0, str(repo))
+        contents = parse_repo(repo)
+    except Exception as exc:  # noqa: BLE001 - a user-edited definitions file can fail in any way
+        raise InputError(f"the feature repo {repo} does not load: {type(exc).__name__}: {exc}",
+                         hint="fix the definitions file named above, then run `kiln features apply` again") from exc
+    finally:
+        os.chdir(cwd)
+    registry = store.registry
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, registry, contents)
+    try:
+        store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    except Exception as exc:  # noqa: BLE001 - Feast's validation errors have no common base class
+        raise InputError(f"Feast rejected the definitions in {repo}: {type(exc).__name__}: {exc}",
+                         hint="fix the definitions file, then run `kiln features apply` again") from exc
+    return {
+        "entities": sorted(e.name for e in contents.entities),
+        "feature_views": sorted(v.name for v in contents.feature_views),
+        "on_demand_feature_views": sorted(v.name for v in contents.on_demand_feature_views),
+        "feature_services": sorted(s.name for s in contents.feature_services),
+        "deleted": sorted(getattr(o, "name", str(o)) for o in to_delete),
+    }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
