@@ -20,7 +20,7 @@ from kiln.errors import EnvironmentProblem, KilnError
 from kiln.features.aggregates import HISTORY_DAYS, activity
 from kiln.features.definitions import FeaturePlan
 from kiln.features.offline import OfflineChange, partition_values, read_partitions
-from kiln.features.repo import add_dataset, apply_repo, open_store
+from kiln.features.repo import add_dataset, apply_if_changed, open_store
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _
 
     progress("registering the feature definitions")
     _, created = add_dataset(ws, dataset)
-    apply_repo(ws)
+    apply_if_changed(ws)
 
     change = OfflineChange(root)
     snapshot = _OnlineSnapshot(ws)

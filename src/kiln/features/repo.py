@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 REPO_DIR = "repo"
 PLANS_FILE = "kiln_datasets.json"  # which dataset each definitions file came from
+APPLIED_FILE = ".kiln_applied"  # fingerprint of the repo as last applied
 
 
 def repo_path(ws: Workspace) -> Path:
@@ -134,26 +135,29 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
     repo = write_repo_config(ws)
     store = open_store(ws)
     cwd = os.getcwd()
-    for stale in [m for m, mod in sys.modules.items() if getattr(mod, "__file__", "") and
-                  Path(mod.__file__).parent == repo]:
-        del sys.modules[stale]  # a definitions file edited since it was last imported here
+    for module in [f.stem for f in repo.glob("*.py")]:
+        sys.modules.pop(module, None)  # imported earlier from another repo, or before an edit
+    sys.path.insert(0, str(repo))
     try:
         os.chdir(repo)  # Feast names the definition modules relative to the working folder
-        if str(repo) not in sys.path:
-            sys.path.insert(0, str(repo))
         contents = parse_repo(repo)
     except Exception as exc:  # noqa: BLE001 - a user-edited definitions file can fail in any way
         raise InputError(f"the feature repo {repo} does not load: {type(exc).__name__}: {exc}",
                          hint="fix the definitions file named above, then run `kiln features apply` again") from exc
     finally:
         os.chdir(cwd)
+        sys.path.remove(str(repo))
     registry = store.registry
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, registry, contents)
     try:
         store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     except Exception as exc:  # noqa: BLE001 - Feast's validation errors have no common base class
+        if _is_unavailable(exc):
+            raise EnvironmentProblem(f"the feature store is unavailable: {type(exc).__name__}: {exc}",
+                                     hint="check that no other process holds it and that its services run") from exc
         raise InputError(f"Feast rejected the definitions in {repo}: {type(exc).__name__}: {exc}",
                          hint="fix the definitions file, then run `kiln features apply` again") from exc
+    _atomic_write(repo / APPLIED_FILE, repo_fingerprint(repo))
     return {
         "entities": sorted(e.name for e in contents.entities),
         "feature_views": sorted(v.name for v in contents.feature_views),
@@ -161,6 +165,35 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
         "feature_services": sorted(s.name for s in contents.feature_services),
         "deleted": sorted(getattr(o, "name", str(o)) for o in to_delete),
     }
+
+
+def repo_fingerprint(repo: Path) -> str:
+    """sha256 over the repo's definitions and config, to tell whether it changed since the last apply."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*repo.glob("*.py"), repo / "feature_store.yaml"]):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def apply_if_changed(ws: Workspace) -> bool:
+    """Apply the repo unless it is exactly as last applied; returns whether it applied."""
+    repo = write_repo_config(ws)
+    marker = repo / APPLIED_FILE
+    if marker.exists() and marker.read_text() == repo_fingerprint(repo):
+        return False
+    apply_repo(ws)
+    return True
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """A store that is locked, down or unreachable, as opposed to definitions Feast rejects."""
+    import sqlite3
+
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    return isinstance(exc, (sqlite3.OperationalError, ConnectionError, OSError)) or bool(
+        names & {"OperationalError", "ConnectionError", "TimeoutError", "InterfaceError"})
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -1,0 +1,229 @@
+"""Feature Store on Feast: ingestion, point-in-time training sets, online reads, atomicity, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kiln.data.dataset import staged_dataset, write_dataset
+from kiln.data.schema import CHURN_SCHEMA
+from kiln.errors import EnvironmentProblem, InputError, ValidationFailed
+from kiln.features.ingest import ingest
+from kiln.features.online import get_online
+from kiln.features.training import build_training_set
+from kiln.workspace import Workspace, init_workspace
+from tests.conftest import run_kiln
+
+pytestmark = pytest.mark.slow
+
+T0 = pd.Timestamp("2026-03-01", tz="UTC")
+
+
+def day(n: int, hour: int = 0) -> pd.Timestamp:
+    return T0 + pd.Timedelta(days=n, hours=hour)
+
+
+def write_churn(path: Path, entities: list[dict], events: list[dict], labels: list[dict]) -> Path:
+    frames = {
+        "entities": pd.DataFrame(entities).astype({"customer_id": "int64", "senior_citizen": "int64"}),
+        "events": pd.DataFrame(events).astype({"customer_id": "int64", "support_calls": "int64",
+                                               "payment_delay_days": "int64", "dropped_calls": "int64"}),
+        "labels": pd.DataFrame(labels).astype({"customer_id": "int64", "churned": "int64"}),
+    }
+    with staged_dataset(path, overwrite=True) as stage:
+        write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"hand-made": True}, {})
+    return path
+
+
+def customer(cid: int, charges: float = 50.0, contract: str = "month-to-month") -> dict:
+    return {"customer_id": cid, "signup_date": day(-100), "contract": contract, "payment_method": "credit-card",
+            "plan": "standard", "monthly_charges": charges, "gender": "female", "senior_citizen": 0}
+
+
+def event(cid: int, when: pd.Timestamp, usage: float, calls: int = 0, delay: int = 0) -> dict:
+    return {"customer_id": cid, "event_timestamp": when, "usage_minutes": usage, "data_gb": 1.0,
+            "support_calls": calls, "payment_delay_days": delay, "dropped_calls": 0}
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return init_workspace(tmp_path / "ws")[0]
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    """Customer 1 is active on days 1, 2 and 5 (a spike of 1000 minutes on day 5); customer 2 only on day 1."""
+    return write_churn(
+        tmp_path / "small",
+        [customer(1), customer(2, charges=80.0, contract="two-year")],
+        [event(1, day(1, 9), 10.0, calls=1), event(1, day(2, 9), 20.0, delay=3), event(1, day(5, 9), 1000.0, calls=4),
+         event(2, day(1, 9), 30.0)],
+        [
+            {"customer_id": 1, "label_timestamp": day(3), "churned": 0},       # sees days 1-2 only
+            {"customer_id": 1, "label_timestamp": day(5, 12), "churned": 0},   # day 5 is not over yet
+            {"customer_id": 1, "label_timestamp": day(6), "churned": 1},       # now day 5 counts
+            {"customer_id": 2, "label_timestamp": day(2), "churned": 0},
+            {"customer_id": 2, "label_timestamp": day(20), "churned": 1},      # activity past its 7-day TTL
+        ],
+    )
+
+
+def test_training_set_is_point_in_time_correct(ws: Workspace, small: Path, tmp_path: Path) -> None:
+    ingest(ws, small)
+    result = build_training_set(ws, small, "churn_v1", tmp_path / "train.parquet")
+    t = pd.read_parquet(result.path).set_index(["customer_id", "label_timestamp"])
+    assert len(t) == 5, "every label row is kept, even one whose features expired"
+
+    before_spike = t.loc[(1, day(3))]
+    assert before_spike["usage_minutes_7d_mean"] == pytest.approx(15.0)  # (10 + 20) / 2
+    assert before_spike["support_calls_7d"] == 1 and before_spike["payment_delay_days_7d_max"] == 3
+    assert before_spike["tenure_days"] == 103  # signup 100 days before day 0; stamped at the end of day 2
+
+    same_day = t.loc[(1, day(5, 12))]
+    assert same_day["usage_minutes_7d_mean"] == pytest.approx(15.0), "a label must not see the day it falls in"
+
+    after = t.loc[(1, day(6))]
+    assert after["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
+    assert after["support_calls_7d"] == 5
+    assert after["support_calls_per_active_day_30d"] == pytest.approx(5 / 3)  # the on-demand view
+    assert after["usage_minutes_per_dollar"] == pytest.approx((10 + 20 + 1000) / 3 / 50.0)
+
+    expired = t.loc[(2, day(20))]
+    assert pd.isna(expired["usage_minutes_7d_mean"]) and pd.isna(expired["support_calls_30d"])
+    assert expired["contract"] == "two-year", "the profile's long TTL still holds"
+    assert "gender" not in t.columns, "protected attributes stay out of the model's service"
+
+    lineage = json.loads(Path(result.path + ".json").read_text())["lineage"]
+    assert lineage["feature_service"] == "churn_v1"
+    assert lineage["dataset_content_hash"] == json.loads((small / "dataset.json").read_text())["content_hash"]
+
+
+def test_generated_data_never_sees_the_future(ws: Workspace, churn_dataset: Path, tmp_path: Path) -> None:
+    ingest(ws, churn_dataset)
+    result = build_training_set(ws, churn_dataset, "churn_v1", tmp_path / "train.parquet")
+    t = pd.read_parquet(result.path)
+    events = pd.read_parquet(churn_dataset / "events.parquet")
+    sample = t.sample(60, random_state=0)
+    for row in sample.itertuples():
+        # Expected from first principles: events of whole days before the label's day, 7 days back.
+        label_day = row.label_timestamp.floor("D")
+        mine = events[(events.customer_id == row.customer_id)
+                      & (events.event_timestamp < label_day)
+                      & (events.event_timestamp >= label_day - pd.Timedelta(days=7))]
+        if mine.empty:
+            assert pd.isna(row.usage_minutes_7d_mean) or row.usage_minutes_7d_mean is None
+        else:
+            assert row.usage_minutes_7d_mean == pytest.approx(mine.usage_minutes.mean()), row
+            assert row.support_calls_7d == mine.support_calls.sum()
+
+
+def test_online_values_are_the_newest(ws: Workspace, small: Path) -> None:
+    ingest(ws, small)
+    got = get_online(ws, ["1", "2"], "churn_v1")
+    rows = {r["customer_id"]: r for r in got["rows"]}
+    assert rows[1]["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
+    assert rows[2]["usage_minutes_30d_mean"] == pytest.approx(30.0)
+    assert rows[2]["contract"] == "two-year"
+    with pytest.raises(InputError, match="unknown customer_id in the online store: 77"):
+        get_online(ws, ["1", "77"], "churn_v1")
+    with pytest.raises(InputError, match="unknown feature service 'churn_v9'"):
+        get_online(ws, ["1"], "churn_v9")
+    with pytest.raises(InputError, match="integer id"):
+        get_online(ws, ["abc"], "churn_v1")
+
+
+def test_a_later_batch_appends_and_updates_online(ws: Workspace, small: Path, tmp_path: Path) -> None:
+    ingest(ws, small)
+    later = write_churn(tmp_path / "later", [customer(1)], [event(1, day(7, 9), 100.0)],
+                        [{"customer_id": 1, "label_timestamp": day(8), "churned": 0}])
+    report = ingest(ws, later)
+    assert report.online_rows["churn_activity"] == 1
+    row = get_online(ws, ["1"], "churn_v1")["rows"][0]
+    # Day 7's window reaches back over the first batch's days 1, 2 and 5.
+    assert row["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000 + 100) / 4)
+    again = ingest(ws, later)  # the same batch twice changes nothing
+    assert again.offline_rows["events"] == report.offline_rows["events"]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_failed_ingestion_leaves_both_stores_as_they_were(ws: Workspace, small: Path, tmp_path: Path) -> None:
+    ingest(ws, small)
+    offline = Path(ws.settings.features.offline_store.path)
+    before_files = snapshot(offline)
+    before_online = get_online(ws, ["1", "2"], "churn_v1")
+    later = write_churn(tmp_path / "later", [customer(1), customer(3)], [event(1, day(7, 9), 100.0),
+                                                                         event(3, day(7, 9), 5.0)],
+                        [{"customer_id": 1, "label_timestamp": day(8), "churned": 0}])
+    # Another process holds the online store's write lock, so the online push fails.
+    holder = sqlite3.connect(ws.settings.features.online_store.path, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(EnvironmentProblem, match="rolled back"):
+            ingest(ws, later)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert snapshot(offline) == before_files
+    assert get_online(ws, ["1", "2"], "churn_v1") == before_online
+    with pytest.raises(InputError, match="unknown customer_id"):
+        get_online(ws, ["3"], "churn_v1")
+
+
+def test_invalid_dataset_writes_nothing(ws: Workspace, churn_dataset: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(churn_dataset, bad)
+    ev = pd.read_parquet(bad / "events.parquet")
+    ev.loc[3, "usage_minutes"] = -1.0
+    ev.to_parquet(bad / "events.parquet", index=False)
+    features = ws.root / "features"
+    before = snapshot(features)
+    with pytest.raises(ValidationFailed, match="usage_minutes"):
+        ingest(ws, bad)
+    assert snapshot(features) == before
+
+
+def test_cli_end_to_end_and_errors(tmp_path: Path, small: Path) -> None:
+    ws = tmp_path / "cli"
+    assert run_kiln("init", ws).code == 0
+    res = run_kiln("features", "ingest", small, "-w", ws, "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["online_rows"] == {"churn_profile": 2, "churn_activity": 2}
+    repo = ws / "features" / "repo"
+    assert (repo / "feature_store.yaml").read_text().count("#") >= 5, "feature_store.yaml is commented"
+    assert "churn_v1 = FeatureService" in (repo / "churn_features.py").read_text()
+
+    res = run_kiln("features", "get", "--customer", "1", "-w", ws, "--json")
+    assert res.code == 0 and json.loads(res.stdout)["rows"][0]["customer_id"] == 1
+
+    res = run_kiln("features", "get", "--customer", "42", "-w", ws)
+    assert res.code == 1 and "unknown customer_id" in res.stderr and "Traceback" not in res.stderr
+
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"customer_id": [1], "label_timestamp": ["2099-01-01"], "churned": [0]}).to_csv(labels, index=False)
+    res = run_kiln("features", "training-set", "--labels", labels, "--out", tmp_path / "t.parquet", "-w", ws)
+    assert res.code == 1 and "label_timestamp" in res.stderr and "future" in res.stderr
+    assert not (tmp_path / "t.parquet").exists()
+
+    pd.DataFrame({"customer_id": [1], "when": ["2026-03-04"]}).to_csv(labels, index=False)
+    res = run_kiln("features", "training-set", "--labels", labels, "--out", tmp_path / "t.parquet", "-w", ws)
+    assert res.code == 1 and "'label_timestamp'" in res.stderr
+
+    res = run_kiln("features", "training-set", "--labels", small, "--service", "nope", "--out",
+                   tmp_path / "t.parquet", "-w", ws)
+    assert res.code == 1 and "unknown feature service 'nope'" in res.stderr and "churn_v1" in res.stderr
+
+    res = run_kiln("features", "training-set", "--labels", small, "--out", tmp_path / "t.parquet", "-w", ws, "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["rows"] == 5
+    assert np.isclose(pd.read_parquet(tmp_path / "t.parquet")["churned"].mean(), 0.4)
