@@ -106,8 +106,11 @@ def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
     assert res.code == 0, res.stderr
     doc = json.loads(res.stdout)
     names = [s["name"] for s in doc["steps"]]
-    assert names[:4] == ["check the environment", "create the workspace", "generate churn data", "validate the dataset"]
+    assert names[:7] == ["check the environment", "create the workspace", "generate churn data", "validate the dataset",
+                         "ingest features (Feast)", "materialize the online store", "build a point-in-time training set"]
+    assert doc["steps"][4]["outputs"]["online_entities"]["churn_activity"] > 0
+    assert doc["steps"][6]["outputs"]["rows"] == doc["steps"][2]["outputs"]["labels"]
     generated = doc["steps"][2]["outputs"]
     assert 0.15 <= generated["churn_rate"] <= 0.30
     assert (tmp_path / "ws" / "kiln.yaml").is_file() and (tmp_path / "ws" / "data" / "churn" / "dataset.json").is_file()
-    assert "[4/" in res.stderr, "the demo shows its progress"
+    assert "[7/" in res.stderr, "the demo shows its progress"

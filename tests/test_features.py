@@ -227,3 +227,21 @@ def test_cli_end_to_end_and_errors(tmp_path: Path, small: Path) -> None:
     assert res.code == 0, res.stderr
     assert json.loads(res.stdout)["rows"] == 5
     assert np.isclose(pd.read_parquet(tmp_path / "t.parquet")["churned"].mean(), 0.4)
+
+
+def test_materialize_rebuilds_the_online_store(ws: Workspace, small: Path) -> None:
+    from kiln.features.materialize import materialize
+
+    ingest(ws, small)
+    Path(ws.settings.features.online_store.path).unlink()  # lose the online store entirely
+    from kiln.features.repo import apply_repo
+
+    apply_repo(ws)  # recreates its empty tables
+    with pytest.raises(InputError, match="unknown customer_id"):
+        get_online(ws, ["1"], "churn_v1")
+    result = materialize(ws, day(-200).to_pydatetime(), day(30).to_pydatetime())
+    assert result["feature_views"] == ["churn_activity", "churn_profile"]
+    row = get_online(ws, ["1"], "churn_v1")["rows"][0]
+    assert row["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
+    with pytest.raises(InputError, match="is not before"):
+        materialize(ws, day(5).to_pydatetime(), day(1).to_pydatetime())

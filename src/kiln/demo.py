@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +87,46 @@ def _validate(ctx: DemoContext) -> dict[str, Any]:
     return {"valid": True, "tables": report.tables}
 
 
+def _ingest(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.features.ingest import ingest
+    from kiln.workspace import open_workspace
+
+    if ctx.dataset is None:
+        raise EnvironmentProblem("no dataset to ingest: the generate step did not run")
+    report = ingest(open_workspace(ctx.root), ctx.dataset)
+    return {"feature_service": report.feature_service, "offline_rows": report.offline_rows,
+            "online_entities": report.online_rows}
+
+
+def _materialize(ctx: DemoContext) -> dict[str, Any]:
+    """Rebuild the online store from the offline history, as a cluster's schedule would."""
+    from kiln.features.materialize import materialize
+    from kiln.workspace import open_workspace
+
+    end = datetime.now(timezone.utc)
+    return materialize(open_workspace(ctx.root), end - timedelta(days=DEMO_DAYS + 1), end)
+
+
+def _training_set(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.features.training import build_training_set
+    from kiln.workspace import open_workspace
+
+    if ctx.dataset is None:
+        raise EnvironmentProblem("no dataset for labels: the generate step did not run")
+    out = ctx.root / "data" / "churn_training_set.parquet"
+    result = build_training_set(open_workspace(ctx.root), ctx.dataset, "churn_v1", out)
+    return {"training_set": result.path, "rows": result.rows, "features": len(result.features),
+            "label_rate": result.label_rate}
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("check the environment", _environment),
     ("create the workspace", _workspace),
     ("generate churn data", _generate),
     ("validate the dataset", _validate),
+    ("ingest features (Feast)", _ingest),
+    ("materialize the online store", _materialize),
+    ("build a point-in-time training set", _training_set),
 ]
 
 

@@ -72,25 +72,15 @@ def materialize(
     as_json: bool = JsonOption,
 ) -> None:
     """Load the offline store's newest values into the online store (Feast materialize)."""
-    from kiln.features.repo import open_store
+    from kiln.features.materialize import materialize as run
     from kiln.workspace import open_workspace
 
-    ws = open_workspace(workspace)
-    t_start, t_end = _when(start, "--start"), _when(end, "--end") or datetime.now(timezone.utc)
-    if t_start and t_start >= t_end:
-        raise InputError(f"--start {t_start} is not before --end {t_end}")
-    store = open_store(ws)
-    views = [v.name for v in store.list_feature_views()]
     with err.status("materializing"):
-        if t_start is None:
-            store.materialize_incremental(end_date=t_end)
-        else:
-            store.materialize(start_date=t_start, end_date=t_end)
-    result = {"feature_views": views, "start": t_start.isoformat() if t_start else "incremental", "end": t_end.isoformat()}
+        result = run(open_workspace(workspace), _when(start, "--start"), _when(end, "--end"))
     if as_json:
         print_json(result)
         return
-    out.print(f"materialized {', '.join(views) or 'no views'} up to {t_end:%Y-%m-%d %H:%M}")
+    out.print(f"materialized {', '.join(result['feature_views']) or 'no views'} up to {result['end'][:16]}")
 
 
 @app.command("get")

@@ -122,7 +122,7 @@ def render(plan: FeaturePlan) -> str:
         f'    description="One row per {plan.join_key} of the {plan.dataset} dataset.",',
         ")",
         "",
-        f"# Profile attributes: what the entity is (rows stamped when they became true).",
+        "# Profile attributes: what the entity is (rows stamped when they became true).",
         f"{plan.profile_view}_source = FileSource(",
         f"    name={plan.profile_view + '_source'!r},",
         f"    path={plan.offline_path('profile') + PARTITION_GLOB!r},",

@@ -44,7 +44,9 @@ class OfflineChange:
         for value, rows in frame.groupby(partition_of.to_numpy(), sort=True):
             target = self.stage_dir / table_dir.relative_to(self.root) / f"{PARTITION}={value}"
             target.mkdir(parents=True)
-            rows.reset_index(drop=True).to_parquet(target / "part-0.parquet", index=False)
+            # Microsecond timestamps: DuckDB cannot compare nanosecond ones with a time zone.
+            rows.reset_index(drop=True).to_parquet(target / "part-0.parquet", index=False, coerce_timestamps="us",
+                                                   allow_truncated_timestamps=True)
             change.staged[str(value)] = target
         self.tables.append(change)
         return len(change.staged)

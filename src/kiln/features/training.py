@@ -62,7 +62,6 @@ def read_labels(path: Path, key: str, label: str) -> "pd.DataFrame":
 
 def build_training_set(ws: Workspace, labels_path: Path, service: str, out: Path) -> TrainingSet:
     """Join each label row with the feature values known at its label time; write parquet + a lineage file."""
-    import pandas as pd
 
     plan, dataset = plan_by_service(ws, service)
     label = dataset.schema.label
