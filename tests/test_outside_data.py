@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.conftest import run_kiln
 
@@ -32,3 +33,28 @@ def test_telco_export_imports_and_validates(telco_csv: Path, tmp_path: Path) -> 
     res = run_kiln("data", "validate", out, "--json")
     assert res.code == 0, res.stderr
     assert json.loads(res.stdout)["tables"] == {"entities": len(raw), "labels": len(raw)}
+
+
+def test_telco_export_gets_its_own_feature_service(telco_csv: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert run_kiln("init", ws).code == 0
+    data = ws / "data" / "telco"
+    assert run_kiln("data", "import", telco_csv, "--entity", "customerid", "--label", "churn",
+                    "--as-of", "2026-01-01", "--name", "telco", "--out", data).code == 0
+    res = run_kiln("features", "ingest", data, "-w", ws, "--json")
+    assert res.code == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["feature_service"] == "telco_v1" and doc["feature_views"] == ["telco_profile"]
+    raw = pd.read_csv(telco_csv)
+    first = raw.iloc[0]
+    res = run_kiln("features", "get", "--customer", first["customerid"], "--service", "telco_v1", "-w", ws, "--json")
+    assert res.code == 0, res.stderr
+    row = json.loads(res.stdout)["rows"][0]
+    assert row["contract"] == first["contract"] and row["tenure"] == first["tenure"]
+    assert "gender" not in row, "protected attributes stay out of the model's service"
+    out = tmp_path / "train.parquet"
+    res = run_kiln("features", "training-set", "--labels", data, "--service", "telco_v1", "--out", out, "-w", ws)
+    assert res.code == 0, res.stderr
+    train = pd.read_parquet(out)
+    assert len(train) == len(raw) and train["churn"].mean() == pytest.approx((raw["churn"] == "Yes").mean())
+    assert train["contract"].notna().all()
