@@ -21,9 +21,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_workspace(root: Path, port: int) -> Path:
+def make_workspace(root: Path, port: int, features_port: int | None = None) -> Path:
     assert run_kiln("init", root).code == 0
     text = (root / "kiln.yaml").read_text().replace("port: 5000", f"port: {port}")
+    text = text.replace("port: 6566", f"port: {features_port or free_port()}")
     (root / "kiln.yaml").write_text(text)
     return root
 
@@ -54,15 +55,19 @@ def test_up_status_down(workspace: Path) -> None:
     assert again.code == 0 and "already running" in again.stderr
     assert services(again.stdout)["mlflow"]["pid"] == mlflow["pid"]
 
+    features = services(res.stdout)["features"]
+    assert features["state"] == "running"
+    assert httpx.get(str(features["url"]) + "/health", timeout=5).status_code == 200
+
     status = run_kiln("status", "-w", workspace, "--json")
-    assert status.code == 0 and services(status.stdout)["mlflow"]["state"] == "running"
+    assert status.code == 0 and {s["state"] for s in services(status.stdout).values()} == {"running"}
 
     down = run_kiln("down", "-w", workspace, "--json")
-    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["mlflow"]
+    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["features", "mlflow"]
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/health", timeout=2)
     status = run_kiln("status", "-w", workspace)
-    assert status.code == 0 and "stopped" in status.stdout
+    assert status.code == 0 and status.stdout.count("stopped") == 2
     assert run_kiln("down", "-w", workspace).stdout.strip() == "nothing was running"
 
 
@@ -93,3 +98,21 @@ def test_cluster_profile_has_no_local_stack(tmp_path: Path) -> None:
     assert run_kiln("init", tmp_path / "ws", "--profile", "cluster").code == 0
     res = run_kiln("up", "-w", tmp_path / "ws")
     assert res.code == 1 and "profile is 'cluster'" in res.stderr
+
+
+def test_feature_server_answers_online_reads(tmp_path: Path, churn_dataset: Path) -> None:
+    ws = make_workspace(tmp_path / "ws", free_port())
+    assert run_kiln("features", "ingest", churn_dataset, "-w", ws).code == 0
+    try:
+        res = run_kiln("up", "-w", ws, "--json")
+        assert res.code == 0, res.stderr
+        url = str(services(res.stdout)["features"]["url"])
+        body = {"feature_service": "churn_v1", "entities": {"customer_id": [7]}}
+        answer = httpx.post(url + "/get-online-features", json=body, timeout=10).json()
+        names = answer["metadata"]["feature_names"]
+        values = {n: r["values"][0] for n, r in zip(names, answer["results"])}
+        local = json.loads(run_kiln("features", "get", "--customer", "7", "-w", ws, "--json").stdout)["rows"][0]
+        assert values["usage_minutes_30d_mean"] == pytest.approx(local["usage_minutes_30d_mean"])
+        assert values["contract"] == local["contract"]
+    finally:
+        run_kiln("down", "-w", ws)

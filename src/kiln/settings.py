@@ -111,6 +111,7 @@ class ServiceSettings(Section):
 
 class ServicesSettings(Section):
     mlflow: ServiceSettings = ServiceSettings(port=5000)
+    feature_server: ServiceSettings = ServiceSettings(port=6566)
 
 
 class Settings(BaseSettings):

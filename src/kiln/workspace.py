@@ -25,6 +25,9 @@ services:
   mlflow:
     host: 127.0.0.1
     port: 5000
+  feature_server:          # Feast's HTTP feature server
+    host: 127.0.0.1
+    port: 6566
 
 # Uncomment to override what the profile picks, for example:
 # mlflow:

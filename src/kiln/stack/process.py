@@ -29,6 +29,7 @@ class ServiceSpec:
     setting: str  # the settings key that holds its port, for error hints
     start_timeout: float = 120.0
     env: dict[str, str] = field(default_factory=dict)
+    prepare: Callable[[], None] | None = None  # run before the process starts (e.g. write its config)
 
     @property
     def url(self) -> str:
@@ -121,6 +122,9 @@ def start(state_dir: Path, spec: ServiceSpec, progress: Callable[[str], None] = 
             hint=f"stop that process, or choose another port with {spec.setting} in kiln.yaml "
             f"(or KILN_{spec.setting.upper().replace('.', '__')})",
         )
+    if spec.prepare is not None:
+        progress(f"{spec.name}: preparing")
+        spec.prepare()
     for sub in ("run", "logs"):
         (state_dir / sub).mkdir(parents=True, exist_ok=True)
     log = log_file(state_dir, spec.name)

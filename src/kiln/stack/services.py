@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from kiln.stack.process import ServiceSpec
@@ -34,6 +35,34 @@ def mlflow_server(ws: Workspace) -> ServiceSpec:
     )
 
 
+def feature_server(ws: Workspace) -> ServiceSpec:
+    """Feast's HTTP feature server over the workspace's feature repo (online reads on loopback)."""
+    from kiln.features.repo import repo_path
+
+    s = ws.settings.services.feature_server
+    return ServiceSpec(
+        name="features",
+        command=[
+            str(Path(sys.executable).parent / "feast"), "-c", str(repo_path(ws)), "serve",
+            "-h", s.host, "-p", str(s.port), "--no-access-log",
+            "--max-requests", "0",  # Feast's default restarts the worker every 1,000 requests
+        ],
+        host=s.host,
+        port=s.port,
+        health_path="/health",
+        setting="services.feature_server.port",
+        start_timeout=120.0,
+        prepare=partial(_prepare_feature_repo, ws),
+    )
+
+
+def _prepare_feature_repo(ws: Workspace) -> None:
+    """The server needs a registry: apply the repo first (a no-op when nothing changed)."""
+    from kiln.features.repo import apply_if_changed
+
+    apply_if_changed(ws)
+
+
 def local_services(ws: Workspace) -> list[ServiceSpec]:
     """Every service of the local stack, in start order."""
-    return [mlflow_server(ws)]
+    return [mlflow_server(ws), feature_server(ws)]
