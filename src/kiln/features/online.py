@@ -25,24 +25,38 @@ def parse_ids(plan: FeaturePlan, raw: list[str]) -> list[Any]:
     return ids
 
 
+class OnlineReader:
+    """Reads one feature service's newest values; holds the Feast store so repeated reads stay cheap."""
+
+    def __init__(self, ws: Workspace, service: str) -> None:
+        self.plan, _ = plan_by_service(ws, service)
+        self.service_name = service
+        self.store = open_store(ws)
+        self.service = self.store.get_feature_service(service)
+
+    def get(self, ids: list[str]) -> dict[str, Any]:
+        """{"service", "features", "rows": [{join_key: id, feature: value, ...}]}; unknown ids are an error."""
+        plan = self.plan
+        keys = parse_ids(plan, ids)
+        response = self.store.get_online_features(
+            features=self.service, entity_rows=[{plan.join_key: k} for k in keys]
+        ).to_dict(include_event_timestamps=True)
+        stamped = [name for name in response if name.endswith("__ts") and name != f"{plan.join_key}__ts"
+                   and any(response[name])]
+        features = [n for n in response if not n.endswith("__ts") and n != plan.join_key]
+        rows, unknown = [], []
+        for i, key in enumerate(keys):
+            if not any(response[name][i] for name in stamped):
+                unknown.append(key)
+                continue
+            rows.append({plan.join_key: key, **{f: response[f][i] for f in features}})
+        if unknown:
+            raise InputError(f"unknown {plan.join_key} in the online store: {', '.join(map(str, unknown))}",
+                             hint=f"ingest data for them (`kiln features ingest`) or check the ids; "
+                             f"service {self.service_name}")
+        return {"service": self.service_name, "features": features, "rows": rows}
+
+
 def get_online(ws: Workspace, ids: list[str], service: str) -> dict[str, Any]:
-    """{"service", "features", "rows": [{join_key: id, feature: value, ...}]}; unknown ids are an error."""
-    plan, _ = plan_by_service(ws, service)
-    keys = parse_ids(plan, ids)
-    store = open_store(ws)
-    response = store.get_online_features(
-        features=store.get_feature_service(service), entity_rows=[{plan.join_key: k} for k in keys]
-    ).to_dict(include_event_timestamps=True)
-    stamped = [name for name in response if name.endswith("__ts") and name != f"{plan.join_key}__ts"
-               and any(response[name])]
-    features = [n for n in response if not n.endswith("__ts") and n != plan.join_key]
-    rows, unknown = [], []
-    for i, key in enumerate(keys):
-        if not any(response[name][i] for name in stamped):
-            unknown.append(key)
-            continue
-        rows.append({plan.join_key: key, **{f: response[f][i] for f in features}})
-    if unknown:
-        raise InputError(f"unknown {plan.join_key} in the online store: {', '.join(map(str, unknown))}",
-                         hint=f"ingest data for them (`kiln features ingest`) or check the ids; service {service}")
-    return {"service": service, "features": features, "rows": rows}
+    """One-off read (the CLI's): see OnlineReader.get."""
+    return OnlineReader(ws, service).get(ids)
