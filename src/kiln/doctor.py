@@ -212,17 +212,16 @@ def _postgres_check(name: str, uri: str) -> Check:
 def _redis_check(name: str, connection_string: str) -> Check:
     import redis
 
-    host_port, *options = connection_string.split(",")
-    host, _, port = host_port.partition(":")
-    kwargs = dict(opt.split("=", 1) for opt in options if "=" in opt)
+    from kiln.connections import parse_redis, redis_client
+
+    where = "{host}:{port}".format(**parse_redis(connection_string))
     try:
-        client = redis.Redis(host=host, port=int(port or 6379), db=int(kwargs.get("db", 0)),
-                             password=kwargs.get("password"), socket_connect_timeout=3)
+        client = redis_client(connection_string)
         client.ping()
         version = client.info("server").get("redis_version", "?")
     except (redis.RedisError, ValueError) as exc:
-        return Check("service", name, False, f"{host_port}: {exc}")
-    return Check("service", name, True, f"{host_port} answers PING (Redis {version})")
+        return Check("service", name, False, f"{where}: {exc}")
+    return Check("service", name, True, f"{where} answers PING (Redis {version})")
 
 
 def _folder_check(name: str, folder: Path) -> Check:

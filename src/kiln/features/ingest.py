@@ -61,7 +61,8 @@ def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _
     apply_if_changed(ws)
 
     change = OfflineChange(root)
-    snapshot = _OnlineSnapshot(ws)
+    touched = sorted(set().union(*(set(frame[plan.join_key]) for frame, _ in tables.values())))
+    snapshot = _OnlineSnapshot(ws, plan, touched)
     result = IngestReport(dataset=plan.dataset, content_hash=report.content_hash, feature_service=plan.service,
                           feature_views=plan.views, definitions_created=created)
     try:
@@ -79,7 +80,14 @@ def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _
             result.online_rows[view] = len(frame)
     except BaseException as exc:
         change.rollback()
-        snapshot.restore()
+        try:
+            snapshot.restore()
+        except Exception as undo:  # noqa: BLE001 - whatever the store says, the user must hear both failures
+            raise EnvironmentProblem(
+                f"ingestion failed ({type(exc).__name__}: {exc}) and putting the online store back failed too "
+                f"({type(undo).__name__}: {undo}); the offline store was rolled back",
+                hint="rebuild the online store from the offline one with `kiln features materialize --start ...`",
+            ) from exc
         if isinstance(exc, KilnError):
             raise
         if isinstance(exc, Exception):
@@ -161,33 +169,81 @@ def _newest(plan: FeaturePlan, tables: dict[str, tuple["pd.DataFrame", "pd.Serie
 
 
 class _OnlineSnapshot:
-    """A copy of a SQLite online store to put back if ingestion fails."""
+    """What the online store holds for the entities an ingestion touches, to put back if it fails.
 
-    def __init__(self, ws: Workspace) -> None:
-        online = ws.settings.features.online_store
-        self.path = Path(online.path) if online.type == "sqlite" else None
+    SQLite: a copy of the database file. Redis: each touched entity's hash (DUMP), restored with
+    RESTORE, or deleted if it did not exist before.
+    """
+
+    def __init__(self, ws: Workspace, plan: FeaturePlan, ids: list[Any]) -> None:
+        self.online = ws.settings.features.online_store
+        self.project = ws.settings.features.project
+        self.plan, self.ids = plan, ids
         self.copy: Path | None = None
         self.existed = False
+        self.dumps: list[tuple[bytes, bytes | None]] = []
 
     def take(self) -> None:
-        if self.path is None:
+        if self.online.type == "sqlite":
+            path = Path(self.online.path)
+            self.existed = path.exists()
+            if self.existed:
+                self.copy = path.with_name(f".{path.name}.snapshot")
+                shutil.copy2(path, self.copy)
             return
-        self.existed = self.path.exists()
-        if self.existed:
-            self.copy = self.path.with_name(f".{self.path.name}.snapshot")
-            shutil.copy2(self.path, self.copy)
+        client = self._redis()
+        keys = self._redis_keys()
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.dump(key)
+        self.dumps = list(zip(keys, pipe.execute()))
 
     def restore(self) -> None:
-        if self.path is None:
+        if self.online.type == "sqlite":
+            path = Path(self.online.path)
+            if self.copy is not None and self.copy.exists():
+                self.copy.replace(path)
+            elif not self.existed:
+                path.unlink(missing_ok=True)
             return
-        if self.copy is not None and self.copy.exists():
-            self.copy.replace(self.path)
-        elif not self.existed:
-            self.path.unlink(missing_ok=True)
+        if not self.dumps:
+            return
+        client = self._redis()
+        pipe = client.pipeline(transaction=False)
+        for key, _ in self.dumps:
+            pipe.dump(key)
+        changed = [(key, before) for (key, before), now in zip(self.dumps, pipe.execute()) if now != before]
+        if not changed:
+            return
+        pipe = client.pipeline(transaction=True)
+        for key, dumped in changed:
+            if dumped is None:
+                pipe.delete(key)
+            else:
+                pipe.restore(key, 0, dumped, replace=True)
+        pipe.execute()
 
     def discard(self) -> None:
         if self.copy is not None:
             self.copy.unlink(missing_ok=True)
+
+    def _redis(self) -> Any:
+        from kiln.connections import redis_client
+
+        return redis_client(self.online.connection_string)
+
+    def _redis_keys(self) -> list[bytes]:
+        # The key Feast's Redis store files an entity under: serialized entity key + project name.
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        def value(v: Any) -> Value:
+            return Value(int64_val=int(v)) if self.plan.join_type == "Int64" else Value(string_val=str(v))
+
+        return [serialize_entity_key(EntityKey(join_keys=[self.plan.join_key], entity_values=[value(v)]),
+                                     entity_key_serialization_version=3) + self.project.encode()
+                for v in self.ids]
 
 
 def summary(report: IngestReport) -> dict[str, Any]:

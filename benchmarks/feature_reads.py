@@ -1,0 +1,362 @@
+"""Online feature reads: Kiln's OnlineReader against Feast's own call, and Feast's HTTP server at a steady rate.
+
+Run: .venv/bin/python benchmarks/feature_reads.py [--customers N] [--rate R] [--seconds S] [--json]
+Reference in process: Feast's direct store.get_online_features(...).to_dict() on the same store (goal: Kiln
+within 10%). Reference over HTTP: the 5 ms p99 goal for one customer from Redis; the other HTTP figures are
+shown against Feast's own published figure for its tuned Python server (Redis, one row, 4.61 ms p99).
+Needs Redis on 127.0.0.1:6379 for the redis figures (skipped, with a note, when it is not reachable).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+from _report import Figure, parser, report
+
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+SERVICE = "churn_v1"
+END = date(2026, 10, 1)  # a fixed window end keeps the data the same from day to day
+SEED = 7
+GOAL_HTTP_P99_MS = 5.0
+FEAST_PUBLISHED_P99_MS = 4.61  # Feast's tuned Python server, Redis, one row, as Feast reports it
+IN_PROCESS_GOAL = "ratio <= 1.10"
+
+
+def log(message: str) -> None:
+    print(f"[feature_reads] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of ``values``."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_client():
+    """A client of the local Redis, or None when it is not reachable."""
+    try:
+        import redis
+
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=2, socket_timeout=5)
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001 - any failure means "no Redis for this run"
+        log(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} ({type(exc).__name__}: {exc}); "
+            "skipping the redis figures")
+        return None
+
+
+def project_keys(client, project: str) -> list[bytes]:
+    """Every Redis key of Feast's ``project``: Feast's keys are <entity key><project name>."""
+    suffix = project.encode()
+    return [k for k in client.scan_iter(match=b"*" + suffix, count=1000) if k.endswith(suffix)]
+
+
+def delete_project_keys(client, project: str) -> int:
+    keys = project_keys(client, project)
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i:i + 500])
+    return len(keys)
+
+
+# --- load generator (runs in its own process: no GIL shared with this one or the server) ----------
+def load_generator(host: str, port: int, bodies: list[bytes], warmup: int, rate: float, out) -> None:
+    """POST ``bodies`` on one keep-alive connection, the i-th at t0 + i/rate; sends the result to ``out``."""
+    import http.client
+
+    headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+
+    def post(body: bytes) -> tuple[int, bytes]:
+        nonlocal conn
+        try:
+            conn.request("POST", "/get-online-features", body, headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+            return -1, b""
+
+    first_status, first_body = 0, b""
+    for i in range(warmup):  # unmeasured: opens the connection and warms the server's caches
+        status, data = post(bodies[i % len(bodies)])
+        if i == 0:
+            first_status, first_body = status, data[:2000]
+
+    period_ns = int(1e9 / rate)
+    n = len(bodies)
+    # Bounded: a server far slower than the rate stops the run at twice its planned length.
+    hard_stop = time.perf_counter_ns() + 2 * n * period_ns + 5_000_000_000
+    from_schedule, from_send, bad, unsent = [], [], 0, 0
+    t0 = time.perf_counter_ns() + 20_000_000
+    for i, body in enumerate(bodies):
+        scheduled = t0 + i * period_ns
+        now = time.perf_counter_ns()
+        if now >= hard_stop:
+            unsent = n - i
+            break
+        if scheduled > now:
+            time.sleep((scheduled - now) / 1e9)
+        sent = time.perf_counter_ns()
+        status, _ = post(body)
+        done = time.perf_counter_ns()
+        from_schedule.append((done - scheduled) / 1e6)
+        from_send.append((done - sent) / 1e6)
+        if status != 200:
+            bad += 1
+    elapsed = (time.perf_counter_ns() - t0) / 1e9
+    conn.close()
+    out.send({"from_schedule": from_schedule, "from_send": from_send, "bad": bad, "unsent": unsent,
+              "elapsed": elapsed, "first_status": first_status, "first_body": first_body.decode(errors="replace")})
+    out.close()
+
+
+def run_load(host: str, port: int, bodies: list[bytes], warmup: int, rate: float) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fresh interpreter: none of Feast's threads or imports
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=load_generator, args=(host, port, bodies, warmup, rate, send), daemon=True)
+    proc.start()
+    send.close()
+    budget = 2 * len(bodies) / rate + 60
+    try:
+        if not recv.poll(budget):
+            raise RuntimeError(f"the load generator gave no result within {budget:.0f} s")
+        return recv.recv()
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+def make_dataset(tmp: Path, customers: int, days: int) -> Path:
+    from kiln.data.dataset import staged_dataset, write_dataset
+    from kiln.data.generate import GenerateOptions, generate_churn
+    from kiln.data.schema import CHURN_SCHEMA
+
+    out = tmp / "churn"
+    with staged_dataset(out, overwrite=False) as stage:
+        frames, stats = generate_churn(GenerateOptions(customers=customers, days=days, seed=SEED, end=END))
+        write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"seed": SEED}, stats)
+    return out
+
+
+def make_workspace(root: Path, store: str, project: str, port: int):
+    from kiln.workspace import init_workspace
+
+    root.mkdir(parents=True)
+    text = f"profile: local\nservices:\n  feature_server:\n    host: 127.0.0.1\n    port: {port}\n"
+    if store == "redis":
+        text += (f"features:\n  project: {project}\n  online_store:\n    type: redis\n"
+                 f"    connection_string: {REDIS_HOST}:{REDIS_PORT}\n")
+    (root / "kiln.yaml").write_text(text)
+    ws, _ = init_workspace(root)
+    assert ws.settings.features.online_store.type == store, ws.settings.features.online_store
+    return ws
+
+
+# --- measurements --------------------------------------------------------------------------------------
+def in_process(ws, ids: list[int], batch: int, calls: int, warmup: int, rng: random.Random) -> dict[str, list[float]]:
+    """Latencies (ms) of Feast's direct call and Kiln's OnlineReader.get, alternating call by call."""
+    from kiln.features.online import OnlineReader
+
+    reader = OnlineReader(ws, SERVICE)
+    store, service, key = reader.store, reader.service, reader.plan.join_key
+
+    def feast_call(keys: list[int]) -> None:
+        store.get_online_features(features=service, entity_rows=[{key: k} for k in keys]).to_dict()
+
+    def kiln_call(keys: list[int]) -> None:
+        reader.get([str(k) for k in keys])
+
+    # Both give the same values: a quick check that the comparison is like for like.
+    probe = rng.sample(ids, batch)
+    direct = store.get_online_features(features=service, entity_rows=[{key: k} for k in probe]).to_dict()
+    wrapped = reader.get([str(k) for k in probe])
+    assert [r[key] for r in wrapped["rows"]] == direct[key], "Kiln and Feast disagree on the rows"
+
+    for _ in range(warmup):
+        keys = rng.sample(ids, batch)
+        feast_call(keys)
+        kiln_call(keys)
+    times: dict[str, list[float]] = {"feast": [], "kiln": []}
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        keys = rng.sample(ids, batch)
+        order = (("feast", feast_call), ("kiln", kiln_call)) if i % 2 == 0 else (("kiln", kiln_call), ("feast", feast_call))
+        for name, call in order:
+            t0 = clock()
+            call(keys)
+            times[name].append((clock() - t0) / 1e6)
+    return times
+
+
+def part_times(ws, ids: list[int], batch: int, calls: int, rng: random.Random) -> dict[str, float]:
+    """Median ms of the pieces of one Kiln read, to show where the wrapper's time goes."""
+    from kiln.features.online import OnlineReader, parse_ids
+
+    reader = OnlineReader(ws, SERVICE)
+    store, service, key = reader.store, reader.service, reader.plan.join_key
+    clock = time.perf_counter_ns
+    parts: dict[str, list[float]] = {"parse_ids": [], "get_online_features": [], "to_dict(ts)": [],
+                                     "to_dict": [], "rows": []}
+    for _ in range(calls):
+        raw = [str(k) for k in rng.sample(ids, batch)]
+        t0 = clock()
+        keys = parse_ids(reader.plan, raw)
+        t1 = clock()
+        resp = store.get_online_features(features=service, entity_rows=[{key: k} for k in keys])
+        t2 = clock()
+        resp.to_dict(include_event_timestamps=True)
+        t3 = clock()
+        d = resp.to_dict()
+        t4 = clock()
+        reader_rows = [{key: k, **{f: d[f][i] for f in d if f != key}} for i, k in enumerate(keys)]
+        t5 = clock()
+        del reader_rows
+        for name, a, b in (("parse_ids", t0, t1), ("get_online_features", t1, t2), ("to_dict(ts)", t2, t3),
+                           ("to_dict", t3, t4), ("rows", t4, t5)):
+            parts[name].append((b - a) / 1e6)
+    return {name: round(percentile(v, 50), 4) for name, v in parts.items()}
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--customers", type=int, default=2000)
+    p.add_argument("--days", type=int, default=60)
+    p.add_argument("--calls", type=int, default=2000, help="measured in-process calls per figure, batch of 1")
+    p.add_argument("--calls-batch", type=int, default=300, help="measured in-process calls per figure, batch of 100")
+    p.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of each HTTP run")
+    args = p.parse_args()
+
+    for name in [n for n in os.environ if n.upper().startswith("KILN_")]:
+        os.environ.pop(name)  # the benchmark's workspaces, not the machine's settings
+
+    from kiln.features.ingest import ingest
+    from kiln.stack.process import start, stop
+    from kiln.stack.services import feature_server
+
+    t_start = time.perf_counter()
+    project = f"kiln_bench_{os.getpid()}"
+    client = redis_client()
+    stores = ["sqlite"] + (["redis"] if client is not None else [])
+    batches = (1, 100)
+    warmup = 50
+    figures: list[Figure] = []
+    notes: dict[str, object] = {}
+    http_results: dict[tuple[str, int], dict] = {}
+    parts: dict[str, dict[str, float]] = {}
+
+    with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        workspaces = {}
+        started = []  # (ws, spec) of running feature servers
+        try:
+            log(f"generating churn data: {args.customers} customers, {args.days} days, seed {SEED}, end {END}")
+            dataset = make_dataset(tmp, args.customers, args.days)
+            import pandas as pd
+
+            ids = sorted(int(i) for i in pd.read_parquet(dataset / "entities.parquet", columns=["customer_id"])
+                         ["customer_id"].unique())
+            for store in stores:
+                t0 = time.perf_counter()
+                log(f"{store}: creating the workspace and ingesting (about 20 s)")
+                ws = make_workspace(tmp / store, store, project, free_port())
+                rep = ingest(ws, dataset, progress=lambda m, s=store: log(f"{s}: {m}"))
+                workspaces[store] = ws
+                log(f"{store}: ingested {rep.online_rows} online rows in {time.perf_counter() - t0:.1f} s")
+
+            # 1. In process, on the same Feast store object.
+            rng = random.Random(SEED)
+            for store, ws in workspaces.items():
+                for batch in batches:
+                    calls = args.calls if batch == 1 else args.calls_batch
+                    log(f"{store}: in process, {batch} customer(s) per call, {warmup} warm-up + {calls} calls each")
+                    t = in_process(ws, ids, batch, calls, warmup, rng)
+                    for q in (50, 99):
+                        figures.append(Figure(
+                            f"{store} in-proc {batch:>3} cust p{q} Kiln", percentile(t["kiln"], q), "ms",
+                            percentile(t["feast"], q), f"Feast direct get_online_features p{q}", IN_PROCESS_GOAL))
+                parts[store] = part_times(ws, ids, 1, 500, rng)
+
+            # 2. Over HTTP: Feast's feature server, a steady open-loop rate from another process.
+            n = int(args.rate * args.seconds)
+            for store, ws in workspaces.items():
+                spec = feature_server(ws)
+                log(f"{store}: starting Feast's feature server on {spec.url}")
+                start(ws.state_dir, spec, progress=lambda m, s=store: log(f"{s}: {m}"))
+                started.append((ws, spec))
+                for batch in batches:
+                    bodies = [json.dumps({"feature_service": SERVICE,
+                                          "entities": {"customer_id": rng.sample(ids, batch)}}).encode()
+                              for _ in range(n)]
+                    log(f"{store}: HTTP, {batch} customer(s) per request, {n} requests at {args.rate:.0f}/s")
+                    res = run_load(spec.host, spec.port, bodies, warmup=100, rate=args.rate)
+                    if res["first_status"] != 200:
+                        raise RuntimeError(f"{store}: the feature server answered {res['first_status']}: "
+                                           f"{res['first_body'][:500]}")
+                    http_results[(store, batch)] = res
+                    lat = res["from_schedule"]
+                    log(f"{store}: HTTP {batch}: p50 {percentile(lat, 50):.2f} ms, p99 {percentile(lat, 99):.2f} ms, "
+                        f"{len(lat) / res['elapsed']:.1f} req/s, non-200 {res['bad']}, unsent {res['unsent']}")
+                    for q in (50, 99):
+                        goal = store == "redis" and batch == 1 and q == 99
+                        figures.append(Figure(
+                            f"{store} HTTP {batch:>3} cust p{q}", percentile(lat, q), "ms",
+                            GOAL_HTTP_P99_MS if goal else FEAST_PUBLISHED_P99_MS,
+                            "the 5 ms p99 goal at 200 req/s" if goal
+                            else "Feast's tuned Python server, Redis, one row, as Feast reports it",
+                            "ratio <= 1" if goal else ""))
+                stop(ws.state_dir, spec)
+                started.remove((ws, spec))
+        finally:
+            for ws, spec in started:
+                stop(ws.state_dir, spec)
+            if client is not None:
+                deleted = delete_project_keys(client, project)
+                left = len(project_keys(client, project))
+                log(f"redis: deleted {deleted} keys of project {project}; {left} left")
+
+    notes["customers"] = args.customers
+    notes["days of data"] = args.days
+    notes["in-process calls per figure"] = (f"{warmup} warm-up + {args.calls} (1 customer), {args.calls_batch} "
+                                            "(100 customers); Kiln and Feast alternate call by call on the same ids")
+    notes["HTTP"] = (f"{args.rate:.0f} req/s open loop for {args.seconds:.0f} s ({int(args.rate * args.seconds)} "
+                     "requests) per figure, one keep-alive connection from a separate process, 100 warm-up requests; "
+                     "latency from each request's scheduled send time (queueing included)")
+    for (store, batch), res in http_results.items():
+        send = res["from_send"]
+        notes[f"HTTP {store} {batch} cust"] = (
+            f"achieved {len(send) / res['elapsed']:.1f} req/s, non-200 {res['bad']}, unsent {res['unsent']}, "
+            f"from actual send p50 {percentile(send, 50):.2f} / p99 {percentile(send, 99):.2f} ms")
+    for store, pt in parts.items():
+        notes[f"Kiln read parts, {store}, 1 cust (median ms)"] = pt
+    if client is None:
+        notes["redis"] = f"skipped: Redis not reachable at {REDIS_HOST}:{REDIS_PORT}"
+    notes["cores"] = os.cpu_count()
+    notes["wall time (s)"] = round(time.perf_counter() - t_start, 1)
+    report("Online feature reads (latency)", figures, args.json, notes)
+
+
+if __name__ == "__main__":
+    main()
