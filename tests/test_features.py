@@ -245,3 +245,30 @@ def test_materialize_rebuilds_the_online_store(ws: Workspace, small: Path) -> No
     assert row["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
     with pytest.raises(InputError, match="is not before"):
         materialize(ws, day(5).to_pydatetime(), day(1).to_pydatetime())
+
+
+def test_consistency_check_finds_a_drifted_online_value(ws: Workspace, churn_dataset: Path) -> None:
+    from kiln.features.consistency import StoresDisagree, check_consistency
+    from kiln.features.definitions import ACTIVITY_FEATURES
+    from kiln.features.repo import open_store
+
+    ingest(ws, churn_dataset)
+    report = check_consistency(ws, sample=400)
+    assert report.differences == [] and report.checked_entities > 300
+    assert set(report.views) == {"churn_profile", "churn_activity"}
+
+    # Someone writes a stale value straight into the online store for customer 5.
+    offline = pd.read_parquet(Path(ws.settings.features.offline_store.path) / "churn" / "activity")
+    latest = offline[offline.customer_id == 5].sort_values("event_timestamp").iloc[[-1]]
+    latest = latest[["customer_id", "event_timestamp", *[n for n, _, _ in ACTIVITY_FEATURES]]].copy()
+    latest["support_calls_30d"] = latest["support_calls_30d"] + 9
+    open_store(ws).write_to_online_store("churn_activity", latest)
+    with pytest.raises(StoresDisagree) as info:
+        check_consistency(ws, sample=400)
+    assert info.value.differences == [{"view": "churn_activity", "key": "customer_id", "id": 5,
+                                       "feature": "support_calls_30d",
+                                       "offline": int(latest["support_calls_30d"].iloc[0]) - 9,
+                                       "online": int(latest["support_calls_30d"].iloc[0])}]
+    res = run_kiln("features", "check", "--sample", "400", "-w", ws.root, "--json")
+    assert res.code == 2 and "customer_id=5 support_calls_30d" in res.stderr
+    assert json.loads(res.stdout)["consistent"] is False

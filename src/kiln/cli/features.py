@@ -124,3 +124,27 @@ def training_set(
     out.print(f"wrote {result.path}: {result.rows} rows, {len(result.features)} features, "
               f"label rate {result.label_rate}")
     out.print(f"  lineage: {result.path}.json")
+
+
+@app.command("check")
+def check(
+    sample: int = typer.Option(100, help="Entities to compare per feature view.", min=1),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Online/offline consistency: each sampled entity's online values equal its newest offline ones."""
+    from kiln.features.consistency import StoresDisagree, check_consistency
+    from kiln.workspace import open_workspace
+
+    try:
+        with err.status("comparing the online store with the offline store"):
+            report = check_consistency(open_workspace(workspace), sample)
+    except StoresDisagree as exc:
+        if as_json:
+            print_json({"consistent": False, "differences": exc.differences})
+        raise
+    if as_json:
+        print_json({"consistent": True, **report.__dict__})
+        return
+    out.print(f"[green]consistent[/green]: {report.checked_values} values of {report.checked_entities} entities "
+              f"in {', '.join(report.views) or 'no views'}")
