@@ -272,3 +272,64 @@ def test_consistency_check_finds_a_drifted_online_value(ws: Workspace, churn_dat
     res = run_kiln("features", "check", "--sample", "400", "-w", ws.root, "--json")
     assert res.code == 2 and "customer_id=5 support_calls_30d" in res.stderr
     assert json.loads(res.stdout)["consistent"] is False
+
+
+def add_loyalty_tier(ws: Workspace) -> None:
+    """What a user does by hand: a new Field in the view, and a new service version that uses it."""
+    path = ws.root / "features" / "repo" / "churn_features.py"
+    text = path.read_text()
+    anchor = "        Field(name='monthly_charges', dtype=Float64),\n"
+    assert anchor in text
+    text = text.replace(anchor, anchor + "        Field(name='loyalty_tier', dtype=String),\n")
+    text += ("\nchurn_v2 = FeatureService(\n    name='churn_v2',\n"
+             "    features=[churn_profile[['contract', 'monthly_charges', 'loyalty_tier']], churn_activity],\n)\n")
+    path.write_text(text)
+
+
+def test_schema_evolution_adds_a_feature_without_losing_data(ws: Workspace, small: Path, tmp_path: Path) -> None:
+    from kiln.features.backfill import backfill
+    from kiln.features.repo import apply_repo
+
+    ingest(ws, small)
+    v1_before = pd.read_parquet(build_training_set(ws, small, "churn_v1", tmp_path / "v1a.parquet").path)
+    add_loyalty_tier(ws)
+    applied = apply_repo(ws)
+    assert "churn_v2" in applied["feature_services"]
+    tiers = tmp_path / "tiers.csv"
+    pd.DataFrame({"customer_id": [1], "loyalty_tier": ["gold"]}).to_csv(tiers, index=False)
+    report = backfill(ws, "churn_profile", tiers)
+    assert report.rows_updated == 1 and report.rows_total == 2
+
+    v1_after = pd.read_parquet(build_training_set(ws, small, "churn_v1", tmp_path / "v1b.parquet").path)
+    pd.testing.assert_frame_equal(v1_before, v1_after)
+    v2 = pd.read_parquet(build_training_set(ws, small, "churn_v2", tmp_path / "v2.parquet").path)
+    assert v2.set_index("customer_id")["loyalty_tier"].to_dict() == {1: "gold", 2: None}
+    assert v2["usage_minutes_7d_mean"].equals(v1_after["usage_minutes_7d_mean"])
+    assert get_online(ws, ["1"], "churn_v2")["rows"][0]["loyalty_tier"] == "gold"
+
+    # A later batch of data keeps the backfilled value.
+    later = write_churn(tmp_path / "later", [customer(1), customer(2, charges=80.0, contract="two-year")],
+                        [event(1, day(7, 9), 100.0)], [{"customer_id": 1, "label_timestamp": day(8), "churned": 0}])
+    ingest(ws, later)
+    assert get_online(ws, ["1"], "churn_v2")["rows"][0]["loyalty_tier"] == "gold"
+
+
+def test_backfill_bad_input_changes_nothing(ws: Workspace, small: Path, tmp_path: Path) -> None:
+    from kiln.features.backfill import backfill
+
+    ingest(ws, small)
+    features = ws.root / "features"
+    before = snapshot(features)
+    data = tmp_path / "d.csv"
+    pd.DataFrame({"customer_id": [1], "loyalty_tier": ["gold"]}).to_csv(data, index=False)
+    with pytest.raises(InputError, match="'loyalty_tier' is not a feature of view 'churn_profile'"):
+        backfill(ws, "churn_profile", data)
+    with pytest.raises(InputError, match="unknown feature view 'churn_nope'"):
+        backfill(ws, "churn_nope", data)
+    pd.DataFrame({"customer_id": [99], "plan": ["basic"]}).to_csv(data, index=False)
+    with pytest.raises(InputError, match="unknown customer_id in view 'churn_profile': 99"):
+        backfill(ws, "churn_profile", data)
+    pd.DataFrame({"customer_id": [1, 1], "plan": ["basic", "premium"]}).to_csv(data, index=False)
+    with pytest.raises(InputError, match="repeats"):
+        backfill(ws, "churn_profile", data)
+    assert snapshot(features) == before

@@ -148,3 +148,23 @@ def check(
         return
     out.print(f"[green]consistent[/green]: {report.checked_values} values of {report.checked_entities} entities "
               f"in {', '.join(report.views) or 'no views'}")
+
+
+@app.command("backfill")
+def backfill(
+    view: str = typer.Argument(..., help="The feature view that gained the feature(s)."),
+    data: Path = typer.Option(..., help="CSV or parquet: the id column, optionally event_timestamp, and the values."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Schema evolution: write values of a newly added feature into the view's history and online store."""
+    from kiln.features.backfill import backfill as run
+    from kiln.workspace import open_workspace
+
+    with err.status(f"backfilling {view}"):
+        report = run(open_workspace(workspace), view, data)
+    if as_json:
+        print_json(report)
+        return
+    out.print(f"backfilled {', '.join(report.features)} of {report.view}: {report.rows_updated} of "
+              f"{report.rows_total} stored rows ({report.entities} entities); online {report.online_rows}")

@@ -60,16 +60,32 @@ def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _
     _, created = add_dataset(ws, dataset)
     apply_if_changed(ws)
 
+    result = IngestReport(dataset=plan.dataset, content_hash=report.content_hash, feature_service=plan.service,
+                          feature_views=plan.views, definitions_created=created)
+    result.offline_rows, result.offline_partitions, result.online_rows = write_both_stores(
+        ws, plan, root, tables, progress)
+    result.seconds = round(time.perf_counter() - t0, 2)
+    return result
+
+
+Tables = dict[str, tuple["pd.DataFrame", "pd.Series"]]  # table -> (its rows, each row's partition)
+
+
+def write_both_stores(ws: Workspace, plan: FeaturePlan, root: Path, tables: Tables,
+                      progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, int], ...]:
+    """Swap the staged partitions into the offline store and push the newest rows online, all or nothing.
+
+    Returns (rows per table, partitions per table, entities pushed per view).
+    """
     change = OfflineChange(root)
     touched = sorted(set().union(*(set(frame[plan.join_key]) for frame, _ in tables.values())))
     snapshot = _OnlineSnapshot(ws, plan, touched)
-    result = IngestReport(dataset=plan.dataset, content_hash=report.content_hash, feature_service=plan.service,
-                          feature_views=plan.views, definitions_created=created)
+    rows, partitions, online = {}, {}, {}
     try:
         progress("staging the offline store")
         for name, (frame, partition_of) in tables.items():
-            result.offline_partitions[name] = change.stage(root / plan.dataset / name, frame, partition_of)
-            result.offline_rows[name] = len(frame)
+            partitions[name] = change.stage(root / plan.dataset / name, frame, partition_of)
+            rows[name] = len(frame)
         snapshot.take()
         change.commit()
         progress("pushing the newest values to the online store")
@@ -77,29 +93,40 @@ def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _
         for view, frame in _newest(plan, tables, root).items():
             if len(frame):
                 store.write_to_online_store(view, frame)
-            result.online_rows[view] = len(frame)
+            online[view] = len(frame)
     except BaseException as exc:
         change.rollback()
         try:
             snapshot.restore()
         except Exception as undo:  # noqa: BLE001 - whatever the store says, the user must hear both failures
             raise EnvironmentProblem(
-                f"ingestion failed ({type(exc).__name__}: {exc}) and putting the online store back failed too "
-                f"({type(undo).__name__}: {undo}); the offline store was rolled back",
+                f"writing the feature store failed ({type(exc).__name__}: {exc}) and putting the online store "
+                f"back failed too ({type(undo).__name__}: {undo}); the offline store was rolled back",
                 hint="rebuild the online store from the offline one with `kiln features materialize --start ...`",
             ) from exc
         if isinstance(exc, KilnError):
             raise
         if isinstance(exc, Exception):
-            raise EnvironmentProblem(f"ingestion failed and was rolled back: {type(exc).__name__}: {exc}") from exc
+            raise EnvironmentProblem(f"writing the feature store failed and was rolled back: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         raise
     change.discard()
     snapshot.discard()
-    result.seconds = round(time.perf_counter() - t0, 2)
-    return result
+    return rows, partitions, online
 
 
-def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> dict[str, tuple["pd.DataFrame", "pd.Series"]]:
+def partition_of(table: str, frame: "pd.DataFrame") -> "pd.Series":
+    """Profiles by month; raw events by day; aggregates by the day they summarize (stamped the next midnight)."""
+    import pandas as pd
+
+    if table == "profile":
+        return frame["event_timestamp"].dt.strftime("%Y-%m")
+    if table == "activity":
+        return (frame["event_timestamp"] - pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d")
+    return frame["event_timestamp"].dt.strftime("%Y-%m-%d")
+
+
+def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> Tables:
     """Each offline table's full new partitions, with the partition value of every row."""
     import pandas as pd
 
@@ -108,9 +135,9 @@ def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> dict[str, tuple[
     ts_col = dataset.schema.table("entities").timestamp or "event_timestamp"
     profile = entities.rename(columns={ts_col: "event_timestamp"}) if ts_col != "event_timestamp" else entities
     profile = profile[[key, "event_timestamp", *[n for n, _ in plan.profile_features]]]
-    month = profile["event_timestamp"].dt.strftime("%Y-%m")
-    profile = _merge_with_existing(root / plan.dataset / "profile", profile, month, [key, "event_timestamp"])
-    out = {"profile": (profile, profile["event_timestamp"].dt.strftime("%Y-%m"))}
+    profile = _merge_with_existing(root / plan.dataset / "profile", profile, partition_of("profile", profile),
+                                   [key, "event_timestamp"])
+    out = {"profile": (profile, partition_of("profile", profile))}
     if plan.activity_view is None:
         return out
 
@@ -119,7 +146,7 @@ def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> dict[str, tuple[
         return out
     day = events["event_timestamp"].dt.floor("D")
     new_days = pd.DatetimeIndex(day.unique()).sort_values()
-    raw = _merge_with_existing(root / plan.dataset / "events", events, day.dt.strftime("%Y-%m-%d"),
+    raw = _merge_with_existing(root / plan.dataset / "events", events, partition_of("events", events),
                                [key, "event_timestamp"])
     # Windows of the days this data touches reach back HISTORY_DAYS; late data also changes the
     # HISTORY_DAYS days after it, so those are read and recomputed too.
@@ -131,21 +158,29 @@ def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> dict[str, tuple[
     window = window.drop_duplicates([key, "event_timestamp"], keep="last")
     emit = pd.date_range(new_days.min(), hi, freq="D")
     acts = activity(window, entities, key, emit_days=emit)
-    out["events"] = (raw, raw["event_timestamp"].dt.strftime("%Y-%m-%d"))
-    out["activity"] = (acts, (acts["event_timestamp"] - pd.Timedelta(days=1)).dt.strftime("%Y-%m-%d"))
+    out["events"] = (raw, partition_of("events", raw))
+    activity_dir = root / plan.dataset / "activity"
+    acts = _merge_with_existing(activity_dir, acts, partition_of("activity", acts), [key, "event_timestamp"])
+    out["activity"] = (acts, partition_of("activity", acts))
     return out
 
 
 def _merge_with_existing(table_dir: Path, new: "pd.DataFrame", partition_of: "pd.Series",
                          key: list[str]) -> "pd.DataFrame":
-    """The full contents of every partition ``new`` touches: stored rows, then new ones winning on key."""
+    """The full contents of every partition ``new`` touches: stored rows, then new ones winning on key.
+
+    A column the stored rows have and ``new`` lacks (one added by a backfill) is kept: new rows
+    take the stored value of the same key, or null.
+    """
     import pandas as pd
 
     touched = sorted(partition_of.unique())
     existing = read_partitions(table_dir, touched)
     if existing is None:
         return new.reset_index(drop=True)
-    existing = existing.drop(columns=[c for c in existing.columns if c not in new.columns])
+    extra = [c for c in existing.columns if c not in new.columns]
+    if extra:
+        new = new.merge(existing[key + extra].drop_duplicates(key, keep="last"), on=key, how="left")
     merged = pd.concat([existing, new], ignore_index=True)
     return merged.drop_duplicates(key, keep="last").reset_index(drop=True)
 

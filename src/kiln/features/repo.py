@@ -96,16 +96,27 @@ def registered_datasets(ws: Workspace) -> dict[str, dict[str, Any]]:
 
 
 def plan_by_service(ws: Workspace, service: str) -> tuple[FeaturePlan, Dataset]:
-    """The plan whose feature service is ``service``; an InputError listing the known ones otherwise."""
+    """The dataset plan a feature service reads from; an InputError listing the known services otherwise."""
     from kiln.data.dataset import open_dataset
 
-    known = []
-    for name, entry in registered_datasets(ws).items():
+    plans = []
+    for entry in registered_datasets(ws).values():
         dataset = open_dataset(Path(entry["path"]))
         plan = plan_dataset(ws, dataset)
         if service in (plan.service, plan.facets_service):
             return plan, dataset
-        known.append(plan.service)
+        plans.append((plan, dataset))
+    if plans:
+        # A service the user defined in the repo (e.g. churn_v2): its dataset is the one whose views it reads.
+        store = open_store(ws)
+        known = sorted(s.name for s in store.list_feature_services())
+        if service in known:
+            views = {p.name for p in store.get_feature_service(service).feature_view_projections}
+            for plan, dataset in plans:
+                if views & {*plan.views, plan.derived_view}:
+                    return plan, dataset
+    else:
+        known = []
     raise InputError(f"unknown feature service '{service}'",
                      hint=f"known services: {', '.join(known) or 'none yet (run `kiln features ingest DATASET`)'}")
 
