@@ -180,17 +180,53 @@ def test_failed_ingestion_leaves_both_stores_as_they_were(ws: Workspace, small: 
         get_online(ws, ["3"], "churn_v1")
 
 
-def test_invalid_dataset_writes_nothing(ws: Workspace, churn_dataset: Path, tmp_path: Path) -> None:
+def _set(table: str, column: str, row: int, value: object):
+    def change(frames: dict[str, pd.DataFrame]) -> None:
+        frame = frames[table]
+        if column == "customer_id" and value is None:
+            frame[column] = frame[column].astype("Int64")
+        frame.loc[row, column] = value
+    return change
+
+
+def _replace(table: str, fn):
+    def change(frames: dict[str, pd.DataFrame]) -> None:
+        frames[table] = fn(frames[table])
+    return change
+
+
+@pytest.mark.parametrize("change,needle", [
+    (_set("events", "usage_minutes", 3, -1.0), "usage_minutes"),
+    (_replace("events", lambda f: f.drop(columns=["data_gb"])), "data_gb"),
+    (_replace("entities", lambda f: f.assign(loyalty="gold")), "loyalty"),
+    (_replace("entities", lambda f: f.assign(monthly_charges=f["monthly_charges"].astype(str))), "monthly_charges"),
+    (_set("labels", "customer_id", 0, None), "customer_id"),
+    (_replace("events", lambda f: pd.concat([f, f.iloc[:1]])), "not unique"),
+    (_replace("events", lambda f: f.assign(event_timestamp=f["event_timestamp"].astype(str))), "event_timestamp"),
+    (_set("events", "event_timestamp", 0, pd.Timestamp("2099-01-01", tz="UTC")), "in the future"),
+])
+def test_invalid_dataset_writes_nothing(ws: Workspace, churn_dataset: Path, tmp_path: Path, change, needle: str) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(churn_dataset, bad)
-    ev = pd.read_parquet(bad / "events.parquet")
-    ev.loc[3, "usage_minutes"] = -1.0
-    ev.to_parquet(bad / "events.parquet", index=False)
+    frames = {t: pd.read_parquet(bad / f"{t}.parquet") for t in ("entities", "events", "labels")}
+    change(frames)
+    for table, frame in frames.items():
+        frame.to_parquet(bad / f"{table}.parquet", index=False)
     features = ws.root / "features"
     before = snapshot(features)
-    with pytest.raises(ValidationFailed, match="usage_minutes"):
+    with pytest.raises(ValidationFailed, match=needle):
         ingest(ws, bad)
     assert snapshot(features) == before
+
+
+def test_a_broken_definitions_file_is_named(ws: Workspace, small: Path) -> None:
+    from kiln.features.repo import apply_repo
+
+    ingest(ws, small)
+    path = ws.root / "features" / "repo" / "churn_features.py"
+    path.write_text(path.read_text() + "\nbroken = FeatureView(name='x', entities=[customer], source=None,\n")
+    with pytest.raises(InputError, match="does not load: SyntaxError"):
+        apply_repo(ws)
 
 
 def test_cli_end_to_end_and_errors(tmp_path: Path, small: Path) -> None:
