@@ -1,10 +1,10 @@
 """Online feature reads: Kiln's OnlineReader against Feast's own call, and Feast's HTTP server at a steady rate.
 
-Run: .venv/bin/python benchmarks/feature_reads.py [--customers N] [--rate R] [--seconds S] [--json]
+Run: .venv/bin/python benchmarks/feature_reads.py [--customers N] [--rate R] [--seconds S] [--redis HOST:PORT] [--json]
 Reference in process: Feast's direct store.get_online_features(...).to_dict() on the same store (goal: Kiln
 within 10%). Reference over HTTP: the 5 ms p99 goal for one customer from Redis; the other HTTP figures are
 shown against Feast's own published figure for its tuned Python server (Redis, one row, 4.61 ms p99).
-Needs Redis on 127.0.0.1:6379 for the redis figures (skipped, with a note, when it is not reachable).
+Needs Redis on 127.0.0.1:6379 (--redis) for the redis figures; they are skipped, with a note, without it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from _report import Figure, parser, report
 
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS = "127.0.0.1:6379"  # loopback only
 SERVICE = "churn_v1"
 END = date(2026, 10, 1)  # a fixed window end keeps the data the same from day to day
 SEED = 7
@@ -51,16 +51,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def redis_client():
-    """A client of the local Redis, or None when it is not reachable."""
+def redis_client(address: str):
+    """A client of the Redis at host:port, or None when it is not reachable."""
+    host, _, port = address.rpartition(":")
     try:
         import redis
 
-        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=2, socket_timeout=5)
+        client = redis.Redis(host=host, port=int(port), socket_connect_timeout=2, socket_timeout=5)
         client.ping()
         return client
     except Exception as exc:  # noqa: BLE001 - any failure means "no Redis for this run"
-        log(f"Redis is not reachable at {REDIS_HOST}:{REDIS_PORT} ({type(exc).__name__}: {exc}); "
+        log(f"Redis is not reachable at {address} ({type(exc).__name__}: {exc}); "
             "skipping the redis figures")
         return None
 
@@ -109,7 +110,9 @@ def load_generator(host: str, port: int, bodies: list[bytes], warmup: int, rate:
     # Bounded: sending stops 2 s after the last scheduled send; a request not sent by then counts with
     # latency (stop time - its scheduled time), a lower bound of what it would have waited.
     stop_at = t0 + n * period_ns + 2_000_000_000
-    from_schedule, from_send, bad, unsent = [], [], 0, 0
+    from_schedule: list[float] = []
+    from_send: list[float] = []
+    bad = unsent = 0
     for i, body in enumerate(bodies):
         scheduled = t0 + i * period_ns
         now = time.perf_counter_ns()
@@ -166,14 +169,14 @@ def make_dataset(tmp: Path, customers: int, days: int) -> Path:
     return out
 
 
-def make_workspace(root: Path, store: str, project: str, port: int):
+def make_workspace(root: Path, store: str, project: str, port: int, redis_address: str):
     from kiln.workspace import init_workspace
 
     root.mkdir(parents=True)
     text = f"profile: local\nservices:\n  feature_server:\n    host: 127.0.0.1\n    port: {port}\n"
     if store == "redis":
         text += (f"features:\n  project: {project}\n  online_store:\n    type: redis\n"
-                 f"    connection_string: {REDIS_HOST}:{REDIS_PORT}\n")
+                 f"    connection_string: {redis_address}\n")
     (root / "kiln.yaml").write_text(text)
     ws, _ = init_workspace(root)
     assert ws.settings.features.online_store.type == store, ws.settings.features.online_store
@@ -206,10 +209,10 @@ def in_process(ws, ids: list[int], batch: int, calls: int, warmup: int, rng: ran
         kiln_call(keys)
     times: dict[str, list[float]] = {"feast": [], "kiln": []}
     clock = time.perf_counter_ns
+    pair = (("feast", feast_call), ("kiln", kiln_call))
     for i in range(calls):
         keys = rng.sample(ids, batch)
-        order = (("feast", feast_call), ("kiln", kiln_call)) if i % 2 == 0 else (("kiln", kiln_call), ("feast", feast_call))
-        for name, call in order:
+        for name, call in pair if i % 2 == 0 else pair[::-1]:  # alternate who goes first
             t0 = clock()
             call(keys)
             times[name].append((clock() - t0) / 1e6)
@@ -261,6 +264,7 @@ def main() -> None:
                    help="measured in-process calls per figure, 100 customers")
     p.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each HTTP run")
+    p.add_argument("--redis", default=REDIS, help="host:port of the Redis for the redis figures")
     args = p.parse_args()
 
     for name in [n for n in os.environ if n.upper().startswith("KILN_")]:
@@ -282,7 +286,7 @@ def measure(args) -> tuple[list[Figure], dict[str, object]]:
     from kiln.stack.services import feature_server
 
     project = f"kiln_bench_{os.getpid()}"
-    client = redis_client()
+    client = redis_client(args.redis)
     stores = ["sqlite"] + (["redis"] if client is not None else [])
     batches = (1, 100)
     warmups = {1: 50, 100: 20}
@@ -306,7 +310,7 @@ def measure(args) -> tuple[list[Figure], dict[str, object]]:
             for store in stores:
                 t0 = time.perf_counter()
                 log(f"{store}: creating the workspace and ingesting (about 20 s)")
-                ws = make_workspace(tmp / store, store, project, free_port())
+                ws = make_workspace(tmp / store, store, project, free_port(), args.redis)
                 workspaces[store] = ws
                 rep = ingest(ws, dataset, progress=lambda m, s=store: log(f"{s}: {m}"))
                 log(f"{store}: ingested {rep.online_rows} online rows in {time.perf_counter() - t0:.1f} s")
@@ -385,7 +389,7 @@ def measure(args) -> tuple[list[Figure], dict[str, object]]:
     for store, pt in parts.items():
         notes[f"one-customer Kiln read in parts, {store} (median ms)"] = pt
     if client is None:
-        notes["redis"] = f"skipped: Redis not reachable at {REDIS_HOST}:{REDIS_PORT}"
+        notes["redis"] = f"skipped: Redis not reachable at {args.redis}"
     return figures, notes
 
 
