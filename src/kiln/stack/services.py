@@ -52,6 +52,8 @@ def feature_server(ws: Workspace) -> ServiceSpec:
         health_path="/health",
         setting="services.feature_server.port",
         start_timeout=120.0,
+        # Feast's runtime type checks cost about 3 ms a request; optimized mode turns them off.
+        env={"PYTHONOPTIMIZE": "1"},
         prepare=partial(_prepare_feature_repo, ws),
     )
 
