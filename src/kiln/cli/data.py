@@ -11,7 +11,7 @@ import typer
 from kiln.cli.output import JsonOption, err, out, print_json
 from kiln.errors import InputError
 
-app = typer.Typer(help="Datasets: generate, import and validate.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: generate, import and validate.", no_args_is_help=True, rich_markup_mode=None)
 
 
 def _date(value: Optional[str], flag: str) -> Optional[date]:

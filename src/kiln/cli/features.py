@@ -12,7 +12,8 @@ from kiln.cli.output import JsonOption, err, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
 
-app = typer.Typer(help="Feature Store (Feast): apply, ingest, materialize, get, training-set.", no_args_is_help=True)
+app = typer.Typer(help="Feature Store (Feast): apply, ingest, materialize, get, training-set, check, backfill.",
+                  no_args_is_help=True, rich_markup_mode=None)
 
 
 def _when(value: Optional[str], flag: str) -> Optional[datetime]:
