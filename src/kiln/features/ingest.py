@@ -20,7 +20,7 @@ from kiln.errors import EnvironmentProblem, KilnError
 from kiln.features.aggregates import HISTORY_DAYS, activity
 from kiln.features.definitions import FeaturePlan
 from kiln.features.offline import OfflineChange, partition_values, read_partitions
-from kiln.features.repo import add_dataset, apply_if_changed, open_store
+from kiln.features.repo import add_dataset, apply_if_changed, open_store, plan_dataset
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _
     progress("validating the dataset")
     report = validate_dataset(path)
     dataset = open_dataset(path)
-    from kiln.features.repo import plan_dataset
-
     plan = plan_dataset(ws, dataset)
     root = Path(ws.settings.features.offline_store.path)
     if "://" in str(ws.settings.features.offline_store.path):
@@ -279,7 +277,3 @@ class _OnlineSnapshot:
         return [serialize_entity_key(EntityKey(join_keys=[self.plan.join_key], entity_values=[value(v)]),
                                      entity_key_serialization_version=3) + self.project.encode()
                 for v in self.ids]
-
-
-def summary(report: IngestReport) -> dict[str, Any]:
-    return report.__dict__
