@@ -139,7 +139,7 @@ def check_disk(path: Path) -> Check:
 def check_services(settings: Settings) -> list[Check]:
     """Each store and service the settings point at, reached the way Kiln will reach it."""
     s = settings
-    checks = [_uri_check("MLflow tracking", s.mlflow.tracking_uri)]
+    checks = [_uri_check("MLflow tracking", s.mlflow.tracking_uri, health_path="/health")]
     online = s.features.online_store
     if online.type == "redis":
         checks.append(_redis_check("Feast online store (Redis)", online.connection_string))
@@ -159,14 +159,14 @@ def check_services(settings: Settings) -> list[Check]:
     return checks
 
 
-def _uri_check(name: str, uri: str) -> Check:
+def _uri_check(name: str, uri: str, health_path: str = "") -> Check:
     parsed = urlparse(uri)
     scheme = parsed.scheme.split("+")[0]
     if scheme == "sqlite":
         # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db"
         return _folder_check(name, Path(parsed.path[1:]).parent)
     if scheme in ("http", "https"):
-        return _http_check(name, uri)
+        return _http_check(name, uri.rstrip("/") + health_path)
     if scheme in ("postgresql", "postgres"):
         return _postgres_check(name, uri)
     if parsed.hostname and parsed.port:
@@ -178,7 +178,7 @@ def _http_check(name: str, url: str) -> Check:
     import httpx
 
     try:
-        resp = httpx.get(url.rstrip("/") + ("/health" if "mlflow" in name.lower() else ""), timeout=3.0)
+        resp = httpx.get(url, timeout=3.0)
     except httpx.HTTPError as exc:
         return Check("service", name, False, f"{url} unreachable: {exc}; start it (`kiln up` for local) or fix the URI")
     return Check("service", name, resp.status_code < 500, f"{url} answered {resp.status_code}")
