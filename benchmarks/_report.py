@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import os
+import platform
 from dataclasses import asdict, dataclass
 
 
@@ -47,3 +47,22 @@ def report(title: str, figures: list[Figure], as_json: bool, notes: dict[str, ob
     for f in figures:
         print(f"{f.name:<34} {f.value:>9.3f} {f.unit:<2} {f.reference:>9.3f} {f.unit:<2}  {f.ratio:>7.3f}  "
               f"{f.reference_name}{'  (goal: ' + f.goal + ')' if f.goal else ''}")
+
+
+def run_measured(title: str, measure, args) -> None:  # noqa: ANN001 - measure(args) -> (figures, notes)
+    """Run ``measure`` with the benchmark's own settings only and stdout kept for the report, then report."""
+    import contextlib
+    import sys
+    import time
+
+    for name in [n for n in os.environ if n.upper().startswith("KILN_")]:
+        os.environ.pop(name)  # the benchmark's own workspaces, not the machine's settings
+    load = os.getloadavg()
+    t_start = time.perf_counter()
+    # The engines may print; the only stdout of a benchmark is its report.
+    with contextlib.redirect_stdout(sys.stderr):
+        figures, notes = measure(args)
+    notes["cores"] = os.cpu_count()
+    notes["load average at start (1/5/15 min)"] = " / ".join(f"{x:.2f}" for x in load)
+    notes["wall time (s)"] = round(time.perf_counter() - t_start, 1)
+    report(title, figures, args.json, notes)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,9 +31,18 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
-    proc = subprocess.run([str(KILN), *map(str, args)], capture_output=True, text=True, cwd=cwd,
-                          env=env or clean_env(), timeout=timeout)
-    return Result(proc.returncode, proc.stdout, proc.stderr)
+    """Run `kiln`; one that overruns its time fails the test with its output and every thread's stack."""
+    with subprocess.Popen([str(KILN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=cwd, env=env or clean_env()) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            proc.kill()
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"kiln {' '.join(map(str, args))} ran over {timeout} s; its stderr ends:\n{stderr[-8000:]}")
+    return Result(proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(autouse=True)

@@ -102,7 +102,10 @@ def test_commands_needing_a_workspace_say_how_to_make_one(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
-    res = run_kiln("demo", "--workspace", tmp_path / "ws", "--json")
+    try:
+        res = run_kiln("demo", "--workspace", tmp_path / "ws", "--json", timeout=900)
+    finally:
+        run_kiln("down", "-w", tmp_path / "ws")  # the demo leaves its endpoint running for the user
     assert res.code == 0, res.stderr
     doc = json.loads(res.stdout)
     names = [s["name"] for s in doc["steps"]]
@@ -114,3 +117,21 @@ def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
     assert 0.15 <= generated["churn_rate"] <= 0.30
     assert (tmp_path / "ws" / "kiln.yaml").is_file() and (tmp_path / "ws" / "data" / "churn" / "dataset.json").is_file()
     assert "[7/" in res.stderr, "the demo shows its progress"
+    steps = {s["name"]: s["outputs"] for s in doc["steps"]}
+    tuned = steps["tune LightGBM with Hyperband (Ray Tune; trials in MLflow)"]
+    assert tuned["trials"] == 9 and tuned["stopped_early"] >= 1 and tuned["test_auc"] > 0.7
+    registered = steps["register the best model as challenger, behind the gate (MLflow)"]
+    assert registered["model"] == "churn/1" and registered["aliases"] == "challenger"
+    card = Path(steps["explain it (SHAP) and write its model card"]["model_card"])
+    assert card.is_file() and "Model card: churn version 1" in card.read_text()
+    assert steps["promote it to champion; train and register an MLP challenger"]["challenger"] == "churn/2"
+    deployed = steps["deploy the champion as an endpoint, the challenger as its shadow (KServe)"]
+    assert (deployed["primary"], deployed["shadow"]) == ("models:/churn/1", "models:/churn/2")
+    replayed = steps["replay traffic through it and compare the shadow"]
+    assert replayed["statuses"] == {"200": 400} and replayed["shadow_compared"] == 400
+    assert 0.5 < replayed["label_agreement"] <= 1.0
+    canary = steps["roll the challenger out by canary under guardrails"]
+    assert canary["phase"] == "promoted" and canary["steps"].startswith("canary")
+    assert canary["primary_now"] == "models:/churn/2" and canary["statuses"] == {"200": 800}
+    captured = list((tmp_path / "ws" / "capture").rglob("*.jsonl"))
+    assert captured, "the endpoint wrote no capture files"

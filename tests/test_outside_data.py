@@ -58,3 +58,42 @@ def test_telco_export_gets_its_own_feature_service(telco_csv: Path, tmp_path: Pa
     train = pd.read_parquet(out)
     assert len(train) == len(raw) and train["churn"].mean() == pytest.approx((raw["churn"] == "Yes").mean())
     assert train["contract"].notna().all()
+
+
+@pytest.mark.slow
+def test_telco_export_tunes_registers_and_explains(telco_csv: Path, tmp_path: Path) -> None:
+    """The whole modelling path on outside data: a one-snapshot CSV, so the split is stratified."""
+    ws = tmp_path / "ws"
+    assert run_kiln("init", ws).code == 0
+    data = ws / "data" / "telco"
+    assert run_kiln("data", "import", telco_csv, "--entity", "customerid", "--label", "churn", "--protected",
+                    "gender", "--protected", "seniorcitizen", "--as-of", "2026-01-01", "--name", "telco",
+                    "--out", data).code == 0
+    assert run_kiln("features", "ingest", data, "-w", ws).code == 0
+    train = ws / "train.parquet"
+    assert run_kiln("features", "training-set", "--labels", data, "--service", "telco_v1", "--out", train,
+                    "-w", ws).code == 0
+
+    res = run_kiln("tune", "-t", train, "-f", "lgbm", "-s", "hyperband", "-n", "4", "--max-iterations", "3",
+                   "-w", ws, "--json", timeout=600)
+    assert res.code == 0, res.stderr[-3000:]
+    tuned = json.loads(res.stdout)
+    version = tuned["registered"]["version"]
+    assert version["name"] == "telco" and version["aliases"] == ["challenger"]
+    assert tuned["metrics"]["test"]["auc"] > 0.75, "the Telco export is learnable: a tuned model should beat 0.75"
+    facets = {g["facet"] for g in tuned["registered"]["evaluation"]["bias"]}
+    assert {"gender=Female", "gender=Male"} <= facets
+
+    res = run_kiln("clarify", "bias", "--facet", "seniorcitizen=1", "--model", "telco@challenger", "-w", ws, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    raw = pd.read_csv(telco_csv)
+    ci = next(m for m in json.loads(res.stdout)["pre_training"] if m["name"] == "CI")
+    n_d = int((raw["seniorcitizen"] == 1).sum())
+    assert ci["value"] == pytest.approx((len(raw) - 2 * n_d) / len(raw))
+
+    res = run_kiln("clarify", "explain", "telco@challenger", "--rows", "80", "-w", ws, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    top = json.loads(res.stdout)["global_importance"][0]["feature"]
+    res = run_kiln("models", "card", "telco@challenger", "-w", ws)
+    assert res.code == 0 and "Model card: telco version 1" in res.stdout and top in res.stdout
+    assert "stratified" in res.stdout

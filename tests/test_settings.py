@@ -12,6 +12,7 @@ from kiln.settings import load_settings
 from kiln.workspace import FOLDERS, init_workspace
 from tests.conftest import run_kiln
 
+
 def workspace(tmp_path: Path, yaml: str | None = None) -> Path:
     root = (tmp_path / "ws").resolve()
     root.mkdir()

@@ -18,6 +18,11 @@ from kiln.errors import EnvironmentProblem
 DEMO_CUSTOMERS = 2000
 DEMO_DAYS = 120
 DEMO_SEED = 7
+DEMO_TRIALS = 9
+DEMO_MAX_ITERATIONS = 9
+DEMO_MODEL = "churn"
+DEMO_ENDPOINT = "churn"
+DEMO_REPLAY_ROWS = 400
 
 
 @dataclass
@@ -31,7 +36,13 @@ class StepResult:
 class DemoContext:
     root: Path
     dataset: Path | None = None
+    training_set: Path | None = None
+    tuning_run: str | None = None
+    model_uri: str | None = None
+    version: str | None = None
+    challenger: str | None = None
     results: list[StepResult] = field(default_factory=list)
+    progress: Callable[[str], None] = lambda _: None
 
 
 def _environment(ctx: DemoContext) -> dict[str, Any]:
@@ -115,8 +126,132 @@ def _training_set(ctx: DemoContext) -> dict[str, Any]:
         raise EnvironmentProblem("no dataset for labels: the generate step did not run")
     out = ctx.root / "data" / "churn_training_set.parquet"
     result = build_training_set(open_workspace(ctx.root), ctx.dataset, "churn_v1", out)
+    ctx.training_set = out
     return {"training_set": result.path, "rows": result.rows, "features": len(result.features),
             "label_rate": result.label_rate}
+
+
+def _tune(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.tuning.job import TuneSpec, run_job
+    from kiln.workspace import open_workspace
+
+    if ctx.training_set is None:
+        raise EnvironmentProblem("no training set to tune on: the training-set step did not run")
+    spec = TuneSpec(family="lgbm", strategy="hyperband", trials=DEMO_TRIALS, max_concurrent=2, seed=DEMO_SEED,
+                    training_set=str(ctx.training_set), max_iterations=DEMO_MAX_ITERATIONS)
+    result = run_job(open_workspace(ctx.root), spec, ctx.progress)
+    ctx.tuning_run, ctx.model_uri = result.parent_run_id, result.model_uri
+    return {"job": result.job, "trials": len(result.trials),
+            "stopped_early": sum(t["stopped_early"] for t in result.trials),
+            "trial_iterations": result.trial_iterations, "best_valid_auc": round(result.best["valid_auc"], 4),
+            "test_auc": round(result.metrics["test"]["auc"], 4), "mlflow_run": result.parent_run_id,
+            "objective_plot": result.plot}
+
+
+def _register(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.registry.candidate import register_run_model
+    from kiln.workspace import open_workspace
+
+    if ctx.tuning_run is None:
+        raise EnvironmentProblem("no tuned model to register: the tuning step did not run")
+    version, evaluation = register_run_model(open_workspace(ctx.root), DEMO_MODEL, ctx.tuning_run, ctx.progress,
+                                             model_uri=ctx.model_uri)
+    ctx.version = f"{version.name}/{version.version}"
+    champion = (evaluation.champion or {}).get("metrics", {}).get("auc")
+    return {"model": ctx.version, "aliases": ",".join(version.aliases), "approval": version.approval,
+            "gate": version.gate, "gate_reasons": "; ".join(evaluation.decision.reasons) or "-",
+            "champion_auc_same_rows": round(champion, 4) if champion else "no champion yet"}
+
+
+def _explain_and_card(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.clarify.explain import explain
+    from kiln.registry.card import write_card
+    from kiln.workspace import open_workspace
+
+    if ctx.version is None:
+        raise EnvironmentProblem("no registered version to explain: the register step did not run")
+    ws = open_workspace(ctx.root)
+    explanation = explain(ws, ctx.version, rows=200, seed=DEMO_SEED, progress=ctx.progress)
+    card = write_card(ws, ctx.version)
+    top = ", ".join(r["feature"] for r in explanation.global_importance[:3])
+    return {"top_features": top, "explanations": explanation.report, "model_card": card.html_path}
+
+
+def _champion_and_challenger(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.registry.candidate import register_run_model
+    from kiln.registry.versions import APPROVED, promote, set_approval
+    from kiln.training.run import train
+    from kiln.workspace import open_workspace
+
+    if ctx.version is None or ctx.training_set is None:
+        raise EnvironmentProblem("no registered version to promote: the register step did not run")
+    ws = open_workspace(ctx.root)
+    set_approval(ws, ctx.version, APPROVED, "reviewed in the demo", by="kiln demo")
+    promote(ws, ctx.version, by="kiln demo")
+    result = train(ws, ctx.training_set, "mlp", seed=DEMO_SEED, progress=ctx.progress)
+    version, evaluation = register_run_model(ws, DEMO_MODEL, result.run_id, ctx.progress, model_uri=result.model_uri)
+    ctx.challenger = f"{version.name}/{version.version}"
+    return {"champion": ctx.version, "challenger": ctx.challenger, "challenger_family": "mlp",
+            "challenger_test_auc": round(result.metrics["test"]["auc"], 4), "challenger_gate": version.gate}
+
+
+def _deploy_with_shadow(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.serving.local import delete, deploy, list_endpoints
+    from kiln.serving.spec import parse_spec
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(ctx.root)
+    if DEMO_ENDPOINT in list_endpoints(ws):
+        delete(ws, DEMO_ENDPOINT)  # a demo run again in the same workspace starts its endpoint afresh
+    spec = parse_spec({
+        "name": DEMO_ENDPOINT,
+        "variants": [{"name": "primary", "model": f"models:/{DEMO_MODEL}@champion"}],
+        "shadow": {"name": "shadow", "model": f"models:/{DEMO_MODEL}@challenger", "sample_percent": 100},
+        "policy": {"type": "canary", "step_percent": 20, "bake_seconds": 8},
+        "guardrails": {"min_requests": 10},
+        "capture": {"flush_seconds": 0.5},
+    }, "demo endpoint")
+    state = deploy(ws, spec, ctx.progress)
+    return {"endpoint": f"{state['url']}/v1/models/{DEMO_ENDPOINT}:predict",
+            "primary": state["variants"]["primary"]["model"], "shadow": state["variants"]["shadow"]["model"]}
+
+
+def _replay_and_compare(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.serving.local import compare_shadow
+    from kiln.serving.replay import replay
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(ctx.root)
+    sent = replay(ws, DEMO_ENDPOINT, ctx.training_set, limit=DEMO_REPLAY_ROWS, rps=100, progress=ctx.progress)
+    time.sleep(1.5)  # the capture writer flushes every 0.5 s; shadow answers land just after production's
+    shadow = compare_shadow(ws, DEMO_ENDPOINT)
+    return {"requests": sent["rows"], "statuses": sent["statuses"], "p99_ms": sent["p99_ms"],
+            "shadow_compared": shadow["requests"], "label_agreement": shadow["label_agreement"],
+            "mean_abs_probability_diff": shadow["probability_mean_abs_diff"], "sent_log": sent["log"]}
+
+
+def _canary(ctx: DemoContext) -> dict[str, Any]:
+    import threading
+
+    from kiln.serving.local import endpoint_status, update
+    from kiln.serving.replay import replay
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(ctx.root)
+    traffic: dict[str, Any] = {}
+    # Live traffic during the rollout, so the guardrails judge the canary on real answers.
+    feeder = threading.Thread(target=lambda: traffic.update(replay(ws, DEMO_ENDPOINT, ctx.training_set,
+                                                                   limit=DEMO_REPLAY_ROWS * 2, rps=40)))
+    feeder.start()
+    try:
+        rollout = update(ws, DEMO_ENDPOINT, f"models:/{DEMO_MODEL}@challenger", progress=ctx.progress)
+    finally:
+        feeder.join()
+    status = endpoint_status(ws, DEMO_ENDPOINT)
+    return {"phase": rollout["phase"], "steps": " -> ".join(h["reason"].split(":")[0] for h in rollout["history"]),
+            "reason": rollout["reason"], "primary_now": status["variants"]["primary"]["model"],
+            "requests_during_rollout": traffic.get("rows"), "statuses": traffic.get("statuses"),
+            "stop_with": f"kiln endpoint delete {DEMO_ENDPOINT} (or kiln down)"}
 
 
 STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
@@ -127,12 +262,20 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("ingest features (Feast)", _ingest),
     ("materialize the online store", _materialize),
     ("build a point-in-time training set", _training_set),
+    ("tune LightGBM with Hyperband (Ray Tune; trials in MLflow)", _tune),
+    ("register the best model as challenger, behind the gate (MLflow)", _register),
+    ("explain it (SHAP) and write its model card", _explain_and_card),
+    ("promote it to champion; train and register an MLP challenger", _champion_and_challenger),
+    ("deploy the champion as an endpoint, the challenger as its shadow (KServe)", _deploy_with_shadow),
+    ("replay traffic through it and compare the shadow", _replay_and_compare),
+    ("roll the challenger out by canary under guardrails", _canary),
 ]
 
 
-def run_demo(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n, name: None) -> DemoContext:
+def run_demo(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n, name: None,
+             progress: Callable[[str], None] = lambda _: None) -> DemoContext:
     """Run every step in order; an error stops the run and propagates with its own message."""
-    ctx = DemoContext(root=root.expanduser().resolve())
+    ctx = DemoContext(root=root.expanduser().resolve(), progress=progress)
     for i, (name, step) in enumerate(STEPS, 1):
         on_step(i, len(STEPS), name)
         t0 = time.perf_counter()

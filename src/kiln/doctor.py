@@ -26,10 +26,11 @@ ENGINES: list[tuple[str, str, str]] = [
     ("ONNX runtime", "onnxruntime", "onnxruntime"),
     ("Neo compiler", "apache-tvm", "tvm"),
     ("Clarify explanations", "shap", "shap"),
-    ("Clarify bias", "fairlearn", "fairlearn"),
+    ("Clarify bias (cross-check)", "fairlearn", "fairlearn"),
     ("training", "scikit-learn", "sklearn"),
     ("training", "lightgbm", "lightgbm"),
-    ("ONNX export", "skl2onnx", "skl2onnx"),
+    ("ONNX export", "onnx", "onnx"),
+    ("Bayesian search", "optuna", "optuna"),
     ("data validation", "pandera", "pandera.pandas"),
 ]
 MIN_FREE_GB = 5.0

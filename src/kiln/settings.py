@@ -114,6 +114,34 @@ class ServicesSettings(Section):
     feature_server: ServiceSettings = ServiceSettings(port=6566)
 
 
+BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")
+
+
+class GateSettings(Section):
+    """What a challenger must show before it may become champion; checked on the held-out test rows."""
+
+    min_auc: float = Field(0.70, ge=0.0, le=1.0, description="Lowest test AUC a model may have.")
+    max_auc_drop: float = Field(0.01, ge=0.0, le=1.0,
+                                description="How far below the champion's AUC (same rows) a challenger may fall.")
+    max_abs_bias: dict[str, float] = Field(
+        default_factory=lambda: {"DPPL": 0.20, "AD": 0.15},
+        description="Largest absolute post-training bias value, per metric, over every value of every protected "
+                    f"column; metrics: {', '.join(BIAS_LIMIT_METRICS)}.",
+    )
+    min_di: float | None = Field(None, gt=0.0, le=1.0,
+                                 description="Disparate impact must lie in [min_di, 1/min_di] (0.8 is the "
+                                             "four-fifths rule); None leaves DI ungated.")
+    min_facet_rows: int = Field(30, ge=1, description="Facet groups with fewer test rows are reported, not gated.")
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "GateSettings":
+        unknown = sorted(set(self.max_abs_bias) - set(BIAS_LIMIT_METRICS))
+        if unknown:
+            raise ValueError(f"max_abs_bias: unknown metric(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(BIAS_LIMIT_METRICS)}")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything Kiln reads from kiln.yaml and KILN_* variables."""
 
@@ -130,6 +158,7 @@ class Settings(BaseSettings):
     ray: RaySettings
     serving: Annotated[Union[LocalServing, KServeServing], Field(discriminator="type")]
     services: ServicesSettings = ServicesSettings()
+    gates: GateSettings = GateSettings()
 
     @model_validator(mode="before")
     @classmethod

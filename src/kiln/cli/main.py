@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import io
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,7 +14,7 @@ from typing import Optional
 import typer
 
 from kiln import __version__
-from kiln.cli import data, features, stack
+from kiln.cli import clarify, data, endpoint, features, models, stack, training
 from kiln.cli.output import JsonOption, err, out, print_json, to_plain
 from kiln.errors import KilnError, ValidationFailed
 
@@ -24,9 +28,15 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
+app.add_typer(models.app, name="models")
+app.add_typer(clarify.app, name="clarify")
+app.add_typer(endpoint.app, name="endpoint")
 app.command("up")(stack.up)
 app.command("status")(stack.status)
 app.command("down")(stack.down)
+app.command("train")(training.train)
+app.command("tune")(training.tune)
+app.command("batch-transform")(endpoint.batch_transform)
 
 
 def _version(value: bool) -> None:
@@ -114,10 +124,12 @@ def demo(
     """The main job: Kiln's lifecycle end to end on the local embedded default."""
     import time
 
+    from kiln.cli.output import engine_output, progress
     from kiln.demo import run_demo
 
     t0 = time.perf_counter()
-    ctx = run_demo(workspace, lambda i, n, name: err.print(f"[bold]\\[{i}/{n}][/bold] {name}"))
+    with engine_output():
+        ctx = run_demo(workspace, lambda i, n, name: err.print(f"[bold]\\[{i}/{n}][/bold] {name}"), progress)
     total = time.perf_counter() - t0
     if as_json:
         print_json({"workspace": str(ctx.root), "seconds": round(total, 2), "steps": ctx.results})
@@ -135,6 +147,9 @@ def main() -> None:
     """Console entry point: runs the app and turns errors into messages and exit codes."""
     from typer._click import exceptions as click_errors  # Typer's own copy of Click
 
+    # `kill -USR1 PID` prints every thread's stack to stderr: how a stuck command is diagnosed.
+    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):  # stderr with no descriptor
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         code = app(standalone_mode=False)
     except KilnError as exc:

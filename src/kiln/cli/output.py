@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import typer
 from rich.console import Console
@@ -34,3 +36,21 @@ def print_json(data: Any) -> None:
 
 def progress(message: str) -> None:
     err.print(f"[dim]…[/dim] {message}")
+
+
+@contextlib.contextmanager
+def engine_output() -> Iterator[None]:
+    """While engines run: their prints go to stderr (stdout stays for results), their chatter is quieted."""
+    import logging
+    import os
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    levels = {name: logging.getLogger(name).level for name in ("mlflow", "ray", "ray.tune", "alembic")}
+    for name in levels:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)

@@ -32,14 +32,15 @@ def _show(states: "list[ServiceState]", as_json: bool, root: Path) -> None:
     if as_json:
         print_json({"workspace": str(root), "services": [{**s.__dict__} for s in states]})
         return
+    width = max((len(s.name) for s in states), default=10)
     for s in states:
         colour = {"running": "green", "unhealthy": "yellow"}.get(s.state, "red")
         pid = f" pid {s.pid}" if s.pid else ""
-        out.print(f"{s.name:<10} [{colour}]{s.state:<9}[/{colour}] {s.url}{pid}  log: {s.log}")
+        out.print(f"{s.name:<{width}} [{colour}]{s.state:<9}[/{colour}] {s.url}{pid}  log: {s.log}")
 
 
 def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
-    """Start the local services (MLflow UI, ...) on loopback; already running ones are left as they are."""
+    """Start the local services (MLflow UI, ...) and deployed endpoints on loopback; running ones are left as is."""
     from kiln.stack import local_services, start
 
     ws = _local_workspace(workspace)
@@ -49,24 +50,31 @@ def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) 
         if not started:
             progress(f"{spec.name}: already running at {state.url}")
         states.append(state)
+    from kiln.serving.local import start_deployed
+
+    states += start_deployed(ws, progress)
     _show(states, as_json, ws.root)
 
 
 def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Show each local service: running or not, URL, pid and log file."""
+    from kiln.serving.local import all_services
     from kiln.stack import local_services
     from kiln.stack import status as service_status
 
     ws = _local_workspace(workspace)
-    _show([service_status(ws.state_dir, spec) for spec in local_services(ws)], as_json, ws.root)
+    _show([service_status(ws.state_dir, spec) for spec in [*local_services(ws), *all_services(ws)]], as_json,
+          ws.root)
 
 
 def down(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
-    """Stop the local services of the workspace."""
+    """Stop the local services and the deployed endpoints' processes of the workspace."""
+    from kiln.serving.local import all_services
     from kiln.stack import local_services, stop
 
     ws = _local_workspace(workspace)
-    stopped = [spec.name for spec in reversed(local_services(ws)) if stop(ws.state_dir, spec)]
+    # Endpoints stop too; they stay deployed, and the next `kiln up` starts them again.
+    stopped = [spec.name for spec in [*all_services(ws), *reversed(local_services(ws))] if stop(ws.state_dir, spec)]
     if as_json:
         print_json({"workspace": str(ws.root), "stopped": stopped})
         return

@@ -38,15 +38,17 @@ class OnlineReader:
         """{"service", "features", "rows": [{join_key: id, feature: value, ...}]}; unknown ids are an error."""
         plan = self.plan
         keys = parse_ids(plan, ids)
-        response = self.store.get_online_features(
+        online = self.store.get_online_features(
             features=self.service, entity_rows=[{plan.join_key: k} for k in keys]
-        ).to_dict(include_event_timestamps=True)
-        stamped = [name for name in response if name.endswith("__ts") and name != f"{plan.join_key}__ts"
-                   and any(response[name])]
-        features = [n for n in response if not n.endswith("__ts") and n != plan.join_key]
+        )
+        response = online.to_dict()
+        features = [n for n in response if n != plan.join_key]
+        # An id the store has never seen has no event timestamp in any stored view (on-demand outputs and
+        # the join key carry none); the proto is read directly so known ids stop at their first stamp.
+        results = online.proto.results
         rows, unknown = [], []
         for i, key in enumerate(keys):
-            if not any(response[name][i] for name in stamped):
+            if not any(len(r.event_timestamps) > i and r.event_timestamps[i].seconds for r in results):
                 unknown.append(key)
                 continue
             rows.append({plan.join_key: key, **{f: response[f][i] for f in features}})

@@ -43,7 +43,7 @@ def feature_server(ws: Workspace) -> ServiceSpec:
     return ServiceSpec(
         name="features",
         command=[
-            str(Path(sys.executable).parent / "feast"), "-c", str(repo_path(ws)), "serve",
+            sys.executable, "-m", "kiln.stack.feast_serve", "-c", str(repo_path(ws)), "serve",
             "-h", s.host, "-p", str(s.port), "--no-access-log",
             "--max-requests", "0",  # Feast's default restarts the worker every 1,000 requests
         ],

@@ -1,0 +1,53 @@
+"""`kiln clarify bias`: pre-training bias of a training set's labels and post-training bias of a model's predictions."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.errors import InputError
+from kiln.workspace import Workspace
+
+
+def bias_report(ws: Workspace, facet_text: str, training_set: Path | None = None, model_ref: str | None = None,
+                group: str | None = None, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Metrics for facet d = ``facet_text``; with a model, post-training metrics on its held-out rows too."""
+    from kiln.clarify.bias import parse_facet, post_training, pre_training
+    from kiln.clarify.facets import with_facets
+    from kiln.evaluation.holdout import PREDICTED, predict_with
+    from kiln.registry.versions import get_version
+    from kiln.training.data import load_training_set
+    from kiln.training.split import split
+
+    facet = parse_facet(facet_text)
+    info = get_version(ws, model_ref) if model_ref else None
+    if training_set is None:
+        if info is None:
+            raise InputError("give --training-set, --model, or both")
+        training_set = Path(info.tags.get("kiln.training_set", ""))
+    data = load_training_set(training_set)
+    progress(f"reading facets for {len(data.frame)} rows")
+    frame = with_facets(ws, data, data.frame)
+    result: dict[str, Any] = {"facet": str(facet), "group": group, "training_set": str(data.path),
+                              "label": data.label, "rows": len(frame),
+                              "pre_training": [asdict(m) for m in pre_training(frame, data.label, facet, group)]}
+    if info is not None:
+        holdout = split(data, int(info.tags.get("kiln.seed", "7"))).test
+        scored = with_facets(ws, data, holdout)
+        scored[PREDICTED] = predict_with(f"models:/{info.name}/{info.version}", holdout)["prediction"].to_numpy()
+        result["model"] = f"{info.name}/{info.version}"
+        result["holdout_rows"] = len(holdout)
+        result["post_training"] = [asdict(m) for m in post_training(scored, data.label, PREDICTED, facet, group)]
+    out = ws.folder("reports") / "bias"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{facet.column}-{'_'.join(map(str, facet.values))}" + (f"-{info.name}-v{info.version}" if info else "")
+    path = out / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    result["report"] = str(path)
+    if info is not None and info.run_id:
+        from kiln import tracking
+
+        tracking.client(ws).log_dict(info.run_id, result, f"bias/{stem}.json")
+    return result

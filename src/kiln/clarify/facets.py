@@ -1,0 +1,45 @@
+"""Protected attributes for rows of a training set, read point in time through the dataset's facets service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from kiln.errors import InputError
+from kiln.training.data import TIME_COLUMN, TrainingData
+from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def facets_service(ws: Workspace, data: TrainingData) -> tuple[str, list[str]]:
+    """(the facets feature service, its protected columns) of the dataset the training set came from."""
+    from kiln.features.repo import plan_by_service
+
+    service = data.lineage.get("feature_service")
+    if not service:
+        raise InputError(f"{data.path}: its lineage names no feature service, so its facets cannot be looked up")
+    plan, _ = plan_by_service(ws, service)
+    if not plan.facets_service or not plan.protected:
+        raise InputError(f"dataset '{plan.dataset}' has no protected columns to measure bias by",
+                         hint="mark them when importing: `kiln data import --protected COLUMN`")
+    return plan.facets_service, list(plan.protected)
+
+
+def with_facets(ws: Workspace, data: TrainingData, rows: "pd.DataFrame") -> "pd.DataFrame":
+    """``rows`` with the protected columns added, as known at each row's label time (same index, same order)."""
+    from kiln.features.repo import open_store
+
+    service, columns = facets_service(ws, data)
+    if data.key is None:
+        raise InputError(f"{data.path}: no entity key column to look facets up by")
+    order = "__kiln_order"
+    entity = rows[[data.key, TIME_COLUMN]].rename(columns={TIME_COLUMN: "event_timestamp"}).reset_index(drop=True)
+    entity[order] = range(len(entity))
+    store = open_store(ws)
+    joined = store.get_historical_features(entity_df=entity, features=store.get_feature_service(service)).to_df()
+    joined = entity[[order]].merge(joined[[order, *columns]], on=order, how="left").sort_values(order)
+    out = rows.copy()
+    for column in columns:
+        out[column] = joined[column].to_numpy()
+    return out

@@ -1,0 +1,291 @@
+"""`kiln endpoint ...`: local endpoints (KServe model servers behind Kiln's front)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.stack import WorkspaceOption, _local_workspace
+from kiln.errors import InputError
+
+app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update, replay, compare, render, delete.",
+                  no_args_is_help=True, rich_markup_mode=None)
+
+
+@app.command("deploy")
+def deploy(
+    spec_file: Optional[Path] = typer.Argument(None, help="Endpoint spec (YAML): variants, shadow, policy, ..."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Instead of a spec: one model, e.g. "
+                                        "models:/churn@champion."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Endpoint name with --model (default: the "
+                                       "model's name)."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Start an endpoint's variants and its front on loopback; model aliases are pinned to versions."""
+    from kiln.serving.local import deploy as run
+    from kiln.serving.spec import load_spec, single_model_spec
+
+    if (spec_file is None) == (model is None):
+        raise InputError("give an endpoint spec file or --model URI (one of them)")
+    if spec_file is not None:
+        spec = load_spec(spec_file)
+    else:
+        spec = single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
+    ws = _local_workspace(workspace)
+    with engine_output():
+        state = run(ws, spec, progress)
+    if as_json:
+        print_json(state)
+        return
+    out.print(f"endpoint {spec.name}: {state['url']}/v1/models/{spec.name}:predict", markup=False)
+    for variant, info in state["variants"].items():
+        out.print(f"  {variant:<12} {info['role']:<10} {info['model']:<24} port {info['port']}", markup=False)
+
+
+@app.command("status")
+def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
+           as_json: bool = JsonOption) -> None:
+    """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
+    from kiln.serving.local import endpoint_status
+
+    doc = endpoint_status(_local_workspace(workspace), name)
+    if as_json:
+        print_json(doc)
+        return
+    out.print(f"endpoint {name}: {doc['url']}", markup=False)
+    live = doc["live"]
+    shares = live.get("shares", {})
+    rows = dict(doc["variants"])
+    if doc.get("rollout"):
+        pending = doc["rollout"]
+        rows[pending["candidate"]] = {"model": pending["model"], "role": "candidate"}
+    for variant, info in rows.items():
+        s = live.get("variants", {}).get(variant, {})
+        share = f"{shares[variant]:.0%}" if variant in shares else ("shadow" if info["role"] == "shadow" else "-")
+        p50 = f"{s['p50_ms']:.1f}" if s.get("p50_ms") is not None else "-"
+        p99 = f"{s['p99_ms']:.1f}" if s.get("p99_ms") is not None else "-"
+        errors = f"{s['errors'] / s['requests']:.1%}" if s.get("requests") else "-"
+        proc = doc["processes"].get(f"endpoint-{name}-{variant}", "?")
+        out.print(f"  {variant:<12} {share:>7}  {info['model']:<22} {proc:<9} {s.get('requests_per_second', 0):7.1f} "
+                  f"req/s  errors {errors:>6}  p50 {p50} ms  p99 {p99} ms", markup=False)
+    if live.get("rollout") and not live["rollout"]["done"]:
+        r = live["rollout"]
+        out.print(f"  rollout: {r['phase']}, candidate {r['candidate']} at {r['share']:.0%} of {r['stable']}'s "
+                  f"traffic ({r['reason']})", markup=False)
+    if "error" in live:
+        out.print(f"  {live['error']}", markup=False)
+
+
+@app.command("list")
+def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Endpoints deployed in this workspace."""
+    from kiln.serving.local import list_endpoints
+
+    names = list_endpoints(_local_workspace(workspace))
+    if as_json:
+        print_json({"endpoints": names})
+        return
+    out.print("\n".join(names) if names else "no endpoints (deploy one with `kiln endpoint deploy`)", markup=False)
+
+
+@app.command("invoke")
+def invoke(
+    name: str = typer.Argument(..., help="Endpoint name."),
+    data: str = typer.Option(..., "--data", "-d", help='JSON: {"instances": [...]} (V1), or @FILE.'),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Target one production variant."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,  # the answer is JSON either way; accepted like every command's --json
+) -> None:
+    """Send one request through the endpoint's front and print the answer (JSON)."""
+    from kiln.serving.local import invoke as run
+
+    text = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--data is not valid JSON: {exc}") from None
+    status, answer, headers = run(_local_workspace(workspace), name, body, variant)
+    print_json({"status": status, "variant": headers.get("x-kiln-variant"),
+                "inference_id": headers.get("x-kiln-inference-id"), "answer": answer})
+    if status >= 400:
+        raise typer.Exit(1 if status < 500 else 2)
+
+
+@app.command("delete")
+def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
+           as_json: bool = JsonOption) -> None:
+    """Stop the endpoint's processes and forget it (its captured data stays)."""
+    from kiln.serving.local import delete as run
+
+    stopped = run(_local_workspace(workspace), name)
+    if as_json:
+        print_json({"endpoint": name, "stopped": stopped})
+        return
+    out.print(f"deleted endpoint {name}; stopped {', '.join(stopped) or 'nothing (no process was running)'}",
+              markup=False)
+
+
+@app.command("update")
+def update(
+    name: str = typer.Argument(..., help="Endpoint name."),
+    model: str = typer.Option(..., "--model", "-m", help="The new model, e.g. models:/churn@challenger."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="The production variant it replaces."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the rollout until it is promoted or rolled "
+                              "back."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails."""
+    from kiln.serving.local import update as run
+
+    with engine_output():
+        rollout = run(_local_workspace(workspace), name, model, variant, wait, progress)
+    if as_json:
+        print_json(rollout)
+        return
+    out.print(f"endpoint {name}: {rollout['phase']} ({rollout['reason']})", markup=False)
+
+
+def _decide(name: str, action: str, reason: str, workspace: Optional[Path], as_json: bool) -> None:
+    from kiln.serving.local import decide
+
+    rollout = decide(_local_workspace(workspace), name, action, reason)
+    if as_json:
+        print_json(rollout)
+        return
+    out.print(f"endpoint {name}: {rollout['phase']} ({rollout['reason']})", markup=False)
+
+
+@app.command("promote")
+def promote(name: str = typer.Argument(..., help="Endpoint name."),
+            reason: str = typer.Option("promoted by hand", "--reason"),
+            workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Give the rollout's candidate all of its variant's traffic now."""
+    _decide(name, "promote", reason, workspace, as_json)
+
+
+@app.command("rollback")
+def rollback(name: str = typer.Argument(..., help="Endpoint name."),
+             reason: str = typer.Option("rolled back by hand", "--reason"),
+             workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Send the rollout's traffic back to the stable model now."""
+    _decide(name, "rollback", reason, workspace, as_json)
+
+
+def batch_transform(
+    model: str = typer.Option(..., "--model", "-m", help="models:/NAME@ALIAS or models:/NAME/VERSION."),
+    input_path: Path = typer.Option(..., "--input", "-i", help="Parquet or CSV of feature rows."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the scored parts (resumable)."),
+    batch_size: int = typer.Option(1000, "--batch-size", help="Rows per mini-batch."),
+    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column each output row keeps (default: "
+                                            "the row number)."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Score a whole file in mini-batches; rerun the same command to resume after an interruption."""
+    from rich.progress import Progress
+
+    from kiln.cli.output import err
+    from kiln.serving.batch import batch_transform as run
+    from kiln.tracking import client
+    from kiln.workspace import open_workspace
+
+    client(open_workspace(workspace))  # the workspace's registry resolves models:/ URIs
+    with engine_output(), Progress(console=err, transient=True) as bar:
+        task = bar.add_task("scoring", total=None)
+        result = run(model, input_path, output, batch_size, id_column,
+                     lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"scored {result.rows} rows with {result.model} into {result.output} ({result.parts} parts"
+              + (f", {result.skipped_parts} already done" if result.skipped_parts else "") + ")", markup=False)
+
+
+@app.command("compare")
+def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
+            as_json: bool = JsonOption) -> None:
+    """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
+    from kiln.serving.local import compare_shadow
+
+    doc = compare_shadow(_local_workspace(workspace), name)
+    if as_json:
+        print_json(doc)
+        return
+    agreement = "-" if doc["label_agreement"] is None else f"{doc['label_agreement']:.1%}"
+    diff = "-" if doc["probability_mean_abs_diff"] is None else f"{doc['probability_mean_abs_diff']:.4f}"
+    out.print(f"endpoint {name}: {doc['requests']} requests ({doc['rows']} rows) answered by "
+              f"{', '.join(doc['production_variants'])} and shadow {doc['shadow_variant']}", markup=False)
+    out.print(f"  predicted labels agree on {agreement}; mean |probability difference| {diff}", markup=False)
+    for side, lat in doc["latency"].items():
+        out.print(f"  {side:<10} p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  "
+                  f"server errors {doc['server_errors'][side]}", markup=False)
+
+
+@app.command("replay")
+def replay(
+    name: str = typer.Argument(..., help="Endpoint name."),
+    data: Path = typer.Option(..., "--data", "-d", help="A feature table (parquet/CSV with every model input), or "
+                              "a dataset folder / labels file whose features the feature service builds."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Replay only the first N rows."),
+    rps: float = typer.Option(50.0, "--rps", help="Requests per second (one row per request)."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Send a dataset through the endpoint as live traffic; a log of what was sent is kept for ground truth."""
+    from kiln.serving.replay import replay as run
+
+    with engine_output():
+        doc = run(_local_workspace(workspace), name, data, limit, rps, progress)
+    if as_json:
+        print_json(doc)
+        return
+    statuses = ", ".join(f"{k}: {v}" for k, v in doc["statuses"].items())
+    out.print(f"replayed {doc['rows']} rows through {name} in {doc['seconds']} s ({doc['requests_per_s']} "
+              f"requests/s); statuses {statuses}", markup=False)
+    if doc["p50_ms"] is not None:
+        out.print(f"  p50 {doc['p50_ms']} ms  p99 {doc['p99_ms']} ms; answered by "
+                  + ", ".join(f"{k} {v}" for k, v in doc["variants"].items()), markup=False)
+    out.print(f"  sent-requests log: {doc['log']}", markup=False)
+
+
+@app.command("render")
+def render(
+    spec_file: Path = typer.Argument(..., help="Endpoint spec (YAML)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="A new (or empty) folder for the YAML files."),
+    namespace: str = typer.Option("kiln", "--namespace", help="Namespace the objects go to."),
+    storage: list[str] = typer.Option([], "--storage", help="VARIANT=URI: where a variant's model files are "
+                                      "(s3://...); default: a placeholder derived from the model URI."),
+    image: Optional[str] = typer.Option(None, "--image", help="Kiln image: also write the rollout controller "
+                                        "(Deployment, ServiceAccount, Role)."),
+    kserve_canary: bool = typer.Option(False, "--kserve-canary", help="Two variants as one InferenceService with "
+                                       "KServe's canaryTrafficPercent instead of Istio weights."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write the cluster objects: an InferenceService per variant, Istio routing with mirroring, the controller."""
+    from kiln.serving.render import render as run
+    from kiln.serving.spec import load_spec
+
+    uris = {}
+    for item in storage:
+        variant, sep, uri = item.partition("=")
+        if not sep or not variant or not uri:
+            raise InputError(f"--storage {item!r}: expected VARIANT=URI")
+        uris[variant] = uri
+    spec = load_spec(spec_file)
+    unknown = sorted(set(uris) - {v.name for v in spec.variants} - ({spec.shadow.name} if spec.shadow else set()))
+    if unknown:
+        raise InputError(f"--storage: no variant {', '.join(unknown)} in {spec_file}")
+    paths = run(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
+                kserve_canary=kserve_canary)
+    if as_json:
+        print_json({"endpoint": spec.name, "files": [str(p) for p in paths]})
+        return
+    out.print(f"wrote {len(paths)} objects for endpoint {spec.name} to {out_dir} (validated):", markup=False)
+    for path in paths:
+        out.print(f"  {path}", markup=False)

@@ -1,0 +1,121 @@
+"""`kiln train` and `kiln tune`: model training and automatic model tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.stack import WorkspaceOption
+
+TrainingSetOption = typer.Option(..., "--training-set", "-t",
+                                 help="A training set from `kiln features training-set` (parquet, with its .json).")
+SeedOption = typer.Option(7, "--seed", help="Seed for the split, the model and the search: same seed, same result.")
+
+
+def _metrics_line(metrics: dict) -> str:
+    keys = ("auc", "pr_auc", "f1", "precision", "recall", "log_loss", "ece")
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
+
+
+def train(
+    training_set: Path = TrainingSetOption,
+    family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm or mlp."),
+    param: List[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, e.g. learning_rate=0.05 (repeatable)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Training length (the family's default)."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Probability that predicts churn."),
+    seed: int = SeedOption,
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train one model of a family on a training set and log it to MLflow (params, metrics per iteration, model)."""
+    from kiln.training.families import parse_params
+    from kiln.training.run import train as run
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    with engine_output():
+        result = run(ws, training_set, family, parse_params(param), seed=seed, iterations=iterations,
+                     threshold=threshold, progress=progress)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"trained {result.family} ({result.iterations} iterations), MLflow run {result.run_id} "
+              f"in experiment '{result.experiment}'", markup=False)
+    for part, label in (("valid", "validation"), ("test", "test")):
+        out.print(f"  {label}: {_metrics_line(result.metrics[part])}", markup=False)
+    out.print(f"  model: {result.model_uri}", markup=False)
+
+
+def tune(
+    training_set: Optional[Path] = typer.Option(None, "--training-set", "-t",
+                                                help="A training set from `kiln features training-set`."),
+    family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm or mlp."),
+    strategy: str = typer.Option("hyperband", "--strategy", "-s", help="hyperband, asha, random or bayesian."),
+    trials: int = typer.Option(12, "--trials", "-n", help="How many configurations to try."),
+    max_concurrent: int = typer.Option(2, "--max-concurrent", "-k", help="Trials running at once."),
+    max_iterations: Optional[int] = typer.Option(None, "--max-iterations",
+                                                 help="Longest a trial may train (the family's full length)."),
+    ranges: List[str] = typer.Option([], "--range", help="Narrow the search: NAME=LOW:HIGH or NAME=A,B,C."),
+    warm_start_from: Optional[str] = typer.Option(None, "--warm-start-from", help="An earlier tuning job."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="Warm start: identical (same data; earlier trials count "
+                                       "as evaluated) or transfer (earlier best configurations seed a new search)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Finish an interrupted tuning job by its id."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="Register the best model under this name "
+                                             "(default: the dataset's name) with alias challenger."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the best model."),
+    seed: int = SeedOption,
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Tune a family's hyperparameters on Ray Tune; each trial is an MLflow child run of the job's run."""
+    from kiln.errors import InputError
+    from kiln.tuning.job import TuneSpec, check_spec, resume_job, run_job
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    if resume is None:
+        if training_set is None:
+            raise InputError("give --training-set (or --resume JOB to finish an interrupted job)")
+        spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
+                        training_set=str(training_set.resolve()), ranges=list(ranges), max_iterations=max_iterations,
+                        warm_start_from=warm_start_from, warm_mode=mode)
+        check_spec(spec)
+    with engine_output():
+        result = resume_job(ws, resume, progress) if resume else run_job(ws, spec, progress)
+        registered = None
+        if register:
+            from kiln.registry.candidate import register_run_model
+
+            name = model_name or _dataset_name(result)
+            registered = register_run_model(ws, name, result.parent_run_id, progress, model_uri=result.model_uri)
+    if as_json:
+        print_json({**result.to_dict(), "registered": registered and {"version": registered[0],
+                                                                       "evaluation": registered[1].to_dict()}})
+        return
+    best = result.best
+    ran = sum(t["source"] == "run" for t in result.trials)
+    early = sum(t.get("stopped_early", False) for t in result.trials)
+    failed = sum("error" in t for t in result.trials)
+    out.print(f"tuning job {result.job}: {ran} trials ({early} stopped early" + (f", {failed} FAILED" if failed else "")
+              + f"), {result.trial_iterations} trial-iterations, {result.seconds:.0f}s", markup=False)
+    out.print(f"  best trial {best['trial_id']}: validation AUC {best['valid_auc']:.4f} at iteration "
+              f"{best['best_iteration']} ({best['source']})", markup=False)
+    out.print(f"  config: {best['config']}", markup=False)
+    out.print(f"  test: {_metrics_line(result.metrics['test'])}", markup=False)
+    out.print(f"  MLflow run {result.parent_run_id} (experiment '{result.experiment}'); model {result.model_uri}",
+              markup=False)
+    out.print(f"  objective plot: {result.plot}", markup=False)
+    if registered:
+        from kiln.cli.models import _print_registered
+
+        _print_registered(*registered, as_json=False)
+
+
+def _dataset_name(result) -> str:  # noqa: ANN001 - a TuneResult
+    import json
+
+    meta = json.loads(Path(result.spec["training_set"] + ".json").read_text())
+    return str(meta.get("lineage", {}).get("dataset") or "model")

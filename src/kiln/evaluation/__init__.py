@@ -1,0 +1,1 @@
+"""Model evaluation on held-out rows: challenger against champion, bias by facet, and the promotion gate."""

@@ -1,0 +1,108 @@
+"""A challenger and the champion scored on the same held-out rows, with bias by facet and the gate's decision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from kiln.evaluation.gate import GateDecision, decide
+from kiln.training.data import TrainingData
+from kiln.training.metrics import classification_metrics
+from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PREDICTED = "__kiln_predicted"
+
+
+@dataclass
+class Evaluation:
+    rows: int
+    threshold: float
+    challenger: dict[str, float | None]
+    champion: dict[str, Any] | None  # {"uri", "metrics"} or {"uri", "note"} when it cannot score these rows
+    bias: list[dict[str, Any]] = field(default_factory=list)
+    decision: GateDecision | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "threshold": self.threshold, "challenger": self.challenger,
+                "champion": self.champion, "bias": self.bias,
+                "gate": self.decision.to_dict() if self.decision else None}
+
+
+def predict_with(model_uri: str, frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Probability and prediction of an MLflow model (a Kiln pyfunc) for ``frame``.
+
+    A KeyError names the inputs the model needs that ``frame`` lacks.
+    """
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    return model.predict(conform(frame, model.metadata.get_input_schema()))
+
+
+def conform(frame: "pd.DataFrame", schema: Any) -> "pd.DataFrame":
+    """The schema's columns of ``frame``, integers widened to the doubles Kiln models declare."""
+    if schema is None:
+        return frame
+    missing = [c for c in schema.input_names() if c not in frame.columns]
+    if missing:
+        raise KeyError(", ".join(missing))
+    out = frame[schema.input_names()].copy()
+    for spec in schema.inputs:
+        if str(spec.type) in ("double", "DataType.double") and out[spec.name].dtype.kind in "iub":
+            out[spec.name] = out[spec.name].astype("float64")
+    return out
+
+
+def bias_by_facet(frame: "pd.DataFrame", label: str, protected: list[str], min_rows: int) -> list[dict[str, Any]]:
+    """Post-training bias metrics for every value of every protected column (that value as facet d)."""
+    from kiln.clarify.bias import Facet, post_training
+
+    groups = []
+    for column in protected:
+        counts = frame[column].dropna().value_counts()
+        for value, n in counts.items():
+            if len(counts) < 2:
+                break
+            entry: dict[str, Any] = {"facet": f"{column}={value}", "rows": int(n)}
+            if n < min_rows:
+                entry["note"] = f"fewer than {min_rows} rows: reported, not gated"
+            metrics = post_training(frame, label, PREDICTED, Facet(column, (value,)))
+            entry["metrics"] = {m.name: m.value for m in metrics}
+            groups.append(entry)
+    return groups
+
+
+def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame", model_uri: str,
+                       champion_uri: str | None, threshold: float = 0.5,
+                       progress: Callable[[str], None] = lambda _: None) -> Evaluation:
+    """Score the challenger (and the champion, when there is one) on ``holdout``; measure bias; apply the gate."""
+    from kiln.clarify.facets import facets_service, with_facets
+    from kiln.errors import InputError
+
+    policy = ws.settings.gates
+    scored = predict_with(model_uri, holdout)
+    y = holdout[data.label].to_numpy()
+    challenger = classification_metrics(y, scored["probability"].to_numpy(), threshold)
+    champion: dict[str, Any] | None = None
+    if champion_uri:
+        try:
+            theirs = predict_with(champion_uri, holdout)
+            champion = {"uri": champion_uri,
+                        "metrics": classification_metrics(y, theirs["probability"].to_numpy(), threshold)}
+        except KeyError as exc:
+            champion = {"uri": champion_uri, "note": f"cannot score these rows: it needs features {exc.args[0]}"}
+    progress("measuring bias by facet on the held-out rows")
+    try:
+        frame = with_facets(ws, data, holdout)
+        _, protected = facets_service(ws, data)
+        frame[PREDICTED] = scored["prediction"].to_numpy()
+        bias = bias_by_facet(frame, data.label, protected, policy.min_facet_rows)
+    except InputError as exc:
+        bias = [{"facet": "-", "rows": 0, "metrics": {}, "note": str(exc)}]
+    gated = [g for g in bias if "note" not in g]
+    decision = decide(policy, challenger["auc"], (champion or {}).get("metrics", {}).get("auc"), gated)
+    return Evaluation(rows=len(holdout), threshold=threshold, challenger=challenger, champion=champion,
+                      bias=bias, decision=decision)

@@ -1,0 +1,1 @@
+"""The model registry on MLflow: versions, aliases (champion, challenger), approval, lineage, model cards."""

@@ -1,0 +1,70 @@
+"""Register a trained model as the challenger: evaluated against the champion on the same held-out rows first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.errors import InputError
+from kiln.evaluation.holdout import Evaluation
+from kiln.registry.versions import VersionInfo
+from kiln.workspace import Workspace
+
+LINEAGE_TAGS = ("kiln.family", "kiln.seed", "kiln.code_version", "kiln.dataset", "kiln.dataset_content_hash",
+                "kiln.feature_service", "kiln.feature_views", "kiln.training_set", "kiln.training_set_sha256",
+                "kiln.tuning_job")
+
+
+def feature_service_version(ws: Workspace, service: str) -> str:
+    """The ``kiln.version`` tag of the feature service, as registered in Feast."""
+    from kiln.features.repo import open_store
+
+    try:
+        return open_store(ws).get_feature_service(service).tags.get("kiln.version", "")
+    except Exception:  # noqa: BLE001 - an unknown service has no version to record
+        return ""
+
+
+def register_run_model(ws: Workspace, name: str, run_id: str, progress: Callable[[str], None] = lambda _: None,
+                       model_uri: str | None = None) -> tuple[VersionInfo, Evaluation]:
+    """Evaluate the model the run logged on its own held-out rows, then register it with alias challenger."""
+    from kiln import tracking
+    from kiln.evaluation.holdout import evaluate_candidate
+    from kiln.registry.versions import NAME_RE, champion_uri, register
+    from kiln.training.data import load_training_set
+    from kiln.training.split import split
+
+    if not NAME_RE.match(name):
+        raise InputError(f"model name '{name}': use letters, digits, '.', '_' and '-'")
+    c = tracking.client(ws)
+    try:
+        run = c.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow's not-found error
+        raise InputError(f"no MLflow run '{run_id}' in {ws.settings.mlflow.tracking_uri}") from None
+    tags = run.data.tags
+    if "kiln.training_set" not in tags:
+        raise InputError(f"run {run_id} was not made by `kiln train` or `kiln tune`: it names no training set")
+    model_uri = model_uri or _logged_model_uri(c, run)
+    data = load_training_set(Path(tags["kiln.training_set"]))
+    if data.lineage["training_set_sha256"] != tags.get("kiln.training_set_sha256"):
+        raise InputError(f"training set {data.path} changed since run {run_id} used it; its held-out rows are gone")
+    holdout = split(data, int(tags.get("kiln.seed", "7"))).test
+    champion = champion_uri(ws, name)
+    progress(f"evaluating on {len(holdout)} held-out rows" + (f" against {champion}" if champion else ""))
+    evaluation = evaluate_candidate(ws, data, holdout, model_uri, champion, progress=progress)
+    c.log_dict(run_id, evaluation.to_dict(), "evaluation/gate.json")
+    lineage = {k: tags[k] for k in LINEAGE_TAGS if k in tags}
+    lineage["kiln.feature_service_version"] = feature_service_version(ws, tags.get("kiln.feature_service", ""))
+    lineage["kiln.test_auc"] = f"{evaluation.challenger['auc']:.4f}" if evaluation.challenger["auc"] else ""
+    version = register(ws, name, model_uri, run_id, lineage, evaluation.decision.to_dict())
+    return version, evaluation
+
+
+def _logged_model_uri(c: Any, run: Any) -> str:
+    """The newest model the run logged (MLflow 3 keeps models apart from runs)."""
+    models = c.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                    filter_string=f"source_run_id = '{run.info.run_id}'")
+    if not models:
+        raise InputError(f"run {run.info.run_id} logged no model")
+    newest = max(models, key=lambda m: m.creation_timestamp)
+    return f"models:/{newest.model_id}"

@@ -1,0 +1,1 @@
+"""Endpoints: KServe model servers for registered models, request validation, traffic policy, capture."""

@@ -1,0 +1,130 @@
+"""Data capture: every sampled request and response of an endpoint, written in batches off the request path.
+
+Records are JSON lines under CAPTURE/endpoint=NAME/hour=YYYY-MM-DDTHH/, one file per writer process. JSON lines
+rather than parquet: a batch is appended and fsynced, so a crash loses at most the batch in memory and can tear
+only the last line, which readers skip. (KServe's payload logger posts to an HTTP sink in a cluster; locally
+the same records go straight to the store.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+MAX_BUFFER = 50_000  # records held in memory at most; beyond it new records are counted as dropped
+
+
+@dataclass
+class CaptureRecord:
+    inference_id: str
+    timestamp: str  # ISO 8601, UTC
+    endpoint: str
+    variant: str
+    shadow: bool
+    request: Any  # raw bytes from the request path; parsed as JSON by the writer thread
+    response: Any
+    status: int
+    latency_ms: float
+
+
+class CaptureWriter:
+    """Buffers records (sampled) and appends them to the capture store from a background thread."""
+
+    def __init__(self, root: Path, endpoint: str, flush_seconds: float = 2.0, sample_percent: float = 100.0,
+                 seed: int | None = None) -> None:
+        self.root, self.endpoint = Path(root), endpoint
+        self.flush_seconds, self.sample = flush_seconds, sample_percent / 100
+        self._buffer: deque[CaptureRecord] = deque()
+        self._random = random.Random(seed)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one flush at a time (the thread's, or close()'s)
+        self.written = self.dropped = 0
+        self._file_name = f"capture-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
+        self._thread = threading.Thread(target=self._run, name=f"capture-{endpoint}", daemon=True)
+        self._thread.start()
+
+    def sampled(self) -> bool:
+        """Whether the next request is captured (decided once per request, for its production and shadow sides)."""
+        return self.sample >= 1.0 or self._random.random() < self.sample
+
+    def record(self, rec: CaptureRecord) -> None:
+        """Queue one record; never blocks and never raises on the request path."""
+        if len(self._buffer) >= MAX_BUFFER:
+            self.dropped += 1
+            return
+        self._buffer.append(rec)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+
+    def flush(self) -> int:
+        """Append every queued record to its hour's file; returns how many were written."""
+        with self._lock:
+            batch = []
+            while self._buffer:
+                batch.append(self._buffer.popleft())
+            by_hour: dict[str, list[str]] = {}
+            for rec in batch:
+                row = asdict(rec)
+                for key in ("request", "response"):
+                    if isinstance(row[key], (bytes, bytearray)):
+                        row[key] = parsed(row[key])  # decoded here, off the request path
+                by_hour.setdefault(rec.timestamp[:13], []).append(json.dumps(row, default=str))
+            for hour, lines in by_hour.items():
+                folder = self.root / f"endpoint={self.endpoint}" / f"hour={hour}"
+                folder.mkdir(parents=True, exist_ok=True)
+                with (folder / self._file_name).open("a", encoding="utf-8") as f:
+                    f.write("\n".join(lines) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            self.written += len(batch)
+            return len(batch)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.flush_seconds + 5)
+        self.flush()
+
+
+def parsed(raw: bytes) -> Any:
+    """A body as JSON, or its first 2,000 characters when it is not JSON."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return {"unparsed": raw[:2000].decode("utf-8", "replace")}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def read_capture(root: Path, endpoint: str, since: datetime | None = None,
+                 until: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of ``endpoint`` in [since, until), oldest hour first; a torn last line (a crash) is skipped."""
+    base = Path(root) / f"endpoint={endpoint}"
+    if not base.is_dir():
+        return
+    lo = since.astimezone(timezone.utc).isoformat() if since else ""
+    hi = until.astimezone(timezone.utc).isoformat() if until else "~"
+    for folder in sorted(base.glob("hour=*")):
+        hour = folder.name.removeprefix("hour=")
+        if hour < lo[:13] or hour > hi[:13]:
+            continue
+        for path in sorted(folder.glob("*.jsonl")):
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # only a crash mid-append leaves one: the torn last line of a file
+                    if lo <= rec["timestamp"] < hi:
+                        yield rec

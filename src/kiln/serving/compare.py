@@ -1,0 +1,67 @@
+"""Shadow test results: production and shadow answers to the same captured requests, side by side."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import InputError
+from kiln.serving.capture import read_capture
+
+
+def _scores(response: Any) -> list[tuple[float, int]] | None:
+    """(probability, prediction) per row of a V1 or V2 answer; None when it is not a Kiln answer."""
+    if not isinstance(response, dict):
+        return None
+    if "predictions" in response:
+        return [(float(p["probability"]), int(p["prediction"])) for p in response["predictions"]]
+    outputs = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
+    if "probability" in outputs and "prediction" in outputs:
+        return [(float(p), int(y)) for p, y in zip(outputs["probability"], outputs["prediction"])]
+    return None
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    import math
+
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else None
+
+
+def compare(capture_root: Path, endpoint: str, since: datetime | None = None,
+            until: datetime | None = None) -> dict[str, Any]:
+    """Agreement of predicted labels, probability differences and latency of production against shadow."""
+    production: dict[str, dict] = {}
+    shadow: dict[str, dict] = {}
+    for rec in read_capture(capture_root, endpoint, since, until):
+        (shadow if rec["shadow"] else production)[rec["inference_id"]] = rec
+    pairs = [(production[i], shadow[i]) for i in production if i in shadow]
+    if not pairs:
+        raise InputError(f"endpoint {endpoint}: no captured request has both a production and a shadow answer",
+                         hint="the endpoint needs a shadow variant and capture on, and traffic through it")
+    rows = agree = 0
+    diffs: list[float] = []
+    failed = {"production": 0, "shadow": 0}
+    for prod, shad in pairs:
+        a, b = _scores(prod["response"]), _scores(shad["response"])
+        failed["production"] += prod["status"] >= 500
+        failed["shadow"] += shad["status"] >= 500
+        if a is None or b is None or len(a) != len(b):
+            continue
+        for (pa, ya), (pb, yb) in zip(a, b):
+            rows += 1
+            agree += ya == yb
+            diffs.append(abs(pa - pb))
+    latency = {side: {"p50_ms": _percentile([pair[k]["latency_ms"] for pair in pairs], 50),
+                      "p99_ms": _percentile([pair[k]["latency_ms"] for pair in pairs], 99)}
+               for side, k in (("production", 0), ("shadow", 1))}
+    return {
+        "endpoint": endpoint, "requests": len(pairs), "rows": rows,
+        "production_variants": sorted({p["variant"] for p, _ in pairs}),
+        "shadow_variant": pairs[0][1]["variant"],
+        "label_agreement": agree / rows if rows else None,
+        "probability_mean_abs_diff": sum(diffs) / len(diffs) if diffs else None,
+        "probability_max_abs_diff": max(diffs) if diffs else None,
+        "server_errors": failed, "latency": latency,
+    }

@@ -1,0 +1,91 @@
+"""Runs a rollout inside the endpoint's front: shifts shares as the policy says, rolls back on an alarm.
+
+The decisions are kiln.serving.rollout's (the same the cluster controller makes); this applies them to the
+router's shares and records the state where `kiln endpoint status` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.serving.rollout import Rollout, advance, start
+from kiln.serving.router import Route, Router
+from kiln.serving.spec import Guardrails, Policy
+
+
+class RolloutDriver:
+    def __init__(self, router: Router, policy: Policy, guardrails: Guardrails, state_path: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.router, self.policy, self.guardrails = router, policy, guardrails
+        self.state_path, self.clock = state_path, clock
+        self.rollout: Rollout | None = None
+        self.base_share = 0.0
+        self.candidate_url = ""
+
+    def begin(self, variant: str, candidate: str, url: str, policy: Policy | None = None) -> Rollout:
+        """The candidate (at ``url``) starts taking part of ``variant``'s share."""
+        st = self.router.state
+        if self.rollout is not None and not self.rollout.done:
+            raise ValueError(f"a rollout of {self.rollout.candidate} is under way; promote or roll it back first")
+        if variant not in st.variants:
+            raise ValueError(f"no production variant '{variant}'; variants: {', '.join(st.variants)}")
+        self.base_share, self.candidate_url = st.shares[variant], url
+        st.variants[candidate] = Route(candidate, url)
+        self.rollout = start(variant, candidate, policy or self.policy, self.guardrails, self.clock())
+        self._apply()
+        return self.rollout
+
+    def tick(self) -> None:
+        """Judge the candidate on its answers since the last change; apply what the policy says next."""
+        r = self.rollout
+        if r is None or r.done:
+            return
+        stats = {n: self.router.windows.stats(n, r.since) for n in (r.stable, r.candidate)}
+        nxt = advance(r, stats, self.clock())
+        if nxt is not r:
+            self.rollout = nxt
+            self._apply()
+
+    def force(self, action: str, reason: str) -> Rollout:
+        """Promote or roll back now (`kiln endpoint promote|rollback`)."""
+        r = self.rollout
+        if r is None or r.done:
+            raise ValueError("no rollout is under way")
+        phase = "promoted" if action == "promote" else "rolled-back"
+        self.rollout = r._to(self.clock(), phase, 1.0 if phase == "promoted" else 0.0, reason)
+        self._apply()
+        return self.rollout
+
+    def _apply(self) -> None:
+        r, st = self.rollout, self.router.state
+        shares = dict(st.shares)
+        if r.phase == "promoted":
+            # The variant keeps its name and now points at the candidate's server.
+            st.variants[r.stable] = Route(r.stable, self.candidate_url)
+            st.variants.pop(r.candidate, None)
+            shares.pop(r.candidate, None)
+            shares[r.stable] = self.base_share
+        elif r.phase == "rolled-back":
+            st.variants.pop(r.candidate, None)
+            shares.pop(r.candidate, None)
+            shares[r.stable] = self.base_share
+        else:
+            shares[r.stable] = self.base_share * (1 - r.share)
+            shares[r.candidate] = self.base_share * r.share
+        st.shares = shares
+        if self.state_path is not None:
+            tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
+            tmp.write_text(json.dumps(self.describe(), indent=2))
+            tmp.replace(self.state_path)
+
+    def describe(self) -> dict[str, Any] | None:
+        r = self.rollout
+        if r is None:
+            return None
+        return {"stable": r.stable, "candidate": r.candidate, "candidate_url": self.candidate_url,
+                "phase": r.phase, "share": r.share, "reason": r.reason, "policy": r.policy.model_dump(),
+                "history": [dict(h, at=round(h["at"], 3)) for h in r.history], "done": r.done,
+                "updated": time.time()}

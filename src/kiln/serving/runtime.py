@@ -1,0 +1,73 @@
+"""KServe runtimes for Kiln models: V1 (`/v1/models/NAME:predict`) and V2 (Open Inference Protocol) routes.
+
+A Kiln model is an MLflow pyfunc (encoder + LightGBM or ONNX); load() resolves `models:/NAME@ALIAS` once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import kserve
+from kserve.errors import InvalidInput
+
+from kiln.serving.schema import InputSchema, RequestError
+
+
+class KilnModel(kserve.Model):
+    """Serves one registered model version: validates each request against its input schema, then predicts."""
+
+    def __init__(self, name: str, model_uri: str) -> None:
+        super().__init__(name)
+        self.model_uri = model_uri
+        self.schema: InputSchema | None = None
+        self.predictor: Any = None
+        self.version: str | None = None
+
+    def load(self) -> bool:
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(self.model_uri)
+        self.predictor = model.unwrap_python_model().predictor
+        self.schema = InputSchema.from_mlflow(model.metadata.get_input_schema())
+        self.version = self.model_uri
+        self.ready = True
+        return self.ready
+
+    def frame(self, payload: Any) -> Any:
+        """The request's rows as a validated frame; InvalidInput (a 400) names what is wrong."""
+        try:
+            if isinstance(payload, kserve.InferRequest):
+                return self._v2_frame(payload)
+            if not isinstance(payload, dict) or "instances" not in payload:
+                raise RequestError("the body must be a JSON object with 'instances' (V1) or 'inputs' (V2)")
+            return self.schema.frame(payload["instances"])
+        except RequestError as exc:
+            raise InvalidInput(str(exc)) from None
+
+    def _v2_frame(self, request: kserve.InferRequest) -> Any:
+        """V2 inputs are one tensor per feature (shape [N] or [N, 1]), named as the features."""
+        columns: dict[str, list[Any]] = {}
+        for item in request.inputs:
+            data = item.data if isinstance(item.data, list) else list(item.as_numpy().reshape(-1))
+            if item.datatype == "BYTES":
+                data = [v.decode() if isinstance(v, bytes) else v for v in data]
+            columns[item.name] = data
+        sizes = {len(v) for v in columns.values()}
+        if len(sizes) > 1:
+            raise RequestError(f"V2 inputs must all have the same length; got {sorted(sizes)}")
+        n = sizes.pop() if sizes else 0
+        return self.schema.frame([{k: v[i] for k, v in columns.items()} for i in range(n)])
+
+    def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        frame = self.frame(payload)
+        scored = self.predictor.predict(frame)
+        if isinstance(payload, kserve.InferRequest):
+            p, y = scored["probability"].to_numpy(), scored["prediction"].to_numpy()
+            return kserve.InferResponse(
+                response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[
+                    kserve.InferOutput("probability", [len(p)], "FP64", p.tolist()),
+                    kserve.InferOutput("prediction", [len(y)], "INT64", y.tolist()),
+                ])
+        return {"predictions": [{"probability": float(p), "prediction": int(y)}
+                                for p, y in zip(scored["probability"], scored["prediction"])]}

@@ -1,0 +1,59 @@
+"""One KServe model server process for one Kiln model (what a local endpoint variant runs).
+
+Usage: python -m kiln.serving.server --name NAME --model-uri models:/churn@champion --http-port 8080
+The MLflow tracking store comes from MLFLOW_TRACKING_URI, as MLflow reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--model-uri", required=True)
+    parser.add_argument("--http-port", type=int, required=True)
+    parser.add_argument("--grpc-port", type=int, default=0, help="0: no gRPC server")
+    parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (loopback by default).")
+    args = parser.parse_args()
+    # Importing Feast in a parent process (as `kiln up` does) sets this to a temporary folder that is gone by
+    # now; inherited, it would make every Prometheus histogram write fail. A model server keeps its own metrics.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+    import kserve
+    import kserve.model_server
+    from fastapi.exceptions import RequestValidationError
+
+    from kiln.serving.runtime import KilnModel
+
+    class HostRESTServer(kserve.model_server.RESTServer):
+        def __init__(self, *a, **k) -> None:  # noqa: ANN002, ANN003 - KServe's own arguments, passed through
+            super().__init__(*a, **k)
+            self.config.host = args.host  # KServe hard-codes 0.0.0.0; a local variant listens on loopback
+
+        def _add_exception_handlers(self, app) -> None:  # noqa: ANN001 - KServe's FastAPI app
+            super()._add_exception_handlers(app)
+            app.add_exception_handler(RequestValidationError, _validation_error)
+
+    kserve.model_server.RESTServer = HostRESTServer
+
+    model = KilnModel(args.name, args.model_uri)
+    model.load()
+    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port or 8081,
+                                enable_grpc=bool(args.grpc_port), workers=1, enable_latency_logging=False)
+    server.start([model])
+
+
+async def _validation_error(_request, exc):  # noqa: ANN001, ANN202 - a FastAPI exception handler
+    """422 naming each bad field. FastAPI's own handler echoes the input back, and an Infinity in it made
+    that answer unserializable: a 500 for a malformed request."""
+    from fastapi.responses import JSONResponse
+
+    problems = [f"{'.'.join(map(str, e.get('loc', ())[1:])) or 'body'}: {e.get('msg')}" for e in exc.errors()]
+    return JSONResponse({"error": "; ".join(problems)[:2000] or "invalid request"}, status_code=422)
+
+
+if __name__ == "__main__":
+    main()

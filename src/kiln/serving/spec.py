@@ -1,0 +1,125 @@
+"""Endpoint specs: production variants with weights, an optional shadow, rollout policy, guardrails, capture, auth.
+
+Read from YAML (or built from flags); unknown keys and bad values are errors that name the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kiln.errors import InputError
+
+NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS label: it becomes a KServe InferenceService name
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Variant(_Spec):
+    name: str = Field(pattern=NAME, max_length=40)
+    model: str = Field(description="models:/NAME@ALIAS or models:/NAME/VERSION")
+    runtime: Literal["mlflow", "onnx", "tvm"] = "mlflow"
+    weight: float = Field(1.0, ge=0.0, description="Share of traffic: this weight over the sum of weights.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_uri(cls, value: str) -> str:
+        if not re.match(r"^models:/[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_-]+|/\d+)$", value):
+            raise ValueError("expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return value
+
+
+class Shadow(Variant):
+    sample_percent: float = Field(100.0, gt=0.0, le=100.0, description="Share of live requests copied to it.")
+
+
+class Policy(_Spec):
+    type: Literal["all-at-once", "canary", "linear"] = "canary"
+    step_percent: float = Field(10.0, gt=0.0, le=100.0, description="Canary size, or the linear step.")
+    bake_seconds: float = Field(60.0, ge=0.0, description="Watch time after the last shift before promotion.")
+    interval_seconds: float = Field(30.0, gt=0.0, description="Linear: time between steps.")
+
+
+class Guardrails(_Spec):
+    max_error_rate: float = Field(0.05, ge=0.0, le=1.0, description="Share of 5xx answers that rolls back.")
+    max_p99_ms: float | None = Field(None, gt=0.0, description="Absolute p99 latency limit.")
+    max_p99_increase_ms: float | None = Field(25.0, gt=0.0,
+                                              description="p99 above the stable variant's that rolls back.")
+    min_requests: int = Field(20, ge=1, description="Requests a variant needs before it is judged.")
+    custom_metric: str | None = Field(None, description="A per-variant metric name (from /metrics) to watch.")
+    custom_max: float | None = None
+
+    @model_validator(mode="after")
+    def _custom_pair(self) -> "Guardrails":
+        if (self.custom_metric is None) != (self.custom_max is None):
+            raise ValueError("custom_metric and custom_max go together")
+        return self
+
+
+class Capture(_Spec):
+    enabled: bool = True
+    sample_percent: float = Field(100.0, ge=0.0, le=100.0)
+    destination: str | None = Field(None, description="Folder or s3:// prefix; default: the workspace's capture store.")
+    flush_seconds: float = Field(2.0, gt=0.0, le=300.0)
+
+
+class Auth(_Spec):
+    bearer_token_env: str = Field(pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                  description="Environment variable holding the token (the token is never stored).")
+
+
+class EndpointSpec(_Spec):
+    name: str = Field(pattern=NAME, max_length=40)
+    variants: list[Variant] = Field(min_length=1)
+    shadow: Shadow | None = None
+    policy: Policy = Policy()
+    guardrails: Guardrails = Guardrails()
+    capture: Capture = Capture()
+    auth: Auth | None = None
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+
+    @model_validator(mode="after")
+    def _variants(self) -> "EndpointSpec":
+        names = [v.name for v in self.variants] + ([self.shadow.name] if self.shadow else [])
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicated)}")
+        if sum(v.weight for v in self.variants) <= 0:
+            raise ValueError("at least one production variant needs a weight above 0")
+        return self
+
+    def shares(self) -> dict[str, float]:
+        """Each production variant's share of traffic (its weight over the sum), as SageMaker computes it."""
+        total = sum(v.weight for v in self.variants)
+        return {v.name: v.weight / total for v in self.variants}
+
+
+def load_spec(path: Path) -> EndpointSpec:
+    """An EndpointSpec from a YAML file; every problem is an InputError naming the file and the field."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the endpoint spec: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {exc}") from None
+    return parse_spec(data, str(path))
+
+
+def parse_spec(data: object, where: str = "endpoint spec") -> EndpointSpec:
+    try:
+        return EndpointSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"{where}: {problems}") from None
+
+
+def single_model_spec(name: str, model: str) -> EndpointSpec:
+    """The spec `kiln endpoint deploy --model URI` builds: one variant taking all traffic."""
+    return parse_spec({"name": name, "variants": [{"name": "primary", "model": model}]}, "--model")

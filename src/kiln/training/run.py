@@ -1,0 +1,131 @@
+"""One training run: fit a family on a training set, evaluate it, log everything to MLflow."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.training.data import TrainingData, load_training_set
+from kiln.training.families import Family, Learner, get_family
+from kiln.training.metrics import calibration_table, classification_metrics
+from kiln.training.predictor import save_model_folder
+from kiln.training.prepare import Prepared, fit, prepare
+from kiln.workspace import Workspace
+
+MODEL_ARTIFACT = "model"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment: str
+    family: str
+    config: dict[str, Any]
+    iterations: int
+    seed: int
+    split: dict[str, Any]
+    metrics: dict[str, dict[str, float | None]]  # "valid" / "test" -> metrics
+    model_uri: str
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def experiment_name(data: TrainingData) -> str:
+    """Runs are grouped by the feature service their training set came from."""
+    return str(data.lineage.get("feature_service") or data.path.stem)
+
+
+def lineage_tags(data: TrainingData, family: Family, seed: int) -> dict[str, str]:
+    from kiln.tracking import code_version
+
+    lin = data.lineage
+    return {
+        "kiln.family": family.name,
+        "kiln.seed": str(seed),
+        "kiln.code_version": code_version(),
+        "kiln.dataset": str(lin.get("dataset", "")),
+        "kiln.dataset_content_hash": str(lin.get("dataset_content_hash", "")),
+        "kiln.feature_service": str(lin.get("feature_service", "")),
+        "kiln.feature_views": ",".join(lin.get("feature_views", [])),
+        "kiln.training_set": str(data.path.resolve()),
+        "kiln.training_set_sha256": str(lin.get("training_set_sha256", "")),
+    }
+
+
+def evaluate(learner: Learner, prep: Prepared, threshold: float) -> dict[str, dict[str, float | None]]:
+    return {part: classification_metrics(prep.y[part], learner.predict_proba(prep.x[part]), threshold)
+            for part in ("valid", "test")}
+
+
+def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, family: Family,
+                      config: dict[str, Any], seed: int, threshold: float) -> str:
+    """Inside an active MLflow run: log the model as a pyfunc (encoder + model file) and return its URI."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from kiln.training import pyfunc
+    from kiln.training.predictor import Predictor
+
+    meta = {"family": family.name, "config": config, "seed": seed, "threshold": threshold,
+            "features": data.features, "label": data.label, "key": data.key}
+    with tempfile.TemporaryDirectory(prefix="kiln-model-") as tmp:
+        folder = Path(tmp) / "model"
+        save_model_folder(folder, learner, prep.encoder, meta)
+        example = prep.split.valid[data.features].head(5).reset_index(drop=True)
+        # Numeric inputs are declared as doubles: an expired feature arrives as a null, which integers cannot hold.
+        numeric = [c for c in data.features if c not in data.categorical]
+        example[numeric] = example[numeric].astype("float64")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's hint about integer columns: the inputs are doubles already
+            signature = infer_signature(example, Predictor.load(folder).predict(example))
+        info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=pyfunc.__file__,
+                                       artifacts={"model_folder": str(folder)}, signature=signature,
+                                       input_example=example)
+    return info.model_uri
+
+
+def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str, Any] | None = None,
+          seed: int = 7, iterations: int | None = None, threshold: float = 0.5,
+          progress: Callable[[str], None] = lambda _: None) -> TrainResult:
+    """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow."""
+    import mlflow
+
+    from kiln.tracking import experiment_id
+
+    family = get_family(family_name)
+    config = family.config(params)
+    steps = iterations or family.max_iterations
+    data = load_training_set(training_set)
+    prep = prepare(data, seed)
+    progress(f"{len(data.frame)} rows, {len(data.features)} features; {prep.split.method} split "
+             f"{prep.split.sizes()}")
+    name = experiment_name(data)
+    exp = experiment_id(ws, name)
+    with mlflow.start_run(experiment_id=exp, run_name=f"train-{family.name}",
+                          tags=lineage_tags(data, family, seed)) as run:
+        mlflow.log_params({**config, "family": family.name, "iterations": steps, "threshold": threshold,
+                           "split": prep.split.method})
+
+        def on_iteration(i: int, valid: dict[str, float | None]) -> None:
+            mlflow.log_metrics({"valid_auc": valid["auc"] or 0.0, "valid_log_loss": valid["log_loss"]}, step=i)
+            if i % 10 == 0 or i == steps:
+                progress(f"iteration {i}/{steps} ({family.unit} each): validation AUC {valid['auc']:.4f}")
+
+        learner = fit(family, config, prep, seed, steps, on_iteration)
+        metrics = evaluate(learner, prep, threshold)
+        for part, values in metrics.items():
+            mlflow.log_metrics({f"{part}_{k}": v for k, v in values.items() if v is not None})
+        mlflow.log_dict({"calibration": calibration_table(prep.y["test"], learner.predict_proba(prep.x["test"]))},
+                        "evaluation/calibration.json")
+        mlflow.log_dict({"split": prep.summary(), "lineage": data.lineage}, "evaluation/training_set.json")
+        progress("logging the model")
+        model_uri = log_trained_model(learner, data, prep, family, config, seed, threshold)
+    return TrainResult(run_id=run.info.run_id, experiment=name, family=family.name, config=config,
+                       iterations=steps, seed=seed, split=prep.summary(), metrics=metrics, model_uri=model_uri,
+                       lineage=json.loads(json.dumps(data.lineage, default=str)))

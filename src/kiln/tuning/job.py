@@ -1,0 +1,384 @@
+"""A tuning job: trials on Ray Tune, each an MLflow child run of the job's run; the best is refit and logged."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.errors import EnvironmentProblem, InputError, KilnError, WorkspaceError
+from kiln.training.data import load_training_set
+from kiln.training.families import get_family
+from kiln.training.prepare import prepare
+from kiln.tuning.space import narrowed, parse_ranges
+from kiln.tuning.strategies import check_strategy
+from kiln.tuning.trainable import METRIC
+from kiln.workspace import Workspace
+
+Progress = Callable[[str], None]
+
+
+class TuningInterrupted(KilnError):
+    """A tuning job stopped before every trial finished (Ctrl-C, a lost worker); it can be resumed."""
+
+    exit_code = 130
+
+
+WARM_MODES = ("identical", "transfer")
+TRANSFER_SEEDS = 5  # earlier best configurations that seed a transfer warm start
+
+
+@dataclass
+class TuneSpec:
+    family: str
+    strategy: str
+    trials: int
+    max_concurrent: int
+    seed: int
+    training_set: str
+    ranges: list[str] = field(default_factory=list)
+    max_iterations: int | None = None
+    warm_start_from: str | None = None
+    warm_mode: str | None = None
+
+
+@dataclass
+class TuneResult:
+    job: str
+    folder: str
+    parent_run_id: str
+    experiment: str
+    spec: dict[str, Any]
+    best: dict[str, Any]
+    trials: list[dict[str, Any]]
+    trial_iterations: int
+    metrics: dict[str, dict[str, float | None]]
+    model_uri: str
+    plot: str
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def jobs_root(ws: Workspace) -> Path:
+    return ws.folder("models") / "tuning"
+
+
+def job_folder(ws: Workspace, job: str) -> Path:
+    folder = jobs_root(ws) / job
+    if not (folder / "job.json").is_file():
+        known = sorted(p.name for p in jobs_root(ws).glob("*/job.json")) if jobs_root(ws).is_dir() else []
+        raise WorkspaceError(f"no tuning job '{job}' in {jobs_root(ws)}",
+                             hint=f"known jobs: {', '.join(p.split('/')[0] for p in known) or 'none'}")
+    return folder
+
+
+def read_job(ws: Workspace, job: str) -> dict[str, Any]:
+    return json.loads((job_folder(ws, job) / "job.json").read_text())
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def check_spec(spec: TuneSpec) -> None:
+    family = get_family(spec.family)
+    check_strategy(spec.strategy)
+    if spec.trials < 1:
+        raise InputError(f"--trials {spec.trials}: run at least one trial")
+    if spec.max_concurrent < 1:
+        raise InputError(f"--max-concurrent {spec.max_concurrent}: at least one trial must run at a time")
+    if spec.max_iterations is not None and not 1 <= spec.max_iterations <= family.max_iterations:
+        raise InputError(f"--max-iterations {spec.max_iterations}: family {family.name} takes 1 to "
+                         f"{family.max_iterations} ({family.unit} each)")
+    if (spec.warm_start_from is None) != (spec.warm_mode is None):
+        raise InputError("--warm-start-from and --mode go together")
+    if spec.warm_mode is not None and spec.warm_mode not in WARM_MODES:
+        raise InputError(f"--mode {spec.warm_mode}: choose one of {', '.join(WARM_MODES)}")
+    narrowed(family, parse_ranges(spec.ranges))
+
+
+def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict) -> tuple[list[dict], list[float] | None,
+                                                                                     list[dict]]:
+    """(points to run first, their known scores for identical Bayesian, earlier trials that count as evaluated)."""
+    from kiln.tuning.space import clip
+
+    if spec.warm_start_from is None:
+        return [], None, []
+    earlier = read_job(ws, spec.warm_start_from)
+    trials = [t for t in json.loads((job_folder(ws, spec.warm_start_from) / "trials.json").read_text())
+              if t["valid_auc"] is not None]
+    if earlier["spec"]["family"] != spec.family:
+        raise InputError(f"--warm-start-from {spec.warm_start_from}: that job tuned family "
+                         f"{earlier['spec']['family']}, not {spec.family}")
+    if spec.warm_mode == "identical":
+        if earlier["training_set_sha256"] != data_sha:
+            raise InputError(f"--mode identical: job {spec.warm_start_from} ran on other data "
+                             f"({earlier['training_set_sha256'][:19]}...); use --mode transfer for new data")
+        inherited = [{**t, "source": f"warm start: {spec.warm_start_from}/{t['trial_id']}"} for t in trials]
+        if spec.strategy == "bayesian":
+            return ([clip(t["config"], params) for t in trials], [t["valid_auc"] for t in trials], inherited)
+        return [], None, inherited
+    best = sorted(trials, key=lambda t: t["valid_auc"], reverse=True)[:TRANSFER_SEEDS]
+    return [clip(t["config"], params) for t in best], None, []
+
+
+def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
+    from ray import tune
+
+    from kiln.tuning.trainable import run_trial
+
+    return tune.with_resources(
+        tune.with_parameters(run_trial, family_name=spec["family"], prep=prep, seed=spec["seed"],
+                             max_iterations=max_iterations),
+        {"cpu": 1},
+    )
+
+
+def _start_ray(ws: Workspace) -> None:
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    settings = ws.settings.ray
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
+    if settings.address == "local":
+        ray.init(num_cpus=settings.num_cpus, **kwargs)
+    else:
+        ray.init(address=settings.address, **kwargs)
+
+
+def _progress_callback(total: int, progress: Progress) -> Any:
+    from ray.tune import Callback
+
+    class Report(Callback):
+        """One line per finished trial: its score and whether the scheduler stopped it early."""
+
+        def __init__(self) -> None:
+            self.done = 0
+            self.best: dict[str, float] = {}
+
+        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+            score = result.get(METRIC)
+            if score is not None:
+                self.best[trial.trial_id] = max(score, self.best.get(trial.trial_id, float("-inf")))
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            last = trial.last_result or {}
+            progress(f"trial {self.done}/{total} {trial.trial_id}: best validation AUC "
+                     f"{self.best.get(trial.trial_id, float('nan')):.4f}; ran {last.get('training_iteration', 0)} "
+                     "iterations")
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.done += 1
+            progress(f"trial {self.done}/{total} {trial.trial_id}: FAILED (see {trial.path}/error.txt)")
+
+    return Report()
+
+
+def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = lambda _: None) -> TuneResult:
+    """Start a tuning job; a job interrupted part way is finished later with resume_job."""
+    from kiln import tracking
+    from kiln.training.run import experiment_name, lineage_tags
+
+    check_spec(spec)
+    family = get_family(spec.family)
+    params = narrowed(family, parse_ranges(spec.ranges))
+    data = load_training_set(Path(spec.training_set))
+    points, evaluated, inherited = warm_start(ws, spec, data.lineage["training_set_sha256"], params)
+    job = f"tune-{spec.family}-{spec.strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    folder = jobs_root(ws) / job
+    folder.mkdir(parents=True, exist_ok=False)
+    name = experiment_name(data)
+    client = tracking.client(ws)
+    parent = client.create_run(
+        tracking.experiment_id(ws, name), run_name=job,
+        tags={**lineage_tags(data, family, spec.seed), "kiln.tuning_job": job, "kiln.strategy": spec.strategy,
+              **({"kiln.warm_start_from": spec.warm_start_from, "kiln.warm_start_mode": spec.warm_mode}
+                 if spec.warm_start_from else {})},
+    )
+    for key, value in {**asdict(spec), "max_iterations": spec.max_iterations or family.max_iterations}.items():
+        client.log_param(parent.info.run_id, key, json.dumps(value) if isinstance(value, list) else value)
+    record = {"job": job, "spec": asdict(spec), "status": "running", "experiment": name,
+              "parent_run_id": parent.info.run_id, "training_set_sha256": data.lineage["training_set_sha256"],
+              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "started_epoch": time.time(),
+              "points": points, "evaluated": evaluated, "inherited": inherited}
+    _write_json(folder / "job.json", record)
+    progress(f"job {job}: {spec.trials} {family.name} trials by {spec.strategy}, {spec.max_concurrent} at a time; "
+             f"MLflow experiment '{name}', run {parent.info.run_id}")
+    return _fit_resumable(ws, folder, record, params, data, progress, restore=False)
+
+
+def resume_job(ws: Workspace, job: str, progress: Progress = lambda _: None) -> TuneResult:
+    """Finish an interrupted job: finished trials are kept, unfinished ones go on from their checkpoints."""
+    folder = job_folder(ws, job)
+    record = json.loads((folder / "job.json").read_text())
+    if record["status"] == "completed":
+        raise InputError(f"tuning job {job} already finished", hint="start a new job, or warm start from this one")
+    spec = TuneSpec(**record["spec"])
+    family = get_family(spec.family)
+    data = load_training_set(Path(spec.training_set))
+    if data.lineage["training_set_sha256"] != record["training_set_sha256"]:
+        raise InputError(f"tuning job {job}: its training set {spec.training_set} changed since the job started")
+    progress(f"resuming job {job}")
+    return _fit_resumable(ws, folder, record, narrowed(family, parse_ranges(spec.ranges)), data, progress,
+                          restore=True)
+
+
+def _resume_hint(job: str) -> str:
+    return f"finish it with `kiln tune --resume {job}`"
+
+
+def _fit_resumable(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data: Any, progress: Progress,
+                   restore: bool) -> TuneResult:
+    """_fit; Ctrl-C at any point leaves the job "running", to be finished with --resume."""
+    try:
+        return _fit(ws, folder, record, params, data, progress, restore)
+    except KeyboardInterrupt:
+        raise TuningInterrupted(f"tuning job {record['job']} was interrupted", hint=_resume_hint(record["job"])) \
+            from None
+
+
+def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data: Any, progress: Progress,
+         restore: bool) -> TuneResult:
+    from ray import tune
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from kiln.tuning.space import ray_space
+    from kiln.tuning.strategies import searcher_and_scheduler
+
+    spec = TuneSpec(**record["spec"])
+    family = get_family(spec.family)
+    max_iterations = spec.max_iterations or family.max_iterations
+    started = time.monotonic()
+    prep = prepare(data, spec.seed)
+    _start_ray(ws)
+    trainable = _trainable(record["spec"], prep, max_iterations)
+    ray_dir = folder / "ray"
+    if restore and (ray_dir / "tuner.pkl").exists():
+        tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        search, scheduler = searcher_and_scheduler(spec.strategy, max_iterations, spec.seed, spec.max_concurrent,
+                                                   record["points"], record["evaluated"])
+        mlflow_cb = MLflowLoggerCallback(
+            tracking_uri=ws.settings.mlflow.tracking_uri, registry_uri=ws.settings.mlflow.tracking_uri,
+            experiment_name=record["experiment"],
+            tags={"mlflow.parentRunId": record["parent_run_id"], "kiln.tuning_job": record["job"],
+                  "kiln.family": spec.family},
+        )
+        tuner = tune.Tuner(
+            trainable, param_space=ray_space(params),
+            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=search, scheduler=scheduler,
+                                        num_samples=spec.trials, max_concurrent_trials=spec.max_concurrent,
+                                        # A reused actor that Hyperband pauses and hands another trial can
+                                        # stall the whole job (seen under CPU contention); a fresh actor per
+                                        # trial start costs about a second.
+                                        reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="ray", storage_path=str(folder), verbose=0,
+                callbacks=[mlflow_cb, _progress_callback(spec.trials, progress)],
+                # Every checkpoint is kept while the job runs (a cap forces a costly experiment snapshot on
+                # each report); _finish deletes them once the job is done.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            ),
+        )
+    # Ray's own Ctrl-C handler ends the run quietly, marking cut-off trials as finished; without it Ctrl-C
+    # raises here, the saved experiment state stays as it was, and the job stays "running" for --resume.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    grid = tuner.fit()
+    if grid.num_terminated + grid.num_errors < spec.trials:
+        raise TuningInterrupted(f"tuning job {record['job']} stopped with {grid.num_terminated} of {spec.trials} "
+                                "trials finished", hint=_resume_hint(record["job"]))
+    trials = _trial_records(grid, record["started_epoch"]) + list(record["inherited"])
+    if not any(t["valid_auc"] is not None and "error" not in t for t in trials):
+        errors = [str(r.error) for r in grid if r.error is not None][:3]
+        raise EnvironmentProblem(f"tuning job {record['job']}: no trial finished; "
+                                 + ("; ".join(errors) or "no results"), hint=f"trial logs are under {folder / 'ray'}")
+    return _finish(ws, folder, record, trials, prep, data, started, progress)
+
+
+def _trial_records(grid: Any, started_epoch: float) -> list[dict[str, Any]]:
+    """One record per trial: its configuration, best validation AUC and the iteration that reached it."""
+    records = []
+    for result in grid:
+        frame = result.metrics_dataframe
+        if frame is None or frame.empty or METRIC not in frame:
+            records.append({"trial_id": Path(result.path).name, "config": result.config, "valid_auc": None,
+                            "best_iteration": 0, "iterations": 0, "stopped_early": False, "finished_s": None,
+                            "source": "run", "error": str(result.error)})
+            continue
+        best = frame.loc[frame[METRIC].idxmax()]
+        record = {"trial_id": str(frame["trial_id"].iloc[0]), "config": result.config,
+                  "valid_auc": float(best[METRIC]), "best_iteration": int(best["training_iteration"]),
+                  "iterations": int(frame["training_iteration"].max()), "stopped_early": False,
+                  "finished_s": round(float(frame["timestamp"].max()) - started_epoch, 1), "source": "run"}
+        if result.error is not None:
+            # A trial that died part way keeps what it measured, but it is marked and never chosen as best.
+            record["error"] = f"{type(result.error).__name__}: {str(result.error)[-500:]}"
+        records.append(record)
+    return records
+
+
+def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[dict[str, Any]], prep: Any,
+            data: Any, started: float, progress: Progress) -> TuneResult:
+    """Refit the best configuration for the iterations that scored best, evaluate, log the model and the plot."""
+    import mlflow
+
+    from kiln import tracking
+    from kiln.training.metrics import calibration_table
+    from kiln.training.prepare import fit
+    from kiln.training.run import evaluate, log_trained_model
+    from kiln.tuning.plot import objective_plot
+
+    spec = TuneSpec(**record["spec"])
+    family = get_family(spec.family)
+    max_iterations = spec.max_iterations or family.max_iterations
+    for t in trials:
+        if t["source"] == "run":
+            t["stopped_early"] = "error" not in t and 0 < t["iterations"] < max_iterations
+    failed = [t["trial_id"] for t in trials if "error" in t]
+    if failed:
+        progress(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their errors are in trials.json")
+    scored = [t for t in trials if t["valid_auc"] is not None and "error" not in t]
+    best = max(scored, key=lambda t: t["valid_auc"])
+    config = family.config({k: v for k, v in best["config"].items() if k in family.params})
+    progress(f"best: trial {best['trial_id']} AUC {best['valid_auc']:.4f} at iteration {best['best_iteration']}; "
+             "refitting it")
+    learner = fit(family, config, prep, spec.seed, best["best_iteration"])
+    metrics = evaluate(learner, prep, threshold=0.5)
+    used = sum(t["iterations"] for t in trials if t["source"] == "run")
+    _write_json(folder / "trials.json", trials)
+    plot = objective_plot(trials, f"{record['job']}: validation AUC", folder / "objective.png")
+    tracking.client(ws)
+    with mlflow.start_run(run_id=record["parent_run_id"]):
+        mlflow.log_params({f"best_{k}": v for k, v in config.items()} | {"best_iterations": best["best_iteration"]})
+        ran = sum(t["source"] == "run" for t in trials)
+        mlflow.log_metrics({"best_valid_auc": best["valid_auc"], "trials_run": ran, "trial_iterations": used})
+        for part, values in metrics.items():
+            mlflow.log_metrics({f"{part}_{k}": v for k, v in values.items() if v is not None})
+        mlflow.log_artifact(str(plot), "tuning")
+        mlflow.log_artifact(str(folder / "trials.json"), "tuning")
+        mlflow.log_dict({"calibration": calibration_table(prep.y["test"], learner.predict_proba(prep.x["test"]))},
+                        "evaluation/calibration.json")
+        mlflow.log_dict({"split": prep.summary(), "lineage": data.lineage}, "evaluation/training_set.json")
+        model_uri = log_trained_model(learner, data, prep, family, config, spec.seed, 0.5)
+    for checkpoint in (folder / "ray").glob("*/checkpoint_*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)  # trials are done: their checkpoints are no longer needed
+    seconds = round(time.monotonic() - started, 1)
+    record.update(status="completed", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  best=best, model_uri=model_uri, metrics=metrics, trial_iterations=used, plot=str(plot))
+    _write_json(folder / "job.json", record)
+    return TuneResult(job=record["job"], folder=str(folder), parent_run_id=record["parent_run_id"],
+                      experiment=record["experiment"], spec=record["spec"], best=best, trials=trials,
+                      trial_iterations=used, metrics=metrics, model_uri=model_uri, plot=str(plot), seconds=seconds)

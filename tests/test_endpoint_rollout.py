@@ -1,0 +1,113 @@
+"""Rollouts on a local endpoint: a healthy canary is promoted; a failing or slow one is rolled back by the
+guardrails within one bake period while the stable variant keeps answering."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import run_kiln
+from tests.test_serving import ROWS, serving_workspace
+
+pytestmark = pytest.mark.slow
+BAKE = 12
+
+
+def register_faulty(root: Path, fault: str) -> str:
+    """Version N of `toy`: the same model as version 1 with ``fault`` injected; returns its URI."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    info = mlflow.models.get_model_info("models:/toy/1")
+    folder = Path(mlflow.artifacts.download_artifacts("models:/toy/1", dst_path=str(root / f"dl-{fault}")))
+    [model_folder] = [p for p in folder.rglob("kiln-model.json")]
+    (root / f"{fault}.txt").write_text(fault)
+    with mlflow.start_run(experiment_id=mlflow.get_run(info.run_id).info.experiment_id):
+        logged = mlflow.pyfunc.log_model(name="model", python_model=str(Path(__file__).with_name("faulty_model.py")),
+                                         artifacts={"model_folder": str(model_folder.parent),
+                                                    "fault": str(root / f"{fault}.txt")},
+                                         signature=info.signature)
+    version = mlflow.register_model(logged.model_uri, "toy")
+    return f"models:/toy/{version.version}"
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    root = serving_workspace(tmp_path / "ws")
+    (root / "toy.yaml").write_text(f"""
+name: toy
+variants: [{{name: main, model: "models:/toy/1"}}]
+policy: {{type: canary, step_percent: 50, bake_seconds: {BAKE}}}
+guardrails: {{min_requests: 10, max_error_rate: 0.05, max_p99_increase_ms: 25}}
+""")
+    res = run_kiln("endpoint", "deploy", root / "toy.yaml", "-w", root, "--json")
+    assert res.code == 0, res.stderr[-3000:]
+    yield root, f"{json.loads(res.stdout)['url']}/v1/models/toy:predict"
+    run_kiln("endpoint", "delete", "toy", "-w", root)
+
+
+def load(url: str, seconds: float, answers: list) -> threading.Thread:
+    def run() -> None:
+        end = time.monotonic() + seconds
+        with httpx.Client(timeout=30) as client:
+            while time.monotonic() < end:
+                res = client.post(url, json={"instances": ROWS})
+                answers.append((res.status_code, res.headers.get("x-kiln-variant")))
+                time.sleep(0.02)
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("fault, reason", [("fail", "error rate"), ("slow", "ms over the stable variant's")])
+def test_a_bad_candidate_is_rolled_back_by_the_guardrails(ws, fault: str, reason: str) -> None:
+    root, url = ws
+    candidate = register_faulty(root, fault)
+    answers: list = []
+    thread = load(url, BAKE + 20, answers)
+    t0 = time.monotonic()
+    res = run_kiln("endpoint", "update", "toy", "--model", candidate, "-w", root, "--json", timeout=300)
+    elapsed = time.monotonic() - t0
+    thread.join()
+    assert res.code == 0, res.stderr[-3000:]
+    rollout = json.loads(res.stdout)
+    assert rollout["phase"] == "rolled-back" and reason in rollout["reason"]
+    assert elapsed < BAKE + 15, f"rolled back after {elapsed:.0f} s; the bake period is {BAKE} s"
+    stable = [status for status, variant in answers if variant == "main"]
+    assert stable and all(status == 200 for status in stable), "the stable variant kept answering"
+    assert all(status == 200 for status, _ in answers[-20:]), "after the rollback every request succeeds"
+    state = json.loads(run_kiln("endpoint", "status", "toy", "-w", root, "--json").stdout)
+    assert state["variants"]["main"]["model"] == "models:/toy/1" and state["rollout"] is None
+
+
+def test_a_healthy_canary_is_promoted_and_serves_alone(ws) -> None:
+    root, url = ws
+    res = run_kiln("models", "register", _rerun(root), "--name", "toy", "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    new = f"models:/toy/{json.loads(res.stdout)['version']['version']}"
+    answers: list = []
+    thread = load(url, BAKE + 10, answers)
+    res = run_kiln("endpoint", "update", "toy", "--model", new, "-w", root, "--json", timeout=300)
+    thread.join()
+    assert res.code == 0, res.stderr[-3000:]
+    rollout = json.loads(res.stdout)
+    assert rollout["phase"] == "promoted", rollout
+    assert {v for _, v in answers} >= {"main", "main-next"}, "both answered during the canary"
+    assert all(status == 200 for status, _ in answers)
+    state = json.loads(run_kiln("endpoint", "status", "toy", "-w", root, "--json").stdout)
+    assert state["variants"]["main"]["model"] == new
+    assert set(state["processes"].values()) == {"running"} and len(state["processes"]) == 2
+    after = httpx.post(url, json={"instances": ROWS}, timeout=30)
+    assert after.status_code == 200 and after.headers["x-kiln-variant"] == "main"
+
+
+def _rerun(root: Path) -> str:
+    """Another training run of the same model family (a new version to roll out)."""
+    res = run_kiln("train", "-t", root / "train.parquet", "-f", "lgbm", "--iterations", "4", "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    return json.loads(res.stdout)["run_id"]

@@ -1,0 +1,160 @@
+"""A registered model served by KServe on loopback: V1 and V2 routes, schema validation, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import run_kiln
+from tests.test_stack import free_port
+from tests.test_training import FEATURES, synthetic, write_set
+
+pytestmark = pytest.mark.slow
+
+
+def train_and_register(root: Path, name: str = "toy") -> None:
+    """A small LightGBM model on synthetic rows, registered as NAME@challenger in the workspace at ``root``."""
+    assert run_kiln("init", root).code == 0
+    train = write_set(root / "train.parquet", synthetic(), FEATURES)
+    res = run_kiln("train", "-t", train, "-f", "lgbm", "--iterations", "3", "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    res = run_kiln("models", "register", json.loads(res.stdout)["run_id"], "--name", name, "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+
+
+def serving_workspace(root: Path) -> Path:
+    """A workspace with `toy` registered, every port it may bind free (services and endpoints)."""
+    train_and_register(root)
+    text = (root / "kiln.yaml").read_text()
+    text = text.replace("port: 5000", f"port: {free_port()}").replace("port: 6566", f"port: {free_port()}")
+    (root / "kiln.yaml").write_text(text + f"serving:\n  base_port: {free_port()}\n")
+    return root
+
+
+def start_server(args: list[str], root: Path, ready_path: str, log_name: str) -> tuple[subprocess.Popen, str]:
+    """A server process (python -m ...) on a free loopback port, once ``ready_path`` answers 200."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/models/mlflow.db"}
+    log = (root / log_name).open("w")
+    proc = subprocess.Popen([sys.executable, "-m", *args, str(port)], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}{ready_path}", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    pytest.fail((root / log_name).read_text()[-3000:])
+
+
+def model_server(root: Path, name: str, model_uri: str, log_name: str) -> tuple[subprocess.Popen, str]:
+    return start_server(["kiln.serving.server", "--name", name, "--model-uri", model_uri, "--http-port"], root,
+                        f"/v2/models/{name}/ready", log_name)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory):
+    """A model trained and registered in a fresh workspace, served by `python -m kiln.serving.server`."""
+    root = tmp_path_factory.mktemp("serving") / "ws"
+    train_and_register(root)
+    proc, url = model_server(root, "toy", "models:/toy@challenger", "server.log")
+    yield url, root
+    proc.terminate()
+    proc.wait(30)
+
+
+ROWS = [{"calls": 5, "tenure": 40.0, "plan": "basic"}, {"calls": 0, "tenure": 900.0, "plan": "pro"}]
+
+
+def test_v1_and_v2_predict_the_same_as_the_registered_model(served) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    url, root = served
+    v1 = httpx.post(f"{url}/v1/models/toy:predict", json={"instances": ROWS}, timeout=30)
+    assert v1.status_code == 200, v1.text
+    got = [p["probability"] for p in v1.json()["predictions"]]
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    frame = pd.DataFrame(ROWS).astype({"calls": "float64"})
+    want = mlflow.pyfunc.load_model("models:/toy@challenger").predict(frame)["probability"].tolist()
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[0] > got[1], "many calls and short tenure churn more in the synthetic rule"
+
+    v2 = httpx.post(f"{url}/v2/models/toy/infer", timeout=30, json={"inputs": [
+        {"name": "calls", "shape": [2], "datatype": "INT64", "data": [5, 0]},
+        {"name": "tenure", "shape": [2], "datatype": "FP64", "data": [40.0, 900.0]},
+        {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "pro"]}]})
+    assert v2.status_code == 200, v2.text
+    outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+    assert outputs["probability"] == pytest.approx(want, abs=1e-12)
+    assert "# TYPE" in httpx.get(f"{url}/metrics", timeout=10).text
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"instances": [{"calls": 1, "tenure": 3.0}]}, "missing feature(s) plan"),
+    ({"instances": [{**ROWS[0], "age": 3}]}, "unknown feature(s) age"),
+    ({"instances": [{**ROWS[0], "calls": "many"}]}, "instances[0].calls must be a number"),
+    ({"instances": [{**ROWS[0], "plan": 7}]}, "instances[0].plan must be text"),
+    ({"instances": [[1, 2.0]]}, "the model takes 3"),
+    ({"instances": []}, "non-empty list"),
+    ({"rows": ROWS}, "'instances'"),
+])
+def test_bad_requests_get_400_naming_the_field(served, body: dict, needle: str) -> None:
+    url, _ = served
+    res = httpx.post(f"{url}/v1/models/toy:predict", json=body, timeout=30)
+    assert res.status_code == 400, res.text
+    assert needle in res.json()["error"]
+
+
+def test_the_server_listens_on_loopback_only(served) -> None:
+    import psutil
+
+    url, _ = served
+    port = int(url.rsplit(":", 1)[1])
+    listening = [c for c in psutil.net_connections("tcp") if c.status == "LISTEN" and c.laddr.port == port]
+    assert listening and all(c.laddr.ip == "127.0.0.1" for c in listening)
+
+
+def test_batch_transform_keeps_ids_and_resumes(served, tmp_path: Path) -> None:
+    import mlflow.pyfunc
+
+    _, root = served
+    rows = synthetic(n=2500, seed=4)[["customer_id", *FEATURES]]
+    rows["customer_id"] = rows["customer_id"] + 10_000
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    out = tmp_path / "scored"
+    args = ("batch-transform", "--model", "models:/toy@challenger", "--input", tmp_path / "in.parquet", "--output",
+            out, "--batch-size", "1000", "--id-column", "customer_id", "-w", root, "--json")
+    res = run_kiln(*args)
+    assert res.code == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["parts"] == 3
+    from kiln.serving.batch import read_output
+
+    scored = read_output(out)
+    assert scored["customer_id"].tolist() == rows["customer_id"].tolist()
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    direct = mlflow.pyfunc.load_model("models:/toy@challenger").predict(
+        rows[FEATURES].astype({"calls": "float64"}))["probability"]
+    assert scored["probability"].tolist() == pytest.approx(direct.tolist(), abs=1e-12)
+
+    (out / "part-00001.parquet").unlink()  # as if interrupted before the second batch was written
+    res = run_kiln(*args)
+    assert res.code == 0 and json.loads(res.stdout)["skipped_parts"] == 2
+    assert read_output(out)["customer_id"].tolist() == rows["customer_id"].tolist()
+
+    res = run_kiln(*args[:2], "models:/toy/1", *args[3:])
+    assert res.code == 1 and "holds another job's results" in res.stderr
+    rows.drop(columns=["plan"]).to_parquet(tmp_path / "bad.parquet", index=False)
+    res = run_kiln("batch-transform", "--model", "models:/toy@challenger", "--input", tmp_path / "bad.parquet",
+                   "--output", tmp_path / "never", "-w", root)
+    assert res.code == 1 and "missing feature columns the model needs: plan" in res.stderr
+    assert not (tmp_path / "never").exists()
