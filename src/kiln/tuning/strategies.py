@@ -27,9 +27,11 @@ def searcher_and_scheduler(strategy: str, max_iterations: int, seed: int, max_co
 
     The metric and its mode are given to Ray once, in TuneConfig, which passes them on to both.
     """
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from kiln.tuning.hyperband import SettlingHyperBand
 
     if strategy == "bayesian":
         import optuna
@@ -40,7 +42,7 @@ def searcher_and_scheduler(strategy: str, max_iterations: int, seed: int, max_co
         return ConcurrencyLimiter(search, max_concurrent=max_concurrent), FIFOScheduler()
     search = BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed)
     if strategy == "hyperband":
-        scheduler = HyperBandScheduler(max_t=max_iterations, reduction_factor=3)
+        scheduler = SettlingHyperBand(max_t=max_iterations, reduction_factor=3)
     elif strategy == "asha":
         scheduler = ASHAScheduler(max_t=max_iterations, grace_period=1, reduction_factor=3)
     else:
