@@ -87,6 +87,14 @@ def test_a_deploy_that_cannot_start_leaves_nothing_behind(ws: Path) -> None:
     (ws / "bad.yaml").write_text("name: Bad_Name\nvariants: []\n")
     res = run_kiln("endpoint", "deploy", ws / "bad.yaml", "-w", ws)
     assert res.code == 1 and "name: String should match" in res.stderr and "variants: List should have" in res.stderr
+    for runtime, needle in [
+        ("onnx", "variants[0].runtime onnx: models:/toy@challenger is a lgbm model with no ONNX graph"),
+        ("tvm", "variants[0].runtime tvm: a local endpoint serves mlflow and onnx"),
+    ]:
+        (ws / "runtime.yaml").write_text(f"name: toy\nvariants: [{{name: a, model: 'models:/toy@challenger', "
+                                         f"runtime: {runtime}}}]\n")
+        res = run_kiln("endpoint", "deploy", ws / "runtime.yaml", "-w", ws)
+        assert res.code == 1 and needle in res.stderr, res.stderr
     res = run_kiln("endpoint", "status", "nope", "-w", ws)
     assert res.code == 1 and "no endpoint 'nope'" in res.stderr
     assert ok("endpoint", "list", "-w", ws)["endpoints"] == []

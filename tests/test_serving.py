@@ -158,3 +158,54 @@ def test_batch_transform_keeps_ids_and_resumes(served, tmp_path: Path) -> None:
                    "--output", tmp_path / "never", "-w", root)
     assert res.code == 1 and "missing feature columns the model needs: plan" in res.stderr
     assert not (tmp_path / "never").exists()
+
+
+@pytest.fixture(scope="module")
+def onnx_served(served):
+    """An MLP registered beside `toy`, served by the onnx runtime (its ONNX graph on ONNX Runtime alone)."""
+    _, root = served
+    res = run_kiln("train", "-t", root / "train.parquet", "-f", "mlp", "--iterations", "3", "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    res = run_kiln("models", "register", json.loads(res.stdout)["run_id"], "--name", "toymlp", "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    proc, url = start_server(["kiln.serving.server", "--name", "toymlp", "--model-uri", "models:/toymlp@challenger",
+                              "--runtime", "onnx", "--http-port"], root, "/v2/models/toymlp/ready", "onnx.log")
+    yield url, root
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_the_onnx_runtime_answers_as_the_registered_mlp(onnx_served) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    url, root = onnx_served
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    model = mlflow.pyfunc.load_model("models:/toymlp@challenger")
+    frame = pd.DataFrame(ROWS).astype({"calls": "float64"})
+    want = model.predict(frame)["probability"].tolist()
+    v1 = httpx.post(f"{url}/v1/models/toymlp:predict", json={"instances": ROWS}, timeout=30)
+    assert v1.status_code == 200, v1.text
+    assert [p["probability"] for p in v1.json()["predictions"]] == pytest.approx(want, abs=1e-6)
+
+    # The graph's own input: the rows already encoded, as KServe's ONNX runtime takes them in a cluster.
+    encoded = model.unwrap_python_model().predictor.encoder.transform(frame)
+    v2 = httpx.post(f"{url}/v2/models/toymlp/infer", timeout=30, json={"inputs": [
+        {"name": "features", "shape": list(encoded.shape), "datatype": "FP32", "data": encoded.tolist()}]})
+    assert v2.status_code == 200, v2.text
+    assert {o["name"]: o["data"] for o in v2.json()["outputs"]}["probability"] == pytest.approx(want, abs=1e-6)
+
+    bad = httpx.post(f"{url}/v2/models/toymlp/infer", timeout=30, json={"inputs": [
+        {"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]})
+    assert bad.status_code == 400 and f"shape [N, {encoded.shape[1]}]" in bad.json()["error"]
+    missing = httpx.post(f"{url}/v1/models/toymlp:predict", json={"instances": [{"calls": 1}]}, timeout=30)
+    assert missing.status_code == 400 and "missing feature(s)" in missing.json()["error"]
+
+
+def test_the_onnx_runtime_refuses_a_tree_model(served) -> None:
+    _, root = served
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/models/mlflow.db"}
+    res = subprocess.run([sys.executable, "-m", "kiln.serving.server", "--name", "toy", "--model-uri",
+                          "models:/toy@challenger", "--runtime", "onnx", "--http-port", str(free_port())],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "no ONNX graph; serve it with runtime mlflow" in res.stderr

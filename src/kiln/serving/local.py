@@ -61,12 +61,30 @@ def free_ports(host: str, start: int, count: int, taken: set[int] = frozenset())
     return ports
 
 
-def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int) -> ServiceSpec:
+def check_runtime(ws: Workspace, variant: Variant, where: str) -> None:
+    """A runtime the variant's model version can be served by, or an InputError naming the variant."""
+    from kiln import tracking
+    from kiln.registry.versions import get_version
+    from kiln.training.families import FAMILIES
+
+    if variant.runtime == "tvm":
+        raise InputError(f"{where}.runtime tvm: a local endpoint serves mlflow and onnx variants; compiled TVM "
+                         "artifacts are not served yet")
+    if variant.runtime == "onnx":
+        run_id = get_version(ws, variant.model).run_id
+        family = tracking.client(ws).get_run(run_id).data.tags.get("kiln.family") if run_id else None
+        if family not in FAMILIES or not FAMILIES[family].exports_onnx:
+            raise InputError(f"{where}.runtime onnx: {variant.model} is a {family or 'non-Kiln'} model with no ONNX "
+                             "graph; serve it with runtime mlflow")
+
+
+def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
+                    runtime: str = "mlflow") -> ServiceSpec:
     host = ws.settings.serving.host
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
         command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", model_uri,
-                 "--http-port", str(port), "--host", host],
+                 "--runtime", runtime, "--http-port", str(port), "--host", host],
         host=host, port=port, health_path=f"/v2/models/{endpoint}/ready", setting="serving.base_port",
         env={"MLFLOW_TRACKING_URI": ws.settings.mlflow.tracking_uri},
     )
@@ -146,18 +164,23 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: Non
         if not os.environ.get(spec.auth.bearer_token_env):
             raise InputError(f"auth.bearer_token_env: variable {spec.auth.bearer_token_env} is not set")
     variants = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
+    for i, v in enumerate(spec.variants):
+        check_runtime(ws, v, f"variants[{i}]")
+    if spec.shadow:
+        check_runtime(ws, spec.shadow, "shadow")
     pinned = {v.name: pin(ws, v) for v in variants}
     host = ws.settings.serving.host
     ports = free_ports(host, ws.settings.serving.base_port, len(variants) + 1, _ports_in_use(ws))
     state = {"name": spec.name, "spec": spec.model_dump(mode="json"), "router_port": ports[0],
              "variants": {v.name: {"model": pinned[v.name], "requested": v.model, "port": p,
-                                   "role": "shadow" if spec.shadow is v else "production"}
+                                   "runtime": v.runtime, "role": "shadow" if spec.shadow is v else "production"}
                           for v, p in zip(variants, ports[1:])}}
     folder = endpoints_dir(ws) / spec.name
     started: list[ServiceSpec] = []
     try:
         for v in variants:
-            service = variant_service(ws, spec.name, v.name, pinned[v.name], state["variants"][v.name]["port"])
+            service = variant_service(ws, spec.name, v.name, pinned[v.name], state["variants"][v.name]["port"],
+                                      v.runtime)
             progress(f"variant {v.name}: {pinned[v.name]} on port {service.port}")
             start(ws.state_dir, service, progress)
             started.append(service)
@@ -186,7 +209,8 @@ def _ports_in_use(ws: Workspace) -> set[int]:
 def services(ws: Workspace, name: str) -> list[ServiceSpec]:
     state = read_state(ws, name)
     return [router_service(ws, name, state["router_port"]),
-            *(variant_service(ws, name, v, info["model"], info["port"]) for v, info in state["variants"].items())]
+            *(variant_service(ws, name, v, info["model"], info["port"], info.get("runtime", "mlflow"))
+              for v, info in state["variants"].items())]
 
 
 def start_deployed(ws: Workspace, progress: Progress = lambda _: None) -> list[Any]:
@@ -212,7 +236,8 @@ def endpoint_status(ws: Workspace, name: str) -> dict[str, Any]:
     specs = services(ws, name)
     if "rollout" in state:
         pending = state["rollout"]
-        specs.append(variant_service(ws, name, pending["candidate"], pending["model"], pending["port"]))
+        specs.append(variant_service(ws, name, pending["candidate"], pending["model"], pending["port"],
+                                     pending.get("runtime", "mlflow")))
     procs = {s.name: status(ws.state_dir, s).state for s in specs}
     front = specs[0]
     live: dict[str, Any] = {}
@@ -279,12 +304,14 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
         variant = production[0]
     if variant not in production:
         raise InputError(f"--variant {variant}: endpoint {name} has production variants {', '.join(production)}")
+    runtime = state["variants"][variant].get("runtime", "mlflow")
+    check_runtime(ws, Variant(name=variant, model=model, runtime=runtime), "--model")
     pinned = pin(ws, Variant(name=variant, model=model))
     if pinned == state["variants"][variant]["model"]:
         raise InputError(f"variant {variant} of {name} already serves {pinned}")
     candidate = f"{variant}-next"
     [port] = free_ports(ws.settings.serving.host, ws.settings.serving.base_port, 1, _ports_in_use(ws))
-    service = variant_service(ws, name, candidate, pinned, port)
+    service = variant_service(ws, name, candidate, pinned, port, runtime)
     progress(f"candidate {candidate}: {pinned} on port {port}")
     start(ws.state_dir, service, progress)
     try:
@@ -295,7 +322,8 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     except (httpx.HTTPError, ServiceError):
         stop(ws.state_dir, service)
         raise
-    state["rollout"] = {"variant": variant, "candidate": candidate, "model": pinned, "requested": model, "port": port}
+    state["rollout"] = {"variant": variant, "candidate": candidate, "model": pinned, "requested": model, "port": port,
+                        "runtime": runtime}
     _write_json(_state_path(ws, name), state)
     rollout = res.json()
     progress(f"rollout: {rollout['reason']}")
@@ -326,8 +354,10 @@ def finalize(ws: Workspace, name: str) -> dict[str, Any] | None:
     if rollout is None or not rollout["done"]:
         return None
     variant, candidate = pending["variant"], pending["candidate"]
-    old = variant_service(ws, name, variant, state["variants"][variant]["model"], state["variants"][variant]["port"])
-    new = variant_service(ws, name, candidate, pending["model"], pending["port"])
+    runtime = state["variants"][variant].get("runtime", "mlflow")
+    old = variant_service(ws, name, variant, state["variants"][variant]["model"], state["variants"][variant]["port"],
+                          runtime)
+    new = variant_service(ws, name, candidate, pending["model"], pending["port"], runtime)
     if rollout["phase"] == "promoted":
         stop(ws.state_dir, old)
         # The candidate's process now is the variant: its pid record moves to the variant's name.

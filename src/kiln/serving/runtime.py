@@ -1,6 +1,7 @@
 """KServe runtimes for Kiln models: V1 (`/v1/models/NAME:predict`) and V2 (Open Inference Protocol) routes.
 
 A Kiln model is an MLflow pyfunc (encoder + LightGBM or ONNX); load() resolves `models:/NAME@ALIAS` once.
+OnnxModel (onnx_model.py) serves the ONNX graph of the same version with ONNX Runtime alone.
 """
 
 from __future__ import annotations
@@ -59,15 +60,17 @@ class KilnModel(kserve.Model):
         n = sizes.pop() if sizes else 0
         return self.schema.frame([{k: v[i] for k, v in columns.items()} for i in range(n)])
 
+    def score(self, payload: Any) -> tuple[Any, Any]:
+        """(probabilities, predictions) for a validated request."""
+        scored = self.predictor.predict(self.frame(payload))
+        return scored["probability"].to_numpy(), scored["prediction"].to_numpy()
+
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        frame = self.frame(payload)
-        scored = self.predictor.predict(frame)
+        p, y = self.score(payload)
         if isinstance(payload, kserve.InferRequest):
-            p, y = scored["probability"].to_numpy(), scored["prediction"].to_numpy()
             return kserve.InferResponse(
                 response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[
                     kserve.InferOutput("probability", [len(p)], "FP64", p.tolist()),
                     kserve.InferOutput("prediction", [len(y)], "INT64", y.tolist()),
                 ])
-        return {"predictions": [{"probability": float(p), "prediction": int(y)}
-                                for p, y in zip(scored["probability"], scored["prediction"])]}
+        return {"predictions": [{"probability": float(pi), "prediction": int(yi)} for pi, yi in zip(p, y)]}

@@ -1,6 +1,6 @@
 """One KServe model server process for one Kiln model (what a local endpoint variant runs).
 
-Usage: python -m kiln.serving.server --name NAME --model-uri models:/churn@champion --http-port 8080
+Usage: python -m kiln.serving.server --name NAME --model-uri models:/churn@champion [--runtime onnx] --http-port 8080
 The MLflow tracking store comes from MLFLOW_TRACKING_URI, as MLflow reads it.
 """
 
@@ -14,6 +14,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-uri", required=True)
+    parser.add_argument("--runtime", choices=("mlflow", "onnx"), default="mlflow",
+                        help="mlflow: the version's pyfunc; onnx: its ONNX graph on ONNX Runtime alone")
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="0: no gRPC server")
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (loopback by default).")
@@ -26,6 +28,7 @@ def main() -> None:
     import kserve.model_server
     from fastapi.exceptions import RequestValidationError
 
+    from kiln.serving.onnx_model import OnnxModel
     from kiln.serving.runtime import KilnModel
 
     class HostRESTServer(kserve.model_server.RESTServer):
@@ -39,7 +42,7 @@ def main() -> None:
 
     kserve.model_server.RESTServer = HostRESTServer
 
-    model = KilnModel(args.name, args.model_uri)
+    model = (OnnxModel if args.runtime == "onnx" else KilnModel)(args.name, args.model_uri)
     model.load()
     server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port or 8081,
                                 enable_grpc=bool(args.grpc_port), workers=1, enable_latency_logging=False)
