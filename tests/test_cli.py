@@ -127,6 +127,7 @@ def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
     assert steps["promote it to champion; train and register an MLP challenger"]["challenger"] == "churn/2"
     deployed = steps["deploy the champion as an endpoint, the challenger as its shadow (KServe)"]
     assert (deployed["primary"], deployed["shadow"]) == ("models:/churn/1", "models:/churn/2")
+    assert deployed["shadow_runtime"] == "onnx"
     replayed = steps["replay traffic through it and compare the shadow"]
     assert replayed["statuses"] == {"200": 400} and replayed["shadow_compared"] == 400
     assert 0.5 < replayed["label_agreement"] <= 1.0

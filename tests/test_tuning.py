@@ -187,7 +187,7 @@ def test_an_interrupted_job_resumes_and_finishes(ws: Path) -> None:
     jobs.mkdir(parents=True, exist_ok=True)
     before = set(jobs.iterdir())
     proc = subprocess.Popen([str(KILN), "tune", "-t", str(ws / "train.parquet"), "-f", "lgbm", "-s", "random",
-                             "-n", "4", "-k", "1", "--max-iterations", "30", "--no-register", "-w", str(ws)],
+                             "-n", "3", "-k", "1", "--max-iterations", "12", "--no-register", "-w", str(ws)],
                             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     job = None
@@ -205,8 +205,8 @@ def test_an_interrupted_job_resumes_and_finishes(ws: Path) -> None:
     assert json.loads((job / "job.json").read_text())["status"] == "running"
 
     resumed = ok("tune", "--resume", job.name, "--no-register", "-w", ws)
-    assert len({t["trial_id"] for t in resumed["trials"]}) == 4
-    assert all(t["iterations"] == 30 for t in resumed["trials"])
+    assert len({t["trial_id"] for t in resumed["trials"]}) == 3
+    assert all(t["iterations"] == 12 for t in resumed["trials"])
     assert json.loads((job / "job.json").read_text())["status"] == "completed"
     res = run_kiln("tune", "--resume", job.name, "-w", ws)
     assert res.code == 1 and "already finished" in res.stderr

@@ -206,14 +206,17 @@ def _deploy_with_shadow(ctx: DemoContext) -> dict[str, Any]:
     spec = parse_spec({
         "name": DEMO_ENDPOINT,
         "variants": [{"name": "primary", "model": f"models:/{DEMO_MODEL}@champion"}],
-        "shadow": {"name": "shadow", "model": f"models:/{DEMO_MODEL}@challenger", "sample_percent": 100},
+        # The challenger is an MLP: its shadow runs its ONNX graph on ONNX Runtime alone.
+        "shadow": {"name": "shadow", "model": f"models:/{DEMO_MODEL}@challenger", "runtime": "onnx",
+                   "sample_percent": 100},
         "policy": {"type": "canary", "step_percent": 20, "bake_seconds": 8},
         "guardrails": {"min_requests": 10},
         "capture": {"flush_seconds": 0.5},
     }, "demo endpoint")
     state = deploy(ws, spec, ctx.progress)
     return {"endpoint": f"{state['url']}/v1/models/{DEMO_ENDPOINT}:predict",
-            "primary": state["variants"]["primary"]["model"], "shadow": state["variants"]["shadow"]["model"]}
+            "primary": state["variants"]["primary"]["model"],
+            "shadow": state["variants"]["shadow"]["model"], "shadow_runtime": state["variants"]["shadow"]["runtime"]}
 
 
 def _replay_and_compare(ctx: DemoContext) -> dict[str, Any]:

@@ -32,6 +32,8 @@ def mlflow_server(ws: Workspace) -> ServiceSpec:
         setting="services.mlflow.port",
         # The first start creates the tracking schema (about 20 s on 2 cores).
         start_timeout=180.0,
+        # MLflow's server-side jobs (GenAI scorers, prompt optimization) start seven more processes Kiln never uses.
+        env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
 
 
