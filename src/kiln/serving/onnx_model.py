@@ -61,7 +61,10 @@ class OnnxModel(KilnModel):
         if len(item.shape) != 2 or item.shape[1] != self.width or not 1 <= item.shape[0] <= MAX_INSTANCES:
             raise InvalidInput(f"input '{self.tensor_name}' must have shape [N, {self.width}] with N from 1 to "
                                f"{MAX_INSTANCES}; got {item.shape}")
-        data = item.data if isinstance(item.data, list) else item.as_numpy().reshape(-1).tolist()
+        try:
+            data = item.data if isinstance(item.data, list) else item.as_numpy().reshape(-1).tolist()
+        except Exception as exc:  # binary or undecodable tensor contents: the caller's mistake, not a 500
+            raise InvalidInput(f"input '{self.tensor_name}': cannot read its data: {exc}") from None
         if any(isinstance(row, list) for row in data):  # V2 JSON allows the rows nested
             data = [v for row in data for v in (row if isinstance(row, list) else [row])]
         if len(data) != item.shape[0] * self.width or not all(
