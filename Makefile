@@ -6,9 +6,21 @@ STAMP := $(VENV)/.kiln-installed
 WORKSPACE ?= demo-workspace
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lock layers clean
+# Debian packages steps need: the aarch64 cross compiler (kiln compile --target aarch64), and qemu and debootstrap
+# for the emulated ARM device the tests run the edge agent on. Installed once, skipped when present.
+SYSTEM_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap
 
-setup: $(STAMP)
+.PHONY: setup system demo test lock layers clean
+
+setup: system $(STAMP)
+
+system:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
+			apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+		else echo "missing Debian packages (run as root, or: sudo apt-get install$$missing)"; fi; \
+	fi
 
 $(STAMP): requirements.lock requirements-bootstrap.lock pyproject.toml edge/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -88,3 +88,11 @@ def telco_csv() -> Path:
         tmp.write_bytes(data)
         tmp.replace(target)
     return target
+
+
+@pytest.fixture(scope="session")
+def compiled(tmp_path_factory: pytest.TempPathFactory):
+    """An MLP registered as toy/1 and compiled for x86_64 and aarch64 (not published)."""
+    from tests.compiled import build
+
+    return build(tmp_path_factory.mktemp("compiled") / "ws")

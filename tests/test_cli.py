@@ -125,6 +125,11 @@ def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
     card = Path(steps["explain it (SHAP) and write its model card"]["model_card"])
     assert card.is_file() and "Model card: churn version 1" in card.read_text()
     assert steps["promote it to champion; train and register an MLP challenger"]["challenger"] == "churn/2"
+    compiled = steps["compile the champion for x86_64, aarch64 and CUDA (TVM); sign and publish"]
+    assert all(compiled[t].startswith(f"churn-v1-{t}-") for t in ("x86_64", "aarch64", "cuda"))
+    assert float(compiled["x86_64_parity_max_abs_diff"]) <= 1e-5
+    latest = tmp_path / "ws" / "artifacts" / "published" / "targets" / "aarch64" / "latest.json"
+    assert json.loads(latest.read_text())["id"] == compiled["aarch64"]
     deployed = steps["deploy the champion as an endpoint, the challenger as its shadow (KServe)"]
     assert (deployed["primary"], deployed["shadow"]) == ("models:/churn/1", "models:/churn/2")
     assert deployed["shadow_runtime"] == "onnx"

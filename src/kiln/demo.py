@@ -195,6 +195,25 @@ def _champion_and_challenger(ctx: DemoContext) -> dict[str, Any]:
             "challenger_test_auc": round(result.metrics["test"]["auc"], 4), "challenger_gate": version.gate}
 
 
+def _compile_and_publish(ctx: DemoContext) -> dict[str, Any]:
+    from kiln.compile.compiler import CompileOptions, compile_version
+    from kiln.compile.store import publish_artifact
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(ctx.root)
+    out: dict[str, Any] = {}
+    for target in ("x86_64", "aarch64", "cuda"):
+        result = compile_version(ws, f"{DEMO_MODEL}@champion", CompileOptions(target=target), ctx.progress)
+        out[target] = result.id
+        if result.parity:
+            out["x86_64_parity_max_abs_diff"] = f"{result.parity['max_abs_diff']:.1e}"
+        if target != "cuda":  # devices pull CPU builds; the CUDA build is for GPU hosts, inspected here
+            publish_artifact(ws, result.id)
+    out["published"] = "x86_64, aarch64 (served by `kiln up` for `kiln-edge run`)"
+    out["bundles"] = str(ws.folder("artifacts") / "compiled")
+    return out
+
+
 def _deploy_with_shadow(ctx: DemoContext) -> dict[str, Any]:
     from kiln.serving.local import delete, deploy, list_endpoints
     from kiln.serving.spec import parse_spec
@@ -269,6 +288,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("register the best model as challenger, behind the gate (MLflow)", _register),
     ("explain it (SHAP) and write its model card", _explain_and_card),
     ("promote it to champion; train and register an MLP challenger", _champion_and_challenger),
+    ("compile the champion for x86_64, aarch64 and CUDA (TVM); sign and publish", _compile_and_publish),
     ("deploy the champion as an endpoint, the challenger as its shadow (KServe)", _deploy_with_shadow),
     ("replay traffic through it and compare the shadow", _replay_and_compare),
     ("roll the challenger out by canary under guardrails", _canary),

@@ -112,6 +112,7 @@ class ServiceSettings(Section):
 class ServicesSettings(Section):
     mlflow: ServiceSettings = ServiceSettings(port=5000)
     feature_server: ServiceSettings = ServiceSettings(port=6566)
+    artifacts: ServiceSettings = ServiceSettings(port=6580)
 
 
 BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")

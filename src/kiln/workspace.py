@@ -28,6 +28,9 @@ services:
   feature_server:          # Feast's HTTP feature server
     host: 127.0.0.1
     port: 6566
+  artifacts:               # the distribution point edge devices pull compiled models from
+    host: 127.0.0.1
+    port: 6580
 
 # Uncomment to override what the profile picks, for example:
 # mlflow:

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from kiln import __version__
-from kiln.cli import clarify, data, endpoint, features, models, stack, training
+from kiln.cli import clarify, compile, data, edge, endpoint, features, models, stack, training
 from kiln.cli.output import JsonOption, err, out, print_json, to_plain
 from kiln.errors import KilnError, ValidationFailed
 
@@ -31,12 +31,15 @@ app.add_typer(features.app, name="features")
 app.add_typer(models.app, name="models")
 app.add_typer(clarify.app, name="clarify")
 app.add_typer(endpoint.app, name="endpoint")
+app.add_typer(compile.app, name="artifacts")
+app.add_typer(edge.app, name="edge")
 app.command("up")(stack.up)
 app.command("status")(stack.status)
 app.command("down")(stack.down)
 app.command("train")(training.train)
 app.command("tune")(training.tune)
 app.command("batch-transform")(endpoint.batch_transform)
+app.command("compile")(compile.compile_)
 
 
 def _version(value: bool) -> None:

@@ -67,6 +67,21 @@ def _prepare_feature_repo(ws: Workspace) -> None:
     apply_if_changed(ws)
 
 
+def artifact_server(ws: Workspace) -> ServiceSpec:
+    """The distribution point: published compiled artifacts, device heartbeats and their samples."""
+    s = ws.settings.services.artifacts
+    return ServiceSpec(
+        name="artifacts",
+        command=[sys.executable, "-m", "kiln.fleet.server", "--workspace", str(ws.root),
+                 "--host", s.host, "--port", str(s.port)],
+        host=s.host,
+        port=s.port,
+        health_path="/v1/health",
+        setting="services.artifacts.port",
+        start_timeout=60.0,
+    )
+
+
 def local_services(ws: Workspace) -> list[ServiceSpec]:
     """Every service of the local stack, in start order."""
-    return [mlflow_server(ws), feature_server(ws)]
+    return [mlflow_server(ws), feature_server(ws), artifact_server(ws)]

@@ -20,8 +20,7 @@ def mlp_to_onnx(coefs: list["np.ndarray"], intercepts: list["np.ndarray"], mean:
                 scale: "np.ndarray") -> "onnx.ModelProto":
     """Standardize, hidden ReLU layers, a logistic output: the same function as the fitted sklearn MLP."""
     import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     width = coefs[0].shape[0]
     inits = [numpy_helper.from_array(mean.astype(np.float32), "mean"),
@@ -40,8 +39,16 @@ def mlp_to_onnx(coefs: list["np.ndarray"], intercepts: list["np.ndarray"], mean:
         current = f"h{i + 1}"
     nodes += [helper.make_node("Sub", ["one", current], ["p0"]),
               helper.make_node("Concat", ["p0", current], [OUTPUT], axis=1)]
+    return probability_model(nodes, inits, width, "kiln_mlp")
+
+
+def probability_model(nodes: list, inits: list, width: int, name: str) -> "onnx.ModelProto":
+    """A checked model of ``nodes``: FLOAT [batch, width] named INPUT in, FLOAT [batch, 2] named OUTPUT out."""
+    import onnx
+    from onnx import TensorProto, helper
+
     graph = helper.make_graph(
-        nodes, "kiln_mlp",
+        nodes, name,
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", 2])],
         initializer=inits,

@@ -1,0 +1,115 @@
+"""`kiln compile` and `kiln artifacts ...`: Neo on TVM, signed bundles, and their distribution point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.stack import WorkspaceOption
+
+app = typer.Typer(help="Compiled, signed model artifacts: list, verify, publish.", no_args_is_help=True,
+                  rich_markup_mode=None)
+
+
+def compile_(
+    model: str = typer.Argument(..., help="NAME@ALIAS (e.g. churn@champion) or NAME/VERSION."),
+    target: str = typer.Option(..., "--target", help="x86_64, aarch64 or cuda."),
+    tune: bool = typer.Option(False, "--tune", help="Schedule the model for the target (not available yet)."),
+    cpu: Optional[str] = typer.Option(None, "--cpu", help="LLVM CPU to tune the host code for (x86_64 default: "
+                                                          "this machine's; aarch64: generic NEON)."),
+    gpu_arch: Optional[str] = typer.Option(None, "--gpu-arch", help="CUDA compute capability (default sm_80)."),
+    sample: Optional[Path] = typer.Option(None, "--sample", help="Feature rows (parquet/CSV) for the parity check "
+                                                                 "(default: the version's held-out rows)."),
+    expires_days: float = typer.Option(90.0, "--expires-days", min=0.01, help="Days until devices refuse it."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Compile a registered version for a target into a signed bundle, checked against ONNX Runtime."""
+    from kiln.compile.compiler import CompileOptions, compile_version
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    options = CompileOptions(target=target, tune=tune, cpu=cpu, gpu_arch=gpu_arch, sample=sample,
+                             expires_days=expires_days)
+    with engine_output():
+        result = compile_version(ws, model, options, progress=progress)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"compiled {result.model} for {result.target} in {result.seconds:.1f} s: {result.id}", markup=False)
+    if result.parity:
+        out.print(f"  parity with ONNX Runtime: max |diff| {result.parity['max_abs_diff']:.2e} on "
+                  f"{result.parity['rows']} rows", markup=False)
+    if result.tuning:
+        out.print(f"  tuning: {result.tuning}", markup=False)
+    for note in result.notes:
+        out.print(f"  note: {note}", markup=False)
+    out.print(f"  bundle: {result.path}", markup=False)
+    out.print(f"  MLflow run: {result.mlflow_run_id}", markup=False)
+
+
+@app.command("list")
+def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Every compiled bundle, newest first: model, target, created, expiry, published."""
+    from kiln.compile.store import list_artifacts
+    from kiln.workspace import open_workspace
+
+    items = list_artifacts(open_workspace(workspace))
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        out.print("no compiled artifacts yet (`kiln compile MODEL --target x86_64`)")
+    for a in items:
+        state = "latest" if a.latest else ("published" if a.published else "-")
+        out.print(f"{a.id:<52} {a.model:<10} {a.target:<8} {state:<9} expires {a.expires[:19]}  "
+                  f"{a.bytes / 1024:.0f} KiB", markup=False)
+
+
+@app.command("verify")
+def verify(
+    ids: List[str] = typer.Argument(None, help="Artifact ids (see `kiln artifacts list`)."),
+    all_: bool = typer.Option(False, "--all", help="Every compiled artifact."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Check signature, every file's sha256 and expiry; exits 1 when any artifact fails."""
+    from kiln.compile.store import list_artifacts, verify_artifacts
+    from kiln.errors import InputError
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    if all_ == bool(ids):
+        raise InputError("give artifact ids or --all (not both)")
+    verdicts = verify_artifacts(ws, [a.id for a in list_artifacts(ws)] if all_ else list(ids))
+    if as_json:
+        print_json([{"id": v.id, "ok": v.ok, "problems": v.problems} for v in verdicts])
+    else:
+        for v in verdicts:
+            out.print(f"{v.id}: {'ok' if v.ok else 'FAILED: ' + '; '.join(v.problems)}", markup=False)
+    if not all(v.ok for v in verdicts):
+        raise typer.Exit(1)
+
+
+@app.command("publish")
+def publish(
+    ids: List[str] = typer.Argument(..., help="Artifact ids to publish to the distribution point."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Verify and copy bundles to the distribution point `kiln up` serves; each becomes its target's latest."""
+    from kiln.compile.store import publish_artifact
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    with engine_output():
+        results = [publish_artifact(ws, i) for i in ids]
+    if as_json:
+        print_json(results)
+        return
+    for r in results:
+        where = "now latest" if r["latest"] else f"kept; {r['newer_latest']} is newer and stays latest"
+        out.print(f"published {r['id']} for {r['target']} ({where}): {r['path']}", markup=False)

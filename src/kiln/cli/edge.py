@@ -1,0 +1,31 @@
+"""`kiln edge ...`: the fleet of edge devices as their heartbeats report it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, out, print_json
+from kiln.cli.stack import WorkspaceOption
+
+app = typer.Typer(help="Edge devices (Edge Manager): the fleet that pulls compiled artifacts.", no_args_is_help=True,
+                  rich_markup_mode=None)
+
+
+@app.command("devices")
+def devices(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Every device that reported: last seen, target, active artifact, health (offline when it went quiet)."""
+    from kiln.fleet.devices import fleet_db, list_devices
+    from kiln.workspace import open_workspace
+
+    fleet = list_devices(fleet_db(open_workspace(workspace)))
+    if as_json:
+        print_json(fleet)
+        return
+    if not fleet:
+        out.print("no device has reported yet (devices run `kiln-edge run --server URL ...`)")
+    for d in fleet:
+        out.print(f"{d.device_id:<24} {d.target:<8} {d.status:<9} last seen {d.last_seen}  "
+                  f"active {d.active or '-'}", markup=False)

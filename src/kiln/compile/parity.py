@@ -1,0 +1,60 @@
+"""Parity: the compiled library's probabilities against ONNX Runtime's on the same rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kiln.errors import KilnError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+    from kiln.compile.runner import CompiledModel
+
+TOLERANCE = 1e-5
+
+
+class ParityFailed(KilnError):
+    """The compiled model's outputs differ from ONNX Runtime's by more than the tolerance."""
+
+    exit_code = 1
+
+
+@dataclass
+class Parity:
+    rows: int
+    max_abs_diff: float
+    worst_row: int
+    tolerance: float = TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+
+def onnx_runtime_probabilities(graph: "onnx.ModelProto", x: "np.ndarray") -> "np.ndarray":
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def check_parity(graph: "onnx.ModelProto", compiled: "CompiledModel", x: "np.ndarray") -> Parity:
+    """Both probability columns on every row of ``x``; a difference above the tolerance raises ParityFailed."""
+    import numpy as np
+
+    want = onnx_runtime_probabilities(graph, x)
+    got = compiled.predict(x)
+    diff = np.abs(got.astype(np.float64) - want.astype(np.float64)).max(axis=1)
+    worst = int(diff.argmax()) if len(diff) else 0
+    result = Parity(rows=len(x), max_abs_diff=float(diff.max()) if len(diff) else 0.0, worst_row=worst)
+    if not np.isfinite(got).all() or not result.passed:
+        raise ParityFailed(
+            f"compiled outputs differ from ONNX Runtime's: max |diff| {result.max_abs_diff:.3g} > {TOLERANCE:g} "
+            f"on row {worst} of {len(x)} (compiled {got[worst].tolist()}, ONNX Runtime {want[worst].tolist()})",
+            hint="the artifact was not written")
+    return result

@@ -1,0 +1,107 @@
+"""A registered version as what the compiler takes: a standard-op ONNX graph, its encoder and held-out rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln.errors import InputError
+from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    import numpy as np
+    import onnx
+
+SAMPLE_ROWS = 512  # held-out rows the parity check runs
+
+
+@dataclass
+class SourceModel:
+    name: str
+    version: str
+    family: str
+    graph: "onnx.ModelProto"  # input "features" FLOAT [batch, width], output "probabilities" FLOAT [batch, 2]
+    encoder: dict[str, Any]  # kiln.training.encoding.Encoder.to_dict(): how feature rows become the input tensor
+    meta: dict[str, Any]  # the version's kiln-model.json: family, threshold, features, label
+    width: int
+    feature_names: list[str]  # the encoded columns, in tensor order
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta["threshold"])
+
+
+def load_source(ws: Workspace, ref: str) -> SourceModel:
+    """The version ``ref`` names, exported to ONNX with standard operators only."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    from kiln.registry.versions import get_version
+    from kiln.training.encoding import Encoder
+    from kiln.training.predictor import ENCODER_FILE, META_FILE
+
+    info = get_version(ws, ref)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.name}/{info.version}"))
+    mlmodel = Model.load(str(local))
+    folder = local / mlmodel.flavors["python_function"]["artifacts"]["model_folder"]["path"]
+    meta = json.loads((folder / META_FILE).read_text())
+    encoder = json.loads((folder / ENCODER_FILE).read_text())
+    names = Encoder.from_dict(encoder).output_names
+    graph = export_graph(meta["family"], folder / meta["model_file"], len(names))
+    return SourceModel(name=info.name, version=info.version, family=meta["family"], graph=graph, encoder=encoder,
+                       meta=meta, width=len(names), feature_names=names)
+
+
+def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto":
+    """The model file as an ONNX graph of standard operators; families without an exporter are an InputError."""
+    import onnx
+
+    if family == "mlp":
+        return onnx.load(str(model_file))
+    if family == "lgbm":
+        import lightgbm as lgb
+
+        from kiln.training.tree_onnx import lgbm_to_onnx
+
+        return lgbm_to_onnx(lgb.Booster(model_file=str(model_file)), width)
+    raise InputError(f"model family '{family}' has no exporter to standard ONNX operators",
+                     hint="families that compile: mlp, lgbm")
+
+
+def holdout_sample(ws: Workspace, source: SourceModel, rows: int = SAMPLE_ROWS) -> "np.ndarray":
+    """Encoded held-out rows of the version's own training set (its test split), as float32."""
+    import numpy as np
+
+    from kiln.registry.versions import get_version
+    from kiln.training.data import load_training_set
+    from kiln.training.encoding import Encoder
+    from kiln.training.split import split
+
+    tags = get_version(ws, f"{source.name}/{source.version}").tags
+    path = Path(tags.get("kiln.training_set", ""))
+    if not path.is_file():
+        raise InputError(f"{source.name}/{source.version}: its training set {path} is gone, so there are no "
+                         "held-out rows for the parity check", hint="pass --sample FILE with feature rows")
+    data = load_training_set(path)
+    if data.lineage["training_set_sha256"] != tags.get("kiln.training_set_sha256"):
+        raise InputError(f"training set {path} changed since {source.name}/{source.version} was trained",
+                         hint="pass --sample FILE with feature rows")
+    test = split(data, int(tags.get("kiln.seed", "7"))).test.head(rows)
+    return np.ascontiguousarray(Encoder.from_dict(source.encoder).transform(test), dtype=np.float32)
+
+
+def file_sample(source: SourceModel, path: Path, rows: int = SAMPLE_ROWS) -> "np.ndarray":
+    """Feature rows from a parquet or CSV file, encoded with the version's encoder."""
+    import numpy as np
+    import pandas as pd
+
+    from kiln.training.encoding import Encoder
+
+    if not path.is_file():
+        raise InputError(f"sample file {path} does not exist")
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    if frame.empty:
+        raise InputError(f"sample file {path} has no rows")
+    return np.ascontiguousarray(Encoder.from_dict(source.encoder).transform(frame.head(rows)), dtype=np.float32)
