@@ -48,6 +48,7 @@ class OnnxModel(KilnModel):
         self.threshold = float(meta["threshold"])
         self.schema = InputSchema.from_mlflow(mlmodel.get_input_schema())
         self.version = self.model_uri
+        self.warm()
         self.ready = True
         return self.ready
 

@@ -6,6 +6,7 @@ OnnxModel (onnx_model.py) serves the ONNX graph of the same version with ONNX Ru
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -13,6 +14,9 @@ import kserve
 from kserve.errors import InvalidInput
 
 from kiln.serving.schema import InputSchema, RequestError
+
+log = logging.getLogger(__name__)
+WARM_UP_CALLS = 3
 
 
 class KilnModel(kserve.Model):
@@ -32,8 +36,19 @@ class KilnModel(kserve.Model):
         self.predictor = model.unwrap_python_model().predictor
         self.schema = InputSchema.from_mlflow(model.metadata.get_input_schema())
         self.version = self.model_uri
+        self.warm()
         self.ready = True
         return self.ready
+
+    def warm(self) -> None:
+        """Score a row of missing values a few times before reporting ready, so the first requests a
+        rollout judges are not slowed by first-call costs (imports, allocations) in the model."""
+        row = {"instances": [dict.fromkeys(self.schema.names)]}
+        for _ in range(WARM_UP_CALLS):
+            try:
+                self.score(row)
+            except Exception as exc:  # a model that fails on real requests is the guardrails' to judge
+                log.warning("warm-up request to %s failed: %s", self.model_uri, exc)
 
     def frame(self, payload: Any) -> Any:
         """The request's rows as a validated frame; InvalidInput (a 400) names what is wrong."""
