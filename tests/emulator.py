@@ -10,7 +10,6 @@ and process table, so a test hands it host paths and can talk to a server it sta
 from __future__ import annotations
 
 import compileall
-import fcntl
 import hashlib
 import os
 import platform
@@ -21,11 +20,13 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
+
+from kiln.locking import exclusive
 
 CACHE = Path(os.environ.get("KILN_CACHE", Path.home() / ".cache" / "kiln")) / "aarch64"
 ROOT = CACHE / "root"
@@ -240,16 +241,9 @@ def _site_ready() -> bool:
         return False
 
 
-@contextmanager
-def _cache_lock() -> Iterator[None]:
+def _cache_lock() -> AbstractContextManager[None]:
     """Serialise builders (parallel test workers) on a lock file in CACHE."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return exclusive(CACHE / ".lock")
 
 
 @contextmanager

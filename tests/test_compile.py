@@ -96,6 +96,32 @@ def test_lgbm_compiles_through_standard_tensor_ops(compiled: Compiled) -> None:
     assert result["parity"]["max_abs_diff"] <= 1e-5
 
 
+def test_tuning_records_are_kept_and_reused_for_the_same_shapes(compiled: Compiled) -> None:
+    from mlflow import MlflowClient
+
+    root = compiled.root
+    first = ok("compile", "toy/1", "--target", "x86_64", "--tune", "--trials", "10", "-w", root)
+    tuning = first["tuning"]
+    assert tuning["tuned"] and not tuning["untuned"] and tuning["trials"] == 10
+    assert first["parity"]["max_abs_diff"] <= 1e-5
+    database = Path(tuning["database"])
+    assert (database / "database_tuning_record.json").stat().st_size > 0
+    run = MlflowClient(f"sqlite:///{root}/models/mlflow.db").get_run(first["mlflow_run_id"])
+    assert run.data.tags["kiln.tuned"] == "true" and run.data.metrics["tuning_seconds"] > 0
+    # Another model with the same layer sizes: every kernel's record is found, nothing is tuned again.
+    other = register(root, "mlp")
+    again = ok("compile", other, "--target", "x86_64", "--tune", "-w", root)
+    assert again["tuning"]["tuned"] == [] and len(again["tuning"]["reused"]) == tuning["tasks"]
+    assert again["tuning"]["trials"] == 0 and again["parity"]["max_abs_diff"] <= 1e-5
+    assert again["seconds"] < first["seconds"] / 2, (again["seconds"], first["seconds"])
+    for args, message in [(("--target", "aarch64"), "this machine is not aarch64"),
+                          (("--target", "cuda"), "there is no GPU here"),
+                          (("--target", "x86_64", "--trials", "0"), "--trials 0"),
+                          (("--target", "x86_64", "--cpu", "x86-64"), "--tune with --cpu x86-64")]:
+        res = run_kiln("compile", "toy/1", "--tune", *args, "-w", root)
+        assert res.code == 1 and message in res.stderr, res.stderr[-1500:]
+
+
 def test_bad_requests_name_what_is_wrong(compiled: Compiled) -> None:
     before = sorted(p.name for p in (compiled.root / "artifacts" / "compiled").iterdir())
     res = run_kiln("compile", "toy/1", "--target", "riscv", "-w", compiled.root)

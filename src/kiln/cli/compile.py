@@ -9,6 +9,7 @@ import typer
 
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
+from kiln.compile.tuning import DEFAULT_TRIALS
 
 app = typer.Typer(help="Compiled, signed model artifacts: list, verify, publish.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -17,7 +18,10 @@ app = typer.Typer(help="Compiled, signed model artifacts: list, verify, publish.
 def compile_(
     model: str = typer.Argument(..., help="NAME@ALIAS (e.g. churn@champion) or NAME/VERSION."),
     target: str = typer.Option(..., "--target", help="x86_64, aarch64 or cuda."),
-    tune: bool = typer.Option(False, "--tune", help="Schedule the model for the target (not available yet)."),
+    tune: bool = typer.Option(False, "--tune", help="Schedule the kernels for this machine's CPU with MetaSchedule; "
+                                                    "the records are kept and reused for the same shapes."),
+    trials: int = typer.Option(DEFAULT_TRIALS, "--trials",
+                               help="MetaSchedule's budget of measured candidates (with --tune)."),
     cpu: Optional[str] = typer.Option(None, "--cpu", help="LLVM CPU to tune the host code for (x86_64 default: "
                                                           "this machine's; aarch64: generic NEON)."),
     gpu_arch: Optional[str] = typer.Option(None, "--gpu-arch", help="CUDA compute capability (default sm_80)."),
@@ -32,7 +36,7 @@ def compile_(
     from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
-    options = CompileOptions(target=target, tune=tune, cpu=cpu, gpu_arch=gpu_arch, sample=sample,
+    options = CompileOptions(target=target, tune=tune, trials=trials, cpu=cpu, gpu_arch=gpu_arch, sample=sample,
                              expires_days=expires_days)
     with engine_output():
         result = compile_version(ws, model, options, progress=progress)
@@ -44,7 +48,11 @@ def compile_(
         out.print(f"  parity with ONNX Runtime: max |diff| {result.parity['max_abs_diff']:.2e} on "
                   f"{result.parity['rows']} rows", markup=False)
     if result.tuning:
-        out.print(f"  tuning: {result.tuning}", markup=False)
+        t = result.tuning
+        left = f", {len(t['untuned'])} left on TVM's default schedule" if t["untuned"] else ""
+        done = f"{len(t['tuned'])} kernel(s) tuned with {t['trials']} trials in {t['seconds']:.0f} s, " \
+            if t["tuned"] else "nothing to tune, "
+        out.print(f"  tuning: {done}{len(t['reused'])} kernel(s) reused from {t['database']}{left}", markup=False)
     for note in result.notes:
         out.print(f"  note: {note}", markup=False)
     out.print(f"  bundle: {result.path}", markup=False)

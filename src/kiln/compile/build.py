@@ -114,10 +114,16 @@ def export_library(executable: Any, target: CompileTarget, path: Path) -> None:
 
 
 def build_library(graph: "onnx.ModelProto", width: int, batch: int, target: CompileTarget,
-                  path: Path) -> BuiltLibrary:
-    """Import, compile and link ``graph`` at ``batch`` rows for ``target`` into ``path``."""
+                  path: Path, tuning_dir: Path | None = None) -> BuiltLibrary:
+    """Import, compile and link ``graph`` at ``batch`` rows for ``target`` into ``path`` (with the tuned
+    schedules of ``tuning_dir`` where it has them)."""
     started = time.monotonic()
     mod = import_graph(graph, batch, width)
+    if tuning_dir is not None:
+        from kiln.compile.tuning import apply, lower, tuning_target
+
+        tvm_target = tuning_target(target)
+        mod = apply(lower(mod, tvm_target), tvm_target, tuning_dir)
     executable = compile_module(mod, target)
     export_library(executable, target, path)
     details = inspect_cuda(executable, path.with_suffix(".cu"), target.gpu_arch or "") if target.name == "cuda" else {}

@@ -14,7 +14,7 @@ from kiln.compile.bundle import ENCODER, ManifestDraft, write_bundle
 from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_source
 from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
-from kiln.errors import InputError
+from kiln.compile.tuning import DEFAULT_TRIALS
 from kiln.workspace import Workspace
 
 BATCH_SIZES = (1, 256)  # one library each: a single row, and the batch large requests are cut into
@@ -26,6 +26,7 @@ DEFAULT_EXPIRY_DAYS = 90.0
 class CompileOptions:
     target: str
     tune: bool = False
+    trials: int = DEFAULT_TRIALS
     cpu: str | None = None
     gpu_arch: str | None = None
     sample: Path | None = None  # feature rows for the parity check (default: the version's held-out rows)
@@ -51,11 +52,12 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
     """Compile ``ref`` for one target into a signed bundle under artifacts/compiled; nothing is left on failure."""
     from kiln.compile.keys import fingerprint, signing_key
 
-    if options.tune:
-        raise InputError("--tune is not available yet: MetaSchedule tuning crashes with this apache-tvm-ffi",
-                         hint="compile without --tune; the libraries use TVM's default schedules")
     started = time.monotonic()
     target = resolve_target(options.target, options.cpu, options.gpu_arch)
+    if options.tune:
+        from kiln.compile.tuning import check_tunable
+
+        check_tunable(target, options.trials)
     source = load_source(ws, ref)
     progress(f"{source.name}/{source.version} ({source.family}): {len(source.graph.graph.node)} ONNX nodes, "
              f"{source.width} inputs")
@@ -66,7 +68,8 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
     building = root / f".building-{uuid.uuid4().hex[:8]}"
     building.mkdir()
     try:
-        libraries, tuning = _build_all(source, target, building, progress), None
+        tuning = _tune(ws, source, target, options.trials, progress) if options.tune else None
+        libraries = _build_all(source, target, building, progress, Path(tuning["database"]) if tuning else None)
         parity, notes = None, []
         if target.runs_here:
             from kiln.compile.parity import check_parity
@@ -92,13 +95,25 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
                          seconds=round(time.monotonic() - started, 1), mlflow_run_id=run_id, notes=notes)
 
 
-def _build_all(source: SourceModel, target: CompileTarget, folder: Path,
-               progress: Callable[[str], None]) -> list[BuiltLibrary]:
+def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int,
+          progress: Callable[[str], None]) -> dict[str, Any]:
+    """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
+    from kiln.compile.build import import_graph
+    from kiln.compile.tuning import lower, tune, tuning_dir, tuning_target
+
+    tvm_target = tuning_target(target)
+    modules = [lower(import_graph(source.graph, batch, source.width), tvm_target) for batch in BATCH_SIZES]
+    return vars(tune(modules, tvm_target, tuning_dir(ws, target), trials, progress))
+
+
+def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Callable[[str], None],
+               tuning_dir: Path | None) -> list[BuiltLibrary]:
     libraries = []
     for batch in BATCH_SIZES:
         progress(f"compiling for {target.name} ({target.cpu}{', ' + target.gpu_arch if target.gpu_arch else ''}) "
-                 f"at batch {batch}")
-        libraries.append(build_library(source.graph, source.width, batch, target, folder / f"model-b{batch}.so"))
+                 f"at batch {batch}{' with the tuned schedules' if tuning_dir else ''}")
+        libraries.append(build_library(source.graph, source.width, batch, target, folder / f"model-b{batch}.so",
+                                       tuning_dir))
     return libraries
 
 
@@ -138,6 +153,12 @@ def _record(ws: Workspace, source: SourceModel, manifest: dict[str, Any], folder
         c.log_metric(run_id, "parity_max_abs_diff", parity["max_abs_diff"])
     for batch, seconds in manifest["details"]["compile_seconds"].items():
         c.log_metric(run_id, f"compile_seconds_b{batch}", seconds)
+    tuning = manifest["details"].get("tuning")
+    if tuning:
+        c.log_metric(run_id, "tuning_seconds", tuning["seconds"])
+        c.log_metric(run_id, "tuning_trials", tuning["trials"])
+        c.log_metric(run_id, "tuning_kernels_reused", len(tuning["reused"]))
+        c.set_tag(run_id, "kiln.tuned", "true")
     c.log_artifacts(run_id, str(folder), artifact_path="bundle")
     c.set_terminated(run_id)
     c.set_model_version_tag(source.name, source.version, f"kiln.compiled.{target}",
