@@ -12,7 +12,7 @@ same encoded float32 rows and returns the two class probabilities:
 Latency is the median of many calls at batch 1 and batch 256. Goal: the tuned artifact at most 0.8x ONNX
 Runtime's latency at both batch sizes, and at most 0.5x scikit-learn's (at least 2x faster).
 
-    .venv/bin/python benchmarks/compiled_latency.py [--trials 200] [--json]
+    .venv/bin/python benchmarks/compiled_latency.py [--trials 600] [--json]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def measure(args) -> tuple[list[Figure], dict]:  # noqa: ANN001
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=200, help="MetaSchedule trials for the tuned compile")
+    p.add_argument("--trials", type=int, default=600, help="MetaSchedule trials for the tuned compile")
     p.add_argument("--seconds", type=float, default=2.0, help="timing per predictor and batch size")
     run_measured("compiled model latency", measure, p.parse_args())
 

@@ -120,6 +120,8 @@ def test_tuning_records_are_kept_and_reused_for_the_same_shapes(compiled: Compil
                           (("--target", "x86_64", "--cpu", "x86-64"), "--tune with --cpu x86-64")]:
         res = run_kiln("compile", "toy/1", "--tune", *args, "-w", root)
         assert res.code == 1 and message in res.stderr, res.stderr[-1500:]
+    res = run_kiln("compile", "toy/1", "--target", "x86_64", "--retune", "-w", root)
+    assert res.code == 1 and "--retune goes with --tune" in res.stderr
 
 
 def test_bad_requests_name_what_is_wrong(compiled: Compiled) -> None:

@@ -22,6 +22,8 @@ def compile_(
                                                     "the records are kept and reused for the same shapes."),
     trials: int = typer.Option(DEFAULT_TRIALS, "--trials",
                                help="MetaSchedule's budget of measured candidates (with --tune)."),
+    retune: bool = typer.Option(False, "--retune", help="With --tune: tune kernels that already have records "
+                                                        "too (a longer search; the best record wins)."),
     cpu: Optional[str] = typer.Option(None, "--cpu", help="LLVM CPU to tune the host code for (x86_64 default: "
                                                           "this machine's; aarch64: generic NEON)."),
     gpu_arch: Optional[str] = typer.Option(None, "--gpu-arch", help="CUDA compute capability (default sm_80)."),
@@ -36,8 +38,8 @@ def compile_(
     from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
-    options = CompileOptions(target=target, tune=tune, trials=trials, cpu=cpu, gpu_arch=gpu_arch, sample=sample,
-                             expires_days=expires_days)
+    options = CompileOptions(target=target, tune=tune, trials=trials, retune=retune, cpu=cpu, gpu_arch=gpu_arch,
+                             sample=sample, expires_days=expires_days)
     with engine_output():
         result = compile_version(ws, model, options, progress=progress)
     if as_json:

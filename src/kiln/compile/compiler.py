@@ -15,6 +15,7 @@ from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_s
 from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
 from kiln.compile.tuning import DEFAULT_TRIALS
+from kiln.errors import InputError
 from kiln.workspace import Workspace
 
 BATCH_SIZES = (1, 256)  # one library each: a single row, and the batch large requests are cut into
@@ -27,6 +28,7 @@ class CompileOptions:
     target: str
     tune: bool = False
     trials: int = DEFAULT_TRIALS
+    retune: bool = False  # tune kernels that already have records too
     cpu: str | None = None
     gpu_arch: str | None = None
     sample: Path | None = None  # feature rows for the parity check (default: the version's held-out rows)
@@ -54,6 +56,8 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
 
     started = time.monotonic()
     target = resolve_target(options.target, options.cpu, options.gpu_arch)
+    if options.retune and not options.tune:
+        raise InputError("--retune goes with --tune", hint="add --tune")
     if options.tune:
         from kiln.compile.tuning import check_tunable
 
@@ -68,7 +72,7 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
     building = root / f".building-{uuid.uuid4().hex[:8]}"
     building.mkdir()
     try:
-        tuning = _tune(ws, source, target, options.trials, progress) if options.tune else None
+        tuning = _tune(ws, source, target, options.trials, options.retune, progress) if options.tune else None
         libraries = _build_all(source, target, building, progress, Path(tuning["database"]) if tuning else None)
         parity, notes = None, []
         if target.runs_here:
@@ -95,7 +99,7 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
                          seconds=round(time.monotonic() - started, 1), mlflow_run_id=run_id, notes=notes)
 
 
-def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int,
+def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int, again: bool,
           progress: Callable[[str], None]) -> dict[str, Any]:
     """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
     from kiln.compile.build import import_graph
@@ -103,7 +107,7 @@ def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int
 
     tvm_target = tuning_target(target)
     modules = [lower(import_graph(source.graph, batch, source.width), tvm_target) for batch in BATCH_SIZES]
-    return vars(tune(modules, tvm_target, tuning_dir(ws, target), trials, progress))
+    return vars(tune(modules, tvm_target, tuning_dir(ws, target), trials, progress, again))
 
 
 def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Callable[[str], None],
