@@ -24,24 +24,16 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TVM
 
 import json  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from _kiln import kiln, registered_workspace  # noqa: E402
 from _report import Figure, parser, run_measured  # noqa: E402
 
-KILN = Path(sys.executable).parent / "kiln"
 WIDTH, HIDDEN = 20, 128
 GOAL_ORT, GOAL_NATIVE = 0.8, 0.5
-
-
-def kiln(*args: object, ws: Path) -> dict:
-    res = subprocess.run([str(KILN), *map(str, args), "-w", str(ws), "--json"], capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"kiln {' '.join(map(str, args))} failed: {res.stderr[-2000:]}")
-    return json.loads(res.stdout)
 
 
 def workspace(root: Path) -> Path:
@@ -49,8 +41,6 @@ def workspace(root: Path) -> Path:
     import numpy as np
     import pandas as pd
 
-    ws = root / "ws"
-    subprocess.run([str(KILN), "init", str(ws)], check=True, capture_output=True)
     rng = np.random.default_rng(0)
     n = 4000
     x = rng.normal(size=(n, WIDTH))
@@ -60,14 +50,8 @@ def workspace(root: Path) -> Path:
     frame.insert(0, "customer_id", np.arange(n))
     frame.insert(1, "label_timestamp", pd.Timestamp("2026-01-01", tz="UTC"))
     frame["churned"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
-    path = ws / "train.parquet"
-    frame.to_parquet(path, index=False)
-    path.with_name(path.name + ".json").write_text(json.dumps(
-        {"features": features, "label": "churned", "lineage": {"dataset": "bench"}}))
-    run = kiln("train", "-t", path, "-f", "mlp", "-p", f"width={HIDDEN}", "-p", "layers=2", "--iterations", "5",
-               ws=ws)["run_id"]
-    kiln("models", "register", run, "--name", "bench", ws=ws)
-    return ws
+    return registered_workspace(root, frame, features, "-f", "mlp", "-p", f"width={HIDDEN}", "-p", "layers=2",
+                                "--iterations", "5")
 
 
 def native_mlp(graph) -> tuple:  # noqa: ANN001 - an onnx.ModelProto

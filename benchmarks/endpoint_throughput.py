@@ -22,17 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _kiln import KILN, kiln, registered_workspace
 from _report import Figure, parser, run_measured
 
-KILN = Path(sys.executable).parent / "kiln"
 ROW = {"calls": 5, "tenure": 40.0, "plan": "basic"}
-
-
-def kiln(*args: object, ws: Path) -> dict:
-    res = subprocess.run([str(KILN), *map(str, args), "-w", str(ws), "--json"], capture_output=True, text=True)
-    if res.returncode != 0:
-        sys.exit(f"kiln {' '.join(map(str, args))} failed: {res.stderr[-2000:]}")
-    return json.loads(res.stdout)
 
 
 def workspace(root: Path) -> Path:
@@ -40,8 +33,6 @@ def workspace(root: Path) -> Path:
     import numpy as np
     import pandas as pd
 
-    ws = root / "ws"
-    subprocess.run([str(KILN), "init", str(ws)], check=True, capture_output=True)
     rng = np.random.default_rng(0)
     n = 2000
     calls, tenure = rng.poisson(2, n), rng.uniform(0, 1000, n)
@@ -50,13 +41,7 @@ def workspace(root: Path) -> Path:
     frame = pd.DataFrame({"customer_id": np.arange(n), "label_timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
                           "calls": calls, "tenure": tenure, "plan": plan,
                           "churned": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")})
-    path = ws / "train.parquet"
-    frame.to_parquet(path, index=False)
-    path.with_name(path.name + ".json").write_text(json.dumps(
-        {"features": ["calls", "tenure", "plan"], "label": "churned", "lineage": {"dataset": "bench"}}))
-    run = kiln("train", "-t", path, "-f", "lgbm", "--iterations", "5", ws=ws)["run_id"]
-    kiln("models", "register", run, "--name", "bench", ws=ws)
-    return ws
+    return registered_workspace(root, frame, ["calls", "tenure", "plan"], "-f", "lgbm", "--iterations", "5")
 
 
 def wait_ready(url: str, seconds: float = 120) -> None:

@@ -1,0 +1,36 @@
+"""The `kiln` CLI as benchmarks drive it: a fresh workspace, and a model trained and registered in it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+KILN = Path(sys.executable).parent / "kiln"
+
+
+def kiln(*args: object, ws: Path) -> dict:
+    """`kiln ARGS -w WS --json`, parsed; a failure ends the benchmark with kiln's own error."""
+    res = subprocess.run([str(KILN), *map(str, args), "-w", str(ws), "--json"], capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"kiln {' '.join(map(str, args))} failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout)
+
+
+def registered_workspace(root: Path, frame: "pd.DataFrame", features: list[str], *train_args: object) -> Path:
+    """A new workspace ROOT/ws with ``frame`` (customer_id, label_timestamp, features, churned) as its training
+    set, a model trained on it with ``train_args`` (family, parameters) and registered as `bench` version 1."""
+    ws = root / "ws"
+    subprocess.run([str(KILN), "init", str(ws)], check=True, capture_output=True)
+    path = ws / "train.parquet"
+    frame.to_parquet(path, index=False)
+    path.with_name(path.name + ".json").write_text(json.dumps(
+        {"features": features, "label": "churned", "lineage": {"dataset": "bench"}}))
+    run = kiln("train", "-t", path, *train_args, ws=ws)["run_id"]
+    kiln("models", "register", run, "--name", "bench", ws=ws)
+    return ws
