@@ -113,6 +113,7 @@ class ServicesSettings(Section):
     mlflow: ServiceSettings = ServiceSettings(port=5000)
     feature_server: ServiceSettings = ServiceSettings(port=6566)
     artifacts: ServiceSettings = ServiceSettings(port=6580)
+    evidently: ServiceSettings = ServiceSettings(port=8000)
 
 
 BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")
@@ -143,6 +144,46 @@ class GateSettings(Section):
         return self
 
 
+QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+class MonitoringSettings(Section):
+    """What `kiln monitor run` counts as a violation, and where it sends alerts."""
+
+    drift_threshold: float = Field(0.1, gt=0.0, description="A column drifts when its distance from the baseline "
+                                   "(Wasserstein, normed, for numbers; Jensen-Shannon for categories) reaches this.")
+    drift_sample_rows: int = Field(100_000, ge=1000, description="Drift is measured on a uniform sample of at most "
+                                   "this many captured rows (the report says when it sampled).")
+    missing_tolerance: float = Field(0.05, ge=0.0, le=1.0,
+                                     description="How far a feature's missing share may rise above the baseline's.")
+    out_of_range_tolerance: float = Field(0.01, ge=0.0, le=1.0,
+                                          description="Share of values outside the baseline's range allowed.")
+    quality_metrics: list[str] = Field(default_factory=lambda: ["roc_auc", "accuracy", "f1"],
+                                       description="Model quality metrics checked; any of QUALITY_METRICS.")
+    quality_tolerance: float = Field(0.05, ge=0.0, le=1.0,
+                                     description="How far a quality metric may fall below the baseline's.")
+    bias_metrics: list[str] = Field(default_factory=lambda: ["DPPL", "AD", "RD", "DAR", "DRR"],
+                                    description="Post-training bias metrics checked; any of BIAS_LIMIT_METRICS.")
+    bias_tolerance: float = Field(0.1, ge=0.0, description="How far a bias metric may move from the baseline's.")
+    min_facet_rows: int = Field(30, ge=1, description="Facets with fewer labelled rows in a window are not judged.")
+    ndcg_threshold: float = Field(0.9, ge=0.0, le=1.0, description="Lowest NDCG of the live SHAP ranking against "
+                                  "the baseline's before attribution drift is a violation (SageMaker's default).")
+    attribution_rows: int = Field(200, ge=20, description="Captured rows sampled for the live SHAP ranking.")
+    min_rows: int = Field(50, ge=1, description="Fewer rows than this in a window: a monitor reports, not judges.")
+    webhooks: list[str] = Field(default_factory=list, description="URLs a JSON alert is POSTed to on violations.")
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> "MonitoringSettings":
+        for field, known in (("quality_metrics", QUALITY_METRICS), ("bias_metrics", BIAS_LIMIT_METRICS)):
+            unknown = sorted(set(getattr(self, field)) - set(known))
+            if unknown:
+                raise ValueError(f"{field}: unknown metric(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        for url in self.webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"webhooks: '{url}' is not an http(s) URL")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything Kiln reads from kiln.yaml and KILN_* variables."""
 
@@ -160,6 +201,7 @@ class Settings(BaseSettings):
     serving: Annotated[Union[LocalServing, KServeServing], Field(discriminator="type")]
     services: ServicesSettings = ServicesSettings()
     gates: GateSettings = GateSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -115,16 +115,18 @@ def read_capture(root: Path, endpoint: str, since: datetime | None = None,
         return
     lo = since.astimezone(timezone.utc).isoformat() if since else ""
     hi = until.astimezone(timezone.utc).isoformat() if until else "~"
+    import orjson  # several times faster than json on the large windows monitors read
+
     for folder in sorted(base.glob("hour=*")):
         hour = folder.name.removeprefix("hour=")
         if hour < lo[:13] or hour > hi[:13]:
             continue
         for path in sorted(folder.glob("*.jsonl")):
-            with path.open(encoding="utf-8") as f:
+            with path.open("rb") as f:
                 for line in f:
                     try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError:
+                        rec = orjson.loads(line)
+                    except orjson.JSONDecodeError:
                         continue  # only a crash mid-append leaves one: the torn last line of a file
                     if lo <= rec["timestamp"] < hi:
                         yield rec

@@ -1,0 +1,140 @@
+"""`kiln monitor ...`: baselines, monitor runs over captured traffic, ground-truth labels and schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.stack import WorkspaceOption
+
+app = typer.Typer(help="Model Monitor (Evidently): baseline, run, labels, schedule.", no_args_is_help=True,
+                  rich_markup_mode=None)
+EndpointOption = typer.Option(..., "--endpoint", "-e", help="The endpoint whose capture is monitored.")
+
+
+@app.command("baseline")
+def baseline(
+    model: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
+    rebaseline: bool = typer.Option(False, "--rebaseline", help="Make it again even if the version has one."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Statistics and constraints of the training data, holdout quality, bias by facet and the SHAP ranking."""
+    from kiln.monitoring.baseline import create_baseline
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    with engine_output():
+        made, created = create_baseline(ws, model, rebaseline, progress)
+    data = made.data
+    result = {"model": made.model, "made": created, "folder": str(made.folder), "rows": data["rows"],
+              "features": len(data["features"]), "model_quality": data["model_quality"],
+              "facets": [g["facet"] for g in data["bias"]["facets"]],
+              "top_features": [r["feature"] for r in data["attribution"]["ranking"][:5]]}
+    if as_json:
+        print_json(result)
+        return
+    verb = "made" if created else "exists (use --rebaseline to make it again)"
+    out.print(f"baseline of {made.model} {verb}: {made.folder}", markup=False)
+    q = data["model_quality"]
+    out.print(f"  {data['rows']} training rows, {len(data['features'])} features; held-out AUC "
+              f"{q['roc_auc'] or float('nan'):.4f}, accuracy {q['accuracy']:.4f}", markup=False)
+    out.print(f"  facets: {', '.join(result['facets']) or 'none'}", markup=False)
+    out.print(f"  top SHAP features: {', '.join(result['top_features'])}", markup=False)
+
+
+def print_run(result: dict[str, Any]) -> None:
+    """A monitor run for people: status, what each monitor found, the violations, where the outputs went."""
+    if result["status"] == "no_data":
+        window = result["window"]
+        out.print(f"{result['endpoint']}: no data - {result['message']} "
+                  f"(since {window['since'] or 'the start'}, until {window['until']})", markup=False)
+        return
+    monitors = result["monitors"]
+    out.print(f"{result['endpoint']} ({result['model']}): {result['records']} requests, {result['rows']} rows "
+              f"-> {len(result['violations'])} violation(s)", markup=False)
+    drift = monitors["data_drift"]
+    if drift.get("columns"):
+        out.print(f"  data drift: {len(drift['drifted'])} of {len(drift['columns'])} features drifted"
+                  + (f" ({', '.join(drift['drifted'])})" if drift["drifted"] else "")
+                  + (f"; {drift['note']}" if drift.get("note") else ""), markup=False)
+    for key in ("model_quality", "bias_drift", "attribution_drift"):
+        section = monitors[key]
+        if key == "model_quality" and section.get("observed"):
+            o, b = section["observed"], section["baseline"]
+            line = f"AUC {o['roc_auc'] or float('nan'):.4f} (baseline {b['roc_auc'] or float('nan'):.4f}) " \
+                   f"on {section['rows']} labelled rows"
+        elif key == "attribution_drift" and section.get("ndcg") is not None:
+            line = f"NDCG {section['ndcg']:.4f} (threshold {section['threshold']}) on {section['rows']} rows"
+        elif key == "bias_drift" and section.get("facets"):
+            line = f"{sum(f['judged'] for f in section['facets'])} facet(s) judged on {section['rows']} labelled rows"
+        else:
+            line = section.get("note", "-")
+        out.print(f"  {key.replace('_', ' ')}: {line}", markup=False)
+    for v in result["violations"]:
+        out.print(f"  VIOLATION {v['monitor']}: {v['feature']} {v['metric']} = {v['observed']}"
+                  f" (threshold {v['threshold']}): {v['detail']}", markup=False)
+    for alert in result.get("alerts", []):
+        out.print(f"  alert to {alert['url']}: {'sent' if alert['ok'] else 'FAILED'} "
+                  f"({alert.get('status') or alert.get('error')})", markup=False)
+    if result.get("retrain"):
+        out.print(f"  retraining: {result['retrain'].get('summary', result['retrain'])}", markup=False)
+    out.print(f"  report: {result['report']}", markup=False)
+    out.print(f"  violations: {result['violations_file']}", markup=False)
+    out.print(f"  metrics: {result['metrics']}", markup=False)
+
+
+@app.command("run")
+def run(
+    endpoint: str = EndpointOption,
+    since: Optional[str] = typer.Option(None, "--since", help="Window start: ISO time, or a duration back from "
+                                        "now (1h, 30m, 2d). Default: everything captured."),
+    until: Optional[str] = typer.Option(None, "--until", help="Window end (excluded): ISO time or a duration "
+                                        "back from now. Default: now."),
+    webhook: list[str] = typer.Option([], "--webhook", help="POST a JSON alert here on violations (repeatable; "
+                                      "added to settings monitoring.webhooks)."),
+    on_violation: Optional[str] = typer.Option(None, "--on-violation", help="'retrain': on violations, retrain "
+                                               "on fresh data and register the result as challenger."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the four monitors over the endpoint's capture: data quality and drift, model quality, bias, attribution."""
+    from kiln.monitoring.job import monitor_job
+    from kiln.monitoring.window import parse_time
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
+    with engine_output():
+        result = monitor_job(ws, endpoint, start, end, webhook, on_violation, progress)
+    if as_json:
+        print_json(result)
+        return
+    print_run(result)
+
+
+@app.command("labels")
+def labels(
+    path: Path = typer.Argument(..., help="CSV or parquet: an inference id column and a 0/1 label column "
+                                "(a replay log works as it is)."),
+    endpoint: str = EndpointOption,
+    label: Optional[str] = typer.Option(None, "--label", help="The label column (default: 'label', else the "
+                                        "model's own label name)."),
+    id_column: str = typer.Option("inference_id", "--id-column", help="The inference id column."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Ingest ground-truth labels; monitor runs join them to captured predictions by inference id."""
+    from kiln.monitoring.labels import ingest_labels
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    result = ingest_labels(ws, endpoint, path, label, id_column)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"{result['rows']} labels for {endpoint} stored (positive rate {result['positive_rate']}): "
+              f"{result['file']}", markup=False)

@@ -1,0 +1,163 @@
+"""Baselines: what a model version's traffic is compared with, made from its training set and held-out rows.
+
+A baseline holds per-feature statistics and constraints (type, missing share, range or categories,
+distribution summary), a reference sample for drift, the model's quality on its held-out rows, the
+post-training bias metrics by facet, and the SHAP global ranking. It lives at
+WS/monitoring/baselines/NAME-vVERSION/ (baseline.json, reference.parquet) and is logged to the version's run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from kiln.errors import InputError
+from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+BASELINE_FILE = "baseline.json"
+REFERENCE_FILE = "reference.parquet"
+REFERENCE_ROWS = 5000  # Evidently picks distance measures (not p-values) above 1,000 reference rows
+SHAP_ROWS = 200
+THRESHOLD = 0.5  # the decision threshold Kiln models answer with
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Baseline:
+    folder: Path
+    data: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def features(self) -> dict[str, dict[str, Any]]:
+        return self.data["features"]
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        return {name: f["type"] for name, f in self.features.items()}
+
+    def reference(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.read_parquet(self.folder / REFERENCE_FILE)
+
+
+def baseline_folder(ws: Workspace, name: str, version: str) -> Path:
+    return ws.folder("monitoring") / "baselines" / f"{name}-v{version}"
+
+
+def load_baseline(ws: Workspace, name: str, version: str) -> Baseline | None:
+    folder = baseline_folder(ws, name, version)
+    path = folder / BASELINE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Baseline(folder, json.loads(path.read_text()))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not a valid baseline ({exc})",
+                         hint=f"make it again: kiln monitor baseline {name}/{version} --rebaseline") from None
+
+
+def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
+                    progress: Progress = lambda _: None) -> tuple[Baseline, bool]:
+    """The version's baseline, made now unless it exists (``rebaseline`` makes it again); (baseline, made)."""
+    from kiln.registry.versions import get_version
+
+    info = get_version(ws, model_ref)
+    existing = load_baseline(ws, info.name, info.version)
+    if existing is not None and not rebaseline:
+        return existing, False
+    training_set = info.tags.get("kiln.training_set")
+    if not training_set or not Path(training_set).exists():
+        raise InputError(f"{info.name} version {info.version}: its training set "
+                         f"{training_set or '(no kiln.training_set tag)'} is not there to baseline from")
+    folder = baseline_folder(ws, info.name, info.version)
+    stage = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        data = _measure(ws, info, Path(training_set), stage, progress)
+        (stage / BASELINE_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        stage.replace(folder)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if info.run_id:
+        from kiln import tracking
+
+        c = tracking.client(ws)
+        c.log_artifacts(info.run_id, str(folder), "monitoring/baseline")
+        c.set_model_version_tag(info.name, info.version, "kiln.monitor_baseline", str(folder))
+    return Baseline(folder, data), True
+
+
+def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: Progress) -> dict[str, Any]:
+    from kiln.evaluation.holdout import predict_with
+    from kiln.monitoring.profile import feature_kinds, feature_statistics
+    from kiln.training.data import load_training_set
+    from kiln.training.split import split
+
+    data = load_training_set(training_set)
+    model_uri = f"models:/{info.name}/{info.version}"
+    progress(f"profiling {len(data.frame)} rows of {training_set.name}")
+    kinds = feature_kinds(data.frame, data.features)
+    sample = data.frame.sample(n=min(REFERENCE_ROWS, len(data.frame)), random_state=0)
+    sample[data.features].reset_index(drop=True).to_parquet(out / REFERENCE_FILE, index=False)
+    holdout = split(data, int(info.tags.get("kiln.seed", "7"))).test.reset_index(drop=True)
+    progress(f"scoring {len(holdout)} held-out rows")
+    scored = predict_with(model_uri, holdout)
+    return {
+        "model": f"{info.name}/{info.version}",
+        "model_uri": model_uri,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training_set": str(training_set),
+        "label": data.label,
+        "key": data.key,
+        "rows": len(data.frame),
+        "reference_rows": len(sample),
+        "features": feature_statistics(data.frame, kinds),
+        "model_quality": _quality(holdout[data.label].to_numpy(), scored["probability"].to_numpy()),
+        "bias": _bias(ws, data, holdout, scored["prediction"].to_numpy(), progress),
+        "attribution": _attribution(model_uri, holdout[data.features], progress),
+    }
+
+
+def _quality(y: Any, probability: Any) -> dict[str, Any]:
+    from kiln.monitoring.quality import classification_quality
+
+    return {"rows": len(y), "threshold": THRESHOLD, **classification_quality(y, probability, THRESHOLD)[0]}
+
+
+def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, progress: Progress) -> dict[str, Any]:
+    from kiln.clarify.facets import facets_service, with_facets
+    from kiln.evaluation.holdout import PREDICTED, bias_by_facet
+
+    progress("post-training bias by facet on the held-out rows")
+    try:
+        _, protected = facets_service(ws, data)
+        frame = with_facets(ws, data, holdout)
+    except InputError as exc:
+        return {"protected": [], "facets": [], "note": str(exc)}
+    frame[PREDICTED] = predicted
+    return {"protected": protected,
+            "facets": bias_by_facet(frame, data.label, protected, ws.settings.monitoring.min_facet_rows)}
+
+
+def _attribution(model_uri: str, features: "pd.DataFrame", progress: Progress) -> dict[str, Any]:
+    from kiln.monitoring.attribution import global_ranking
+
+    rows = features.sample(n=min(SHAP_ROWS, len(features)), random_state=0).reset_index(drop=True)
+    progress(f"SHAP global ranking on {len(rows)} held-out rows")
+    return global_ranking(model_uri, rows)

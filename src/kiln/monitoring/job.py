@@ -1,0 +1,32 @@
+"""The monitor job: a run, then its alerts and the action on violations. `kiln monitor run`, the local
+schedule and the cluster's CronJob all run this."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.workspace import Workspace
+
+
+def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
+                webhooks: list[str] | tuple[str, ...] = (), on_violation: str | None = None,
+                progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    from kiln.monitoring.alerts import send_alerts
+    from kiln.monitoring.retrain import check_action, retrain
+    from kiln.monitoring.run import run_monitor
+
+    check_action(on_violation)
+    result = run_monitor(ws, endpoint, since, until, progress)
+    if result["violations"]:
+        urls = list(dict.fromkeys([*ws.settings.monitoring.webhooks, *webhooks]))
+        if urls:
+            progress(f"alerting {len(urls)} webhook(s)")
+            result["alerts"] = send_alerts(urls, result)
+        if on_violation == "retrain":
+            result["retrain"] = retrain(ws, result["model"], progress)
+    if "alerts" in result or "retrain" in result:
+        Path(result["outputs"], "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result

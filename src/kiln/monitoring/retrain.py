@@ -1,0 +1,56 @@
+"""The retraining a violation starts: a fresh training set, the served model's family and parameters trained on
+it, and the result registered as challenger behind the gate. This is the command sequence
+`kiln features training-set` -> `kiln train` -> `kiln models register` (the monitor_retrain pipeline runs the
+same steps as pipeline components).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from kiln.errors import InputError
+from kiln.workspace import Workspace
+
+ACTIONS = ("retrain",)
+
+
+def check_action(action: str | None) -> None:
+    if action is not None and action not in ACTIONS:
+        raise InputError(f"--on-violation '{action}': the only action is 'retrain'")
+
+
+def retrain(ws: Workspace, model: str, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Retrain ``model`` (NAME/VERSION) on a training set rebuilt from its labels and today's feature store."""
+    from kiln import tracking
+    from kiln.features.training import build_training_set
+    from kiln.registry.candidate import register_run_model
+    from kiln.registry.versions import get_version
+    from kiln.training.data import load_training_set
+    from kiln.training.families import get_family
+    from kiln.training.run import train
+
+    info = get_version(ws, model)
+    old = load_training_set(Path(info.tags["kiln.training_set"]))
+    labels, service = old.lineage.get("labels"), old.lineage.get("feature_service")
+    if not labels or not service:
+        raise InputError(f"{model}: its training set names no labels or feature service to rebuild it from")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    out = ws.folder("data") / f"retrain-{info.name}-{stamp}.parquet"
+    progress(f"retraining {model}: a fresh training set from {service}")
+    built = build_training_set(ws, Path(labels), service, out)
+    family_name = info.tags.get("kiln.family", "lgbm")
+    family = get_family(family_name)
+    run = tracking.client(ws).get_run(info.run_id) if info.run_id else None
+    params = {k: v for k, v in (run.data.params if run else {}).items() if k in family.params}
+    seed = int(info.tags.get("kiln.seed", "7"))
+    progress(f"training {family_name} on {built.rows} rows with the served version's parameters")
+    trained = train(ws, Path(built.path), family_name, params=params, seed=seed, progress=progress)
+    version, evaluation = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri)
+    ref = f"{version.name}/{version.version}"
+    return {"from": model, "training_set": built.path, "rows": built.rows, "run_id": trained.run_id,
+            "version": ref, "aliases": version.aliases, "gate": version.gate,
+            "test_auc": trained.metrics["test"]["auc"],
+            "summary": f"{ref} registered ({', '.join(version.aliases) or 'no alias'}; gate {version.gate}) "
+                       f"from {built.rows} rows"}
