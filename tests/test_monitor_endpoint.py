@@ -140,3 +140,44 @@ def test_bad_options_are_named(monitored: Path) -> None:
     assert res.code != 0 and "--on-violation 'page-someone'" in res.stderr
     res = run_kiln("monitor", "run", "-e", "nope", "-w", monitored)
     assert res.code != 0 and "nope" in res.stderr
+
+
+def test_a_schedule_runs_in_the_background_and_stops(monitored: Path) -> None:
+    import time
+
+    import httpx
+
+    made = ok("monitor", "schedule", "-e", "churn", "--every", "3s", "-w", monitored)
+    try:
+        sent = ok("endpoint", "replay", "churn", "-d", monitored / "traffic.parquet", "-n", "120", "--rps", "200",
+                  "-w", monitored)
+        assert sent["statuses"] == {"200": 120}
+        deadline, seen = time.monotonic() + 120, 0
+        while time.monotonic() < deadline and seen < 120:
+            time.sleep(1)
+            runs = (monitored / "reports" / "monitor" / "churn").glob("*/result.json")
+            results = [json.loads(p.read_text()) for p in runs]
+            seen = sum(r["rows"] for r in results if r["window"]["since"] is not None)
+        assert seen == 120  # every request lands in exactly one scheduled window
+        status = httpx.get(f"{made['url']}/v1/status", timeout=5).json()
+        assert status["runs"] >= 1 and status["endpoint"] == "churn"
+        listed = ok("monitor", "schedule", "--list", "-w", monitored)
+        assert [(s["endpoint"], s["state"]) for s in listed] == [("churn", "running")]
+        assert "monitor-churn" in run_kiln("status", "-w", monitored).stdout
+    finally:
+        ok("monitor", "schedule", "-e", "churn", "--stop", "-w", monitored)
+    assert ok("monitor", "schedule", "--list", "-w", monitored) == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{made['url']}/health", timeout=2)
+
+
+def test_a_schedule_renders_as_a_valid_cronjob(monitored: Path) -> None:
+    import kubernetes_validate
+
+    cronjob = ok("monitor", "schedule", "-e", "churn", "--every", "15m", "--render")
+    assert cronjob["spec"]["schedule"] == "*/15 * * * *"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"][:4] == \
+        ["kiln", "monitor", "run", "--endpoint"]
+    kubernetes_validate.validate(cronjob, "1.30", strict=True)
+    res = run_kiln("monitor", "schedule", "-e", "churn", "--every", "7m", "--render")
+    assert res.code != 0 and "--every 7m" in res.stderr

@@ -31,6 +31,9 @@ services:
   artifacts:               # the distribution point edge devices pull compiled models from
     host: 127.0.0.1
     port: 6580
+  evidently:               # Evidently's UI: the history of monitor runs
+    host: 127.0.0.1
+    port: 8000
 
 # Uncomment to override what the profile picks, for example:
 # mlflow:

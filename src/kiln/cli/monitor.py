@@ -138,3 +138,67 @@ def labels(
         return
     out.print(f"{result['rows']} labels for {endpoint} stored (positive rate {result['positive_rate']}): "
               f"{result['file']}", markup=False)
+
+
+@app.command("schedule")
+def schedule(
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="The endpoint to monitor."),
+    every: str = typer.Option("1h", "--every", help="Interval between runs: 30s, 15m, 1h, 1d. Each run monitors "
+                              "the window since the one before."),
+    webhook: list[str] = typer.Option([], "--webhook", help="POST a JSON alert here on violations (repeatable)."),
+    on_violation: Optional[str] = typer.Option(None, "--on-violation", help="'retrain' on violations."),
+    stop: bool = typer.Option(False, "--stop", help="Stop the endpoint's schedule and forget it."),
+    list_all: bool = typer.Option(False, "--list", help="List the schedules, their state and last runs."),
+    render: bool = typer.Option(False, "--render", help="Print the Kubernetes CronJob that runs this schedule in a "
+                                "cluster instead of starting it here."),
+    image: str = typer.Option("ghcr.io/kiln-ml/kiln:0.1.0", "--image", help="Image of the rendered CronJob."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the monitors in the background every interval (locally); --render gives the cluster's CronJob."""
+    from kiln.errors import InputError
+    from kiln.monitoring import schedule as schedules
+
+    if list_all:
+        from kiln.workspace import open_workspace
+
+        listed = schedules.list_schedules(open_workspace(workspace))
+        if as_json:
+            print_json(listed)
+            return
+        for s in listed or []:
+            out.print(f"{s['endpoint']}: every {s['every']}, {s['state']}; runs {s.get('runs', 0)}, last "
+                      f"{s.get('last_status', '-')} ({s.get('last_violations', 0)} violations), next "
+                      f"{s.get('next_run', '-')}", markup=False)
+        if not listed:
+            out.print("no monitor schedules", markup=False)
+        return
+    if endpoint is None:
+        raise InputError("give --endpoint NAME (or --list)")
+    if render:
+        import yaml
+
+        cronjob = schedules.render_cronjob(endpoint, every, image, on_violation=on_violation)
+        if as_json:
+            print_json(cronjob)
+        else:
+            typer.echo(yaml.safe_dump(cronjob, sort_keys=False), nl=False)
+        return
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    if stop:
+        schedules.delete_schedule(ws, endpoint)
+        if as_json:
+            print_json({"endpoint": endpoint, "stopped": True})
+        else:
+            out.print(f"monitor schedule of {endpoint} stopped", markup=False)
+        return
+    made = schedules.create_schedule(ws, endpoint, every, webhook, on_violation, progress)
+    if as_json:
+        print_json(made)
+        return
+    out.print(f"monitoring {endpoint} every {every} in the background ({made['service']}, {made['url']}/v1/status); "
+              f"log: {made['log']}", markup=False)
+    out.print(f"  reports: {ws.folder('reports') / 'monitor' / endpoint}/; stop with "
+              f"`kiln monitor schedule -e {endpoint} --stop`", markup=False)

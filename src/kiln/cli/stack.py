@@ -53,28 +53,35 @@ def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) 
     from kiln.serving.local import start_deployed
 
     states += start_deployed(ws, progress)
+    from kiln.monitoring.schedule import schedule_services
+
+    for spec in schedule_services(ws):  # monitor schedules run again where they were
+        states.append(start(ws.state_dir, spec, progress)[0])
     _show(states, as_json, ws.root)
 
 
 def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Show each local service: running or not, URL, pid and log file."""
+    from kiln.monitoring.schedule import schedule_services
     from kiln.serving.local import all_services
     from kiln.stack import local_services
     from kiln.stack import status as service_status
 
     ws = _local_workspace(workspace)
-    _show([service_status(ws.state_dir, spec) for spec in [*local_services(ws), *all_services(ws)]], as_json,
-          ws.root)
+    specs = [*local_services(ws), *all_services(ws), *schedule_services(ws)]
+    _show([service_status(ws.state_dir, spec) for spec in specs], as_json, ws.root)
 
 
 def down(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Stop the local services and the deployed endpoints' processes of the workspace."""
+    from kiln.monitoring.schedule import schedule_services
     from kiln.serving.local import all_services
     from kiln.stack import local_services, stop
 
     ws = _local_workspace(workspace)
-    # Endpoints stop too; they stay deployed, and the next `kiln up` starts them again.
-    stopped = [spec.name for spec in [*all_services(ws), *reversed(local_services(ws))] if stop(ws.state_dir, spec)]
+    # Endpoints and schedules stop too; they stay defined, and the next `kiln up` starts them again.
+    specs = [*schedule_services(ws), *all_services(ws), *reversed(local_services(ws))]
+    stopped = [spec.name for spec in specs if stop(ws.state_dir, spec)]
     if as_json:
         print_json({"workspace": str(ws.root), "stopped": stopped})
         return

@@ -17,8 +17,10 @@ def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     from kiln.monitoring.alerts import send_alerts
     from kiln.monitoring.retrain import check_action, retrain
     from kiln.monitoring.run import run_monitor
+    from kiln.monitoring.schedule import check_webhooks
 
     check_action(on_violation)
+    check_webhooks(list(webhooks))
     result = run_monitor(ws, endpoint, since, until, progress)
     if result["violations"]:
         urls = list(dict.fromkeys([*ws.settings.monitoring.webhooks, *webhooks]))

@@ -82,6 +82,26 @@ def artifact_server(ws: Workspace) -> ServiceSpec:
     )
 
 
+def evidently_ui(ws: Workspace) -> ServiceSpec:
+    """Evidently's UI over the workspace's monitor history (one project per monitored endpoint)."""
+    from kiln.monitoring.history import evidently_folder
+
+    s = ws.settings.services.evidently
+    folder = evidently_folder(ws)
+    return ServiceSpec(
+        name="evidently",
+        command=[str(Path(sys.executable).with_name("evidently")), "ui", "--workspace", str(folder),
+                 "--host", s.host, "--port", str(s.port)],
+        host=s.host,
+        port=s.port,
+        health_path="/api/version",
+        setting="services.evidently.port",
+        start_timeout=90.0,
+        env={"DO_NOT_TRACK": "1"},  # no usage reports from the UI
+        prepare=lambda: folder.mkdir(parents=True, exist_ok=True),
+    )
+
+
 def local_services(ws: Workspace) -> list[ServiceSpec]:
     """Every service of the local stack, in start order."""
-    return [mlflow_server(ws), feature_server(ws), artifact_server(ws)]
+    return [mlflow_server(ws), feature_server(ws), artifact_server(ws), evidently_ui(ws)]

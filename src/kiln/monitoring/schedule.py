@@ -1,0 +1,172 @@
+"""Monitor schedules: `kiln monitor schedule` runs the monitor job every interval in a background process.
+
+Each schedule is a file (WS/monitoring/schedules/ENDPOINT.json) and a loopback service `monitor-ENDPOINT`
+(kiln.monitoring.scheduler) that `kiln status` lists, `kiln down` stops and `kiln up` starts again. Each
+tick monitors the window since the previous tick. In a cluster the same job runs as a CronJob
+(render_cronjob), `kiln monitor run --since EVERY`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import InputError
+from kiln.monitoring.window import parse_duration
+from kiln.stack.process import ServiceSpec
+from kiln.workspace import Workspace
+
+FIRST_PORT = 6590
+MIN_SECONDS = 1.0
+
+
+def schedules_folder(ws: Workspace) -> Path:
+    return ws.folder("monitoring") / "schedules"
+
+
+def schedule_file(ws: Workspace, endpoint: str) -> Path:
+    return schedules_folder(ws) / f"{endpoint}.json"
+
+
+def state_file(ws: Workspace, endpoint: str) -> Path:
+    return schedules_folder(ws) / f"{endpoint}.state.json"
+
+
+def read_schedule(ws: Workspace, endpoint: str) -> dict[str, Any] | None:
+    path = schedule_file(ws, endpoint)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def service(ws: Workspace, schedule: dict[str, Any]) -> ServiceSpec:
+    host = ws.settings.services.mlflow.host
+    return ServiceSpec(
+        name=f"monitor-{schedule['endpoint']}",
+        command=[sys.executable, "-m", "kiln.monitoring.scheduler", "--workspace", str(ws.root),
+                 "--endpoint", schedule["endpoint"], "--host", host, "--port", str(schedule["port"])],
+        host=host, port=schedule["port"], health_path="/health", setting=f"monitor schedule {schedule['endpoint']}",
+        start_timeout=60.0,
+    )
+
+
+def all_schedules(ws: Workspace) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(schedules_folder(ws).glob("*.json"))
+            if not p.name.endswith(".state.json")]
+
+
+def schedule_services(ws: Workspace) -> list[ServiceSpec]:
+    return [service(ws, s) for s in all_schedules(ws)]
+
+
+def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str], on_violation: str | None,
+                    progress: Any = lambda _: None) -> dict[str, Any]:
+    """Write the schedule and start (or restart) its process; the first run comes one interval from now."""
+    from kiln.monitoring.endpoint import capture_root
+    from kiln.monitoring.retrain import check_action
+    from kiln.serving.local import free_ports
+    from kiln.stack.process import start, stop
+
+    seconds = parse_duration(every, "--every").total_seconds()
+    if seconds < MIN_SECONDS:
+        raise InputError(f"--every {every}: at least {MIN_SECONDS:g}s")
+    check_action(on_violation)
+    check_webhooks(webhooks)
+    capture_root(ws, endpoint)  # an unknown endpoint, or one that captures nothing, is refused here
+    old = read_schedule(ws, endpoint)
+    if old is not None:
+        stop(ws.state_dir, service(ws, old))
+    taken = {s["port"] for s in all_schedules(ws) if s["endpoint"] != endpoint}
+    [port] = free_ports(ws.settings.services.mlflow.host, FIRST_PORT, 1, taken)
+    schedule = {"endpoint": endpoint, "every": every, "every_seconds": seconds, "webhooks": webhooks,
+                "on_violation": on_violation, "port": port}
+    write_json(schedule_file(ws, endpoint), schedule)
+    state, _ = start(ws.state_dir, service(ws, schedule), progress)
+    return {**schedule, "service": state.name, "url": state.url, "log": state.log}
+
+
+def delete_schedule(ws: Workspace, endpoint: str) -> bool:
+    """Stop the schedule's process and forget it (its runs' reports stay)."""
+    from kiln.stack.process import stop
+
+    schedule = read_schedule(ws, endpoint)
+    if schedule is None:
+        raise InputError(f"no monitor schedule for endpoint {endpoint}",
+                         hint="list them with `kiln monitor schedule --list`")
+    stop(ws.state_dir, service(ws, schedule))
+    schedule_file(ws, endpoint).unlink()
+    return True
+
+
+def list_schedules(ws: Workspace) -> list[dict[str, Any]]:
+    from kiln.stack.process import status
+
+    out = []
+    for schedule in all_schedules(ws):
+        state = state_file(ws, schedule["endpoint"])
+        last = json.loads(state.read_text()) if state.is_file() else {}
+        out.append({**schedule, "state": status(ws.state_dir, service(ws, schedule)).state, **last})
+    return out
+
+
+def check_webhooks(urls: list[str]) -> None:
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise InputError(f"--webhook '{url}': not an http(s) URL")
+
+
+def cron_expression(every: str) -> str:
+    """The CronJob schedule for an interval of whole minutes or hours that divide the next unit, or whole days."""
+    seconds = int(parse_duration(every, "--every").total_seconds())
+    days, hours, minutes = seconds // 86400, seconds // 3600, seconds // 60
+    if seconds % 86400 == 0:
+        return "0 0 * * *" if days == 1 else f"0 0 */{days} * *"
+    if seconds % 3600 == 0 and 24 % hours == 0:
+        return "0 * * * *" if hours == 1 else f"0 */{hours} * * *"
+    if seconds % 60 == 0 and 60 % minutes == 0:
+        return "* * * * *" if minutes == 1 else f"*/{minutes} * * * *"
+    raise InputError(f"--every {every}: a CronJob runs on whole minutes or hours that divide an hour or a day "
+                     "evenly, or on whole days (5m, 15m, 1h, 6h, 1d)")
+
+
+def render_cronjob(endpoint: str, every: str, image: str, namespace: str = "kiln",
+                   on_violation: str | None = None) -> dict[str, Any]:
+    """The Kubernetes CronJob that runs this schedule's job in a cluster (the Helm chart templates the same)."""
+    command = ["kiln", "monitor", "run", "--endpoint", endpoint, "--since", every, "--json"]
+    if on_violation:
+        command += ["--on-violation", on_violation]
+    labels = {"app.kubernetes.io/name": "kiln", "app.kubernetes.io/component": "monitor",
+              "kiln.dev/endpoint": endpoint}
+    return {
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": f"kiln-monitor-{endpoint}", "namespace": namespace, "labels": labels},
+        "spec": {
+            "schedule": cron_expression(every), "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+            "jobTemplate": {"spec": {"backoffLimit": 1, "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "restartPolicy": "Never", "serviceAccountName": "kiln-monitor",
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "monitor", "image": image, "command": command,
+                        "env": [{"name": "KILN_PROFILE", "value": "cluster"}],
+                        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                      "limits": {"cpu": "2", "memory": "4Gi"}},
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            }}},
+        },
+    }
