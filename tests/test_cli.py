@@ -141,3 +141,8 @@ def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
     assert canary["primary_now"] == "models:/churn/2" and canary["statuses"] == {"200": 800}
     captured = list((tmp_path / "ws" / "capture").rglob("*.jsonl"))
     assert captured, "the endpoint wrote no capture files"
+    monitored = steps["monitor traffic that drifts halfway: data, quality, bias, attribution (Evidently)"]
+    assert monitored["requests"] == 800 and monitored["model"] == "churn/2" and monitored["status"] == "violations"
+    assert {"usage_minutes_7d_mean", "usage_minutes_30d_mean"} <= set(monitored["drifted_features"].split(", "))
+    assert Path(monitored["report"]).is_file() and Path(monitored["violations_file"]).is_file()
+    assert "data_drift: usage_minutes_7d_mean" in res.stdout and monitored["report"] in res.stdout

@@ -23,6 +23,9 @@ DEMO_MAX_ITERATIONS = 9
 DEMO_MODEL = "churn"
 DEMO_ENDPOINT = "churn"
 DEMO_REPLAY_ROWS = 400
+DEMO_MONITOR_ROWS = 800
+# The second half of the monitored traffic: customers using far less than the model was trained on.
+DEMO_DRIFT = {"usage_minutes_7d_mean": -1.5, "usage_minutes_30d_mean": -1.5}
 
 
 @dataclass
@@ -276,6 +279,41 @@ def _canary(ctx: DemoContext) -> dict[str, Any]:
             "stop_with": f"kiln endpoint delete {DEMO_ENDPOINT} (or kiln down)"}
 
 
+def _monitor(ctx: DemoContext) -> dict[str, Any]:
+    import pandas as pd
+
+    from kiln.monitoring.labels import ingest_labels
+    from kiln.monitoring.run import run_monitor
+    from kiln.monitoring.simulate import drift_halfway
+    from kiln.serving.replay import replay
+    from kiln.workspace import open_workspace
+
+    if ctx.training_set is None:
+        raise EnvironmentProblem("no training set to draw traffic from: the training-set step did not run")
+    ws = open_workspace(ctx.root)
+    start = datetime.now(timezone.utc)
+    rows = pd.read_parquet(ctx.training_set).tail(DEMO_MONITOR_ROWS)
+    traffic = ctx.root / "data" / "monitor_traffic.parquet"
+    drift_halfway(rows, DEMO_DRIFT, seed=DEMO_SEED).to_parquet(traffic, index=False)
+    ctx.progress(f"traffic whose second half drifts: {', '.join(DEMO_DRIFT)} moved by -1.5 deviations")
+    sent = replay(ws, DEMO_ENDPOINT, traffic, rps=200, progress=ctx.progress)
+    time.sleep(1.5)  # the capture writer flushes every 0.5 s
+    ingest_labels(ws, DEMO_ENDPOINT, Path(sent["log"]))  # the replay log holds each request's true label
+    result = run_monitor(ws, DEMO_ENDPOINT, since=start, progress=ctx.progress)
+    found = [f"{v['monitor']}: {v['feature']} {v['metric']} {v['observed']} (threshold {v['threshold']})"
+             for v in result["violations"]]
+    monitors = result["monitors"]
+    quality = monitors["model_quality"].get("observed") or {}
+    return {"requests": result["records"], "model": result["model"], "status": result["status"],
+            "violations": len(found), **{f"violation {i}": text for i, text in enumerate(found, 1)},
+            "drifted_features": ", ".join(monitors["data_drift"].get("drifted", [])) or "none",
+            "live_auc": round(quality["roc_auc"], 4) if quality.get("roc_auc") else "-",
+            "attribution_ndcg": monitors["attribution_drift"].get("ndcg", "-"),
+            "report": result["report"], "violations_file": result["violations_file"],
+            "history": "`kiln up`, then Evidently's UI at "
+                       f"http://{ws.settings.services.evidently.host}:{ws.settings.services.evidently.port}"}
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("check the environment", _environment),
     ("create the workspace", _workspace),
@@ -292,6 +330,7 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("deploy the champion as an endpoint, the challenger as its shadow (KServe)", _deploy_with_shadow),
     ("replay traffic through it and compare the shadow", _replay_and_compare),
     ("roll the challenger out by canary under guardrails", _canary),
+    ("monitor traffic that drifts halfway: data, quality, bias, attribution (Evidently)", _monitor),
 ]
 
 

@@ -30,18 +30,23 @@ LABEL = "label"
 
 
 def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
-                progress: Progress = lambda _: None) -> dict[str, Any]:
-    """Run every monitor over ``endpoint``'s capture in [since, until) and write the run's outputs."""
+                progress: Progress = lambda _: None, model: str | None = None,
+                capture: Path | None = None) -> dict[str, Any]:
+    """Run every monitor over ``endpoint``'s capture in [since, until) and write the run's outputs.
+
+    ``model`` (NAME/VERSION) and ``capture`` (the capture root) default to what the deployed endpoint serves
+    and writes; given, they monitor a capture store no local endpoint owns (a cluster's, a benchmark's).
+    """
     from kiln.monitoring.baseline import create_baseline
     from kiln.monitoring.endpoint import capture_root, served_version
     from kiln.monitoring.traffic import read_traffic
 
     until = until or datetime.now(timezone.utc)
-    model = served_version(ws, endpoint)
+    model = model or served_version(ws, endpoint)
     baseline, made = create_baseline(ws, model, progress=progress)
     if made:
         progress(f"made the baseline of {model} (it had none): {baseline.folder}")
-    root = capture_root(ws, endpoint)
+    root = capture or capture_root(ws, endpoint)
     run = f"monitor-{until.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out = ws.folder("reports") / "monitor" / endpoint / run
     out.mkdir(parents=True, exist_ok=True)
