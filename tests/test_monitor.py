@@ -130,6 +130,7 @@ def test_capture_rows_that_break_the_schema_are_violations_not_crashes(tmp_path:
         record(45, {"unparsed": "<xml>not json</xml>"}, 400),  # not a prediction body
         record(46, [1, 2, 3], 400),
         record(47, {"instances": [[410, "standard", 61.0]]}),  # a row as a list in schema order
+        record(50, {"instances": [[410, "standard", 61.0, 7]]}, 400),  # one value too many
         record(48, {"inputs": [{"name": "tenure_days", "datatype": "INT64", "shape": [1], "data": [12]},
                                {"name": "plan", "datatype": "BYTES", "shape": [1], "data": ["basic"]},
                                {"name": "monthly_charges", "datatype": "FP64", "shape": [1], "data": [25.0]}]}),
@@ -138,19 +139,19 @@ def test_capture_rows_that_break_the_schema_are_violations_not_crashes(tmp_path:
     ]
     write_capture(tmp_path, records)
     traffic = read_traffic(tmp_path, "toy", kinds)
-    assert (traffic.records, traffic.shadow_records, traffic.unparseable, traffic.rows) == (49, 1, 2, 47)
+    assert (traffic.records, traffic.shadow_records, traffic.unparseable, traffic.rows) == (50, 1, 2, 48)
     found, observed = check_constraints(stats, traffic, LIMITS)
     by = {(v.feature, v.metric): v for v in found}
-    assert by[("tenure_days", "wrong_type")].observed == pytest.approx(1 / 47, abs=1e-6)
+    assert by[("tenure_days", "wrong_type")].observed == pytest.approx(1 / 48, abs=1e-6)
     assert "four hundred" in by[("tenure_days", "wrong_type")].detail
     assert ("tenure_days", "missing_column") in by
-    assert ("coupon", "new_column") in by
+    assert ("coupon", "new_column") in by and ("value[3]", "new_column") in by
     assert "'platinum' (1)" in by[("plan", "new_category")].detail
-    assert by[("monthly_charges", "out_of_range_share")].observed == pytest.approx(1 / 47, abs=1e-6)
+    assert by[("monthly_charges", "out_of_range_share")].observed == pytest.approx(1 / 48, abs=1e-6)
     assert by[("*", "unparseable_requests")].observed == 2
     # The bad value and the missing column are not counted again as missing values sent as null.
     assert observed["tenure_days"]["missing_share"] == 0.0
-    assert traffic.frame["tenure_days"].notna().sum() == 45
+    assert traffic.frame["tenure_days"].notna().sum() == 46
 
 
 def test_an_empty_capture_reads_as_no_rows(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln.errors import KilnError
 from kiln.workspace import Workspace
 
 
@@ -28,7 +29,10 @@ def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, unt
             progress(f"alerting {len(urls)} webhook(s)")
             result["alerts"] = send_alerts(urls, result)
         if on_violation == "retrain":
-            result["retrain"] = retrain(ws, result["model"], progress)
+            try:
+                result["retrain"] = retrain(ws, result["model"], progress)
+            except KilnError as exc:  # the run's findings stand; the failed retraining is part of them
+                result["retrain"] = {"error": str(exc), "summary": f"FAILED: {exc}"}
     if "alerts" in result or "retrain" in result:
         Path(result["outputs"], "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -51,8 +51,9 @@ def _instances(request: Any, names: list[str]) -> list[dict[str, Any]] | None:
         rows = request["instances"]
         if all(isinstance(r, dict) for r in rows):
             return rows
-        if all(isinstance(r, list) for r in rows):
-            return [dict(zip(names, r)) for r in rows]  # lists are in schema order
+        if all(isinstance(r, list) for r in rows):  # lists are in schema order; extra values are unknown columns
+            return [{**dict(zip(names, r)), **{f"value[{i}]": v for i, v in enumerate(r) if i >= len(names)}}
+                    for r in rows]
         return None
     if isinstance(request.get("inputs"), list):  # V2: one tensor per feature
         columns = {i.get("name"): i.get("data") for i in request["inputs"] if isinstance(i, dict)}
