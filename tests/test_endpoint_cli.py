@@ -65,8 +65,9 @@ def test_deploy_invoke_status_restart_and_delete(ws: Path) -> None:
 
     captured = list((ws / "capture" / "endpoint=toy").glob("hour=*/*.jsonl"))
     assert captured, "capture files are written under the workspace's capture store"
-    for _ in range(20):
-        ok("endpoint", "invoke", "toy", "--data", json.dumps({"instances": ROWS}), "-w", ws)
+    front = ok("endpoint", "status", "toy", "-w", ws)["url"]
+    for _ in range(20):  # straight to the front: a `kiln` process per request would cost a second each
+        assert httpx.post(f"{front}/v1/models/toy:predict", json={"instances": ROWS}, timeout=30).status_code == 200
     import time
 
     time.sleep(1.0)  # the front flushes capture every 0.2 s
