@@ -151,7 +151,8 @@ def schedule(
     list_all: bool = typer.Option(False, "--list", help="List the schedules, their state and last runs."),
     render: bool = typer.Option(False, "--render", help="Print the Kubernetes CronJob that runs this schedule in a "
                                 "cluster instead of starting it here."),
-    image: str = typer.Option("ghcr.io/kiln-ml/kiln:0.1.0", "--image", help="Image of the rendered CronJob."),
+    image: str = typer.Option("kiln:0.1.0", "--image", help="Image of the rendered CronJob: the platform image, "
+                              "as your cluster pulls it."),
     workspace: Optional[Path] = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
