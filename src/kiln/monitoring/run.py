@@ -206,21 +206,16 @@ def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", 
     key = baseline.data.get("key")
     if not key or key not in labelled.columns or TIME_COLUMN not in labelled.columns:
         return labelled.copy()  # bias_drift says what is missing
+    import pandas as pd
+
     from kiln.clarify.facets import with_facets
     from kiln.training.data import load_training_set
 
     progress(f"facets of {len(labelled)} labelled rows from the feature store")
     data = load_training_set(Path(baseline.data["training_set"]))
     rows = labelled.copy()
-    rows[TIME_COLUMN] = _utc(rows[TIME_COLUMN])
+    rows[TIME_COLUMN] = pd.to_datetime(rows[TIME_COLUMN], utc=True)
     return with_facets(ws, data, rows.reset_index(drop=True))
-
-
-def _utc(column: "pd.Series") -> "pd.Series":
-    import pandas as pd
-
-    times = pd.to_datetime(column, utc=True)
-    return times
 
 
 def _attribution(baseline: "Baseline", traffic: Traffic, ws: Workspace,
