@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from kiln import __version__
-from kiln.cli import clarify, compile, data, edge, endpoint, features, models, monitor, stack, training
+from kiln.cli import clarify, compile, data, edge, endpoint, features, models, monitor, pipeline, stack, training
 from kiln.cli.output import JsonOption, err, out, print_json, to_plain
 from kiln.errors import KilnError, ValidationFailed
 
@@ -34,6 +34,7 @@ app.add_typer(endpoint.app, name="endpoint")
 app.add_typer(compile.app, name="artifacts")
 app.add_typer(edge.app, name="edge")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(pipeline.app, name="pipeline")
 app.command("up")(stack.up)
 app.command("status")(stack.status)
 app.command("down")(stack.down)

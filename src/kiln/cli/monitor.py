@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from kiln import IMAGE
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
 
@@ -151,7 +152,7 @@ def schedule(
     list_all: bool = typer.Option(False, "--list", help="List the schedules, their state and last runs."),
     render: bool = typer.Option(False, "--render", help="Print the Kubernetes CronJob that runs this schedule in a "
                                 "cluster instead of starting it here."),
-    image: str = typer.Option("kiln:0.1.0", "--image", help="Image of the rendered CronJob: the platform image, "
+    image: str = typer.Option(IMAGE, "--image", help="Image of the rendered CronJob: the platform image, "
                               "as your cluster pulls it."),
     workspace: Optional[Path] = WorkspaceOption,
     as_json: bool = JsonOption,

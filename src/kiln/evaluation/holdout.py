@@ -24,6 +24,8 @@ class Evaluation:
     champion: dict[str, Any] | None  # {"uri", "metrics"} or {"uri", "note"} when it cannot score these rows
     bias: list[dict[str, Any]] = field(default_factory=list)
     decision: GateDecision | None = None
+    # The held-out labels and the challenger's probabilities, for curves; not part of the recorded result.
+    scores: tuple[Any, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "threshold": self.threshold, "challenger": self.challenger,
@@ -105,4 +107,4 @@ def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame
     gated = [g for g in bias if "note" not in g]
     decision = decide(policy, challenger["auc"], (champion or {}).get("metrics", {}).get("auc"), gated)
     return Evaluation(rows=len(holdout), threshold=threshold, challenger=challenger, champion=champion,
-                      bias=bias, decision=decision)
+                      bias=bias, decision=decision, scores=(y, scored["probability"].to_numpy()))

@@ -13,6 +13,7 @@ from kiln.workspace import Workspace
 LINEAGE_TAGS = ("kiln.family", "kiln.seed", "kiln.code_version", "kiln.dataset", "kiln.dataset_content_hash",
                 "kiln.feature_service", "kiln.feature_views", "kiln.training_set", "kiln.training_set_sha256",
                 "kiln.tuning_job")
+GATE_FILE = "evaluation/gate.json"
 
 
 def feature_service_version(ws: Workspace, service: str) -> str:
@@ -28,22 +29,26 @@ def feature_service_version(ws: Workspace, service: str) -> str:
 def register_run_model(ws: Workspace, name: str, run_id: str, progress: Callable[[str], None] = lambda _: None,
                        model_uri: str | None = None) -> tuple[VersionInfo, Evaluation]:
     """Evaluate the model the run logged on its own held-out rows, then register it with alias challenger."""
+    evaluation, model_uri = evaluate_run_model(ws, name, run_id, progress, model_uri)
+    return register_evaluated(ws, name, run_id, model_uri, evaluation.to_dict()), evaluation
+
+
+def evaluate_run_model(ws: Workspace, name: str, run_id: str, progress: Callable[[str], None] = lambda _: None,
+                       model_uri: str | None = None) -> tuple[Evaluation, str]:
+    """Score the run's model (and ``name``'s champion) on the run's held-out rows and apply the gate.
+
+    The result is logged with the run as evaluation/gate.json, where registration reads it.
+    """
     from kiln import tracking
     from kiln.evaluation.holdout import evaluate_candidate
-    from kiln.registry.versions import NAME_RE, champion_uri, register
+    from kiln.registry.versions import champion_uri
     from kiln.training.data import load_training_set
     from kiln.training.split import split
 
-    if not NAME_RE.match(name):
-        raise InputError(f"model name '{name}': use letters, digits, '.', '_' and '-'")
+    _check_name(name)
     c = tracking.client(ws)
-    try:
-        run = c.get_run(run_id)
-    except Exception:  # noqa: BLE001 - MLflow's not-found error
-        raise InputError(f"no MLflow run '{run_id}' in {ws.settings.mlflow.tracking_uri}") from None
+    run = _get_run(ws, c, run_id)
     tags = run.data.tags
-    if "kiln.training_set" not in tags:
-        raise InputError(f"run {run_id} was not made by `kiln train` or `kiln tune`: it names no training set")
     model_uri = model_uri or _logged_model_uri(c, run)
     data = load_training_set(Path(tags["kiln.training_set"]))
     if data.lineage["training_set_sha256"] != tags.get("kiln.training_set_sha256"):
@@ -52,12 +57,53 @@ def register_run_model(ws: Workspace, name: str, run_id: str, progress: Callable
     champion = champion_uri(ws, name)
     progress(f"evaluating on {len(holdout)} held-out rows" + (f" against {champion}" if champion else ""))
     evaluation = evaluate_candidate(ws, data, holdout, model_uri, champion, progress=progress)
-    c.log_dict(run_id, evaluation.to_dict(), "evaluation/gate.json")
+    c.log_dict(run_id, evaluation.to_dict(), GATE_FILE)
+    return evaluation, model_uri
+
+
+def register_evaluated(ws: Workspace, name: str, run_id: str, model_uri: str, evaluation: dict[str, Any],
+                       extra_tags: dict[str, str] | None = None) -> VersionInfo:
+    """Register ``model_uri`` with the run's lineage and the gate result of ``evaluation`` (as logged)."""
+    from kiln import tracking
+    from kiln.registry.versions import register
+
+    _check_name(name)
+    tags = _get_run(ws, tracking.client(ws), run_id).data.tags
     lineage = {k: tags[k] for k in LINEAGE_TAGS if k in tags}
     lineage["kiln.feature_service_version"] = feature_service_version(ws, tags.get("kiln.feature_service", ""))
-    lineage["kiln.test_auc"] = f"{evaluation.challenger['auc']:.4f}" if evaluation.challenger["auc"] else ""
-    version = register(ws, name, model_uri, run_id, lineage, evaluation.decision.to_dict())
-    return version, evaluation
+    auc = evaluation["challenger"]["auc"]
+    lineage["kiln.test_auc"] = f"{auc:.4f}" if auc else ""
+    return register(ws, name, model_uri, run_id, {**lineage, **(extra_tags or {})}, evaluation["gate"])
+
+
+def logged_evaluation(ws: Workspace, run_id: str) -> dict[str, Any]:
+    """The evaluation an earlier `evaluate_run_model` logged with the run."""
+    import mlflow
+
+    from kiln import tracking
+
+    tracking.client(ws)
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{GATE_FILE}")
+    except Exception:  # noqa: BLE001 - MLflow's not-found error
+        raise InputError(f"run {run_id} has no {GATE_FILE}: evaluate it before registering it") from None
+
+
+def _check_name(name: str) -> None:
+    from kiln.registry.versions import NAME_RE
+
+    if not NAME_RE.match(name):
+        raise InputError(f"model name '{name}': use letters, digits, '.', '_' and '-'")
+
+
+def _get_run(ws: Workspace, c: Any, run_id: str) -> Any:
+    try:
+        run = c.get_run(run_id)
+    except Exception:  # noqa: BLE001 - MLflow's not-found error
+        raise InputError(f"no MLflow run '{run_id}' in {ws.settings.mlflow.tracking_uri}") from None
+    if "kiln.training_set" not in run.data.tags:
+        raise InputError(f"run {run_id} was not made by `kiln train` or `kiln tune`: it names no training set")
+    return run
 
 
 def _logged_model_uri(c: Any, run: Any) -> str:

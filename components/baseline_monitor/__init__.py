@@ -1,0 +1,1 @@
+"""KFP component baseline_monitor (see its README)."""

@@ -1,0 +1,1 @@
+"""KFP component build_training_set (see its README)."""

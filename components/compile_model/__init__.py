@@ -1,0 +1,1 @@
+"""KFP component compile_model (see its README)."""

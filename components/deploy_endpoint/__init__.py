@@ -1,0 +1,1 @@
+"""KFP component deploy_endpoint (see its README)."""

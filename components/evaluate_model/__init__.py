@@ -1,0 +1,1 @@
+"""KFP component evaluate_model (see its README)."""

@@ -1,0 +1,1 @@
+"""KFP component explain_model (see its README)."""

@@ -1,0 +1,1 @@
+"""KFP component ingest_features (see its README)."""

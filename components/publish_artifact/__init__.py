@@ -1,0 +1,1 @@
+"""KFP component publish_artifact (see its README)."""

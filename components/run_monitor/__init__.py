@@ -1,0 +1,1 @@
+"""KFP component run_monitor (see its README)."""

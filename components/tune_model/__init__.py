@@ -1,0 +1,1 @@
+"""KFP component tune_model (see its README)."""

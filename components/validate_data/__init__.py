@@ -1,0 +1,1 @@
+"""KFP component validate_data (see its README)."""

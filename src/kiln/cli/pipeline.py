@@ -1,0 +1,96 @@
+"""`kiln pipeline ...`: list, compile to KFP IR YAML, run locally (kfp.local) or on a KFP API server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.stack import WorkspaceOption
+from kiln.errors import InputError
+
+app = typer.Typer(help="Kubeflow Pipelines: list, compile, run.", no_args_is_help=True, rich_markup_mode=None)
+NameArgument = typer.Argument(..., help="A pipeline's name (`kiln pipeline list`) or a .py file defining one.")
+
+
+@app.command("list")
+def list_(as_json: bool = JsonOption) -> None:
+    """The pipelines Kiln ships, with their parameters and defaults."""
+    from kiln.workflow.catalog import describe, pipeline_names
+
+    found = [describe(name) for name in pipeline_names()]
+    if as_json:
+        print_json(found)
+        return
+    for info in found:
+        out.print(f"{info.name}: {info.description}", markup=False)
+        out.print("  " + ", ".join(f"{k}={v!r}" for k, v in info.parameters.items()), markup=False)
+
+
+@app.command("compile")
+def compile_(
+    name: str = NameArgument,
+    output: Path = typer.Option(..., "--output", "-o", help="YAML file to write (upload it in the KFP UI)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Compile a pipeline to KFP IR YAML and check it: a valid spec, an image and a command for every step."""
+    from kiln.workflow.catalog import load_pipeline
+    from kiln.workflow.ir import compile_pipeline
+
+    summary = compile_pipeline(load_pipeline(name), output)
+    if as_json:
+        print_json(summary)
+        return
+    out.print(f"{summary['pipeline']}: {summary['executors']} steps, image {', '.join(summary['images'])} "
+              f"-> {summary['file']}", markup=False)
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--param '{item}': expected NAME=VALUE")
+        params[key.strip()] = value
+    return params
+
+
+@app.command("run")
+def run(
+    name: str = NameArgument,
+    param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable; lists as a,b,c or JSON."),
+    host: Optional[str] = typer.Option(None, "--host", help="Submit to the KFP API server at this URL instead of "
+                                       "running here."),
+    workspace: Optional[Path] = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a pipeline here (each step a process, outputs under WS/pipelines/runs), or submit it with --host."""
+    from kiln.workflow.catalog import load_pipeline
+    from kiln.workflow.local_run import coerce_parameters
+
+    pipeline = load_pipeline(name)
+    params = coerce_parameters(pipeline, _parse_params(param))
+    if host:
+        from kiln.workflow.remote import submit
+
+        result = submit(host, pipeline, params)
+        if as_json:
+            print_json(result)
+        else:
+            out.print(f"submitted {result['pipeline']}: run {result['run_id']}\n  {result['url']}", markup=False)
+        return
+    from kiln.workflow.local_run import run_local
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(workspace)
+    with engine_output():
+        result = run_local(ws, pipeline, params, progress)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(f"{result.pipeline}: {result.status} in {result.seconds:.0f} s (run {result.run})", markup=False)
+    for task in result.tasks:
+        out.print(f"  {task.name:<22} {task.status.lower():<8} {task.seconds:6.1f} s", markup=False)
+    out.print(f"  outputs: {result.root}\n  log: {result.log}", markup=False)

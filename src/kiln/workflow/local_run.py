@@ -1,0 +1,210 @@
+"""Run a pipeline on this machine with kfp.local's SubprocessRunner: every task a process of this environment."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, TextIO
+
+from kiln.errors import InputError, KilnError
+from kiln.workflow.result import MARK
+from kiln.workspace import Workspace
+
+CLUSTER_WORKSPACE = "/kiln/workspace"  # pipelines' defaults name the cluster's workspace; locally it is this one
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+STARTED = re.compile(r"Executing task '([^']+)'")
+FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+ERROR = re.compile(r"^\s*(kiln\.errors\.\w+|\w+Error): (.+)$")
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    status: str = "RUNNING"
+    seconds: float = 0.0
+    started: float = 0.0
+
+
+@dataclass
+class LocalRun:
+    pipeline: str
+    run: str
+    status: str
+    seconds: float
+    root: str
+    log: str
+    parameters: dict[str, Any]
+    tasks: list[TaskRecord] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for task in data["tasks"]:
+            del task["started"]
+        return data
+
+
+class PipelineFailed(KilnError):
+    """A task of a local pipeline run failed; the message carries the task's own error."""
+
+
+class _Watcher:
+    """Every line of the run into the log file; task starts and ends and the components' progress lines picked out."""
+
+    def __init__(self, log: TextIO, progress: Callable[[str], None]) -> None:
+        import builtins
+        import sys
+
+        self.log, self.stdout, self.print, self._progress = log, sys.stdout, builtins.print, progress
+        self.tasks: dict[str, TaskRecord] = {}
+        self.errors: dict[str, str] = {}
+        self.current: str | None = None
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+
+    def progress(self, message: str) -> None:
+        """The caller's progress, with the terminal and print as they were (kfp indents print while a task runs)."""
+        import builtins
+
+        indented, builtins.print = builtins.print, self.print
+        try:
+            with contextlib.redirect_stdout(self.stdout):
+                self._progress(message)
+        finally:
+            builtins.print = indented
+
+    def _line(self, line: str) -> None:
+        if m := STARTED.search(line):
+            self.current = m.group(1)
+            self.tasks[self.current] = TaskRecord(self.current, started=time.perf_counter())
+            self.progress(f"{self.current}: started")
+        elif m := FINISHED.search(line):
+            task = self.tasks.setdefault(m.group(1), TaskRecord(m.group(1), started=time.perf_counter()))
+            task.status, task.seconds = m.group(2), round(time.perf_counter() - task.started, 1)
+            self.progress(f"{task.name}: {task.status.lower()} in {task.seconds:.1f} s")
+        elif MARK in line:
+            self.progress(f"{self.current or '-'}: {line.split(MARK, 1)[1]}")
+        elif self.current and (m := ERROR.match(line)):
+            self.errors[self.current] = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+
+
+def coerce_parameters(pipeline: Any, given: dict[str, str]) -> dict[str, Any]:
+    """``--param K=V`` values as the pipeline's declared types; an unknown name or a wrong value names the param."""
+    inputs = pipeline.component_spec.inputs or {}
+    out: dict[str, Any] = {}
+    for name, text in given.items():
+        if name not in inputs:
+            raise InputError(f"--param {name}: pipeline {pipeline.name} has no such parameter; it has "
+                             f"{', '.join(inputs)}")
+        kind = inputs[name].type
+        try:
+            if kind == "Integer":
+                out[name] = int(text)
+            elif kind == "Float":
+                out[name] = float(text)
+            elif kind == "Boolean":
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                out[name] = text.lower() in ("true", "1", "yes")
+            elif kind == "List":
+                out[name] = json.loads(text) if text.strip().startswith("[") else [t.strip() for t in text.split(",")
+                                                                                    if t.strip()]
+            else:
+                out[name] = text
+        except ValueError:
+            raise InputError(f"--param {name}={text}: expected {kind.lower()}") from None
+    return out
+
+
+def local_parameters(pipeline: Any, ws: Workspace, given: dict[str, Any]) -> dict[str, Any]:
+    """The run's parameters: the given ones, then defaults under the cluster workspace moved to this workspace."""
+    params = dict(given)
+    for name, spec in (pipeline.component_spec.inputs or {}).items():
+        default = spec.default
+        if name not in params and isinstance(default, str) and default.startswith(CLUSTER_WORKSPACE):
+            params[name] = str(ws.root) + default[len(CLUSTER_WORKSPACE):]
+    return params
+
+
+def _keep_outer_outputs_in_loops() -> None:
+    """kfp 2.17.0's local runner hands a ParallelFor's loop item to every input that comes from an earlier task's
+    output (not only to the loop's items); this puts those inputs back, so a loop body sees the real values."""
+    from kfp.local.orchestrator import task_spec_utils
+
+    original = task_spec_utils.create_parameter_loop_iteration_task_spec
+    if getattr(original, "kiln_fixed", False):
+        return
+
+    def fixed(original_task_spec: Any, loop_item: Any, loop_task_name: str) -> Any:
+        items = original_task_spec.parameter_iterator.items.input_parameter
+        outer = {name: spec for name, spec in original_task_spec.inputs.parameters.items()
+                 if spec.HasField("task_output_parameter") and name != items}
+        iteration = original(original_task_spec, loop_item, loop_task_name)
+        for name, spec in outer.items():
+            iteration.inputs.parameters[name].CopyFrom(spec)
+        return iteration
+
+    fixed.kiln_fixed = True  # type: ignore[attr-defined]
+    task_spec_utils.create_parameter_loop_iteration_task_spec = fixed
+
+
+def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
+              progress: Callable[[str], None] = lambda _: None) -> LocalRun:
+    """Run ``pipeline`` here; outputs under WS/pipelines/runs/RUN, the whole log beside them."""
+    import warnings
+
+    from kfp import local
+
+    root = ws.folder("pipelines") / "runs"
+    root.mkdir(parents=True, exist_ok=True)
+    params = local_parameters(pipeline, ws, params)
+    before = set(root.iterdir())
+    log_path = root / f".{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    _keep_outer_outputs_in_loops()
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    started = time.perf_counter()
+    failure: str | None = None
+    outputs: Any = None
+    with open(log_path, "w") as log:
+        watcher = _Watcher(log, progress)
+        with contextlib.redirect_stdout(watcher), warnings.catch_warnings():  # type: ignore[type-var]
+            # the subprocess runner warns about any image not named "python"; the platform image is not
+            warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            try:
+                outputs = pipeline(**params)
+            except RuntimeError as exc:
+                failure = ANSI.sub("", str(exc))
+    made = sorted(set(root.iterdir()) - before - {log_path}, key=lambda p: p.stat().st_mtime)
+    folder = made[-1] if made else root
+    final_log = folder / "pipeline.log" if made else log_path
+    log_path.replace(final_log)
+    run = LocalRun(pipeline=pipeline.name, run=folder.name, status="FAILURE" if failure else "SUCCESS",
+                   seconds=round(time.perf_counter() - started, 1), root=str(folder), log=str(final_log),
+                   parameters=params, tasks=list(watcher.tasks.values()), outputs=_plain(outputs))
+    if made:
+        (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+    if failure:
+        failed = [t.name for t in run.tasks if t.status == "FAILURE"] or ["?"]
+        cause = watcher.errors.get(failed[-1], "see the log")
+        raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed[-1]} failed: {cause}",
+                             hint=f"the whole log: {final_log}")
+    return run
+
+
+def _plain(outputs: Any) -> dict[str, Any]:
+    if not isinstance(outputs, dict):
+        return {}  # a pipeline without declared outputs hands back its last task
+    return {k: v if isinstance(v, (str, int, float, bool, list, dict)) else str(v) for k, v in outputs.items()}

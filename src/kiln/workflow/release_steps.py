@@ -1,0 +1,109 @@
+"""Release steps of a pipeline: compile for a target, publish for devices, deploy by canary, baseline, monitor."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from kiln.errors import ServiceError
+from kiln.workflow.result import StepResult, say
+from kiln.workspace import open_workspace
+
+
+def compile_step(workspace: str, version: str, target: str, bundle_out: str) -> StepResult:
+    """Compile ``version`` for one target (TVM) into a signed bundle; the value is the bundle's artifact id."""
+    from kiln.compile.compiler import CompileOptions, compile_version
+
+    result = compile_version(open_workspace(Path(workspace)), version, CompileOptions(target=target), say)
+    shutil.copytree(result.path, bundle_out, dirs_exist_ok=True)
+    metrics = {"seconds": result.seconds}
+    if result.parity:
+        metrics["parity_max_abs_diff"] = result.parity["max_abs_diff"]
+    say(f"{target}: artifact {result.id}" + (f", parity {result.parity['max_abs_diff']:.1e}" if result.parity else
+                                              " (not run here: parity unchecked)"))
+    return StepResult(value=result.id, metrics=metrics,
+                      metadata={"artifact_id": result.id, "target": target, "model": result.model,
+                                "notes": result.notes})
+
+
+def publish_step(workspace: str, artifact_id: str) -> StepResult:
+    """Verify the signed bundle and make it its target's latest at the edge distribution point."""
+    from kiln.compile.store import publish_artifact
+
+    published = publish_artifact(open_workspace(Path(workspace)), artifact_id)
+    kept = "" if published["latest"] else f" (a newer {published['newer_latest']} stays latest)"
+    say(f"published {artifact_id} for {published['target']}{kept}")
+    return StepResult(value=published["path"], metadata=published)
+
+
+def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: float, bake_seconds: float,
+                promote_champion: bool) -> StepResult:
+    """Deploy ``version``: a new endpoint serves it; an existing one rolls it out by its canary policy.
+
+    When the version ends up serving (and ``promote_champion``), it becomes the registry's champion.
+    """
+    from kiln.registry.versions import CHAMPION, get_version, promote
+    from kiln.serving.local import deploy, list_endpoints, read_state, update
+    from kiln.serving.spec import parse_spec
+
+    ws = open_workspace(Path(workspace))
+    model = f"models:/{version}"
+    if endpoint in list_endpoints(ws):
+        say(f"rolling {version} out on {endpoint} by its policy")
+        rollout = update(ws, endpoint, model, progress=say)
+        phase = rollout["phase"]
+        if phase != "promoted":
+            raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: {rollout['reason']}",
+                               hint=f"`kiln endpoint status {endpoint}` shows what the guardrails saw")
+    else:
+        spec = parse_spec({"name": endpoint, "variants": [{"name": "primary", "model": model}],
+                           "policy": {"type": "canary", "step_percent": canary_percent,
+                                      "bake_seconds": bake_seconds}}, "deploy step")
+        say(f"new endpoint {endpoint} serving {version}")
+        deploy(ws, spec, say)
+        phase = "deployed"
+    info = get_version(ws, version)
+    if promote_champion and CHAMPION not in info.aliases:
+        if info.approval == "Approved" and info.gate == "passed":
+            promote(ws, version, by=f"deploy step of endpoint {endpoint}")
+            say(f"{version} is now the champion")
+        else:
+            say(f"{version} serves but stays {info.approval}: only an approved version becomes champion")
+    url = f"http://{ws.settings.serving.host}:{read_state(ws, endpoint)['router_port']}/v1/models/{endpoint}:predict"
+    return StepResult(value=url, metadata={"endpoint": endpoint, "version": version, "phase": phase, "url": url})
+
+
+def baseline_step(workspace: str, version: str) -> StepResult:
+    """The monitor's baseline of ``version`` (statistics, quality, bias, attribution), made unless it exists."""
+    from kiln.monitoring.baseline import create_baseline
+
+    baseline, made = create_baseline(open_workspace(Path(workspace)), version, progress=say)
+    say(("made" if made else "kept") + f" the baseline of {version}: {baseline.folder}")
+    quality = baseline.data.get("model_quality", {})
+    metrics = {"features": len(baseline.features),
+               **{f"baseline_{k}": v for k, v in quality.items() if isinstance(v, (int, float))}}
+    return StepResult(value=str(baseline.folder), metrics=metrics,
+                      metadata={"baseline": str(baseline.folder), "made": made})
+
+
+def monitor_step(workspace: str, endpoint: str, since: str) -> StepResult:
+    """Every monitor over the endpoint's capture since ``since`` (a duration back or an ISO time).
+
+    The value is the number of violations.
+    """
+    from kiln.monitoring.run import run_monitor
+    from kiln.monitoring.window import parse_time
+
+    result = run_monitor(open_workspace(Path(workspace)), endpoint, since=parse_time(since or None, "since"),
+                         progress=say)
+    violations = result["violations"]
+    say(f"{result['records']} requests, {len(violations)} violations" +
+        "".join(f"\n  {v['monitor']}: {v['feature']} {v['metric']}" for v in violations))
+    monitors = result.get("monitors", {})
+    quality = (monitors.get("model_quality") or {}).get("observed") or {}
+    metrics = {"requests": result["records"], "violations": len(violations),
+               "drifted_features": len((monitors.get("data_drift") or {}).get("drifted", [])),
+               **{f"live_{k}": v for k, v in quality.items() if isinstance(v, (int, float))}}
+    return StepResult(value=len(violations), metrics=metrics, html=result.get("report"),
+                      metadata={"run": result["run"], "status": result["status"], "model": result["model"],
+                                "report": result.get("report"), "violations_file": result.get("violations_file")})
