@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from kiln import __version__
 from tests.conftest import clean_env, run_kiln
@@ -98,51 +97,3 @@ def test_commands_needing_a_workspace_say_how_to_make_one(tmp_path: Path) -> Non
     res = run_kiln("status", cwd=tmp_path)
     assert res.code == 1
     assert "no Kiln workspace" in res.stderr and "kiln init" in res.stderr
-
-
-@pytest.mark.slow
-def test_demo_runs_the_lifecycle_so_far(tmp_path: Path) -> None:
-    try:
-        res = run_kiln("demo", "--workspace", tmp_path / "ws", "--json", timeout=900)
-    finally:
-        run_kiln("down", "-w", tmp_path / "ws")  # the demo leaves its endpoint running for the user
-    assert res.code == 0, res.stderr
-    doc = json.loads(res.stdout)
-    names = [s["name"] for s in doc["steps"]]
-    assert names[:7] == ["check the environment", "create the workspace", "generate churn data", "validate the dataset",
-                         "ingest features (Feast)", "materialize the online store", "build a point-in-time training set"]
-    assert doc["steps"][4]["outputs"]["online_entities"]["churn_activity"] > 0
-    assert doc["steps"][6]["outputs"]["rows"] == doc["steps"][2]["outputs"]["labels"]
-    generated = doc["steps"][2]["outputs"]
-    assert 0.15 <= generated["churn_rate"] <= 0.30
-    assert (tmp_path / "ws" / "kiln.yaml").is_file() and (tmp_path / "ws" / "data" / "churn" / "dataset.json").is_file()
-    assert "[7/" in res.stderr, "the demo shows its progress"
-    steps = {s["name"]: s["outputs"] for s in doc["steps"]}
-    tuned = steps["tune LightGBM with Hyperband (Ray Tune; trials in MLflow)"]
-    assert tuned["trials"] == 9 and tuned["stopped_early"] >= 1 and tuned["test_auc"] > 0.7
-    registered = steps["register the best model as challenger, behind the gate (MLflow)"]
-    assert registered["model"] == "churn/1" and registered["aliases"] == "challenger"
-    card = Path(steps["explain it (SHAP) and write its model card"]["model_card"])
-    assert card.is_file() and "Model card: churn version 1" in card.read_text()
-    assert steps["promote it to champion; train and register an MLP challenger"]["challenger"] == "churn/2"
-    compiled = steps["compile the champion for x86_64, aarch64 and CUDA (TVM); sign and publish"]
-    assert all(compiled[t].startswith(f"churn-v1-{t}-") for t in ("x86_64", "aarch64", "cuda"))
-    assert float(compiled["x86_64_parity_max_abs_diff"]) <= 1e-5
-    latest = tmp_path / "ws" / "artifacts" / "published" / "targets" / "aarch64" / "latest.json"
-    assert json.loads(latest.read_text())["id"] == compiled["aarch64"]
-    deployed = steps["deploy the champion as an endpoint, the challenger as its shadow (KServe)"]
-    assert (deployed["primary"], deployed["shadow"]) == ("models:/churn/1", "models:/churn/2")
-    assert deployed["shadow_runtime"] == "onnx"
-    replayed = steps["replay traffic through it and compare the shadow"]
-    assert replayed["statuses"] == {"200": 400} and replayed["shadow_compared"] == 400
-    assert 0.5 < replayed["label_agreement"] <= 1.0
-    canary = steps["roll the challenger out by canary under guardrails"]
-    assert canary["phase"] == "promoted" and canary["steps"].startswith("canary")
-    assert canary["primary_now"] == "models:/churn/2" and canary["statuses"] == {"200": 800}
-    captured = list((tmp_path / "ws" / "capture").rglob("*.jsonl"))
-    assert captured, "the endpoint wrote no capture files"
-    monitored = steps["monitor traffic that drifts halfway: data, quality, bias, attribution (Evidently)"]
-    assert monitored["requests"] == 800 and monitored["model"] == "churn/2" and monitored["status"] == "violations"
-    assert {"usage_minutes_7d_mean", "usage_minutes_30d_mean"} <= set(monitored["drifted_features"].split(", "))
-    assert Path(monitored["report"]).is_file() and Path(monitored["violations_file"]).is_file()
-    assert "data_drift: usage_minutes_7d_mean" in res.stdout and monitored["report"] in res.stdout

@@ -1,7 +1,8 @@
 """The main job: Kiln's lifecycle end to end on the local embedded default.
 
-Each capability adds its step here, so `kiln demo` always shows the platform as far as it is
-built. Every step reports what it made; the summary says how long each took.
+Data is generated, then the churn_training pipeline runs as KFP would run it (each step a process), then the
+endpoint it deployed serves the champion with a challenger in canary and as a shadow, drifting traffic is
+monitored, and an edge device pulls the signed bundle. Every step reports what it made and how long it took.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,12 @@ from kiln.errors import EnvironmentProblem
 DEMO_CUSTOMERS = 2000
 DEMO_DAYS = 120
 DEMO_SEED = 7
-DEMO_TRIALS = 9
-DEMO_MAX_ITERATIONS = 9
+DEMO_TRIALS = 6
+DEMO_MAX_ITERATIONS = 6
+DEMO_BAKE_SECONDS = 5.0  # the pipeline's canary: nothing else calls a fresh local endpoint, so a short watch
 DEMO_MODEL = "churn"
 DEMO_ENDPOINT = "churn"
-DEMO_REPLAY_ROWS = 400
+DEMO_DEVICE = "edge-x86-1"
 DEMO_MONITOR_ROWS = 800
 # The second half of the monitored traffic: customers using far less than the model was trained on.
 DEMO_DRIFT = {"usage_minutes_7d_mean": -1.5, "usage_minutes_30d_mean": -1.5}
@@ -40,10 +42,12 @@ class DemoContext:
     root: Path
     dataset: Path | None = None
     training_set: Path | None = None
-    tuning_run: str | None = None
-    model_uri: str | None = None
+    pipeline_run: str | None = None
     version: str | None = None
     challenger: str | None = None
+    url: str | None = None
+    report: str | None = None
+    example: dict[str, Any] | None = None
     results: list[StepResult] = field(default_factory=list)
     progress: Callable[[str], None] = lambda _: None
 
@@ -92,191 +96,68 @@ def _generate(ctx: DemoContext) -> dict[str, Any]:
             "labels": stats["labels"], "churn_rate": stats["churn_rate"], "content_hash": manifest["content_hash"]}
 
 
-def _validate(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.data.validate import validate_dataset
-
-    if ctx.dataset is None:
-        raise EnvironmentProblem("no dataset to validate: the generate step did not run")
-    report = validate_dataset(ctx.dataset)
-    return {"valid": True, "tables": report.tables}
-
-
-def _ingest(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.features.ingest import ingest
+def _pipeline(ctx: DemoContext) -> dict[str, Any]:
+    """The churn_training pipeline, run here by kfp.local: each of its steps a process, as in a cluster a pod."""
+    from kiln.registry.versions import get_version
+    from kiln.serving.local import delete, list_endpoints
+    from kiln.workflow.catalog import load_pipeline
+    from kiln.workflow.local_run import run_local
     from kiln.workspace import open_workspace
 
     if ctx.dataset is None:
-        raise EnvironmentProblem("no dataset to ingest: the generate step did not run")
-    report = ingest(open_workspace(ctx.root), ctx.dataset)
-    return {"feature_service": report.feature_service, "offline_rows": report.offline_rows,
-            "online_entities": report.online_rows}
-
-
-def _materialize(ctx: DemoContext) -> dict[str, Any]:
-    """Rebuild the online store from the offline history, as a cluster's schedule would."""
-    from kiln.features.materialize import materialize
-    from kiln.workspace import open_workspace
-
-    end = datetime.now(timezone.utc)
-    return materialize(open_workspace(ctx.root), end - timedelta(days=DEMO_DAYS + 1), end)
-
-
-def _training_set(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.features.training import build_training_set
-    from kiln.workspace import open_workspace
-
-    if ctx.dataset is None:
-        raise EnvironmentProblem("no dataset for labels: the generate step did not run")
-    out = ctx.root / "data" / "churn_training_set.parquet"
-    result = build_training_set(open_workspace(ctx.root), ctx.dataset, "churn_v1", out)
-    ctx.training_set = out
-    return {"training_set": result.path, "rows": result.rows, "features": len(result.features),
-            "label_rate": result.label_rate}
-
-
-def _tune(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.tuning.job import TuneSpec, run_job
-    from kiln.workspace import open_workspace
-
-    if ctx.training_set is None:
-        raise EnvironmentProblem("no training set to tune on: the training-set step did not run")
-    spec = TuneSpec(family="lgbm", strategy="hyperband", trials=DEMO_TRIALS, max_concurrent=2, seed=DEMO_SEED,
-                    training_set=str(ctx.training_set), max_iterations=DEMO_MAX_ITERATIONS)
-    result = run_job(open_workspace(ctx.root), spec, ctx.progress)
-    ctx.tuning_run, ctx.model_uri = result.parent_run_id, result.model_uri
-    return {"job": result.job, "trials": len(result.trials),
-            "stopped_early": sum(t["stopped_early"] for t in result.trials),
-            "trial_iterations": result.trial_iterations, "best_valid_auc": round(result.best["valid_auc"], 4),
-            "test_auc": round(result.metrics["test"]["auc"], 4), "mlflow_run": result.parent_run_id,
-            "objective_plot": result.plot}
-
-
-def _register(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.registry.candidate import register_run_model
-    from kiln.workspace import open_workspace
-
-    if ctx.tuning_run is None:
-        raise EnvironmentProblem("no tuned model to register: the tuning step did not run")
-    version, evaluation = register_run_model(open_workspace(ctx.root), DEMO_MODEL, ctx.tuning_run, ctx.progress,
-                                             model_uri=ctx.model_uri)
-    ctx.version = f"{version.name}/{version.version}"
-    champion = (evaluation.champion or {}).get("metrics", {}).get("auc")
-    return {"model": ctx.version, "aliases": ",".join(version.aliases), "approval": version.approval,
-            "gate": version.gate, "gate_reasons": "; ".join(evaluation.decision.reasons) or "-",
-            "champion_auc_same_rows": round(champion, 4) if champion else "no champion yet"}
-
-
-def _explain_and_card(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.clarify.explain import explain
-    from kiln.registry.card import write_card
-    from kiln.workspace import open_workspace
-
-    if ctx.version is None:
-        raise EnvironmentProblem("no registered version to explain: the register step did not run")
+        raise EnvironmentProblem("no dataset for the pipeline: the generate step did not run")
     ws = open_workspace(ctx.root)
-    explanation = explain(ws, ctx.version, rows=200, seed=DEMO_SEED, progress=ctx.progress)
-    card = write_card(ws, ctx.version)
-    top = ", ".join(r["feature"] for r in explanation.global_importance[:3])
-    return {"top_features": top, "explanations": explanation.report, "model_card": card.html_path}
+    if DEMO_ENDPOINT in list_endpoints(ws):
+        delete(ws, DEMO_ENDPOINT)  # a demo run again in the same workspace starts its endpoint afresh
+    run = run_local(ws, load_pipeline("churn_training"), {
+        "data": str(ctx.dataset), "model_name": DEMO_MODEL, "trials": DEMO_TRIALS,
+        "max_iterations": DEMO_MAX_ITERATIONS, "seed": DEMO_SEED, "endpoint": DEMO_ENDPOINT,
+        "bake_seconds": DEMO_BAKE_SECONDS, "explain_rows": 200}, ctx.progress)
+    ctx.pipeline_run = run.run
+    champion = get_version(ws, f"{DEMO_MODEL}@champion")
+    ctx.version = f"{champion.name}/{champion.version}"
+    ctx.training_set = Path(champion.tags["kiln.training_set"])
+    if champion.tags.get("kiln.pipeline_run") != run.run:
+        raise EnvironmentProblem(f"pipeline run {run.run} ended without a new champion (the champion is "
+                                 f"{ctx.version}, from {champion.tags.get('kiln.pipeline_run', 'elsewhere')})",
+                                 hint=f"its log: {run.log}")
+    steps = {f"  {t.name}": f"{t.seconds:.1f} s" for t in run.tasks}
+    return {"run": run.run, **steps, "champion": ctx.version, "test_auc": champion.tags.get("kiln.test_auc"),
+            "lineage": f"tag kiln.pipeline_run={run.run} on the version and its MLflow runs",
+            "outputs": run.root, "log": run.log}
 
 
-def _champion_and_challenger(ctx: DemoContext) -> dict[str, Any]:
+def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
+    """An MLP challenger beside the champion: 10% of live traffic (canary), and every request as a shadow."""
     from kiln.registry.candidate import register_run_model
-    from kiln.registry.versions import APPROVED, promote, set_approval
+    from kiln.serving.local import delete, deploy, list_endpoints
+    from kiln.serving.spec import parse_spec
     from kiln.training.run import train
     from kiln.workspace import open_workspace
 
     if ctx.version is None or ctx.training_set is None:
-        raise EnvironmentProblem("no registered version to promote: the register step did not run")
+        raise EnvironmentProblem("no champion to serve beside: the pipeline step did not run")
     ws = open_workspace(ctx.root)
-    set_approval(ws, ctx.version, APPROVED, "reviewed in the demo", by="kiln demo")
-    promote(ws, ctx.version, by="kiln demo")
     result = train(ws, ctx.training_set, "mlp", seed=DEMO_SEED, progress=ctx.progress)
-    version, evaluation = register_run_model(ws, DEMO_MODEL, result.run_id, ctx.progress, model_uri=result.model_uri)
+    version, _ = register_run_model(ws, DEMO_MODEL, result.run_id, ctx.progress, model_uri=result.model_uri)
     ctx.challenger = f"{version.name}/{version.version}"
-    return {"champion": ctx.version, "challenger": ctx.challenger, "challenger_family": "mlp",
-            "challenger_test_auc": round(result.metrics["test"]["auc"], 4), "challenger_gate": version.gate}
-
-
-def _compile_and_publish(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.compile.compiler import CompileOptions, compile_version
-    from kiln.compile.store import publish_artifact
-    from kiln.workspace import open_workspace
-
-    ws = open_workspace(ctx.root)
-    out: dict[str, Any] = {}
-    for target in ("x86_64", "aarch64", "cuda"):
-        result = compile_version(ws, f"{DEMO_MODEL}@champion", CompileOptions(target=target), ctx.progress)
-        out[target] = result.id
-        if result.parity:
-            out["x86_64_parity_max_abs_diff"] = f"{result.parity['max_abs_diff']:.1e}"
-        if target != "cuda":  # devices pull CPU builds; the CUDA build is for GPU hosts, inspected here
-            publish_artifact(ws, result.id)
-    out["published"] = "x86_64, aarch64 (served by `kiln up` for `kiln-edge run`)"
-    out["bundles"] = str(ws.folder("artifacts") / "compiled")
-    return out
-
-
-def _deploy_with_shadow(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.serving.local import delete, deploy, list_endpoints
-    from kiln.serving.spec import parse_spec
-    from kiln.workspace import open_workspace
-
-    ws = open_workspace(ctx.root)
     if DEMO_ENDPOINT in list_endpoints(ws):
-        delete(ws, DEMO_ENDPOINT)  # a demo run again in the same workspace starts its endpoint afresh
+        delete(ws, DEMO_ENDPOINT)  # the pipeline's endpoint is started again with the challenger beside it
     spec = parse_spec({
         "name": DEMO_ENDPOINT,
-        "variants": [{"name": "primary", "model": f"models:/{DEMO_MODEL}@champion"}],
-        # The challenger is an MLP: its shadow runs its ONNX graph on ONNX Runtime alone.
-        "shadow": {"name": "shadow", "model": f"models:/{DEMO_MODEL}@challenger", "runtime": "onnx",
-                   "sample_percent": 100},
-        "policy": {"type": "canary", "step_percent": 20, "bake_seconds": 8},
-        "guardrails": {"min_requests": 10},
+        "variants": [{"name": "primary", "model": f"models:/{ctx.version}", "weight": 90},
+                     {"name": "canary", "model": f"models:/{ctx.challenger}", "weight": 10}],
+        # The challenger's ONNX graph on ONNX Runtime sees every request, its answers kept apart.
+        "shadow": {"name": "shadow", "model": f"models:/{ctx.challenger}", "runtime": "onnx", "sample_percent": 100},
+        "policy": {"type": "canary", "step_percent": 20, "bake_seconds": DEMO_BAKE_SECONDS},
         "capture": {"flush_seconds": 0.5},
     }, "demo endpoint")
     state = deploy(ws, spec, ctx.progress)
-    return {"endpoint": f"{state['url']}/v1/models/{DEMO_ENDPOINT}:predict",
-            "primary": state["variants"]["primary"]["model"],
-            "shadow": state["variants"]["shadow"]["model"], "shadow_runtime": state["variants"]["shadow"]["runtime"]}
-
-
-def _replay_and_compare(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.serving.local import compare_shadow
-    from kiln.serving.replay import replay
-    from kiln.workspace import open_workspace
-
-    ws = open_workspace(ctx.root)
-    sent = replay(ws, DEMO_ENDPOINT, ctx.training_set, limit=DEMO_REPLAY_ROWS, rps=100, progress=ctx.progress)
-    time.sleep(1.5)  # the capture writer flushes every 0.5 s; shadow answers land just after production's
-    shadow = compare_shadow(ws, DEMO_ENDPOINT)
-    return {"requests": sent["rows"], "statuses": sent["statuses"], "p99_ms": sent["p99_ms"],
-            "shadow_compared": shadow["requests"], "label_agreement": shadow["label_agreement"],
-            "mean_abs_probability_diff": shadow["probability_mean_abs_diff"], "sent_log": sent["log"]}
-
-
-def _canary(ctx: DemoContext) -> dict[str, Any]:
-    import threading
-
-    from kiln.serving.local import endpoint_status, update
-    from kiln.serving.replay import replay
-    from kiln.workspace import open_workspace
-
-    ws = open_workspace(ctx.root)
-    traffic: dict[str, Any] = {}
-    # Live traffic during the rollout, so the guardrails judge the canary on real answers.
-    feeder = threading.Thread(target=lambda: traffic.update(replay(ws, DEMO_ENDPOINT, ctx.training_set,
-                                                                   limit=DEMO_REPLAY_ROWS * 2, rps=40)))
-    feeder.start()
-    try:
-        rollout = update(ws, DEMO_ENDPOINT, f"models:/{DEMO_MODEL}@challenger", progress=ctx.progress)
-    finally:
-        feeder.join()
-    status = endpoint_status(ws, DEMO_ENDPOINT)
-    return {"phase": rollout["phase"], "steps": " -> ".join(h["reason"].split(":")[0] for h in rollout["history"]),
-            "reason": rollout["reason"], "primary_now": status["variants"]["primary"]["model"],
-            "requests_during_rollout": traffic.get("rows"), "statuses": traffic.get("statuses"),
-            "stop_with": f"kiln endpoint delete {DEMO_ENDPOINT} (or kiln down)"}
+    ctx.url = f"{state['url']}/v1/models/{DEMO_ENDPOINT}:predict"
+    return {"challenger": ctx.challenger, "challenger_family": "mlp",
+            "challenger_test_auc": round(result.metrics["test"]["auc"], 4), "challenger_gate": version.gate,
+            "endpoint": ctx.url, "variants": f"primary {ctx.version} 90%, canary {ctx.challenger} 10%, "
+                                             f"shadow {ctx.challenger} on ONNX Runtime"}
 
 
 def _monitor(ctx: DemoContext) -> dict[str, Any]:
@@ -289,7 +170,7 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
     from kiln.workspace import open_workspace
 
     if ctx.training_set is None:
-        raise EnvironmentProblem("no training set to draw traffic from: the training-set step did not run")
+        raise EnvironmentProblem("no training set to draw traffic from: the pipeline step did not run")
     ws = open_workspace(ctx.root)
     start = datetime.now(timezone.utc)
     rows = pd.read_parquet(ctx.training_set).tail(DEMO_MONITOR_ROWS)
@@ -304,6 +185,7 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
              for v in result["violations"]]
     monitors = result["monitors"]
     quality = monitors["model_quality"].get("observed") or {}
+    ctx.report = result["report"]
     return {"requests": result["records"], "model": result["model"], "status": result["status"],
             "violations": len(found), **{f"violation {i}": text for i, text in enumerate(found, 1)},
             "drifted_features": ", ".join(monitors["data_drift"].get("drifted", [])) or "none",
@@ -314,24 +196,81 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
                        f"http://{ws.settings.services.evidently.host}:{ws.settings.services.evidently.port}"}
 
 
+def _edge(ctx: DemoContext) -> dict[str, Any]:
+    """This machine as an x86_64 edge device: the agent pulls the published bundle, verifies it and predicts."""
+    import json
+    import subprocess
+    import sys
+
+    from kiln.compile.keys import public_key_path
+    from kiln.stack.process import start
+    from kiln.stack.services import artifact_server
+    from kiln.training.data import load_training_set
+    from kiln.workspace import open_workspace
+
+    if ctx.training_set is None:
+        raise EnvironmentProblem("no training set to draw a request from: the pipeline step did not run")
+    ws = open_workspace(ctx.root)
+    server = artifact_server(ws)
+    start(ws.state_dir, server, ctx.progress)  # the distribution point `kiln up` runs too
+    agent, state = str(Path(sys.executable).with_name("kiln-edge")), ctx.root / "edge" / DEMO_DEVICE
+    pulled = subprocess.run([agent, "run", "--once", "--server", server.url, "--device-id", DEMO_DEVICE,
+                             "--target", "x86_64", "--trust", str(public_key_path(ws)), "--state", str(state)],
+                            capture_output=True, text=True, timeout=300)
+    if pulled.returncode != 0:
+        raise EnvironmentProblem(f"the edge agent pulled nothing: {pulled.stderr.strip()[-500:]}")
+    data = load_training_set(ctx.training_set)
+    first = data.frame[data.features].head(1)
+    row = first.astype(object).where(first.notna(), None)
+    ctx.example = row.to_dict("records")[0]
+    answer = subprocess.run([agent, "predict", "--state", str(state)], capture_output=True, text=True, timeout=120,
+                            input=json.dumps({"instances": row.to_dict("records")}, default=str))
+    if answer.returncode != 0:
+        raise EnvironmentProblem(f"the edge agent could not predict: {answer.stderr.strip()[-500:]}")
+    active = (state / "active").resolve()
+    manifest = json.loads((active / "manifest.json").read_text())
+    probability = json.loads(answer.stdout)["predictions"][0]["probability"]
+    return {"device": f"{DEMO_DEVICE} (this machine, x86_64)", "installed": manifest.get("id", active.name),
+            "model": "{name}/{version} ({family})".format(**manifest["model"]),
+            "signature": "verified against the workspace's public key",
+            "probability_of_first_row": round(probability, 4), "distribution_point": server.url,
+            "aarch64": "the same agent on an emulated arm64 device: tests/test_edge.py (qemu-user)"}
+
+
 STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("check the environment", _environment),
     ("create the workspace", _workspace),
     ("generate churn data", _generate),
-    ("validate the dataset", _validate),
-    ("ingest features (Feast)", _ingest),
-    ("materialize the online store", _materialize),
-    ("build a point-in-time training set", _training_set),
-    ("tune LightGBM with Hyperband (Ray Tune; trials in MLflow)", _tune),
-    ("register the best model as challenger, behind the gate (MLflow)", _register),
-    ("explain it (SHAP) and write its model card", _explain_and_card),
-    ("promote it to champion; train and register an MLP challenger", _champion_and_challenger),
-    ("compile the champion for x86_64, aarch64 and CUDA (TVM); sign and publish", _compile_and_publish),
-    ("deploy the champion as an endpoint, the challenger as its shadow (KServe)", _deploy_with_shadow),
-    ("replay traffic through it and compare the shadow", _replay_and_compare),
-    ("roll the challenger out by canary under guardrails", _canary),
+    ("run the churn_training pipeline (KFP, locally): validate, ingest (Feast), training set, tune (Ray Tune, "
+     "Hyperband), evaluate, gate, register (MLflow), explain (SHAP), compile x86_64/aarch64/CUDA (TVM), publish, "
+     "deploy (KServe), baseline", _pipeline),
+    ("serve the champion with an MLP challenger in canary and as a shadow (KServe)", _canary_and_shadow),
     ("monitor traffic that drifts halfway: data, quality, bias, attribution (Evidently)", _monitor),
+    ("an edge device pulls the signed x86_64 bundle and predicts", _edge),
 ]
+
+
+def summary(ctx: DemoContext) -> dict[str, Any]:
+    """Where to look next: versions, the endpoint with a request to paste, reports and UIs."""
+    from kiln.workspace import open_workspace
+
+    ws = open_workspace(ctx.root)
+    services = ws.settings.services
+    example = ctx.example or {}
+    curl = (f"curl -s -H 'Content-Type: application/json' -d '{{\"instances\": [{_json(example)}]}}' {ctx.url}"
+            if ctx.url else "-")
+    return {"champion": ctx.version, "challenger": ctx.challenger, "pipeline_run": ctx.pipeline_run,
+            "endpoint": ctx.url, "try_it": curl, "monitor_report": ctx.report,
+            "model_card": str(ws.folder("reports") / "cards" / f"{(ctx.version or '-').replace('/', '-v')}.html"),
+            "uis": f"`kiln up -w {ctx.root}`: MLflow http://{services.mlflow.host}:{services.mlflow.port}, "
+                   f"Evidently http://{services.evidently.host}:{services.evidently.port}",
+            "stop": f"`kiln down -w {ctx.root}` stops the endpoint and the servers"}
+
+
+def _json(row: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(row, default=str)
 
 
 def run_demo(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n, name: None,

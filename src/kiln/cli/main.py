@@ -130,22 +130,25 @@ def demo(
     import time
 
     from kiln.cli.output import engine_output, progress
-    from kiln.demo import run_demo
+    from kiln.demo import run_demo, summary
 
     t0 = time.perf_counter()
     with engine_output():
         ctx = run_demo(workspace, lambda i, n, name: err.print(f"[bold]\\[{i}/{n}][/bold] {name}"), progress)
     total = time.perf_counter() - t0
+    where = summary(ctx)
     if as_json:
-        print_json({"workspace": str(ctx.root), "seconds": round(total, 2), "steps": ctx.results})
+        print_json({"workspace": str(ctx.root), "seconds": round(total, 2), "steps": ctx.results, "summary": where})
         return
     out.print(f"\n[bold]Kiln lifecycle on the local default[/bold] (workspace {ctx.root})")
     for r in ctx.results:
-        out.print(f"  {r.seconds:6.1f}s  {r.name}")
+        out.print(f"  {r.seconds:6.1f}s  {r.name}", markup=False)
         for key, value in r.outputs.items():
             if key != "engines":
                 out.print(f"           {key}: {value}", markup=False)
-    out.print(f"  {total:6.1f}s  total")
+    out.print(f"  {total:6.1f}s  total\n\n[bold]Next[/bold]")
+    for key, value in where.items():
+        out.print(f"  {key}: {value}", markup=False)
 
 
 def main() -> None:

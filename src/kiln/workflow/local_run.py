@@ -17,7 +17,9 @@ CLUSTER_WORKSPACE = "/kiln/workspace"  # pipelines' defaults name the cluster's 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STARTED = re.compile(r"Executing task '([^']+)'")
 FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
+INNER = re.compile(r"Inner task failed: '([^']+)'")
 ERROR = re.compile(r"^\s*(kiln\.errors\.\w+|\w+Error): (.+)$")
+LOG_RECORD = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - ")
 
 
 @dataclass
@@ -59,9 +61,11 @@ class _Watcher:
         import sys
 
         self.log, self.stdout, self.print, self._progress = log, sys.stdout, builtins.print, progress
-        self.tasks: dict[str, TaskRecord] = {}
+        self.records: list[TaskRecord] = []
+        self.open: dict[str, list[TaskRecord]] = {}
         self.errors: dict[str, str] = {}
         self.current: str | None = None
+        self.error_task: str | None = None  # a task whose error message is being read, line by line
         self.pending = ""
 
     def write(self, text: str) -> int:
@@ -87,18 +91,42 @@ class _Watcher:
             builtins.print = indented
 
     def _line(self, line: str) -> None:
+        if self.error_task is not None:
+            if line.strip() and not LOG_RECORD.match(line):
+                self.errors[self.error_task] += "\n  " + line.strip()
+                return
+            self.error_task = None
         if m := STARTED.search(line):
-            self.current = m.group(1)
-            self.tasks[self.current] = TaskRecord(self.current, started=time.perf_counter())
-            self.progress(f"{self.current}: started")
+            name = m.group(1)
+            seen = sum(1 for t in self.records if t.name.split(" #")[0] == name)
+            task = TaskRecord(name if not seen else f"{name} #{seen + 1}", started=time.perf_counter())
+            self.records.append(task)
+            self.open.setdefault(name, []).append(task)  # loop iterations run at once under one name
+            self.current = task.name
+            self.progress(f"{task.name}: started")
         elif m := FINISHED.search(line):
-            task = self.tasks.setdefault(m.group(1), TaskRecord(m.group(1), started=time.perf_counter()))
+            name = m.group(1)
+            task = (self.open.get(name) or [TaskRecord(name, started=time.perf_counter())]).pop(0)
+            if task not in self.records:
+                self.records.append(task)
             task.status, task.seconds = m.group(2), round(time.perf_counter() - task.started, 1)
             self.progress(f"{task.name}: {task.status.lower()} in {task.seconds:.1f} s")
         elif MARK in line:
             self.progress(f"{self.current or '-'}: {line.split(MARK, 1)[1]}")
         elif self.current and (m := ERROR.match(line)):
-            self.errors[self.current] = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+            self.error_task = self.current.split(" #")[0]
+            self.errors[self.error_task] = f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+
+    def failed(self, message: str) -> str:
+        """The failed task: named by the finishing line, else by the runner's exception ``message``."""
+        done = [t.name.split(" #")[0] for t in self.records if t.status == "FAILURE"]
+        if done:
+            return done[-1]
+        m = FINISHED.search(message) or INNER.search(message)
+        name = m.group(1) if m else "?"
+        for task in self.open.get(name, []):
+            task.status, task.seconds = "FAILURE", round(time.perf_counter() - task.started, 1)
+        return name
 
 
 def coerce_parameters(pipeline: Any, given: dict[str, str]) -> dict[str, Any]:
@@ -164,6 +192,7 @@ def _keep_outer_outputs_in_loops() -> None:
 def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
               progress: Callable[[str], None] = lambda _: None) -> LocalRun:
     """Run ``pipeline`` here; outputs under WS/pipelines/runs/RUN, the whole log beside them."""
+    import builtins
     import warnings
 
     from kfp import local
@@ -183,24 +212,28 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
         with contextlib.redirect_stdout(watcher), warnings.catch_warnings():  # type: ignore[type-var]
             # the subprocess runner warns about any image not named "python"; the platform image is not
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+            real_print = builtins.print
             try:
                 outputs = pipeline(**params)
             except RuntimeError as exc:
                 failure = ANSI.sub("", str(exc))
+            finally:
+                # kfp indents print while a task runs; loop iterations at once can leave it indented for good
+                builtins.print = real_print
+    failed_task = watcher.failed(failure) if failure else None
     made = sorted(set(root.iterdir()) - before - {log_path}, key=lambda p: p.stat().st_mtime)
-    folder = made[-1] if made else root
-    final_log = folder / "pipeline.log" if made else log_path
+    # a run that failed before writing any output has no folder of its own yet
+    folder = made[-1] if made else root / f"{pipeline.name}-{time.strftime('%Y-%m-%d-%H-%M-%S')}"
+    folder.mkdir(exist_ok=True)
+    final_log = folder / "pipeline.log"
     log_path.replace(final_log)
     run = LocalRun(pipeline=pipeline.name, run=folder.name, status="FAILURE" if failure else "SUCCESS",
                    seconds=round(time.perf_counter() - started, 1), root=str(folder), log=str(final_log),
-                   parameters=params, tasks=list(watcher.tasks.values()), outputs=_plain(outputs))
-    if made:
-        (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
-    if failure:
-        failed = [t.name for t in run.tasks if t.status == "FAILURE"] or ["?"]
-        cause = watcher.errors.get(failed[-1], "see the log")
-        raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed[-1]} failed: {cause}",
-                             hint=f"the whole log: {final_log}")
+                   parameters=params, tasks=watcher.records, outputs=_plain(outputs))
+    (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+    if failed_task is not None:
+        raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed_task} failed: "
+                             f"{watcher.errors.get(failed_task, 'see the log')}", hint=f"the whole log: {final_log}")
     return run
 
 

@@ -38,7 +38,8 @@ def publish_step(workspace: str, artifact_id: str) -> StepResult:
 
 def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: float, bake_seconds: float,
                 promote_champion: bool) -> StepResult:
-    """Deploy ``version``: a new endpoint serves it; an existing one rolls it out by its canary policy.
+    """Deploy ``version``: a new endpoint serves it; an existing one rolls it out on its primary variant (the first,
+    the one the monitors watch) by the endpoint's policy.
 
     When the version ends up serving (and ``promote_champion``), it becomes the registry's champion.
     """
@@ -49,8 +50,9 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
     ws = open_workspace(Path(workspace))
     model = f"models:/{version}"
     if endpoint in list_endpoints(ws):
-        say(f"rolling {version} out on {endpoint} by its policy")
-        rollout = update(ws, endpoint, model, progress=say)
+        primary = read_state(ws, endpoint)["spec"]["variants"][0]["name"]
+        say(f"rolling {version} out on {endpoint}'s variant {primary} by its policy")
+        rollout = update(ws, endpoint, model, variant=primary, progress=say)
         phase = rollout["phase"]
         if phase != "promoted":
             raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: {rollout['reason']}",

@@ -1,0 +1,112 @@
+"""The main job (`kiln demo`): the churn_training pipeline run locally end to end, then serving, monitoring and the
+edge; then the monitor_retrain pipeline over the drifted traffic the main job left behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_kiln
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def main_job(tmp_path_factory: pytest.TempPathFactory):
+    ws = tmp_path_factory.mktemp("main") / "ws"
+    try:
+        res = run_kiln("demo", "--workspace", ws, "--json", timeout=900)
+        assert res.code == 0, res.stderr[-6000:]
+        yield ws, json.loads(res.stdout), res.stderr
+    finally:
+        run_kiln("down", "-w", ws)  # the demo leaves its endpoint and distribution point running for the user
+
+
+def executor_output(run_root: Path, task: str) -> dict:
+    """What a task handed back to KFP: its parameters, and its artifacts' metadata (metrics, curves)."""
+    return json.loads((run_root / task / "executor_output.json").read_text())
+
+
+def versions(ws: Path) -> dict[str, dict]:
+    res = run_kiln("models", "list", "churn", "-w", ws, "--json")
+    assert res.code == 0, res.stderr
+    return {f"{v['name']}/{v['version']}": v for v in json.loads(res.stdout)}
+
+
+def test_the_main_job_runs_the_training_pipeline_then_serves_monitors_and_reaches_the_edge(main_job) -> None:
+    ws, doc, stderr = main_job
+    steps = {s["name"].split(" (")[0].split(":")[0]: s["outputs"] for s in doc["steps"]}
+    assert "[7/7]" in stderr and "tune-model: started" in stderr, "the main job shows its progress"
+    pipeline = steps["run the churn_training pipeline"]
+    run = pipeline["run"]
+    ran = [key.strip() for key in pipeline if key.startswith("  ")]
+    # every step of churn_training ran: the gate passed, and each target had its own compile and publish
+    assert ran[:5] == ["validate-data", "ingest-features", "build-training-set", "tune-model", "evaluate-model"]
+    assert {"register-model", "explain-model", "deploy-endpoint", "baseline-monitor"} <= set(ran)
+    assert sorted(t for t in ran if t.startswith("compile-model")) == ["compile-model", "compile-model #2",
+                                                                      "compile-model #3"]
+    assert len([t for t in ran if t.startswith("publish-artifact")]) == 3
+    # lineage: the champion and the MLflow runs name the pipeline run
+    known = versions(ws)
+    champion = known[pipeline["champion"]]
+    assert "champion" in champion["aliases"] and champion["approval"] == "Approved" and champion["gate"] == "passed"
+    assert champion["tags"]["kiln.pipeline_run"] == run and champion["tags"]["kiln.pipeline_run_id"]
+    assert float(pipeline["test_auc"]) > 0.7
+    assert (Path(pipeline["outputs"]) / "run.json").is_file() and Path(pipeline["log"]).is_file()
+    for target in ("x86_64", "aarch64", "cuda"):
+        latest = json.loads((ws / "artifacts" / "published" / "targets" / target / "latest.json").read_text())
+        assert latest["id"].startswith(f"{pipeline['champion'].replace('/', '-v')}-{target}-")
+    assert (ws / "monitoring" / "baselines" / pipeline["champion"].replace("/", "-v") / "baseline.json").is_file()
+    # the KFP UI's views of the run: metrics, ROC curve, gate table, explanations, model card
+    outputs = Path(pipeline["outputs"])
+    evaluated = executor_output(outputs, "evaluate-model")
+    assert evaluated["parameterValues"]["Output"] is True
+    curves = evaluated["artifacts"]["curves"]["artifacts"][0]["metadata"]
+    assert len(curves["confidenceMetrics"]) > 10 and len(curves["confusionMatrix"]["rows"]) == 2
+    metrics = evaluated["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert metrics["test_auc"] == pytest.approx(float(pipeline["test_auc"]), abs=1e-4) and metrics["gate_passed"] == 1
+    assert (outputs / "evaluate-model" / "gate").read_text().startswith("# Gate for churn")
+    assert "<img src=\"data:image/png;base64," in (outputs / "explain-model" / "explanations").read_text()
+    assert "Model card" in (outputs / "explain-model" / "model_card").read_text()
+    tuned = executor_output(outputs, "tune-model")["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert tuned["kiln.pipeline_run"] == run and (outputs / "tune-model" / "model" / "MLmodel").is_file()
+
+    served = steps["serve the champion with an MLP challenger in canary and as a shadow"]
+    assert served["challenger"] != pipeline["champion"] and served["challenger_family"] == "mlp"
+    assert "canary" in served["variants"] and "shadow" in served["variants"]
+    monitored = steps["monitor traffic that drifts halfway"]
+    assert monitored["requests"] == 800 and monitored["status"] == "violations"
+    assert {"usage_minutes_7d_mean", "usage_minutes_30d_mean"} <= set(monitored["drifted_features"].split(", "))
+    assert Path(monitored["report"]).is_file()
+    edge = steps["an edge device pulls the signed x86_64 bundle and predicts"]
+    assert edge["installed"].startswith(pipeline["champion"].replace("/", "-v") + "-x86_64-")
+    assert 0.0 <= edge["probability_of_first_row"] <= 1.0
+    summary = doc["summary"]
+    assert summary["endpoint"] in summary["try_it"] and summary["try_it"].startswith("curl ")
+    assert Path(summary["model_card"]).is_file()
+
+
+def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_version(main_job) -> None:
+    ws, doc, _ = main_job
+    before = versions(ws)
+    res = run_kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--param", "since=30m", "--param", "trials=2",
+                   "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json", timeout=900)
+    assert res.code == 0, res.stderr[-6000:]
+    run = json.loads(res.stdout)
+    assert run["status"] == "SUCCESS" and run["pipeline"] == "monitor-retrain"
+    tasks = [t["name"] for t in run["tasks"]]
+    assert tasks[0] == "run-monitor" and "register-model" in tasks and "deploy-endpoint" in tasks
+    monitored = executor_output(Path(run["root"]), "run-monitor")
+    assert monitored["parameterValues"]["Output"] >= 2, "the drifted features are violations"
+    assert monitored["artifacts"]["metrics"]["artifacts"][0]["metadata"]["drifted_features"] >= 2
+    after = versions(ws)
+    new = sorted(set(after) - set(before), key=lambda ref: int(ref.split("/")[1]))
+    assert len(new) == 1, f"one new version: {new}"
+    made = after[new[0]]
+    assert made["tags"]["kiln.pipeline_run"] == run["run"], "lineage: the version names the pipeline run"
+    assert made["gate"] == "passed" and "champion" in made["aliases"], "the canary promoted it"
+    status = run_kiln("endpoint", "status", "churn", "-w", ws, "--json")
+    assert status.code == 0, status.stderr
+    assert json.loads(status.stdout)["variants"]["primary"]["model"] == f"models:/{new[0]}"

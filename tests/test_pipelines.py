@@ -1,0 +1,101 @@
+"""`kiln pipeline`: the pipelines compile to IR a KFP UI accepts; the gate's condition really skips its branch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kiln import IMAGE
+from tests.conftest import run_kiln
+
+PIPELINES = {"churn_training": "churn-training", "monitor_retrain": "monitor-retrain"}
+
+
+def test_list_names_both_pipelines_with_their_parameters() -> None:
+    res = run_kiln("pipeline", "list", "--json")
+    assert res.code == 0, res.stderr
+    found = {p["name"]: p for p in json.loads(res.stdout)}
+    assert set(found) == set(PIPELINES)
+    training = found["churn_training"]["parameters"]
+    assert training["targets"] == ["x86_64", "aarch64", "cuda"] and training["min_auc"] == 0.7
+    assert {"data", "trials", "strategy", "endpoint", "max_auc_drop"} <= set(training)
+    assert {"since", "endpoint", "trials"} <= set(found["monitor_retrain"]["parameters"])
+
+
+@pytest.mark.parametrize("name", sorted(PIPELINES))
+def test_each_pipeline_compiles_to_ir_with_an_image_and_command_for_every_step(name: str, tmp_path: Path) -> None:
+    from kfp import components
+
+    out = tmp_path / f"{name}.yaml"
+    res = run_kiln("pipeline", "compile", name, "-o", out, "--json")
+    assert res.code == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["pipeline"] == PIPELINES[name] and summary["images"] == [IMAGE]
+    doc = yaml.safe_load(out.read_text())
+    executors = doc["deploymentSpec"]["executors"]
+    assert len(executors) == summary["executors"] >= 9
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == IMAGE and container["command"][0] == "sh" and container["args"]
+        assert "from kiln.workflow" in container["command"][-1], "each step is one call into kiln"
+        assert "pip install" not in " ".join(container["command"]), "the image has every package; nothing installs"
+    assert doc["root"]["inputDefinitions"]["parameters"]["trials"]["defaultValue"] == 9
+    assert components.load_component_from_file(str(out)).name == PIPELINES[name]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name], "no staging file left behind"
+
+
+def test_compile_and_run_refuse_bad_input_naming_it(tmp_path: Path) -> None:
+    res = run_kiln("pipeline", "compile", "churn_training", "-o", tmp_path / "x.txt")
+    assert res.code == 1 and "x.txt: give a file name ending in .yaml" in res.stderr
+    res = run_kiln("pipeline", "compile", "no_such", "-o", tmp_path / "x.yaml")
+    assert res.code == 1 and "no pipeline 'no_such'" in res.stderr and "churn_training" in res.stderr
+    res = run_kiln("pipeline", "run", "churn_training", "--param", "trials=many", "-w", tmp_path)
+    assert res.code == 1 and "--param trials=many: expected integer" in res.stderr
+    res = run_kiln("pipeline", "run", "churn_training", "--param", "colour=red", "-w", tmp_path)
+    assert res.code == 1 and "--param colour" in res.stderr and "trials" in res.stderr
+    res = run_kiln("pipeline", "run", "churn_training", "--param", "trials", "-w", tmp_path)
+    assert res.code == 1 and "expected NAME=VALUE" in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_pipeline_file_compiles_by_path(tmp_path: Path) -> None:
+    source = tmp_path / "mine.py"
+    source.write_text(Path(__file__).resolve().parents[1].joinpath("pipelines", "monitor_retrain.py").read_text())
+    res = run_kiln("pipeline", "compile", source, "-o", tmp_path / "mine.yaml", "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["pipeline"] == "monitor-retrain"
+    (tmp_path / "two.py").write_text("x = 1\n")
+    res = run_kiln("pipeline", "compile", tmp_path / "two.py", "-o", tmp_path / "two.yaml")
+    assert res.code == 1 and "defines 0 pipelines" in res.stderr
+
+
+def test_submitting_to_an_unreachable_kfp_server_says_which(tmp_path: Path) -> None:
+    res = run_kiln("pipeline", "run", "churn_training", "--host", "http://127.0.0.1:9", timeout=120)
+    assert res.code == 2 and "KFP API server at http://127.0.0.1:9" in res.stderr
+
+
+@pytest.mark.slow
+def test_a_failed_gate_skips_registration_and_everything_after_it(churn_dataset: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert run_kiln("init", ws).code == 0
+    data = ws / "data" / "churn"
+    shutil.copytree(churn_dataset, data)
+    res = run_kiln("pipeline", "run", "churn_training", "-w", ws, "--param", "trials=1", "--param", "max_iterations=1",
+                   "--param", "min_auc=0.999", "--json", timeout=600)
+    assert res.code == 0, res.stderr[-4000:]
+    run = json.loads(res.stdout)
+    assert run["status"] == "SUCCESS", "a gate that fails is the pipeline working, not failing"
+    assert [t["name"] for t in run["tasks"]] == ["validate-data", "ingest-features", "build-training-set",
+                                                 "tune-model", "evaluate-model"]
+    evaluated = json.loads((Path(run["root"]) / "evaluate-model" / "executor_output.json").read_text())
+    assert evaluated["parameterValues"]["Output"] is False
+    assert "test AUC" in (Path(run["root"]) / "evaluate-model" / "gate").read_text()
+    listed = run_kiln("models", "list", "-w", ws, "--json")
+    assert listed.code == 0 and json.loads(listed.stdout) == [], "nothing was registered"
+    assert not (ws / "artifacts" / "published").exists()
+    assert not list((ws / ".kiln").glob("endpoints/*/endpoint.json")), "no endpoint was deployed"
+    assert "evaluate-model: gate failed: test AUC" in res.stderr
