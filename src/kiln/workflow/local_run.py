@@ -59,8 +59,10 @@ class _Watcher:
     def __init__(self, log: TextIO, progress: Callable[[str], None]) -> None:
         import builtins
         import sys
+        import threading
 
         self.log, self.stdout, self.print, self._progress = log, sys.stdout, builtins.print, progress
+        self.lock = threading.RLock()
         self.records: list[TaskRecord] = []
         self.open: dict[str, list[TaskRecord]] = {}
         self.errors: dict[str, str] = {}
@@ -69,11 +71,12 @@ class _Watcher:
         self.pending = ""
 
     def write(self, text: str) -> int:
-        self.log.write(text)
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            self._line(ANSI.sub("", line))
+        with self.lock:  # loop iterations run in threads that all write here
+            self.log.write(text)
+            self.pending += text
+            *lines, self.pending = self.pending.split("\n")
+            for line in lines:
+                self._line(ANSI.sub("", line))
         return len(text)
 
     def flush(self) -> None:
@@ -167,6 +170,30 @@ def local_parameters(pipeline: Any, ws: Workspace, given: dict[str, Any]) -> dic
     return params
 
 
+@contextlib.contextmanager
+def _one_log_handler(stream: TextIO) -> Any:
+    """One handler on the root logger for the whole run, in place of kfp's per-task swap of handlers, which loses
+    records when loop iterations run at once (one thread clears the handlers while another logs)."""
+    import logging
+
+    from kfp.local import logging_utils
+
+    root = logging.getLogger()
+    saved = (root.level, root.handlers[:], logging_utils.local_logger_context)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging_utils.MillisecondFormatter(fmt="%(asctime)s - %(levelname)s - %(message)s",
+                                                             datefmt="%H:%M:%S.%f"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging_utils.local_logger_context = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        logging_utils.local_logger_context = saved[2]
+
+
 def _keep_outer_outputs_in_loops() -> None:
     """kfp 2.17.0's local runner hands a ParallelFor's loop item to every input that comes from an earlier task's
     output (not only to the loop's items); this puts those inputs back, so a loop body sees the real values."""
@@ -209,7 +236,9 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
     outputs: Any = None
     with open(log_path, "w") as log:
         watcher = _Watcher(log, progress)
-        with contextlib.redirect_stdout(watcher), warnings.catch_warnings():  # type: ignore[type-var]
+        with (contextlib.redirect_stdout(watcher),  # type: ignore[type-var]
+              _one_log_handler(watcher),  # type: ignore[arg-type]
+              warnings.catch_warnings()):
             # the subprocess runner warns about any image not named "python"; the platform image is not
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
             real_print = builtins.print
