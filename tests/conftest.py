@@ -96,3 +96,18 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
     from tests.compiled import build
 
     return build(tmp_path_factory.mktemp("compiled") / "ws")
+
+
+# Two pytest workers run modules side by side (`-n 2 --dist loadgroup` in pyproject). Modules that start endpoints
+# or the local stack on the workspace's default ports share one worker, one after another; the modules using the
+# session's compiled bundles share another, so those are built once. Every other module is a group of its own.
+SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_serving", "test_endpoint_rollout",
+                "test_endpoint_router"}
+COMPILED = {"test_compile", "test_edge"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        group = "ports" if module in SERIAL_PORTS else "compiled" if module in COMPILED else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -8,20 +8,29 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_kiln
+from tests.conftest import clean_env, run_kiln
+from tests.test_stack import free_port
 
 pytestmark = pytest.mark.slow
+# Ports of its own: this module runs beside others that start endpoints and servers on the defaults.
+ENV = clean_env(KILN_SERVING__BASE_PORT="18180", KILN_SERVICES__ARTIFACTS__PORT=str(free_port()),
+                KILN_SERVICES__MLFLOW__PORT=str(free_port()), KILN_SERVICES__EVIDENTLY__PORT=str(free_port()),
+                KILN_SERVICES__FEATURE_SERVER__PORT=str(free_port()))
+
+
+def kiln(*args: str | Path, timeout: float = 300):
+    return run_kiln(*args, env=ENV, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def main_job(tmp_path_factory: pytest.TempPathFactory):
     ws = tmp_path_factory.mktemp("main") / "ws"
     try:
-        res = run_kiln("demo", "--workspace", ws, "--json", timeout=900)
+        res = kiln("demo", "--workspace", ws, "--json", timeout=900)
         assert res.code == 0, res.stderr[-6000:]
         yield ws, json.loads(res.stdout), res.stderr
     finally:
-        run_kiln("down", "-w", ws)  # the demo leaves its endpoint and distribution point running for the user
+        kiln("down", "-w", ws)  # the demo leaves its endpoint and distribution point running for the user
 
 
 def executor_output(run_root: Path, task: str) -> dict:
@@ -30,7 +39,7 @@ def executor_output(run_root: Path, task: str) -> dict:
 
 
 def versions(ws: Path) -> dict[str, dict]:
-    res = run_kiln("models", "list", "churn", "-w", ws, "--json")
+    res = kiln("models", "list", "churn", "-w", ws, "--json")
     assert res.code == 0, res.stderr
     return {f"{v['name']}/{v['version']}": v for v in json.loads(res.stdout)}
 
@@ -91,7 +100,7 @@ def test_the_main_job_runs_the_training_pipeline_then_serves_monitors_and_reache
 def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_version(main_job) -> None:
     ws, doc, _ = main_job
     before = versions(ws)
-    res = run_kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--param", "since=30m", "--param", "trials=2",
+    res = kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--param", "since=30m", "--param", "trials=2",
                    "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json", timeout=900)
     assert res.code == 0, res.stderr[-6000:]
     run = json.loads(res.stdout)
@@ -107,6 +116,6 @@ def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_versio
     made = after[new[0]]
     assert made["tags"]["kiln.pipeline_run"] == run["run"], "lineage: the version names the pipeline run"
     assert made["gate"] == "passed" and "champion" in made["aliases"], "the canary promoted it"
-    status = run_kiln("endpoint", "status", "churn", "-w", ws, "--json")
+    status = kiln("endpoint", "status", "churn", "-w", ws, "--json")
     assert status.code == 0, status.stderr
     assert json.loads(status.stdout)["variants"]["primary"]["model"] == f"models:/{new[0]}"
