@@ -62,6 +62,20 @@ def test_compile_and_run_refuse_bad_input_naming_it(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_step_failing_on_bad_input_stops_the_run_with_its_error_and_exit_1(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    assert run_kiln("init", ws).code == 0
+    res = run_kiln("pipeline", "run", "churn_training", "-w", ws, "--param", f"data={tmp_path / 'missing'}",
+                   timeout=300)
+    assert res.code == 1, res.stderr[-3000:]
+    assert "task validate-data failed: InputError: data" in res.stderr and "give a dataset folder" in res.stderr
+    [run] = (ws / "pipelines" / "runs").iterdir()
+    assert f"the whole log: {run / 'pipeline.log'}" in res.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "FAILURE"
+    listed = run_kiln("models", "list", "-w", ws, "--json")
+    assert json.loads(listed.stdout) == []
+
+
 def test_a_pipeline_file_compiles_by_path(tmp_path: Path) -> None:
     source = tmp_path / "mine.py"
     source.write_text(Path(__file__).resolve().parents[1].joinpath("pipelines", "monitor_retrain.py").read_text())

@@ -50,7 +50,22 @@ class LocalRun:
 
 
 class PipelineFailed(KilnError):
-    """A task of a local pipeline run failed; the message carries the task's own error."""
+    """A task of a local pipeline run failed; the message carries the task's own error (and its exit code)."""
+
+    def __init__(self, message: str, *, hint: str | None = None, cause: str = "") -> None:
+        super().__init__(message, hint=hint)
+        if cause.split(":", 1)[0] in _input_errors():
+            self.exit_code = 1
+
+
+def _input_errors() -> set[str]:
+    """The names of Kiln's bad-input errors, as a task's traceback shows them."""
+    found, todo = set(), [InputError]
+    while todo:
+        cls = todo.pop()
+        found.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return found
 
 
 class _Watcher:
@@ -261,8 +276,9 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
                    parameters=params, tasks=watcher.records, outputs=_plain(outputs))
     (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
     if failed_task is not None:
-        raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed_task} failed: "
-                             f"{watcher.errors.get(failed_task, 'see the log')}", hint=f"the whole log: {final_log}")
+        cause = watcher.errors.get(failed_task, "see the log")
+        raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed_task} failed: {cause}",
+                             hint=f"the whole log: {final_log}", cause=cause)
     return run
 
 
