@@ -178,22 +178,41 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
     drift_halfway(rows, DEMO_DRIFT, seed=DEMO_SEED).to_parquet(traffic, index=False)
     ctx.progress(f"traffic whose second half drifts: {', '.join(DEMO_DRIFT)} moved by -1.5 deviations")
     sent = replay(ws, DEMO_ENDPOINT, traffic, rps=200, progress=ctx.progress)
-    time.sleep(1.5)  # the capture writer flushes every 0.5 s
+    _await_capture(ws, start, sent["rows"], ctx.progress)
     ingest_labels(ws, DEMO_ENDPOINT, Path(sent["log"]))  # the replay log holds each request's true label
     result = run_monitor(ws, DEMO_ENDPOINT, since=start, progress=ctx.progress)
     found = [f"{v['monitor']}: {v['feature']} {v['metric']} {v['observed']} (threshold {v['threshold']})"
              for v in result["violations"]]
     monitors = result["monitors"]
-    quality = monitors["model_quality"].get("observed") or {}
+    quality = monitors.get("model_quality", {}).get("observed") or {}
     ctx.report = result["report"]
     return {"requests": result["records"], "model": result["model"], "status": result["status"],
             "violations": len(found), **{f"violation {i}": text for i, text in enumerate(found, 1)},
-            "drifted_features": ", ".join(monitors["data_drift"].get("drifted", [])) or "none",
+            "drifted_features": ", ".join(monitors.get("data_drift", {}).get("drifted", [])) or "none",
             "live_auc": round(quality["roc_auc"], 4) if quality.get("roc_auc") else "-",
-            "attribution_ndcg": monitors["attribution_drift"].get("ndcg", "-"),
+            "attribution_ndcg": monitors.get("attribution_drift", {}).get("ndcg", "-"),
             "report": result["report"], "violations_file": result["violations_file"],
             "history": "`kiln up`, then Evidently's UI at "
                        f"http://{ws.settings.services.evidently.host}:{ws.settings.services.evidently.port}"}
+
+
+def _await_capture(ws: Any, since: datetime, expected: int, progress: Callable[[str], None],
+                   timeout: float = 60.0) -> None:
+    """Until the front's capture writer (it flushes in the background) has written every production answer."""
+    from kiln.monitoring.endpoint import capture_root
+    from kiln.serving.capture import read_capture
+
+    deadline = time.monotonic() + timeout
+    while True:
+        written = sum(1 for r in read_capture(capture_root(ws, DEMO_ENDPOINT), DEMO_ENDPOINT, since)
+                      if not r.get("shadow"))
+        if written >= expected:
+            return
+        if time.monotonic() > deadline:
+            raise EnvironmentProblem(f"endpoint {DEMO_ENDPOINT} captured {written} of {expected} requests in "
+                                     f"{timeout:.0f} s", hint=f"its log: `kiln endpoint status {DEMO_ENDPOINT}`")
+        progress(f"waiting for the capture: {written} of {expected} requests written")
+        time.sleep(0.5)
 
 
 def _edge(ctx: DemoContext) -> dict[str, Any]:

@@ -17,7 +17,10 @@ def validate_step(workspace: str, data: str, out: str) -> StepResult:
     from kiln.data.validate import validate_dataset
 
     source = Path(data).expanduser()
-    if "://" in data or not source.is_dir():
+    if "://" in data:
+        raise InputError(f"data '{data}': the pipelines read a dataset folder on the workspace's volume, not a URI",
+                         hint="copy the dataset into the workspace (kiln data import) and give its path")
+    if not source.is_dir():
         raise InputError(f"data '{data}': give a dataset folder (made by `kiln data generate` or `kiln data import`)")
     open_workspace(Path(workspace))  # a wrong workspace fails here, before anything is copied
     say(f"validating {source}")

@@ -43,10 +43,11 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
             c.set_tag(run_id, key, value)
     Path(model_out).mkdir(parents=True, exist_ok=True)
     mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri, dst_path=model_out)
-    test = result.metrics["test"]
-    say(f"best of {len(result.trials)} trials: valid AUC {result.best['valid_auc']:.4f}, test AUC {test['auc']:.4f}")
+    test_auc = result.metrics["test"]["auc"]  # None when the test rows hold one class only
+    say(f"best of {len(result.trials)} trials: valid AUC {result.best['valid_auc']:.4f}, test AUC "
+        + ("undefined" if test_auc is None else f"{test_auc:.4f}"))
     return StepResult(
-        metrics={"best_valid_auc": result.best["valid_auc"], "test_auc": test["auc"] or 0.0,
+        metrics={"best_valid_auc": result.best["valid_auc"], **({"test_auc": test_auc} if test_auc is not None else {}),
                  "trials": len(result.trials), "stopped_early": sum(t["stopped_early"] for t in result.trials),
                  "trial_iterations": result.trial_iterations},
         metadata={"run_id": result.parent_run_id, "model_uri": result.model_uri, "family": family,
