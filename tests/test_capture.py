@@ -114,3 +114,20 @@ def test_compare_pairs_production_and_shadow_by_inference_id(tmp_path: Path) -> 
     assert doc["latency"]["shadow"]["p99_ms"] == 8.0 and doc["latency"]["production"]["p50_ms"] == 2.0
     with pytest.raises(InputError, match="no captured request has both"):
         compare(tmp_path, "other")
+
+
+def test_waiting_for_the_capture_counts_production_records_and_names_the_endpoint_on_timeout(tmp_path: Path) -> None:
+    import pytest
+
+    from kiln.errors import ServiceError
+    from kiln.serving.capture import wait_for_capture
+
+    since = datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    folder = tmp_path / "endpoint=toy" / "hour=2026-11-22T10"
+    folder.mkdir(parents=True)
+    rows = [{"inference_id": f"r{i}", "timestamp": f"2026-11-22T10:00:{i:02d}.000000+00:00", "shadow": i >= 3}
+            for i in range(5)]
+    (folder / "capture-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert wait_for_capture(tmp_path, "toy", since, 3) == 3
+    with pytest.raises(ServiceError, match="endpoint toy captured 3 of 4 requests"):
+        wait_for_capture(tmp_path, "toy", since, 4, timeout=0.2)

@@ -101,7 +101,7 @@ def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_versio
     ws, doc, _ = main_job
     before = versions(ws)
     res = kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--param", "since=30m", "--param", "trials=2",
-                   "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json", timeout=900)
+               "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json", timeout=900)
     assert res.code == 0, res.stderr[-6000:]
     run = json.loads(res.stdout)
     assert run["status"] == "SUCCESS" and run["pipeline"] == "monitor-retrain"

@@ -163,9 +163,11 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
 def _monitor(ctx: DemoContext) -> dict[str, Any]:
     import pandas as pd
 
+    from kiln.monitoring.endpoint import capture_root
     from kiln.monitoring.labels import ingest_labels
     from kiln.monitoring.run import run_monitor
     from kiln.monitoring.simulate import drift_halfway
+    from kiln.serving.capture import wait_for_capture
     from kiln.serving.replay import replay
     from kiln.workspace import open_workspace
 
@@ -178,7 +180,7 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
     drift_halfway(rows, DEMO_DRIFT, seed=DEMO_SEED).to_parquet(traffic, index=False)
     ctx.progress(f"traffic whose second half drifts: {', '.join(DEMO_DRIFT)} moved by -1.5 deviations")
     sent = replay(ws, DEMO_ENDPOINT, traffic, rps=200, progress=ctx.progress)
-    _await_capture(ws, start, sent["rows"], ctx.progress)
+    wait_for_capture(capture_root(ws, DEMO_ENDPOINT), DEMO_ENDPOINT, start, sent["rows"], ctx.progress)
     ingest_labels(ws, DEMO_ENDPOINT, Path(sent["log"]))  # the replay log holds each request's true label
     result = run_monitor(ws, DEMO_ENDPOINT, since=start, progress=ctx.progress)
     found = [f"{v['monitor']}: {v['feature']} {v['metric']} {v['observed']} (threshold {v['threshold']})"
@@ -194,25 +196,6 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
             "report": result["report"], "violations_file": result["violations_file"],
             "history": "`kiln up`, then Evidently's UI at "
                        f"http://{ws.settings.services.evidently.host}:{ws.settings.services.evidently.port}"}
-
-
-def _await_capture(ws: Any, since: datetime, expected: int, progress: Callable[[str], None],
-                   timeout: float = 60.0) -> None:
-    """Until the front's capture writer (it flushes in the background) has written every production answer."""
-    from kiln.monitoring.endpoint import capture_root
-    from kiln.serving.capture import read_capture
-
-    deadline = time.monotonic() + timeout
-    while True:
-        written = sum(1 for r in read_capture(capture_root(ws, DEMO_ENDPOINT), DEMO_ENDPOINT, since)
-                      if not r.get("shadow"))
-        if written >= expected:
-            return
-        if time.monotonic() > deadline:
-            raise EnvironmentProblem(f"endpoint {DEMO_ENDPOINT} captured {written} of {expected} requests in "
-                                     f"{timeout:.0f} s", hint=f"its log: `kiln endpoint status {DEMO_ENDPOINT}`")
-        progress(f"waiting for the capture: {written} of {expected} requests written")
-        time.sleep(0.5)
 
 
 def _edge(ctx: DemoContext) -> dict[str, Any]:

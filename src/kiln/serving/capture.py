@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MAX_BUFFER = 50_000  # records held in memory at most; beyond it new records are counted as dropped
 
@@ -130,3 +130,21 @@ def read_capture(root: Path, endpoint: str, since: datetime | None = None,
                         continue  # only a crash mid-append leaves one: the torn last line of a file
                     if lo <= rec["timestamp"] < hi:
                         yield rec
+
+
+def wait_for_capture(root: Path, endpoint: str, since: datetime, expected: int,
+                     progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> int:
+    """Wait until ``endpoint``'s capture holds ``expected`` production records since ``since`` (the front's writer
+    flushes in the background, later under load); how many it holds back, or ServiceError after ``timeout``."""
+    from kiln.errors import ServiceError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        written = sum(1 for r in read_capture(root, endpoint, since) if not r.get("shadow"))
+        if written >= expected:
+            return written
+        if time.monotonic() > deadline:
+            raise ServiceError(f"endpoint {endpoint} captured {written} of {expected} requests in {timeout:.0f} s",
+                               hint=f"its front's log: `kiln endpoint status {endpoint}`")
+        progress(f"waiting for the capture: {written} of {expected} requests written")
+        time.sleep(0.5)
