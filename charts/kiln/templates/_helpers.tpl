@@ -212,7 +212,7 @@ startupProbe:
   failureThreshold: {{ .startupFailures | default 60 }}
 {{- end }}
 
-{{/* A ClusterIP Service on one HTTP port: (dict "ctx" $ "component" "mlflow" "port" 5000). */}}
+{{/* A Service on one HTTP port, a NodePort when nodePort is set: (dict "ctx" $ "component" "mlflow" "port" 5000 "nodePort" 0). */}}
 {{- define "kiln.httpService" -}}
 apiVersion: v1
 kind: Service
@@ -221,13 +221,16 @@ metadata:
   labels:
     {{- include "kiln.componentLabels" . | nindent 4 }}
 spec:
-  type: ClusterIP
+  type: {{ if .nodePort }}NodePort{{ else }}ClusterIP{{ end }}
   ports:
     - name: http
       port: {{ .port }}
       targetPort: http
       protocol: TCP
       appProtocol: http
+      {{- with .nodePort }}
+      nodePort: {{ . }}
+      {{- end }}
   selector:
     {{- include "kiln.componentSelector" . | nindent 4 }}
 {{- end }}
