@@ -222,7 +222,8 @@ class Settings(BaseSettings):
                         self.artifacts, self.capture):
             if section.type in ("sqlite", "file", "local"):
                 section.path = _under(self.workspace, section.path)
-        if "://" not in self.mlflow.artifact_root:
+        # Any URI (s3://, mlflow-artifacts:/ for a server that proxies artifacts) is kept as written.
+        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", self.mlflow.artifact_root):
             self.mlflow.artifact_root = _under(self.workspace, self.mlflow.artifact_root)
         return self
 

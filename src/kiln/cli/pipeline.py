@@ -29,22 +29,64 @@ def list_(as_json: bool = JsonOption) -> None:
         out.print("  " + ", ".join(f"{k}={v!r}" for k, v in info.parameters.items()), markup=False)
 
 
+WorkspacePvcOption = typer.Option(None, "--workspace-pvc", help="Mount this PersistentVolumeClaim at /kiln/workspace "
+                                  "in every step (the chart's `<release>-workspace`).")
+SecretEnvOption = typer.Option([], "--secret-env", help="SECRET:KEY=ENV, repeatable: every step gets the Secret's key "
+                               "as an environment variable (e.g. kiln-postgresql:password=PGPASSWORD).")
+
+
 @app.command("compile")
 def compile_(
     name: str = NameArgument,
     output: Path = typer.Option(..., "--output", "-o", help="YAML file to write (upload it in the KFP UI)."),
+    workspace_pvc: Optional[str] = WorkspacePvcOption,
+    secret_env: list[str] = SecretEnvOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compile a pipeline to KFP IR YAML and check it: a valid spec, an image and a command for every step."""
     from kiln.workflow.catalog import load_pipeline
     from kiln.workflow.ir import compile_pipeline
 
-    summary = compile_pipeline(load_pipeline(name), output)
+    summary = compile_pipeline(load_pipeline(name), output, workspace_pvc, secret_env)
     if as_json:
         print_json(summary)
         return
     out.print(f"{summary['pipeline']}: {summary['executors']} steps, image {', '.join(summary['images'])} "
               f"-> {summary['file']}", markup=False)
+
+
+@app.command("upload")
+def upload(
+    names: list[str] = typer.Argument(..., help="Pipeline names (`kiln pipeline list`) or .py files defining them."),
+    host: str = typer.Option(..., "--host", help="The KFP API server's URL, e.g. http://localhost:8888."),
+    workspace_pvc: Optional[str] = WorkspacePvcOption,
+    secret_env: list[str] = SecretEnvOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Compile pipelines and upload them to a KFP API server, so its UI lists them (a new version when one exists)."""
+    import hashlib
+    import tempfile
+
+    from kiln import __version__
+    from kiln.workflow.catalog import load_pipeline
+    from kiln.workflow.ir import compile_pipeline
+    from kiln.workflow.remote import upload as upload_package
+
+    pipelines = [load_pipeline(n) for n in names]  # every name checked before anything is uploaded
+    results = []
+    with tempfile.TemporaryDirectory(prefix="kiln-upload-") as tmp:
+        for pipeline in pipelines:
+            package = Path(tmp) / f"{pipeline.name}.yaml"
+            compile_pipeline(pipeline, package, workspace_pvc, secret_env)
+            # The version names the Kiln release and the compiled file's content: the same build uploads once.
+            digest = hashlib.sha256(package.read_bytes()).hexdigest()[:12]
+            results.append(upload_package(host, package, pipeline.name, f"{__version__}-{digest}",
+                                          pipeline.description or ""))
+            if not as_json:
+                r = results[-1]
+                out.print(f"{r['pipeline']}: {r['action']} ({r['version']})  {r['url']}", markup=False)
+    if as_json:
+        print_json(results)
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
