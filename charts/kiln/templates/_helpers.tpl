@@ -290,10 +290,10 @@ spec:
 {{- fail (printf "monitors.schedules: every '%s': a CronJob runs on hours that divide a day evenly (1h, 2h, 3h, 4h, 6h, 8h, 12h)" $every) }}
 {{- end }}
 {{- else }}
-{{- if eq (mod 60 $n) 0 }}
-{{- if eq $n 1 }}* * * * *{{ else }}*/{{ $n }} * * * *{{ end }}
-{{- else if eq (mod $n 60) 0 }}
+{{- if eq (mod $n 60) 0 }}
 {{- include "kiln.cron" (printf "%dh" (div $n 60)) }}
+{{- else if eq (mod 60 $n) 0 }}
+{{- if eq $n 1 }}* * * * *{{ else }}*/{{ $n }} * * * *{{ end }}
 {{- else }}
 {{- fail (printf "monitors.schedules: every '%s': a CronJob runs on minutes that divide an hour evenly (1m, 5m, 10m, 15m, 30m)" $every) }}
 {{- end }}

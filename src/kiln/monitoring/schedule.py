@@ -136,36 +136,58 @@ def cron_expression(every: str) -> str:
                      "evenly, or on whole days (5m, 15m, 1h, 6h, 1d)")
 
 
+WORKSPACE_MOUNT = "/kiln/workspace"
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
 def render_cronjob(endpoint: str, every: str, image: str, namespace: str = "kiln",
-                   on_violation: str | None = None) -> dict[str, Any]:
-    """The Kubernetes CronJob that runs this schedule's job in a cluster (the Helm chart templates the same)."""
+                   on_violation: str | None = None, release: str = "kiln") -> dict[str, Any]:
+    """The Kubernetes CronJob that runs this schedule's job in a cluster: the Helm chart's monitor CronJob.
+
+    It expects what the chart (release ``release``) installs: the workspace volume `<release>-workspace`, kiln.yaml
+    in the ConfigMap `<release>-settings`, the Secrets `<release>-postgresql` and `<release>-object-store`.
+    """
     command = ["kiln", "monitor", "run", "--endpoint", endpoint, "--since", every, "--json"]
     if on_violation:
         command += ["--on-violation", on_violation]
+    command += ["--workspace", WORKSPACE_MOUNT]
     labels = {"app.kubernetes.io/name": "kiln", "app.kubernetes.io/component": "monitor",
               "kiln.dev/endpoint": endpoint}
+    env = [{"name": "KILN_PROFILE", "value": "cluster"}, {"name": "HOME", "value": "/tmp"},
+           _secret_env("PGPASSWORD", f"{release}-postgresql", "password"),
+           _secret_env("AWS_ACCESS_KEY_ID", f"{release}-object-store", "access-key-id"),
+           _secret_env("AWS_SECRET_ACCESS_KEY", f"{release}-object-store", "secret-access-key")]
     return {
         "apiVersion": "batch/v1", "kind": "CronJob",
-        "metadata": {"name": f"kiln-monitor-{endpoint}", "namespace": namespace, "labels": labels},
+        "metadata": {"name": f"{release}-monitor-{endpoint}", "namespace": namespace, "labels": labels},
         "spec": {
             "schedule": cron_expression(every), "concurrencyPolicy": "Forbid",
             "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
             "jobTemplate": {"spec": {"backoffLimit": 1, "template": {
                 "metadata": {"labels": dict(labels)},
                 "spec": {
-                    "restartPolicy": "Never", "serviceAccountName": "kiln-monitor",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "restartPolicy": "Never", "serviceAccountName": f"{release}-monitor",
+                    "automountServiceAccountToken": False,
+                    # The platform image's user (Dockerfile: kiln, 10001).
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                        "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{
-                        "name": "monitor", "image": image, "command": command,
-                        "env": [{"name": "KILN_PROFILE", "value": "cluster"}],
+                        "name": "monitor", "image": image, "command": command, "env": env,
                         "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
                                       "limits": {"cpu": "2", "memory": "4Gi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE_MOUNT},
+                                         {"name": "settings", "mountPath": f"{WORKSPACE_MOUNT}/kiln.yaml",
+                                          "subPath": "kiln.yaml", "readOnly": True},
+                                         {"name": "tmp", "mountPath": "/tmp"}],
                     }],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": f"{release}-workspace"}},
+                                {"name": "settings", "configMap": {"name": f"{release}-settings"}},
+                                {"name": "tmp", "emptyDir": {}}],
                 },
             }}},
         },

@@ -107,7 +107,8 @@ def check_ir(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: " + "; ".join(problems))
     images = sorted({ex["container"]["image"] for ex in executors.values()})
     mounted = _pvc_mounts(documents[1:], executors)
-    return {"pvc_mounts": mounted, "pipeline": spec.pipeline_info.name, "components": len(spec.components), "executors": len(executors),
+    return {"pvc_mounts": mounted,
+            "pipeline": spec.pipeline_info.name, "components": len(spec.components), "executors": len(executors),
             "images": images, "sdk": spec.sdk_version, "schema": spec.schema_version}
 
 
