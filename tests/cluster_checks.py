@@ -17,7 +17,11 @@ ADD_ON_GROUPS = ("serving.kserve.io/", "ray.io/", "networking.istio.io/")
 
 
 def run(*args: Any, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300, check=check)
+    """Run a tool; with ``check``, a failure raises with what the tool printed."""
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}: {result.stderr[-2000:]}")
+    return result
 
 
 def documents(text: str) -> list[dict[str, Any]]:

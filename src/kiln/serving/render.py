@@ -141,7 +141,14 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
         V1beta1ModelSpec,
         V1beta1PredictorSpec,
     )
-    from kubernetes.client import ApiClient, V1EnvVar, V1ObjectMeta, V1ResourceRequirements
+    from kubernetes.client import (
+        ApiClient,
+        V1Capabilities,
+        V1EnvVar,
+        V1ObjectMeta,
+        V1ResourceRequirements,
+        V1SecurityContext,
+    )
 
     named = serves_as or variant.name
     fmt, runtime = RUNTIMES[variant.runtime]
@@ -150,9 +157,11 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
     # in the model repository, so the ONNX artifact must sit under `<endpoint>/1/model.onnx` there.
     env = [V1EnvVar(name="MLSERVER_MODEL_NAME", value=spec.name)] if variant.runtime == "mlflow" else None
     args = [f"--name={spec.name}"] if variant.runtime == "tvm" else None
+    # No privilege escalation, no capabilities; the runtime's image decides its user (Triton's may need root).
+    security = V1SecurityContext(allow_privilege_escalation=False, capabilities=V1Capabilities(drop=["ALL"]))
     model = V1beta1ModelSpec(name="kserve-container", model_format=V1beta1ModelFormat(name=fmt), runtime=runtime,
                              storage_uri=storage_uri, protocol_version="v2", env=env, args=args,
-                             resources=V1ResourceRequirements(**RESOURCES))
+                             resources=V1ResourceRequirements(**RESOURCES), security_context=security)
     logger = None
     if spec.capture.enabled:
         url = f"http://{CAPTURE_SERVICE}.{namespace}.svc.cluster.local/{spec.name}/{variant.name}"
