@@ -9,13 +9,14 @@ from pipelines._steps import DATA, WORKSPACE, register, serve, train_and_evaluat
 
 
 @dsl.pipeline(name="churn-training", description="Validate, ingest, build a point-in-time training set, tune, "
-              "evaluate; when the gate passes: register, explain, compile and publish for every target, deploy by "
-              "canary and baseline the monitors.")
+              "evaluate; when the gate passes: register, explain, compile and publish for every target, and (unless "
+              "deploy is false) deploy by canary and baseline the monitors.")
 def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str = "churn", family: str = "lgbm",
                    strategy: str = "hyperband", trials: int = 9, max_iterations: int = 9, max_concurrent: int = 2,
                    seed: int = 7, min_auc: float = 0.70, max_auc_drop: float = 0.01, approve: bool = True,
                    targets: list = ["x86_64", "aarch64", "cuda"], endpoint: str = "churn",
-                   canary_percent: float = 20.0, bake_seconds: float = 60.0, explain_rows: int = 200):
+                   canary_percent: float = 20.0, bake_seconds: float = 60.0, explain_rows: int = 200,
+                   deploy: bool = True):
     """The training pipeline.
 
     Args:
@@ -36,6 +37,8 @@ def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str
         canary_percent: A new endpoint's canary step.
         bake_seconds: A new endpoint's canary bake time.
         explain_rows: Held-out rows explained with SHAP.
+        deploy: Deploy and baseline the new version (local serving); false on a cluster, where the registered
+            version is served by applying `kiln endpoint render`'s objects.
     """
     tuned, evaluated = train_and_evaluate(workspace, data, model_name, family, strategy, trials, max_iterations,
                                           max_concurrent, seed, min_auc, max_auc_drop)
@@ -45,4 +48,5 @@ def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str
         with dsl.ParallelFor(targets, name="targets") as target:
             compiled = compile_model(workspace=workspace, version=registered.outputs["Output"], target=target)
             published = publish_artifact(workspace=workspace, artifact_id=compiled.outputs["Output"])
-        serve(workspace, registered, endpoint, canary_percent, bake_seconds, after=published)
+        with dsl.If(deploy == True, name="deploy"):  # noqa: E712 - a KFP condition
+            serve(workspace, registered, endpoint, canary_percent, bake_seconds, after=published)

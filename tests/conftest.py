@@ -104,10 +104,12 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
 SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_serving", "test_endpoint_rollout",
                 "test_endpoint_router"}
 COMPILED = {"test_compile", "test_edge"}
+K8S_TOOLS = {"test_chart", "test_manifests", "test_kind"}  # one worker fetches helm and kubectl into the cache
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.path.stem
-        group = "ports" if module in SERIAL_PORTS else "compiled" if module in COMPILED else str(item.path)
+        group = ("ports" if module in SERIAL_PORTS else "compiled" if module in COMPILED
+                 else "k8s" if module in K8S_TOOLS else str(item.path))
         item.add_marker(pytest.mark.xdist_group(group))

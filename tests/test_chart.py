@@ -157,6 +157,9 @@ def test_chart_settings_load_as_kiln_settings(rendered: dict[str, list[dict[str,
     assert settings.mlflow.tracking_uri == "http://kiln-mlflow.kubeflow.svc.cluster.local:5000"
     assert settings.mlflow.artifact_root == "mlflow-artifacts:/"
     assert settings.serving.type == "kserve"
+    assert settings.ray.address == "ray://kiln-ray-head.kubeflow.svc.cluster.local:10001"
+    kind = yaml.safe_load(by(rendered["kind"], "ConfigMap", "kiln-settings")[0]["data"]["kiln.yaml"])
+    assert kind["ray"]["address"] == "local"  # no Ray cluster on a laptop: trials run in the tune step
     # The feature server's feature_store.yaml is the one Kiln itself writes for these settings.
     assert yaml.safe_load(data["feature_store.yaml"]) == yaml.safe_load(feature_store_yaml(settings))
 

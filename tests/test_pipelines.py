@@ -24,6 +24,31 @@ def test_list_names_both_pipelines_with_their_parameters() -> None:
     assert training["targets"] == ["x86_64", "aarch64", "cuda"] and training["min_auc"] == 0.7
     assert {"data", "trials", "strategy", "endpoint", "max_auc_drop"} <= set(training)
     assert {"since", "endpoint", "trials"} <= set(found["monitor_retrain"]["parameters"])
+    assert training["deploy"] is True
+
+
+def test_with_deploy_false_no_deploy_or_baseline_runs(tmp_path: Path) -> None:
+    out = tmp_path / "churn.yaml"
+    res = run_kiln("pipeline", "compile", "churn_training", "-o", out, "--json")
+    assert res.code == 0, res.stderr
+    doc = yaml.safe_load(out.read_text())
+    # The deploy and baseline tasks sit in the `deploy` condition's sub-DAG, which runs only when deploy is true.
+    [(name, dag)] = [(n, c) for n, c in doc["components"].items() if n.startswith("comp-condition-")
+                     and "deploy-endpoint" in c.get("dag", {}).get("tasks", {})]
+    assert set(dag["dag"]["tasks"]) == {"deploy-endpoint", "baseline-monitor"}
+    outer = next(t for c in doc["components"].values() for t in c.get("dag", {}).get("tasks", {}).values()
+                 if t.get("componentRef", {}).get("name") == name)
+    assert "pipelinechannel--deploy" in outer["triggerPolicy"]["condition"]
+
+
+def test_the_deploy_step_refuses_a_cluster_workspace_by_name(tmp_path: Path) -> None:
+    from kiln.errors import InputError
+    from kiln.workflow.release_steps import deploy_step
+
+    assert run_kiln("init", tmp_path / "ws", "--profile", "cluster").code == 0
+    with pytest.raises(InputError, match="serving type 'kserve'") as err:
+        deploy_step(str(tmp_path / "ws"), "churn", "churn/1", 20.0, 60.0, True)
+    assert "deploy=false" in err.value.hint
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))

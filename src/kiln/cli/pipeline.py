@@ -105,6 +105,8 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable; lists as a,b,c or JSON."),
     host: Optional[str] = typer.Option(None, "--host", help="Submit to the KFP API server at this URL instead of "
                                        "running here."),
+    workspace_pvc: Optional[str] = WorkspacePvcOption,
+    secret_env: list[str] = SecretEnvOption,
     workspace: Optional[Path] = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -117,12 +119,14 @@ def run(
     if host:
         from kiln.workflow.remote import submit
 
-        result = submit(host, pipeline, params)
+        result = submit(host, pipeline, params, workspace_pvc=workspace_pvc, secret_env=secret_env)
         if as_json:
             print_json(result)
         else:
             out.print(f"submitted {result['pipeline']}: run {result['run_id']}\n  {result['url']}", markup=False)
         return
+    if workspace_pvc or secret_env:
+        raise InputError("--workspace-pvc and --secret-env are for a cluster: give --host too")
     from kiln.workflow.local_run import run_local
     from kiln.workspace import open_workspace
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from kiln.errors import ServiceError
+from kiln.errors import InputError, ServiceError
 from kiln.workflow.result import StepResult, say
 from kiln.workspace import open_workspace
 
@@ -48,6 +48,11 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
     from kiln.serving.spec import parse_spec
 
     ws = open_workspace(Path(workspace))
+    if ws.settings.serving.type != "local":
+        raise InputError(f"deploy step: serving type '{ws.settings.serving.type}': a pipeline step deploys on the "
+                         f"local serving type only",
+                         hint=f"run the pipeline with deploy=false, then serve {version} with `kiln endpoint render` "
+                              f"and `kubectl apply -f` (README: Cluster)")
     model = f"models:/{version}"
     if endpoint in list_endpoints(ws):
         primary = read_state(ws, endpoint)["spec"]["variants"][0]["name"]

@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from kiln.errors import ServiceError
 
 EXPERIMENT = "kiln"
 
 
-def submit(host: str, pipeline: Any, params: dict[str, Any], experiment: str = EXPERIMENT) -> dict[str, Any]:
-    """Create a run of ``pipeline`` on the KFP API server at ``host``; its id and its page back."""
+def submit(host: str, pipeline: Any, params: dict[str, Any], experiment: str = EXPERIMENT,
+           workspace_pvc: str | None = None, secret_env: Sequence[str] = ()) -> dict[str, Any]:
+    """Create a run of ``pipeline`` on the KFP API server at ``host``; its id and its page back.
+
+    The pipeline is compiled as `kiln pipeline compile` does, with the workspace volume and Secret env given.
+    """
+    import tempfile
     import warnings
 
     import kfp
 
-    try:
-        with warnings.catch_warnings():  # its notice that it needs KFP 2.0 or later: the chart installs 2.x
-            warnings.simplefilter("ignore", FutureWarning)
-            client = kfp.Client(host=host)
-        result = client.create_run_from_pipeline_func(pipeline, arguments=params, experiment_name=experiment)
-    except Exception as exc:  # noqa: BLE001 - connection and API errors of kfp's client become Kiln's
-        raise ServiceError(f"KFP API server at {host}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                           hint="check the URL (the ml-pipeline service, e.g. port-forwarded to "
-                                "http://localhost:8888) and that you may reach it") from exc
+    from kiln.workflow.ir import compile_pipeline
+
+    with tempfile.TemporaryDirectory(prefix="kiln-submit-") as tmp:
+        package = Path(tmp) / "pipeline.yaml"
+        compile_pipeline(pipeline, package, workspace_pvc, secret_env)
+        try:
+            with warnings.catch_warnings():  # its notice that it needs KFP 2.0 or later: the chart installs 2.x
+                warnings.simplefilter("ignore", FutureWarning)
+                client = kfp.Client(host=host)
+            result = client.create_run_from_pipeline_package(str(package), arguments=params,
+                                                             experiment_name=experiment)
+        except Exception as exc:  # noqa: BLE001 - connection and API errors of kfp's client become Kiln's
+            raise _service_error(host, exc) from exc
     run_id = result.run_id
     return {"host": host, "run_id": run_id, "experiment": experiment, "pipeline": pipeline.name,
             "url": f"{host.rstrip('/')}/#/runs/details/{run_id}", "parameters": params}
+
+
+def _service_error(host: str, exc: Exception) -> ServiceError:
+    return ServiceError(f"KFP API server at {host}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
+                        hint="check the URL (the ml-pipeline service, e.g. port-forwarded to "
+                             "http://localhost:8888) and that you may reach it")
 
 
 def upload(host: str, package: Path, name: str, version: str, description: str = "") -> dict[str, Any]:
@@ -56,8 +71,6 @@ def upload(host: str, package: Path, name: str, version: str, description: str =
                                                description=description)
                 action = "new version"
     except Exception as exc:  # noqa: BLE001 - connection and API errors of kfp's client become Kiln's
-        raise ServiceError(f"KFP API server at {host}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
-                           hint="check the URL (the ml-pipeline service, e.g. port-forwarded to "
-                                "http://localhost:8888) and that you may reach it") from exc
+        raise _service_error(host, exc) from exc
     return {"host": host, "pipeline": name, "pipeline_id": pipeline_id, "version": version, "action": action,
             "url": f"{host.rstrip('/')}/#/pipelines/details/{pipeline_id}"}
