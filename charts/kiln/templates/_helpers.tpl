@@ -190,24 +190,22 @@ securityContext:
   mountPath: /tmp
 {{- end }}
 
-{{/* An HTTP probe on a path and port: (dict "path" "/health" "port" "http"). */}}
+{{/* HTTP probes on a path and port: (dict "path" "/health" "port" "http"). */}}
 {{- define "kiln.probes" -}}
+{{- $get := dict "path" .path "port" (.port | default "http") }}
 readinessProbe:
   httpGet:
-    path: {{ .path }}
-    port: {{ .port | default "http" }}
+    {{- toYaml $get | nindent 4 }}
   periodSeconds: 10
   failureThreshold: 3
 livenessProbe:
   httpGet:
-    path: {{ .path }}
-    port: {{ .port | default "http" }}
+    {{- toYaml $get | nindent 4 }}
   periodSeconds: 20
   failureThreshold: 6
 startupProbe:
   httpGet:
-    path: {{ .path }}
-    port: {{ .port | default "http" }}
+    {{- toYaml $get | nindent 4 }}
   periodSeconds: 5
   failureThreshold: {{ .startupFailures | default 60 }}
 {{- end }}
@@ -267,7 +265,7 @@ spec:
         # A changed kiln.yaml restarts the servers that read it.
         checksum/settings: {{ include (print .ctx.Template.BasePath "/settings-configmap.yaml") .ctx | sha256sum }}
     spec:
-      {{- include "kiln.podSettings" .ctx | nindent 6 }}
+      {{- include "kiln.podSettings" .ctx | trim | nindent 6 }}
       serviceAccountName: {{ include "kiln.componentName" . }}
       automountServiceAccountToken: false
 {{- end }}
