@@ -42,7 +42,7 @@ helm upgrade --install istiod istio/istiod -n istio-system --version "$ISTIO_VER
   --set pilot.resources.requests.cpu=100m --set pilot.resources.requests.memory=512Mi
 kubectl apply -f "https://raw.githubusercontent.com/istio/istio/$ISTIO_VERSION/samples/addons/prometheus.yaml"
 
-step "KServe $KSERVE_VERSION (Standard deployment mode: no Knative)"
+step "KServe $KSERVE_VERSION (Kiln's InferenceServices ask for raw deployment mode: no Knative)"
 kubectl apply --server-side -f "https://github.com/kserve/kserve/releases/download/$KSERVE_VERSION/kserve.yaml"
 kubectl -n kserve wait --for=condition=Available deployment/kserve-controller-manager --timeout=300s
 kubectl apply --server-side -f \

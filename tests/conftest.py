@@ -107,6 +107,9 @@ COMPILED = {"test_compile", "test_edge"}
 K8S_TOOLS = {"test_chart", "test_manifests", "test_kind"}  # one worker fetches helm and kubectl into the cache
 
 
+# tryfirst: the groups must be marked before pytest-xdist reads them in its own collection hook (test_suite_groups
+# checks that they reach the scheduler).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.path.stem
