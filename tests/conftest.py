@@ -105,14 +105,20 @@ SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "tes
                 "test_endpoint_router"}
 COMPILED = {"test_compile", "test_edge"}
 K8S_TOOLS = {"test_chart", "test_manifests", "test_kind"}  # one worker fetches helm and kubectl into the cache
+# The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end.
+LONGEST_FIRST = ["ports", "test_main_job", "compiled", "test_tuning", "test_outside_data", "test_pipelines"]
 
 
 # tryfirst: the groups must be marked before pytest-xdist reads them in its own collection hook (test_suite_groups
 # checks that they reach the scheduler).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank: dict[str, int] = {}
     for item in items:
         module = item.path.stem
         group = ("ports" if module in SERIAL_PORTS else "compiled" if module in COMPILED
                  else "k8s" if module in K8S_TOOLS else str(item.path))
         item.add_marker(pytest.mark.xdist_group(group))
+        key = group if group in ("ports", "compiled") else module
+        rank[item.nodeid] = LONGEST_FIRST.index(key) if key in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: each module keeps its own order
