@@ -290,6 +290,14 @@ def test_upload_job_compiles_with_the_workspace_mount_and_names_the_unreachable_
     assert envs == {"PGPASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
 
 
+def test_bucket_hook_names_a_bad_bucket_and_an_unreachable_store() -> None:
+    from kiln.stack.bucket import main
+
+    assert main(["--bucket", "Bad_Name"]) == 1  # refused before any connection
+    # Nothing listens on port 9: after its wait, the hook gives up naming the store.
+    assert main(["--bucket", "kiln", "--endpoint-url", "http://127.0.0.1:9", "--wait", "0"]) == 2
+
+
 @pytest.mark.parametrize(("setting", "named"), [
     ("mlflow.port=abc", "/mlflow/port"),
     ("image.tag=latest", "/image/tag"),

@@ -14,17 +14,12 @@ import pytest
 
 from tests.cluster_checks import documents, run
 from tests.k8s_tools import tools
+from tests.test_stack import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 ROOT = Path(__file__).resolve().parents[1]
 POSTGRES = ("127.0.0.1", 5432)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mlflow_command_serves_the_probe_and_in_cluster_callers_only(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from kiln.settings import SETTINGS_FILE, Settings, load_settings
 
 FOLDERS = ("data", "features", "models", "artifacts", "capture", "reports")
 STATE_DIR = ".kiln"  # pid files and logs of local services
+# Where a cluster mounts the workspace (the chart's volume, kiln.yaml from its ConfigMap) for every step and job.
+CLUSTER_WORKSPACE = "/kiln/workspace"
 
 SETTINGS_TEMPLATE = """\
 # Kiln workspace settings. Every key can be overridden by a KILN_* environment variable,

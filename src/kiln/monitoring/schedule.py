@@ -16,7 +16,7 @@ from typing import Any
 from kiln.errors import InputError
 from kiln.monitoring.window import parse_duration
 from kiln.stack.process import ServiceSpec
-from kiln.workspace import Workspace
+from kiln.workspace import CLUSTER_WORKSPACE, Workspace
 
 FIRST_PORT = 6590
 MIN_SECONDS = 1.0
@@ -136,9 +136,6 @@ def cron_expression(every: str) -> str:
                      "evenly, or on whole days (5m, 15m, 1h, 6h, 1d)")
 
 
-WORKSPACE_MOUNT = "/kiln/workspace"
-
-
 def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
@@ -153,7 +150,7 @@ def render_cronjob(endpoint: str, every: str, image: str, namespace: str = "kiln
     command = ["kiln", "monitor", "run", "--endpoint", endpoint, "--since", every, "--json"]
     if on_violation:
         command += ["--on-violation", on_violation]
-    command += ["--workspace", WORKSPACE_MOUNT]
+    command += ["--workspace", CLUSTER_WORKSPACE]
     labels = {"app.kubernetes.io/name": "kiln", "app.kubernetes.io/component": "monitor",
               "kiln.dev/endpoint": endpoint}
     env = [{"name": "KILN_PROFILE", "value": "cluster"}, {"name": "HOME", "value": "/tmp"},
@@ -180,8 +177,8 @@ def render_cronjob(endpoint: str, every: str, image: str, namespace: str = "kiln
                                       "limits": {"cpu": "2", "memory": "4Gi"}},
                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}},
-                        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE_MOUNT},
-                                         {"name": "settings", "mountPath": f"{WORKSPACE_MOUNT}/kiln.yaml",
+                        "volumeMounts": [{"name": "workspace", "mountPath": CLUSTER_WORKSPACE},
+                                         {"name": "settings", "mountPath": f"{CLUSTER_WORKSPACE}/kiln.yaml",
                                           "subPath": "kiln.yaml", "readOnly": True},
                                          {"name": "tmp", "mountPath": "/tmp"}],
                     }],

@@ -7,14 +7,20 @@ AWS_SECRET_ACCESS_KEY, as boto3 reads them. Retries until the store answers (Min
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 
-from kiln.errors import KilnError, ServiceError
+from kiln.errors import InputError, KilnError, ServiceError
+
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")  # S3's bucket naming rules, as the chart's schema has them
 
 
 def ensure_bucket(bucket: str, endpoint_url: str | None = None, wait: float = 120.0) -> str:
     """'created' or 'exists'; ServiceError naming the store when it does not answer within ``wait`` seconds."""
+    if not BUCKET.match(bucket):
+        raise InputError(f"--bucket '{bucket}': not an S3 bucket name",
+                         hint="3 to 63 lower-case letters, digits, dots and dashes, a letter or digit at each end")
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bucket {args.bucket}: {ensure_bucket(args.bucket, args.endpoint_url, args.wait)}")
     except KilnError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, InputError) else 2
     return 0
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kiln.errors import InputError
+from kiln.workspace import CLUSTER_WORKSPACE
 
-WORKSPACE_MOUNT = "/kiln/workspace"  # where every step finds kiln.yaml and the workspace in a cluster
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SECRET_ENV = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?):([-._a-zA-Z0-9]+)=([A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -72,7 +72,7 @@ def _configure_everywhere(pipeline: Any, pvc: str | None, secrets: list[tuple[st
     # module was imported, so the config is built on a bare holder here and merged into each executor.
     holder = SimpleNamespace(platform_config={})
     if pvc is not None:
-        kubernetes.mount_pvc(holder, pvc_name=pvc, mount_path=WORKSPACE_MOUNT)
+        kubernetes.mount_pvc(holder, pvc_name=pvc, mount_path=CLUSTER_WORKSPACE)
     for secret, key, env in secrets:
         kubernetes.use_secret_as_env(holder, secret_name=secret, secret_key_to_env={key: env})
     added = holder.platform_config["kubernetes"]

@@ -11,9 +11,8 @@ from typing import Any, Callable, TextIO
 
 from kiln.errors import InputError, KilnError
 from kiln.workflow.result import MARK
-from kiln.workspace import Workspace
+from kiln.workspace import CLUSTER_WORKSPACE, Workspace  # pipelines' defaults name it; locally it is -w
 
-CLUSTER_WORKSPACE = "/kiln/workspace"  # pipelines' defaults name the cluster's workspace; locally it is this one
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STARTED = re.compile(r"Executing task '([^']+)'")
 FINISHED = re.compile(r"Task '([^']+)' finished with status (\w+)")
