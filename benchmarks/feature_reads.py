@@ -280,7 +280,7 @@ def main() -> None:
 
 def measure(args) -> tuple[list[Figure], dict[str, object]]:
     from kiln.features.ingest import ingest
-    from kiln.stack.process import start, stop
+    from kiln.process import start, stop
     from kiln.stack.services import feature_server
 
     project = f"kiln_bench_{os.getpid()}"

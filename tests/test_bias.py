@@ -16,9 +16,20 @@ from fairlearn.metrics import (
 )
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_score, recall_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_score,
+    recall_score,
+)
 
-from kiln.clarify.bias import BiasMetric, Facet, parse_facet, post_training, pre_training
+from kiln.clarify.bias import (
+    BiasMetric,
+    Facet,
+    parse_facet,
+    post_training,
+    pre_training,
+)
 from kiln.errors import InputError
 
 FEMALE = Facet("gender", ("female",))

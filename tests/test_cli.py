@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from kiln import __version__
 from tests.conftest import clean_env, run_kiln
 

@@ -20,7 +20,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from kiln.data.dataset import check_destination, open_dataset, staged_dataset, write_dataset
+from kiln.data.dataset import (
+    check_destination,
+    open_dataset,
+    staged_dataset,
+    write_dataset,
+)
 from kiln.data.importer import ImportOptions, import_csv, snake_case
 from kiln.data.validate import validate_dataset
 from kiln.errors import DatasetError, InputError

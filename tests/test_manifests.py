@@ -12,7 +12,14 @@ from kiln.errors import InputError
 from kiln.monitoring.schedule import render_cronjob
 from kiln.serving import render as rendering
 from kiln.serving.spec import load_spec
-from tests.cluster_checks import ADD_ON_GROUPS, container_problems, documents, run, secret_problems, validate
+from tests.cluster_checks import (
+    ADD_ON_GROUPS,
+    container_problems,
+    documents,
+    run,
+    secret_problems,
+    validate,
+)
 from tests.k8s_tools import tools
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from kiln.clarify.bias import bias_by_facet
 from kiln.data.generate import Drift, LabelBias
-from kiln.evaluation.holdout import bias_by_facet
 from kiln.monitoring.attribution import ndcg
 from kiln.monitoring.bias_drift import bias_drift
 from kiln.monitoring.constraints import check_constraints

@@ -22,7 +22,14 @@ from kiln.serving.controller import (
     load_rollout,
     parse_vector,
 )
-from kiln.serving.render import as_inference_service, check, objects, predictor_host, render, weights_for
+from kiln.serving.render import (
+    as_inference_service,
+    check,
+    objects,
+    predictor_host,
+    render,
+    weights_for,
+)
 from kiln.serving.rollout import VariantStats
 from kiln.serving.spec import EndpointSpec, parse_spec
 

@@ -14,7 +14,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from kiln.compile.keys import public_key_path
+from kiln.data.dataset import staged_dataset, write_dataset
+from kiln.data.generate import GenerateOptions, generate_churn
+from kiln.data.schema import CHURN_SCHEMA
+from kiln.doctor import ENGINES, check_disk, check_services
 from kiln.errors import EnvironmentProblem
+from kiln.evaluation.candidate import register_run_model
+from kiln.monitoring.endpoint import capture_root
+from kiln.monitoring.labels import ingest_labels
+from kiln.monitoring.run import run_monitor
+from kiln.monitoring.simulate import drift_halfway
+from kiln.process import start
+from kiln.registry.versions import get_version
+from kiln.serving.capture import wait_for_capture
+from kiln.serving.local import delete, deploy, list_endpoints
+from kiln.serving.replay import replay
+from kiln.serving.spec import parse_spec
+from kiln.settings import load_settings
+from kiln.stack.services import artifact_server
+from kiln.training.data import load_training_set
+from kiln.training.run import train
+from kiln.workflow.catalog import load_pipeline
+from kiln.workflow.local_run import run_local
+from kiln.workspace import init_workspace, open_workspace
 
 DEMO_CUSTOMERS = 2000
 DEMO_DAYS = 120
@@ -56,8 +79,6 @@ def _environment(ctx: DemoContext) -> dict[str, Any]:
     """Engines installed (versions read, not imported: `kiln doctor` imports them), disk and stores."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from kiln.doctor import ENGINES, check_disk, check_services
-    from kiln.settings import load_settings
 
     versions, missing = {}, []
     for _, dist, _ in ENGINES:
@@ -73,16 +94,12 @@ def _environment(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _workspace(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.workspace import init_workspace
 
     ws, created = init_workspace(ctx.root)
     return {"workspace": str(ws.root), "created": len(created)}
 
 
 def _generate(ctx: DemoContext) -> dict[str, Any]:
-    from kiln.data.dataset import staged_dataset, write_dataset
-    from kiln.data.generate import GenerateOptions, generate_churn
-    from kiln.data.schema import CHURN_SCHEMA
 
     ctx.dataset = ctx.root / "data" / "churn"
     opts = GenerateOptions(customers=DEMO_CUSTOMERS, days=DEMO_DAYS, seed=DEMO_SEED,
@@ -98,11 +115,6 @@ def _generate(ctx: DemoContext) -> dict[str, Any]:
 
 def _pipeline(ctx: DemoContext) -> dict[str, Any]:
     """The churn_training pipeline, run here by kfp.local: each of its steps a process, as in a cluster a pod."""
-    from kiln.registry.versions import get_version
-    from kiln.serving.local import delete, list_endpoints
-    from kiln.workflow.catalog import load_pipeline
-    from kiln.workflow.local_run import run_local
-    from kiln.workspace import open_workspace
 
     if ctx.dataset is None:
         raise EnvironmentProblem("no dataset for the pipeline: the generate step did not run")
@@ -129,11 +141,6 @@ def _pipeline(ctx: DemoContext) -> dict[str, Any]:
 
 def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
     """An MLP challenger beside the champion: 10% of live traffic (canary), and every request as a shadow."""
-    from kiln.registry.candidate import register_run_model
-    from kiln.serving.local import delete, deploy, list_endpoints
-    from kiln.serving.spec import parse_spec
-    from kiln.training.run import train
-    from kiln.workspace import open_workspace
 
     if ctx.version is None or ctx.training_set is None:
         raise EnvironmentProblem("no champion to serve beside: the pipeline step did not run")
@@ -163,13 +170,6 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
 def _monitor(ctx: DemoContext) -> dict[str, Any]:
     import pandas as pd
 
-    from kiln.monitoring.endpoint import capture_root
-    from kiln.monitoring.labels import ingest_labels
-    from kiln.monitoring.run import run_monitor
-    from kiln.monitoring.simulate import drift_halfway
-    from kiln.serving.capture import wait_for_capture
-    from kiln.serving.replay import replay
-    from kiln.workspace import open_workspace
 
     if ctx.training_set is None:
         raise EnvironmentProblem("no training set to draw traffic from: the pipeline step did not run")
@@ -204,11 +204,6 @@ def _edge(ctx: DemoContext) -> dict[str, Any]:
     import subprocess
     import sys
 
-    from kiln.compile.keys import public_key_path
-    from kiln.stack.process import start
-    from kiln.stack.services import artifact_server
-    from kiln.training.data import load_training_set
-    from kiln.workspace import open_workspace
 
     if ctx.training_set is None:
         raise EnvironmentProblem("no training set to draw a request from: the pipeline step did not run")
@@ -254,7 +249,6 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
 
 def summary(ctx: DemoContext) -> dict[str, Any]:
     """Where to look next: versions, the endpoint with a request to paste, reports and UIs."""
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(ctx.root)
     services = ws.settings.services

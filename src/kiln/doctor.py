@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from kiln.connections import parse_redis, redis_client
 from kiln.settings import Settings
 
 # (what it stands in for, distribution, module to import)
@@ -213,7 +214,6 @@ def _postgres_check(name: str, uri: str) -> Check:
 def _redis_check(name: str, connection_string: str) -> Check:
     import redis
 
-    from kiln.connections import parse_redis, redis_client
 
     where = "{host}:{port}".format(**parse_redis(connection_string))
     try:

@@ -7,19 +7,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln import tracking
+from kiln.clarify.bias import parse_facet, post_training, pre_training
+from kiln.clarify.facets import with_facets
 from kiln.errors import InputError
+from kiln.registry.versions import get_version
+from kiln.training.data import load_training_set
+from kiln.training.scoring import PREDICTED, predict_with
+from kiln.training.split import split
 from kiln.workspace import Workspace
 
 
 def bias_report(ws: Workspace, facet_text: str, training_set: Path | None = None, model_ref: str | None = None,
                 group: str | None = None, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Metrics for facet d = ``facet_text``; with a model, post-training metrics on its held-out rows too."""
-    from kiln.clarify.bias import parse_facet, post_training, pre_training
-    from kiln.clarify.facets import with_facets
-    from kiln.evaluation.holdout import PREDICTED, predict_with
-    from kiln.registry.versions import get_version
-    from kiln.training.data import load_training_set
-    from kiln.training.split import split
 
     facet = parse_facet(facet_text)
     info = get_version(ws, model_ref) if model_ref else None
@@ -47,7 +48,6 @@ def bias_report(ws: Workspace, facet_text: str, training_set: Path | None = None
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     result["report"] = str(path)
     if info is not None and info.run_id:
-        from kiln import tracking
 
         tracking.client(ws).log_dict(info.run_id, result, f"bias/{stem}.json")
     return result

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from kiln.errors import InputError
+from kiln.training.scoring import PREDICTED
 
 Mask = npt.NDArray[np.bool_]
 MAX_SHOWN = 5  # offending or present values quoted in an error message
@@ -326,3 +328,20 @@ POST_TRAINING: list[tuple[str, str, Metric]] = [
     ("TE", "treatment equality", _te),
     ("CDDPL", "conditional demographic disparity in predicted labels", _cddpl),
 ]
+
+
+def bias_by_facet(frame: pd.DataFrame, label: str, protected: list[str], min_rows: int) -> list[dict[str, Any]]:
+    """Post-training bias metrics for every value of every protected column (that value as facet d)."""
+    groups = []
+    for column in protected:
+        counts = frame[column].dropna().value_counts()
+        for value, n in counts.items():
+            if len(counts) < 2:
+                break
+            entry: dict[str, Any] = {"facet": f"{column}={value}", "rows": int(n)}
+            if n < min_rows:
+                entry["note"] = f"fewer than {min_rows} rows: reported, not gated"
+            metrics = post_training(frame, label, PREDICTED, Facet(column, (value,)))
+            entry["metrics"] = {m.name: m.value for m in metrics}
+            groups.append(entry)
+    return groups

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from kiln import tracking
 from kiln.errors import InputError
+from kiln.registry.versions import get_version
+from kiln.training.data import load_training_set
+from kiln.training.split import split
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -103,10 +107,6 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
     import numpy as np
     import pandas as pd
 
-    from kiln import tracking
-    from kiln.registry.versions import get_version
-    from kiln.training.data import load_training_set
-    from kiln.training.split import split
 
     info = get_version(ws, model_ref)
     training_set = info.tags.get("kiln.training_set")

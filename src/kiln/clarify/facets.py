@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kiln.errors import InputError
+from kiln.features.repo import open_store, plan_by_service
 from kiln.training.data import TIME_COLUMN, TrainingData
 from kiln.workspace import Workspace
 
@@ -14,7 +15,6 @@ if TYPE_CHECKING:
 
 def facets_service(ws: Workspace, data: TrainingData) -> tuple[str, list[str]]:
     """(the facets feature service, its protected columns) of the dataset the training set came from."""
-    from kiln.features.repo import plan_by_service
 
     service = data.lineage.get("feature_service")
     if not service:
@@ -28,7 +28,6 @@ def facets_service(ws: Workspace, data: TrainingData) -> tuple[str, list[str]]:
 
 def with_facets(ws: Workspace, data: TrainingData, rows: "pd.DataFrame") -> "pd.DataFrame":
     """``rows`` with the protected columns added, as known at each row's label time (same index, same order)."""
-    from kiln.features.repo import open_store
 
     service, columns = facets_service(ws, data)
     if data.key is None:

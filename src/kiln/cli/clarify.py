@@ -7,8 +7,11 @@ from typing import Optional
 
 import typer
 
+from kiln.clarify.analysis import bias_report
+from kiln.clarify.explain import explain as run
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Clarify: bias metrics (pre- and post-training) and SHAP explanations.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -26,8 +29,6 @@ def bias(
     as_json: bool = JsonOption,
 ) -> None:
     """SageMaker Clarify's bias metrics for one facet: CI, DPL, KL, JS, LP, TVD, KS, CDD; DPPL, DI, AD, RD, ..."""
-    from kiln.clarify.analysis import bias_report
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -58,8 +59,6 @@ def explain(
     as_json: bool = JsonOption,
 ) -> None:
     """SHAP values per prediction and globally, partial dependence plots, an HTML report; logs the ranking."""
-    from kiln.clarify.explain import explain as run
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():

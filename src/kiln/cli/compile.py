@@ -9,7 +9,11 @@ import typer
 
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
+from kiln.compile.compiler import CompileOptions, compile_version
+from kiln.compile.store import list_artifacts, publish_artifact, verify_artifacts
 from kiln.compile.tuning import DEFAULT_TRIALS
+from kiln.errors import InputError
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Compiled, signed model artifacts: list, verify, publish.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -34,8 +38,6 @@ def compile_(
     as_json: bool = JsonOption,
 ) -> None:
     """Compile a registered version for a target into a signed bundle, checked against ONNX Runtime."""
-    from kiln.compile.compiler import CompileOptions, compile_version
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     options = CompileOptions(target=target, tune=tune, trials=trials, retune=retune, cpu=cpu, gpu_arch=gpu_arch,
@@ -64,8 +66,6 @@ def compile_(
 @app.command("list")
 def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every compiled bundle, newest first: model, target, created, expiry, published."""
-    from kiln.compile.store import list_artifacts
-    from kiln.workspace import open_workspace
 
     items = list_artifacts(open_workspace(workspace))
     if as_json:
@@ -87,9 +87,6 @@ def verify(
     as_json: bool = JsonOption,
 ) -> None:
     """Check signature, every file's sha256 and expiry; exits 1 when any artifact fails."""
-    from kiln.compile.store import list_artifacts, verify_artifacts
-    from kiln.errors import InputError
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     if all_ == bool(ids):
@@ -111,8 +108,6 @@ def publish(
     as_json: bool = JsonOption,
 ) -> None:
     """Verify and copy bundles to the distribution point `kiln up` serves; each becomes its target's latest."""
-    from kiln.compile.store import publish_artifact
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():

@@ -9,6 +9,16 @@ from typing import Optional
 import typer
 
 from kiln.cli.output import JsonOption, err, out, print_json
+from kiln.data.dataset import check_destination, staged_dataset, write_dataset
+from kiln.data.generate import (
+    GenerateOptions,
+    generate_churn,
+    parse_drift,
+    parse_label_bias,
+)
+from kiln.data.importer import ImportOptions, import_csv
+from kiln.data.schema import CHURN_SCHEMA
+from kiln.data.validate import validate_dataset
 from kiln.errors import InputError
 
 app = typer.Typer(help="Datasets: generate, import and validate.", no_args_is_help=True, rich_markup_mode=None)
@@ -40,9 +50,6 @@ def generate(
     as_json: bool = JsonOption,
 ) -> None:
     """Generate the churn demo dataset: customers, daily events and churn labels."""
-    from kiln.data.dataset import staged_dataset, write_dataset
-    from kiln.data.generate import GenerateOptions, generate_churn, parse_drift, parse_label_bias
-    from kiln.data.schema import CHURN_SCHEMA
 
     opts = GenerateOptions(
         customers=customers, days=days, seed=seed, end=_date(end, "--end"), horizon=horizon,
@@ -84,8 +91,6 @@ def import_(
     as_json: bool = JsonOption,
 ) -> None:
     """Import an outside tabular CSV into Kiln's dataset layout, inferring column types."""
-    from kiln.data.dataset import check_destination, staged_dataset, write_dataset
-    from kiln.data.importer import ImportOptions, import_csv
 
     check_destination(out_path, overwrite)
     opts = ImportOptions(csv=csv, entity=entity, label=label, timestamp=timestamp, as_of=_date(as_of, "--as-of"),
@@ -114,7 +119,6 @@ def validate(
     as_json: bool = JsonOption,
 ) -> None:
     """Check a dataset against its schema; on failure name each column, rule and a few rows, exit 1."""
-    from kiln.data.validate import validate_dataset
 
     report = validate_dataset(path)
     if as_json:

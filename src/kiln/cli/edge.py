@@ -9,6 +9,8 @@ import typer
 
 from kiln.cli.output import JsonOption, out, print_json
 from kiln.cli.stack import WorkspaceOption
+from kiln.fleet.devices import fleet_db, list_devices
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Edge devices (Edge Manager): the fleet that pulls compiled artifacts.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -17,8 +19,6 @@ app = typer.Typer(help="Edge devices (Edge Manager): the fleet that pulls compil
 @app.command("devices")
 def devices(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every device that reported: last seen, target, active artifact, health (offline when it went quiet)."""
-    from kiln.fleet.devices import fleet_db, list_devices
-    from kiln.workspace import open_workspace
 
     fleet = list_devices(fleet_db(open_workspace(workspace)))
     if as_json:

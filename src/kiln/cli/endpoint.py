@@ -8,9 +8,14 @@ from typing import Optional
 
 import typer
 
-from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption, _local_workspace
 from kiln.errors import InputError
+from kiln.serving.local import compare_shadow, decide, endpoint_status, list_endpoints
+from kiln.serving.local import deploy as run
+from kiln.serving.spec import load_spec, single_model_spec
+from kiln.tracking import client
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update, replay, compare, render, delete.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -27,8 +32,6 @@ def deploy(
     as_json: bool = JsonOption,
 ) -> None:
     """Start an endpoint's variants and its front on loopback; model aliases are pinned to versions."""
-    from kiln.serving.local import deploy as run
-    from kiln.serving.spec import load_spec, single_model_spec
 
     if (spec_file is None) == (model is None):
         raise InputError("give an endpoint spec file or --model URI (one of them)")
@@ -51,7 +54,6 @@ def deploy(
 def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
            as_json: bool = JsonOption) -> None:
     """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
-    from kiln.serving.local import endpoint_status
 
     doc = endpoint_status(_local_workspace(workspace), name)
     if as_json:
@@ -84,7 +86,6 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Op
 @app.command("list")
 def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Endpoints deployed in this workspace."""
-    from kiln.serving.local import list_endpoints
 
     names = list_endpoints(_local_workspace(workspace))
     if as_json:
@@ -152,7 +153,6 @@ def update(
 
 
 def _decide(name: str, action: str, reason: str, workspace: Optional[Path], as_json: bool) -> None:
-    from kiln.serving.local import decide
 
     rollout = decide(_local_workspace(workspace), name, action, reason)
     if as_json:
@@ -190,10 +190,7 @@ def batch_transform(
     """Score a whole file in mini-batches; rerun the same command to resume after an interruption."""
     from rich.progress import Progress
 
-    from kiln.cli.output import err
     from kiln.serving.batch import batch_transform as run
-    from kiln.tracking import client
-    from kiln.workspace import open_workspace
 
     client(open_workspace(workspace))  # the workspace's registry resolves models:/ URIs
     with engine_output(), Progress(console=err, transient=True) as bar:
@@ -211,7 +208,6 @@ def batch_transform(
 def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
             as_json: bool = JsonOption) -> None:
     """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
-    from kiln.serving.local import compare_shadow
 
     doc = compare_shadow(_local_workspace(workspace), name)
     if as_json:
@@ -269,7 +265,6 @@ def render(
 ) -> None:
     """Write the cluster objects: an InferenceService per variant, Istio routing with mirroring, the controller."""
     from kiln.serving.render import render as run
-    from kiln.serving.spec import load_spec
 
     uris = {}
     for item in storage:

@@ -11,6 +11,12 @@ import typer
 from kiln.cli.output import JsonOption, err, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
+from kiln.features.consistency import StoresDisagree, check_consistency
+from kiln.features.ingest import ingest as run
+from kiln.features.online import get_online
+from kiln.features.repo import apply_repo, repo_path
+from kiln.features.training import build_training_set
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Feature Store (Feast): apply, ingest, materialize, get, training-set, check, backfill.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -29,8 +35,6 @@ def _when(value: Optional[str], flag: str) -> Optional[datetime]:
 @app.command("apply")
 def apply(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Write feature_store.yaml from settings and register every definition in the feature repo."""
-    from kiln.features.repo import apply_repo, repo_path
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with err.status("applying the feature repo"):
@@ -50,8 +54,6 @@ def ingest(
     as_json: bool = JsonOption,
 ) -> None:
     """Validate a dataset, compute windowed aggregates, append offline, push newest values online."""
-    from kiln.features.ingest import ingest as run
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     report = run(ws, path, progress)
@@ -74,7 +76,6 @@ def materialize(
 ) -> None:
     """Load the offline store's newest values into the online store (Feast materialize)."""
     from kiln.features.materialize import materialize as run
-    from kiln.workspace import open_workspace
 
     with err.status("materializing"):
         result = run(open_workspace(workspace), _when(start, "--start"), _when(end, "--end"))
@@ -92,8 +93,6 @@ def get(
     as_json: bool = JsonOption,
 ) -> None:
     """Online feature values of one or more entities."""
-    from kiln.features.online import get_online
-    from kiln.workspace import open_workspace
 
     result = get_online(open_workspace(workspace), customer, service)
     if as_json:
@@ -114,8 +113,6 @@ def training_set(
     as_json: bool = JsonOption,
 ) -> None:
     """A point-in-time correct training set: each label sees only feature values stamped at or before it."""
-    from kiln.features.training import build_training_set
-    from kiln.workspace import open_workspace
 
     with err.status("joining features as of each label time"):
         result = build_training_set(open_workspace(workspace), labels, service, out_path)
@@ -134,8 +131,6 @@ def check(
     as_json: bool = JsonOption,
 ) -> None:
     """Online/offline consistency: each sampled entity's online values equal its newest offline ones."""
-    from kiln.features.consistency import StoresDisagree, check_consistency
-    from kiln.workspace import open_workspace
 
     try:
         with err.status("comparing the online store with the offline store"):
@@ -160,7 +155,6 @@ def backfill(
 ) -> None:
     """Schema evolution: write values of a newly added feature into the view's history and online store."""
     from kiln.features.backfill import backfill as run
-    from kiln.workspace import open_workspace
 
     with err.status(f"backfilling {view}"):
         report = run(open_workspace(workspace), view, data)

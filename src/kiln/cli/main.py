@@ -14,9 +14,33 @@ from typing import Optional
 import typer
 
 from kiln import __version__
-from kiln.cli import clarify, compile, data, edge, endpoint, features, models, monitor, pipeline, stack, training
-from kiln.cli.output import JsonOption, err, out, print_json, to_plain
+from kiln.cli import (
+    clarify,
+    compile,
+    data,
+    edge,
+    endpoint,
+    features,
+    models,
+    monitor,
+    pipeline,
+    stack,
+    training,
+)
+from kiln.cli.output import (
+    JsonOption,
+    engine_output,
+    err,
+    out,
+    print_json,
+    progress,
+    to_plain,
+)
+from kiln.demo import run_demo, summary
+from kiln.doctor import Check, check_disk, check_engines, check_services
 from kiln.errors import KilnError, ValidationFailed
+from kiln.settings import load_settings
+from kiln.workspace import find_workspace_root, init_workspace
 
 app = typer.Typer(
     name="kiln",
@@ -66,7 +90,6 @@ def init(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a workspace: kiln.yaml and folders for data, features, models, artifacts, capture, reports."""
-    from kiln.workspace import init_workspace
 
     ws, created = init_workspace(directory, profile)
     if as_json:
@@ -85,9 +108,6 @@ def doctor(
     as_json: bool = JsonOption,
 ) -> None:
     """Check engines (importable, with versions), configured services (reachable) and free disk."""
-    from kiln.doctor import Check, check_disk, check_engines, check_services
-    from kiln.settings import load_settings
-    from kiln.workspace import find_workspace_root
 
     root = workspace.expanduser().resolve() if workspace else find_workspace_root()
     checks: list[Check] = []
@@ -129,8 +149,6 @@ def demo(
     """The main job: Kiln's lifecycle end to end on the local embedded default."""
     import time
 
-    from kiln.cli.output import engine_output, progress
-    from kiln.demo import run_demo, summary
 
     t0 = time.perf_counter()
     with engine_output():

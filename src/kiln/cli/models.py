@@ -10,6 +10,11 @@ import typer
 
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
+from kiln.evaluation.candidate import register_run_model
+from kiln.registry.card import write_card
+from kiln.registry.versions import get_version, list_versions, set_approval
+from kiln.registry.versions import promote as run
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Model registry (MLflow): list, show, register, approve, reject, promote, rollback, card.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -33,8 +38,6 @@ def _line(v) -> str:  # noqa: ANN001 - a VersionInfo
 def list_(name: Optional[str] = typer.Argument(None, help="One registered model (default: all)."),
           workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every version with its aliases, approval status, gate result and test AUC, newest first."""
-    from kiln.registry.versions import list_versions
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -51,8 +54,6 @@ def list_(name: Optional[str] = typer.Argument(None, help="One registered model 
 @app.command("show")
 def show(ref: str = RefArgument, workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """One version: aliases, approval and its history, gate result, lineage."""
-    from kiln.registry.versions import get_version
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -76,8 +77,6 @@ def register(
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate a run's model against the champion on held-out rows and register it with alias challenger."""
-    from kiln.registry.candidate import register_run_model
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -114,8 +113,6 @@ def reject(ref: str = RefArgument, reason: str = ReasonOption, by: Optional[str]
 
 def _approval(ref: str, status: str, reason: str, by: Optional[str], workspace: Optional[Path],
               as_json: bool) -> None:
-    from kiln.registry.versions import set_approval
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -130,8 +127,6 @@ def _approval(ref: str, status: str, reason: str, by: Optional[str], workspace: 
 def promote(ref: str = RefArgument, by: Optional[str] = ByOption, workspace: Optional[Path] = WorkspaceOption,
             as_json: bool = JsonOption) -> None:
     """Make an Approved version that passed the gate the champion; the old champion stays as previous-champion."""
-    from kiln.registry.versions import promote as run
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -148,7 +143,6 @@ def rollback(name: str = typer.Argument(..., help="Registered model name."), by:
              workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Make previous-champion the champion again."""
     from kiln.registry.versions import rollback as run
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -162,8 +156,6 @@ def rollback(name: str = typer.Argument(..., help="Registered model name."), by:
 @app.command("card")
 def card(ref: str = RefArgument, workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Write the version's model card (Markdown and HTML), log it with the version, and show it."""
-    from kiln.registry.card import write_card
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():

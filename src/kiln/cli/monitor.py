@@ -10,6 +10,13 @@ import typer
 from kiln import IMAGE
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
+from kiln.errors import InputError
+from kiln.monitoring import schedule as schedules
+from kiln.monitoring.baseline import create_baseline
+from kiln.monitoring.job import monitor_job
+from kiln.monitoring.labels import ingest_labels
+from kiln.monitoring.window import parse_time
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Model Monitor (Evidently): baseline, run, labels, schedule.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -24,8 +31,6 @@ def baseline(
     as_json: bool = JsonOption,
 ) -> None:
     """Statistics and constraints of the training data, holdout quality, bias by facet and the SHAP ranking."""
-    from kiln.monitoring.baseline import create_baseline
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -103,9 +108,6 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Run the four monitors over the endpoint's capture: data quality and drift, model quality, bias, attribution."""
-    from kiln.monitoring.job import monitor_job
-    from kiln.monitoring.window import parse_time
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     start, end = parse_time(since, "--since"), parse_time(until, "--until")
@@ -129,8 +131,6 @@ def labels(
     as_json: bool = JsonOption,
 ) -> None:
     """Ingest ground-truth labels; monitor runs join them to captured predictions by inference id."""
-    from kiln.monitoring.labels import ingest_labels
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     result = ingest_labels(ws, endpoint, path, label, id_column)
@@ -158,11 +158,8 @@ def schedule(
     as_json: bool = JsonOption,
 ) -> None:
     """Run the monitors in the background every interval (locally); --render gives the cluster's CronJob."""
-    from kiln.errors import InputError
-    from kiln.monitoring import schedule as schedules
 
     if list_all:
-        from kiln.workspace import open_workspace
 
         listed = schedules.list_schedules(open_workspace(workspace))
         if as_json:
@@ -186,7 +183,6 @@ def schedule(
         else:
             typer.echo(yaml.safe_dump(cronjob, sort_keys=False), nl=False)
         return
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     if stop:

@@ -7,9 +7,16 @@ from typing import Optional
 
 import typer
 
+from kiln import __version__
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
+from kiln.workflow.catalog import describe, load_pipeline, pipeline_names
+from kiln.workflow.ir import compile_pipeline
+from kiln.workflow.local_run import coerce_parameters, run_local
+from kiln.workflow.remote import submit
+from kiln.workflow.remote import upload as upload_package
+from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Kubeflow Pipelines: list, compile, run.", no_args_is_help=True, rich_markup_mode=None)
 NameArgument = typer.Argument(..., help="A pipeline's name (`kiln pipeline list`) or a .py file defining one.")
@@ -18,7 +25,6 @@ NameArgument = typer.Argument(..., help="A pipeline's name (`kiln pipeline list`
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """The pipelines Kiln ships, with their parameters and defaults."""
-    from kiln.workflow.catalog import describe, pipeline_names
 
     found = [describe(name) for name in pipeline_names()]
     if as_json:
@@ -44,8 +50,6 @@ def compile_(
     as_json: bool = JsonOption,
 ) -> None:
     """Compile a pipeline to KFP IR YAML and check it: a valid spec, an image and a command for every step."""
-    from kiln.workflow.catalog import load_pipeline
-    from kiln.workflow.ir import compile_pipeline
 
     summary = compile_pipeline(load_pipeline(name), output, workspace_pvc, secret_env)
     if as_json:
@@ -67,10 +71,6 @@ def upload(
     import hashlib
     import tempfile
 
-    from kiln import __version__
-    from kiln.workflow.catalog import load_pipeline
-    from kiln.workflow.ir import compile_pipeline
-    from kiln.workflow.remote import upload as upload_package
 
     pipelines = [load_pipeline(n) for n in names]  # every name checked before anything is uploaded
     results = []
@@ -111,13 +111,10 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Run a pipeline here (each step a process, outputs under WS/pipelines/runs), or submit it with --host."""
-    from kiln.workflow.catalog import load_pipeline
-    from kiln.workflow.local_run import coerce_parameters
 
     pipeline = load_pipeline(name)
     params = coerce_parameters(pipeline, _parse_params(param))
     if host:
-        from kiln.workflow.remote import submit
 
         result = submit(host, pipeline, params, workspace_pvc=workspace_pvc, secret_env=secret_env)
         if as_json:
@@ -127,8 +124,6 @@ def run(
         return
     if workspace_pvc or secret_env:
         raise InputError("--workspace-pvc and --secret-env are for a cluster: give --host too")
-    from kiln.workflow.local_run import run_local
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():

@@ -9,6 +9,11 @@ import typer
 
 from kiln.cli.output import JsonOption, out, print_json, progress
 from kiln.errors import WorkspaceError
+from kiln.monitoring.schedule import schedule_services
+from kiln.serving.local import all_services, start_deployed
+from kiln.stack import local_services, start, stop
+from kiln.stack import status as service_status
+from kiln.workspace import open_workspace
 
 if TYPE_CHECKING:
     from kiln.stack import ServiceState
@@ -19,7 +24,6 @@ WorkspaceOption = typer.Option(None, "--workspace", "-w", help="Workspace folder
 
 
 def _local_workspace(path: Optional[Path]) -> "Workspace":
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(path)
     if ws.settings.profile != "local":
@@ -41,7 +45,6 @@ def _show(states: "list[ServiceState]", as_json: bool, root: Path) -> None:
 
 def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Start the local services (MLflow UI, ...) and deployed endpoints on loopback; running ones are left as is."""
-    from kiln.stack import local_services, start
 
     ws = _local_workspace(workspace)
     states = []
@@ -50,10 +53,8 @@ def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) 
         if not started:
             progress(f"{spec.name}: already running at {state.url}")
         states.append(state)
-    from kiln.serving.local import start_deployed
 
     states += start_deployed(ws, progress)
-    from kiln.monitoring.schedule import schedule_services
 
     for spec in schedule_services(ws):  # monitor schedules run again where they were
         states.append(start(ws.state_dir, spec, progress)[0])
@@ -62,10 +63,6 @@ def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) 
 
 def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Show each local service: running or not, URL, pid and log file."""
-    from kiln.monitoring.schedule import schedule_services
-    from kiln.serving.local import all_services
-    from kiln.stack import local_services
-    from kiln.stack import status as service_status
 
     ws = _local_workspace(workspace)
     specs = [*local_services(ws), *all_services(ws), *schedule_services(ws)]
@@ -74,9 +71,6 @@ def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOpti
 
 def down(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Stop the local services and the deployed endpoints' processes of the workspace."""
-    from kiln.monitoring.schedule import schedule_services
-    from kiln.serving.local import all_services
-    from kiln.stack import local_services, stop
 
     ws = _local_workspace(workspace)
     # Endpoints and schedules stop too; they stay defined, and the next `kiln up` starts them again.

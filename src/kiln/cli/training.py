@@ -7,8 +7,15 @@ from typing import List, Optional
 
 import typer
 
+from kiln.cli.models import _print_registered
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
+from kiln.errors import InputError
+from kiln.evaluation.candidate import register_run_model
+from kiln.training.families import parse_params
+from kiln.training.run import train as run
+from kiln.tuning.job import TuneSpec, check_spec, resume_job, run_job
+from kiln.workspace import open_workspace
 
 TrainingSetOption = typer.Option(..., "--training-set", "-t",
                                  help="A training set from `kiln features training-set` (parquet, with its .json).")
@@ -31,9 +38,6 @@ def train(
     as_json: bool = JsonOption,
 ) -> None:
     """Train one model of a family on a training set and log it to MLflow (params, metrics per iteration, model)."""
-    from kiln.training.families import parse_params
-    from kiln.training.run import train as run
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     with engine_output():
@@ -71,9 +75,6 @@ def tune(
     as_json: bool = JsonOption,
 ) -> None:
     """Tune a family's hyperparameters on Ray Tune; each trial is an MLflow child run of the job's run."""
-    from kiln.errors import InputError
-    from kiln.tuning.job import TuneSpec, check_spec, resume_job, run_job
-    from kiln.workspace import open_workspace
 
     ws = open_workspace(workspace)
     if resume is None:
@@ -87,7 +88,6 @@ def tune(
         result = resume_job(ws, resume, progress) if resume else run_job(ws, spec, progress)
         registered = None
         if register:
-            from kiln.registry.candidate import register_run_model
 
             name = model_name or _dataset_name(result)
             registered = register_run_model(ws, name, result.parent_run_id, progress, model_uri=result.model_uri)
@@ -109,7 +109,6 @@ def tune(
               markup=False)
     out.print(f"  objective plot: {result.plot}", markup=False)
     if registered:
-        from kiln.cli.models import _print_registered
 
         _print_registered(*registered, as_json=False)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.compile.targets import CompileTarget
+from kiln.compile.tuning import apply, lower, tuning_target
 from kiln.errors import EnvironmentProblem, InputError
 
 if TYPE_CHECKING:
@@ -120,7 +121,6 @@ def build_library(graph: "onnx.ModelProto", width: int, batch: int, target: Comp
     started = time.monotonic()
     mod = import_graph(graph, batch, width)
     if tuning_dir is not None:
-        from kiln.compile.tuning import apply, lower, tuning_target
 
         tvm_target = tuning_target(target)
         mod = apply(lower(mod, tvm_target), tvm_target, tuning_dir)

@@ -9,12 +9,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kiln.compile.build import BuiltLibrary, build_library
+from kiln import tracking
+from kiln.compile.build import BuiltLibrary, build_library, import_graph
 from kiln.compile.bundle import ENCODER, ManifestDraft, write_bundle
+from kiln.compile.keys import fingerprint, signing_key
+from kiln.compile.parity import check_parity
+from kiln.compile.runner import CompiledModel
 from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_source
 from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
-from kiln.compile.tuning import DEFAULT_TRIALS
+from kiln.compile.tuning import (
+    DEFAULT_TRIALS,
+    check_tunable,
+    lower,
+    tune,
+    tuning_dir,
+    tuning_target,
+)
 from kiln.errors import InputError
 from kiln.workspace import Workspace
 
@@ -52,14 +63,12 @@ class CompileResult:
 def compile_version(ws: Workspace, ref: str, options: CompileOptions,
                     progress: Callable[[str], None] = lambda _: None) -> CompileResult:
     """Compile ``ref`` for one target into a signed bundle under artifacts/compiled; nothing is left on failure."""
-    from kiln.compile.keys import fingerprint, signing_key
 
     started = time.monotonic()
     target = resolve_target(options.target, options.cpu, options.gpu_arch)
     if options.retune and not options.tune:
         raise InputError("--retune goes with --tune", hint="add --tune")
     if options.tune:
-        from kiln.compile.tuning import check_tunable
 
         check_tunable(target, options.trials)
     source = load_source(ws, ref)
@@ -76,8 +85,6 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
         libraries = _build_all(source, target, building, progress, Path(tuning["database"]) if tuning else None)
         parity, notes = None, []
         if target.runs_here:
-            from kiln.compile.parity import check_parity
-            from kiln.compile.runner import CompiledModel
 
             progress(f"parity against ONNX Runtime on {len(sample)} held-out rows")
             compiled = CompiledModel({lib.batch: lib.path for lib in libraries})
@@ -102,8 +109,6 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
 def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int, again: bool,
           progress: Callable[[str], None]) -> dict[str, Any]:
     """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
-    from kiln.compile.build import import_graph
-    from kiln.compile.tuning import lower, tune, tuning_dir, tuning_target
 
     tvm_target = tuning_target(target)
     modules = [lower(import_graph(source.graph, batch, source.width), tvm_target) for batch in BATCH_SIZES]
@@ -144,7 +149,6 @@ def _draft(source: SourceModel, target: CompileTarget, libraries: list[BuiltLibr
 
 def _record(ws: Workspace, source: SourceModel, manifest: dict[str, Any], folder: Path) -> str:
     """An MLflow run holding the bundle, linked both ways to the model version it was compiled from."""
-    from kiln import tracking
 
     c = tracking.client(ws)
     target = manifest["target"]["name"]

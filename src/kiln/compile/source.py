@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.registry.versions import get_version
+from kiln.training.data import load_training_set
+from kiln.training.encoding import Encoder
+from kiln.training.predictor import ENCODER_FILE, META_FILE
+from kiln.training.split import split
+from kiln.training.tree_onnx import lgbm_to_onnx
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -38,9 +44,6 @@ def load_source(ws: Workspace, ref: str) -> SourceModel:
     import mlflow.artifacts
     from mlflow.models import Model
 
-    from kiln.registry.versions import get_version
-    from kiln.training.encoding import Encoder
-    from kiln.training.predictor import ENCODER_FILE, META_FILE
 
     info = get_version(ws, ref)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.name}/{info.version}"))
@@ -63,7 +66,6 @@ def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto"
     if family == "lgbm":
         import lightgbm as lgb
 
-        from kiln.training.tree_onnx import lgbm_to_onnx
 
         return lgbm_to_onnx(lgb.Booster(model_file=str(model_file)), width)
     raise InputError(f"model family '{family}' has no exporter to standard ONNX operators",
@@ -74,10 +76,6 @@ def holdout_sample(ws: Workspace, source: SourceModel, rows: int = SAMPLE_ROWS) 
     """Encoded held-out rows of the version's own training set (its test split), as float32."""
     import numpy as np
 
-    from kiln.registry.versions import get_version
-    from kiln.training.data import load_training_set
-    from kiln.training.encoding import Encoder
-    from kiln.training.split import split
 
     tags = get_version(ws, f"{source.name}/{source.version}").tags
     path = Path(tags.get("kiln.training_set", ""))
@@ -97,7 +95,6 @@ def file_sample(source: SourceModel, path: Path, rows: int = SAMPLE_ROWS) -> "np
     import numpy as np
     import pandas as pd
 
-    from kiln.training.encoding import Encoder
 
     if not path.is_file():
         raise InputError(f"sample file {path} does not exist")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.compile.bundle import MANIFEST, Verdict, copy_bundle, verify_bundle
+from kiln.compile.keys import load_public_key, public_key_path
 from kiln.errors import InputError
 from kiln.workspace import Workspace
 
@@ -82,7 +83,6 @@ def find_artifact(ws: Workspace, artifact_id: str) -> Path:
 
 def verify_artifacts(ws: Workspace, ids: list[str]) -> list[Verdict]:
     """Each bundle checked against the workspace's public key: signature, every file's sha256, expiry."""
-    from kiln.compile.keys import load_public_key, public_key_path
 
     public = load_public_key(public_key_path(ws))
     return [verify_bundle(find_artifact(ws, i), public) for i in ids]

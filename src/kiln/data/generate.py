@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from kiln.data.schema import CHURN_SCHEMA, CONTRACTS, EVENT_FEATURES, GENDERS, PAYMENT_METHODS, PLANS
+from kiln.data.schema import (
+    CHURN_SCHEMA,
+    CONTRACTS,
+    EVENT_FEATURES,
+    GENDERS,
+    PAYMENT_METHODS,
+    PLANS,
+)
 from kiln.errors import InputError
 
 if TYPE_CHECKING:

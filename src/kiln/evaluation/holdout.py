@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from kiln.clarify.bias import bias_by_facet
+from kiln.clarify.facets import facets_service, with_facets
+from kiln.errors import InputError
 from kiln.evaluation.gate import GateDecision, decide
 from kiln.training.data import TrainingData
 from kiln.training.metrics import classification_metrics
+from kiln.training.scoring import PREDICTED, predict_with
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
-
-PREDICTED = "__kiln_predicted"
 
 
 @dataclass
@@ -33,56 +35,12 @@ class Evaluation:
                 "gate": self.decision.to_dict() if self.decision else None}
 
 
-def predict_with(model_uri: str, frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Probability and prediction of an MLflow model (a Kiln pyfunc) for ``frame``.
-
-    A KeyError names the inputs the model needs that ``frame`` lacks.
-    """
-    import mlflow.pyfunc
-
-    model = mlflow.pyfunc.load_model(model_uri)
-    return model.predict(conform(frame, model.metadata.get_input_schema()))
-
-
-def conform(frame: "pd.DataFrame", schema: Any) -> "pd.DataFrame":
-    """The schema's columns of ``frame``, integers widened to the doubles Kiln models declare."""
-    if schema is None:
-        return frame
-    missing = [c for c in schema.input_names() if c not in frame.columns]
-    if missing:
-        raise KeyError(", ".join(missing))
-    out = frame[schema.input_names()].copy()
-    for spec in schema.inputs:
-        if str(spec.type) in ("double", "DataType.double") and out[spec.name].dtype.kind in "iub":
-            out[spec.name] = out[spec.name].astype("float64")
-    return out
-
-
-def bias_by_facet(frame: "pd.DataFrame", label: str, protected: list[str], min_rows: int) -> list[dict[str, Any]]:
-    """Post-training bias metrics for every value of every protected column (that value as facet d)."""
-    from kiln.clarify.bias import Facet, post_training
-
-    groups = []
-    for column in protected:
-        counts = frame[column].dropna().value_counts()
-        for value, n in counts.items():
-            if len(counts) < 2:
-                break
-            entry: dict[str, Any] = {"facet": f"{column}={value}", "rows": int(n)}
-            if n < min_rows:
-                entry["note"] = f"fewer than {min_rows} rows: reported, not gated"
-            metrics = post_training(frame, label, PREDICTED, Facet(column, (value,)))
-            entry["metrics"] = {m.name: m.value for m in metrics}
-            groups.append(entry)
-    return groups
 
 
 def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame", model_uri: str,
                        champion_uri: str | None, threshold: float = 0.5,
                        progress: Callable[[str], None] = lambda _: None) -> Evaluation:
     """Score the challenger (and the champion, when there is one) on ``holdout``; measure bias; apply the gate."""
-    from kiln.clarify.facets import facets_service, with_facets
-    from kiln.errors import InputError
 
     policy = ws.settings.gates
     scored = predict_with(model_uri, holdout)

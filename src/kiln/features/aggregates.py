@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kiln.features.definitions import ACTIVITY_FEATURES
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -22,7 +24,6 @@ def activity(events: "pd.DataFrame", entities: "pd.DataFrame", key: str, emit_da
     import numpy as np
     import pandas as pd
 
-    from kiln.features.definitions import ACTIVITY_FEATURES
 
     columns = [key, "event_timestamp", *[n for n, _, _ in ACTIVITY_FEATURES]]
     if events.empty:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kiln.data.dataset import open_dataset
 from kiln.errors import DatasetError, InputError
 from kiln.features.definitions import FeaturePlan
 from kiln.features.ingest import partition_of, write_both_stores
@@ -37,7 +38,6 @@ class BackfillReport:
 
 
 def _plan_for_view(ws: Workspace, view: str) -> tuple[FeaturePlan, str]:
-    from kiln.data.dataset import open_dataset
 
     known = []
     for entry in registered_datasets(ws).values():

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.data.dataset import open_dataset
 from kiln.errors import EnvironmentProblem
 from kiln.features.offline import read_partitions
 from kiln.features.repo import open_store, plan_dataset, registered_datasets
@@ -33,7 +34,6 @@ def check_consistency(ws: Workspace, sample: int = 100, seed: int = 0) -> Consis
     """Compare, for ``sample`` entities of every ingested view, newest offline values with online ones."""
     import pandas as pd
 
-    from kiln.data.dataset import open_dataset
 
     store = open_store(ws)
     root = Path(ws.settings.features.offline_store.path)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.connections import redis_client
 from kiln.data.dataset import Dataset, open_dataset
 from kiln.data.validate import validate_dataset
 from kiln.errors import EnvironmentProblem, KilnError
@@ -261,7 +262,6 @@ class _OnlineSnapshot:
             self.copy.unlink(missing_ok=True)
 
     def _redis(self) -> Any:
-        from kiln.connections import redis_client
 
         return redis_client(self.online.connection_string)
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiln.data.dataset import Dataset
+from kiln.data.dataset import Dataset, open_dataset
 from kiln.errors import EnvironmentProblem, InputError
 from kiln.features.definitions import FeaturePlan, definitions_file, plan_for, render
 from kiln.settings import Settings
@@ -97,7 +97,6 @@ def registered_datasets(ws: Workspace) -> dict[str, dict[str, Any]]:
 
 def plan_by_service(ws: Workspace, service: str) -> tuple[FeaturePlan, Dataset]:
     """The dataset plan a feature service reads from; an InputError listing the known services otherwise."""
-    from kiln.data.dataset import open_dataset
 
     plans = []
     for entry in registered_datasets(ws).values():

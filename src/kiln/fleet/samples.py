@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from kiln.errors import InputError
+from kiln.serving.capture import CaptureRecord, CaptureWriter
 from kiln.workspace import Workspace
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -24,7 +25,6 @@ def write_samples(ws: Workspace, device: str, body: Any, max_records: int) -> in
     """Check every record first (nothing is written when one is bad), then append them all and fsync."""
     from datetime import datetime
 
-    from kiln.serving.capture import CaptureRecord, CaptureWriter
 
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list):

@@ -23,8 +23,17 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from kiln.compile.keys import public_key_path
+from kiln.compile.store import latest_published, published_root
 from kiln.errors import InputError
-from kiln.fleet.devices import DEVICE_ID, check_heartbeat, fleet_db, list_devices, record_heartbeat
+from kiln.fleet.devices import (
+    DEVICE_ID,
+    check_heartbeat,
+    fleet_db,
+    list_devices,
+    record_heartbeat,
+)
+from kiln.fleet.samples import write_samples
 from kiln.workspace import Workspace, open_workspace
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
@@ -54,9 +63,6 @@ class _TooLarge(Exception):
 
 
 def build_app(ws: Workspace) -> Starlette:
-    from kiln.compile.keys import public_key_path
-    from kiln.compile.store import latest_published, published_root
-    from kiln.fleet.samples import write_samples
 
     bundles = published_root(ws) / "bundles"
     db = fleet_db(ws)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from kiln.clarify.explain import load_predictor, shap_values
 from kiln.errors import InputError
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ def global_ranking(model_uri: str, rows: "pd.DataFrame", seed: int = 7) -> dict[
     """Mean |SHAP| per feature over ``rows`` (probability scale), most important first."""
     import numpy as np
 
-    from kiln.clarify.explain import load_predictor, shap_values
 
     predictor = load_predictor(model_uri)
     values, _, explainer = shap_values(predictor, rows[predictor.encoder.order], seed)

@@ -15,7 +15,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from kiln import tracking
+from kiln.clarify.bias import bias_by_facet
+from kiln.clarify.facets import facets_service, with_facets
 from kiln.errors import InputError
+from kiln.monitoring.attribution import global_ranking
+from kiln.monitoring.profile import feature_kinds, feature_statistics
+from kiln.monitoring.quality import classification_quality
+from kiln.registry.versions import get_version
+from kiln.training.data import load_training_set
+from kiln.training.scoring import PREDICTED, predict_with
+from kiln.training.split import split
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -71,7 +81,6 @@ def load_baseline(ws: Workspace, name: str, version: str) -> Baseline | None:
 def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
                     progress: Progress = lambda _: None) -> tuple[Baseline, bool]:
     """The version's baseline, made now unless it exists (``rebaseline`` makes it again); (baseline, made)."""
-    from kiln.registry.versions import get_version
 
     info = get_version(ws, model_ref)
     existing = load_baseline(ws, info.name, info.version)
@@ -95,7 +104,6 @@ def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
         shutil.rmtree(stage, ignore_errors=True)
         raise
     if info.run_id:
-        from kiln import tracking
 
         c = tracking.client(ws)
         c.log_artifacts(info.run_id, str(folder), "monitoring/baseline")
@@ -104,10 +112,6 @@ def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
 
 
 def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: Progress) -> dict[str, Any]:
-    from kiln.evaluation.holdout import predict_with
-    from kiln.monitoring.profile import feature_kinds, feature_statistics
-    from kiln.training.data import load_training_set
-    from kiln.training.split import split
 
     data = load_training_set(training_set)
     model_uri = f"models:/{info.name}/{info.version}"
@@ -135,14 +139,11 @@ def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: 
 
 
 def _quality(y: Any, probability: Any) -> dict[str, Any]:
-    from kiln.monitoring.quality import classification_quality
 
     return {"rows": len(y), "threshold": THRESHOLD, **classification_quality(y, probability, THRESHOLD)[0]}
 
 
 def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, progress: Progress) -> dict[str, Any]:
-    from kiln.clarify.facets import facets_service, with_facets
-    from kiln.evaluation.holdout import PREDICTED, bias_by_facet
 
     progress("post-training bias by facet on the held-out rows")
     try:
@@ -156,7 +157,6 @@ def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, pro
 
 
 def _attribution(model_uri: str, features: "pd.DataFrame", progress: Progress) -> dict[str, Any]:
-    from kiln.monitoring.attribution import global_ranking
 
     rows = features.sample(n=min(SHAP_ROWS, len(features)), random_state=0).reset_index(drop=True)
     progress(f"SHAP global ranking on {len(rows)} held-out rows")

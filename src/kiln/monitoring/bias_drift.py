@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kiln.clarify.bias import Facet, bias_by_facet, post_training
+from kiln.errors import InputError
 from kiln.monitoring.violations import Violation
+from kiln.training.scoring import PREDICTED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,9 +29,6 @@ def _intervals(frame: "pd.DataFrame", column: str, value: Any, metrics: list[str
     """Bootstrap CONFIDENCE intervals of each metric for facet ``column`` = ``value``."""
     import numpy as np
 
-    from kiln.clarify.bias import Facet, post_training
-    from kiln.errors import InputError
-    from kiln.evaluation.holdout import PREDICTED
 
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {m: [] for m in metrics}
@@ -50,7 +50,6 @@ def _intervals(frame: "pd.DataFrame", column: str, value: Any, metrics: list[str
 def bias_drift(baseline: dict[str, Any], labelled: "pd.DataFrame",
                limits: "MonitoringSettings") -> tuple[list[dict[str, Any]], list[Violation], str]:
     """(per-facet results, violations, note); ``labelled`` has 'label', the predicted label and facet columns."""
-    from kiln.evaluation.holdout import bias_by_facet
 
     protected = [c for c in baseline.get("protected", []) if c in labelled.columns]
     if not protected:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiln.errors import InputError
+from kiln.serving.local import _capture_root, read_state
+from kiln.serving.spec import EndpointSpec
 from kiln.workspace import Workspace
 
 
 def served_version(ws: Workspace, endpoint: str) -> str:
     """NAME/VERSION served by the endpoint's primary variant (its first)."""
-    from kiln.serving.local import read_state
 
     state = read_state(ws, endpoint)
     primary = state["spec"]["variants"][0]["name"]
@@ -19,8 +20,6 @@ def served_version(ws: Workspace, endpoint: str) -> str:
 
 
 def capture_root(ws: Workspace, endpoint: str) -> Path:
-    from kiln.serving.local import _capture_root, read_state
-    from kiln.serving.spec import EndpointSpec
 
     state = read_state(ws, endpoint)
     root = _capture_root(ws, EndpointSpec.model_validate(state["spec"]))

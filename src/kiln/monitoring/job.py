@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kiln.errors import KilnError
+from kiln.monitoring.alerts import send_alerts
+from kiln.monitoring.retrain import check_action, retrain
+from kiln.monitoring.run import run_monitor
+from kiln.monitoring.schedule import check_webhooks
 from kiln.workspace import Workspace
 
 
 def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
                 webhooks: list[str] | tuple[str, ...] = (), on_violation: str | None = None,
                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    from kiln.monitoring.alerts import send_alerts
-    from kiln.monitoring.retrain import check_action, retrain
-    from kiln.monitoring.run import run_monitor
-    from kiln.monitoring.schedule import check_webhooks
 
     check_action(on_violation)
     check_webhooks(list(webhooks))

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.monitoring.endpoint import served_version
+from kiln.registry.versions import get_version
+from kiln.training.data import load_training_set
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -91,13 +94,10 @@ def read_labels(ws: Workspace, endpoint: str) -> "pd.DataFrame | None":
 
 def _model_label(ws: Workspace, endpoint: str) -> str:
     """The label column of the training set behind the endpoint's model."""
-    from kiln.monitoring.endpoint import served_version
-    from kiln.registry.versions import get_version
 
     info = get_version(ws, served_version(ws, endpoint))
     training_set = info.tags.get("kiln.training_set")
     if training_set:
-        from kiln.training.data import load_training_set
 
         try:
             return load_training_set(Path(training_set)).label

@@ -10,7 +10,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln import tracking
 from kiln.errors import InputError
+from kiln.evaluation.candidate import register_run_model
+from kiln.features.training import build_training_set
+from kiln.registry.versions import get_version
+from kiln.training.data import load_training_set
+from kiln.training.families import get_family
+from kiln.training.run import train
 from kiln.workspace import Workspace
 
 ACTIONS = ("retrain",)
@@ -23,13 +30,6 @@ def check_action(action: str | None) -> None:
 
 def retrain(ws: Workspace, model: str, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Retrain ``model`` (NAME/VERSION) on a training set rebuilt from its labels and today's feature store."""
-    from kiln import tracking
-    from kiln.features.training import build_training_set
-    from kiln.registry.candidate import register_run_model
-    from kiln.registry.versions import get_version
-    from kiln.training.data import load_training_set
-    from kiln.training.families import get_family
-    from kiln.training.run import train
 
     info = get_version(ws, model)
     old = load_training_set(Path(info.tags["kiln.training_set"]))

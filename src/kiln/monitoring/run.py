@@ -16,8 +16,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic
+from kiln.clarify.facets import with_facets
+from kiln.monitoring.attribution import global_ranking, importances, ndcg
+from kiln.monitoring.baseline import THRESHOLD, create_baseline
+from kiln.monitoring.bias_drift import bias_drift
+from kiln.monitoring.constraints import check_constraints
+from kiln.monitoring.drift import drift_violations, measure_drift
+from kiln.monitoring.endpoint import capture_root, served_version
+from kiln.monitoring.history import add_snapshots
+from kiln.monitoring.labels import read_labels
+from kiln.monitoring.metrics import write_metrics
+from kiln.monitoring.quality import classification_quality, quality_violations
+from kiln.monitoring.report import write_report
+from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic, read_traffic
 from kiln.monitoring.violations import Violation
+from kiln.training.data import TIME_COLUMN, load_training_set
+from kiln.training.scoring import PREDICTED
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -38,9 +52,6 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     ``model`` (NAME/VERSION) and ``capture`` (the capture root) default to what the deployed endpoint serves
     and writes; given, they monitor a capture store no local endpoint owns (a cluster's, a benchmark's).
     """
-    from kiln.monitoring.baseline import create_baseline
-    from kiln.monitoring.endpoint import capture_root, served_version
-    from kiln.monitoring.traffic import read_traffic
 
     until = until or datetime.now(timezone.utc)
     model = model or served_version(ws, endpoint)
@@ -93,9 +104,6 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
 def _finish(ws: Workspace, result: dict[str, Any], out: Path, snapshots: list[tuple[str, Any]]) -> dict[str, Any]:
     import shutil
 
-    from kiln.monitoring.history import add_snapshots
-    from kiln.monitoring.metrics import write_metrics
-    from kiln.monitoring.report import write_report
 
     result["finished_unix"] = time.time()
     if result["status"] != "no_data":
@@ -115,7 +123,6 @@ def _finish(ws: Workspace, result: dict[str, Any], out: Path, snapshots: list[tu
 
 
 def _data_quality(baseline: "Baseline", traffic: Traffic, ws: Workspace) -> tuple[dict[str, Any], list[Violation]]:
-    from kiln.monitoring.constraints import check_constraints
 
     found, observed = check_constraints(baseline.features, traffic, ws.settings.monitoring)
     return {"rows": traffic.rows, "unparseable_requests": traffic.unparseable, "features": observed}, found
@@ -123,7 +130,6 @@ def _data_quality(baseline: "Baseline", traffic: Traffic, ws: Workspace) -> tupl
 
 def _data_drift(baseline: "Baseline", traffic: Traffic, ws: Workspace,
                 progress: Progress) -> tuple[dict[str, Any], list[Violation], Any]:
-    from kiln.monitoring.drift import drift_violations, measure_drift
 
     limits = ws.settings.monitoring
     if traffic.rows == 0:
@@ -144,7 +150,6 @@ def _data_drift(baseline: "Baseline", traffic: Traffic, ws: Workspace,
 
 def _labelled(ws: Workspace, endpoint: str, baseline: "Baseline", traffic: Traffic) -> "pd.DataFrame | None":
     """Answered rows joined to their ground-truth labels (and the labels file's other columns)."""
-    from kiln.monitoring.labels import read_labels
 
     labels = read_labels(ws, endpoint)
     if labels is None or traffic.rows == 0:
@@ -156,8 +161,6 @@ def _labelled(ws: Workspace, endpoint: str, baseline: "Baseline", traffic: Traff
 
 def _model_quality(baseline: "Baseline", labelled: "pd.DataFrame | None", ws: Workspace,
                    progress: Progress) -> tuple[dict[str, Any], list[Violation], Any]:
-    from kiln.monitoring.baseline import THRESHOLD
-    from kiln.monitoring.quality import classification_quality, quality_violations
 
     limits = ws.settings.monitoring
     base = baseline.data["model_quality"]
@@ -177,8 +180,6 @@ def _model_quality(baseline: "Baseline", labelled: "pd.DataFrame | None", ws: Wo
 
 def _bias(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame | None",
           progress: Progress) -> tuple[dict[str, Any], list[Violation]]:
-    from kiln.evaluation.holdout import PREDICTED
-    from kiln.monitoring.bias_drift import bias_drift
 
     base = baseline.data["bias"]
     if not base.get("protected"):
@@ -199,7 +200,6 @@ def _bias(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame | None",
 def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", protected: list[str],
                  progress: Progress) -> "pd.DataFrame":
     """The labelled rows with their facets: from the labels file, else from the feature store by key and time."""
-    from kiln.training.data import TIME_COLUMN
 
     if all(c in labelled.columns for c in protected):
         return labelled.copy()
@@ -208,8 +208,6 @@ def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", 
         return labelled.copy()  # bias_drift says what is missing
     import pandas as pd
 
-    from kiln.clarify.facets import with_facets
-    from kiln.training.data import load_training_set
 
     progress(f"facets of {len(labelled)} labelled rows from the feature store")
     data = load_training_set(Path(baseline.data["training_set"]))
@@ -220,7 +218,6 @@ def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", 
 
 def _attribution(baseline: "Baseline", traffic: Traffic, ws: Workspace,
                  progress: Progress) -> tuple[dict[str, Any], list[Violation]]:
-    from kiln.monitoring.attribution import global_ranking, importances, ndcg
 
     limits = ws.settings.monitoring
     answered = traffic.frame[traffic.frame[PROBABILITY].notna()]

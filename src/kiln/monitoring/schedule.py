@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import InputError
+from kiln.monitoring.endpoint import capture_root
+from kiln.monitoring.retrain import check_action
 from kiln.monitoring.window import parse_duration
-from kiln.stack.process import ServiceSpec
+from kiln.process import ServiceSpec, free_ports, start, status, stop
 from kiln.workspace import CLUSTER_WORKSPACE, Workspace
 
 FIRST_PORT = 6590
@@ -69,10 +71,6 @@ def schedule_services(ws: Workspace) -> list[ServiceSpec]:
 def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str], on_violation: str | None,
                     progress: Any = lambda _: None) -> dict[str, Any]:
     """Write the schedule and start (or restart) its process; the first run comes one interval from now."""
-    from kiln.monitoring.endpoint import capture_root
-    from kiln.monitoring.retrain import check_action
-    from kiln.serving.local import free_ports
-    from kiln.stack.process import start, stop
 
     seconds = parse_duration(every, "--every").total_seconds()
     if seconds < MIN_SECONDS:
@@ -94,7 +92,6 @@ def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str
 
 def delete_schedule(ws: Workspace, endpoint: str) -> bool:
     """Stop the schedule's process and forget it (its runs' reports stay)."""
-    from kiln.stack.process import stop
 
     schedule = read_schedule(ws, endpoint)
     if schedule is None:
@@ -106,7 +103,6 @@ def delete_schedule(ws: Workspace, endpoint: str) -> bool:
 
 
 def list_schedules(ws: Workspace) -> list[dict[str, Any]]:
-    from kiln.stack.process import status
 
     out = []
     for schedule in all_schedules(ws):

@@ -17,6 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kiln.monitoring.job import monitor_job
+from kiln.monitoring.schedule import read_schedule, state_file, write_json
+from kiln.workspace import open_workspace
+
 log = logging.getLogger("kiln.monitor.scheduler")
 # Windows end this long before the tick: capture writers flush every few seconds, and a record stamped
 # before a window's end but written after its run would fall between two windows.
@@ -45,9 +49,6 @@ def _serve(host: str, port: int, status: dict[str, Any]) -> ThreadingHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from kiln.monitoring.job import monitor_job
-    from kiln.monitoring.schedule import read_schedule, state_file, write_json
-    from kiln.workspace import open_workspace
 
     parser = argparse.ArgumentParser(prog="kiln.monitoring.scheduler")
     parser.add_argument("--workspace", type=Path, required=True)

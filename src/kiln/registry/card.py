@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kiln import tracking
 from kiln.registry.versions import VersionInfo, get_version
 from kiln.workspace import Workspace
 
@@ -38,7 +39,6 @@ def _num(value: Any) -> str:
 
 def render(ws: Workspace, info: VersionInfo) -> str:
     """The card as Markdown, from the version's tags and its run's metrics and artifacts."""
-    from kiln import tracking
 
     t = info.tags
     run = tracking.client(ws).get_run(info.run_id) if info.run_id else None
@@ -105,7 +105,6 @@ def write_card(ws: Workspace, ref: str) -> ModelCard:
     """Render the card, write it as Markdown and HTML under reports/cards, and log both with the version's run."""
     from markdown_it import MarkdownIt
 
-    from kiln import tracking
 
     info = get_version(ws, ref)
     text = render(ws, info)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.tracking import client
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def _client(ws: Workspace) -> "MlflowClient":
-    from kiln.tracking import client
 
     return client(ws)
 

@@ -13,12 +13,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kiln.serving.router import FeatureLookup, Route, Router, RouterState
+from kiln.serving.capture import CaptureWriter
+from kiln.serving.driver import RolloutDriver
+from kiln.serving.router import FeatureLookup, Route, Router, RouterState, _json_error
+from kiln.serving.spec import Guardrails, Policy
 from kiln.serving.window import Windows
 
 
 def router_from_config(config: dict[str, Any]) -> Router:
-    from kiln.serving.capture import CaptureWriter
 
     shadow = config.get("shadow")
     token_env = config.get("token_env")
@@ -42,8 +44,6 @@ TICK_SECONDS = 0.5
 
 
 def driver_from_config(router: Router, config: dict[str, Any]) -> Any:
-    from kiln.serving.driver import RolloutDriver
-    from kiln.serving.spec import Guardrails, Policy
 
     state = config.get("rollout_state")
     return RolloutDriver(router, Policy.model_validate(config.get("policy") or {}),
@@ -58,7 +58,6 @@ def build_app(router: Router, driver: Any = None) -> Any:
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route as Path_
 
-    from kiln.serving.router import _json_error
 
     endpoint = router.state.endpoint
 
@@ -99,7 +98,6 @@ def build_app(router: Router, driver: Any = None) -> Any:
         return JSONResponse({"shares": new})
 
     async def rollout(request: Any) -> Any:
-        from kiln.serving.spec import Policy
 
         if driver is None:
             return _json_error(404, "this front runs no rollouts")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from kiln.errors import InputError
+from kiln.training.scoring import conform
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,6 @@ def batch_transform(model_uri: str, input_path: Path, output: Path, batch_size: 
     import mlflow.pyfunc
     import pandas as pd
 
-    from kiln.evaluation.holdout import conform
 
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: at least 1")

@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from kiln.errors import ServiceError
+
 MAX_BUFFER = 50_000  # records held in memory at most; beyond it new records are counted as dropped
 
 
@@ -136,7 +138,6 @@ def wait_for_capture(root: Path, endpoint: str, since: datetime, expected: int,
                      progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> int:
     """Wait until ``endpoint``'s capture holds ``expected`` production records since ``since`` (the front's writer
     flushes in the background, later under load); how many it holds back, or ServiceError after ``timeout``."""
-    from kiln.errors import ServiceError
 
     deadline = time.monotonic() + timeout
     while True:

@@ -12,9 +12,21 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln import tracking
 from kiln.errors import InputError, ServiceError
+from kiln.features.repo import plan_by_service
+from kiln.process import (
+    ServiceSpec,
+    free_ports,
+    pid_file,
+    start,
+    status,
+    stop,
+)
+from kiln.registry.versions import get_version
+from kiln.serving.compare import compare
 from kiln.serving.spec import EndpointSpec, Variant
-from kiln.stack.process import ServiceSpec, port_free
+from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -46,26 +58,14 @@ def _write_json(path: Path, data: Any) -> None:
 
 def pin(ws: Workspace, variant: Variant) -> str:
     """The exact model version a variant serves (an alias moving later does not change a running variant)."""
-    from kiln.registry.versions import get_version
 
     info = get_version(ws, variant.model)
     return f"models:/{info.name}/{info.version}"
 
 
-def free_ports(host: str, start: int, count: int, taken: set[int] = frozenset()) -> list[int]:
-    ports, port = [], start
-    while len(ports) < count and port < 65535:
-        if port not in taken and port_free(host, port):
-            ports.append(port)
-        port += 1
-    return ports
-
 
 def check_runtime(ws: Workspace, variant: Variant, where: str) -> None:
     """A runtime the variant's model version can be served by, or an InputError naming the variant."""
-    from kiln import tracking
-    from kiln.registry.versions import get_version
-    from kiln.training.families import FAMILIES
 
     if variant.runtime == "tvm":
         raise InputError(f"{where}.runtime tvm: a local endpoint serves mlflow and onnx variants; compiled TVM "
@@ -115,9 +115,6 @@ def _capture_root(ws: Workspace, spec: EndpointSpec) -> str | None:
 
 def feature_lookup(ws: Workspace, model: str) -> dict[str, str] | None:
     """Where the front reads features for id-only requests: the service the model was trained on, if known."""
-    from kiln import tracking
-    from kiln.features.repo import plan_by_service
-    from kiln.registry.versions import get_version
 
     run_id = get_version(ws, model).run_id
     service = tracking.client(ws).get_run(run_id).data.tags.get("kiln.feature_service") if run_id else None
@@ -153,7 +150,6 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: dict[str, Any]) -> d
 
 def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: None) -> dict[str, Any]:
     """Start every variant and the front; on any failure stop what was started and leave nothing behind."""
-    from kiln.stack.process import start, stop
 
     if _state_path(ws, spec.name).is_file():
         raise InputError(f"endpoint '{spec.name}' is already deployed",
@@ -215,7 +211,6 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
 
 def start_deployed(ws: Workspace, progress: Progress = lambda _: None) -> list[Any]:
     """Start the processes of every deployed endpoint that is not running (`kiln up`); returns their states."""
-    from kiln.stack.process import start
 
     states = []
     for name in list_endpoints(ws):
@@ -228,7 +223,6 @@ def endpoint_status(ws: Workspace, name: str) -> dict[str, Any]:
     """Processes, shares, per-variant requests/s, error rate and p50/p99 (last minute) from the front."""
     import httpx
 
-    from kiln.stack.process import status
 
     if "rollout" in read_state(ws, name):
         finalize(ws, name)  # a rollout that ended while nobody was following it is settled here
@@ -250,7 +244,6 @@ def endpoint_status(ws: Workspace, name: str) -> dict[str, Any]:
 
 
 def delete(ws: Workspace, name: str) -> list[str]:
-    from kiln.stack.process import stop
 
     stopped = [s.name for s in services(ws, name) if stop(ws.state_dir, s)]
     shutil.rmtree(endpoints_dir(ws) / name, ignore_errors=True)
@@ -288,7 +281,6 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     """Start the new model beside the variant it replaces and roll it out by the endpoint's policy."""
     import httpx
 
-    from kiln.stack.process import start, stop
 
     if "rollout" in read_state(ws, name):
         finalize(ws, name)  # settles one that has ended; one still running stays
@@ -344,7 +336,6 @@ def finalize(ws: Workspace, name: str) -> dict[str, Any] | None:
     """After a rollout ends: keep the process that won, stop the other, record it; None while still running."""
     import httpx
 
-    from kiln.stack.process import pid_file, stop
 
     state = read_state(ws, name)
     pending = state.get("rollout")
@@ -393,7 +384,6 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> dict[str, Any]
 
 def compare_shadow(ws: Workspace, name: str) -> dict[str, Any]:
     """`kiln endpoint compare`: the endpoint's captured production and shadow answers, side by side."""
-    from kiln.serving.compare import compare
 
     state = read_state(ws, name)
     root = _capture_root(ws, EndpointSpec.model_validate(state["spec"]))

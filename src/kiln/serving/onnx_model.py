@@ -16,6 +16,8 @@ from kserve.errors import InvalidInput
 
 from kiln.serving.runtime import KilnModel
 from kiln.serving.schema import MAX_INSTANCES, InputSchema
+from kiln.training.encoding import Encoder
+from kiln.training.predictor import ENCODER_FILE, META_FILE
 
 
 class NoOnnxGraph(RuntimeError):
@@ -28,8 +30,6 @@ class OnnxModel(KilnModel):
         import onnxruntime as ort
         from mlflow.models import Model
 
-        from kiln.training.encoding import Encoder
-        from kiln.training.predictor import ENCODER_FILE, META_FILE
 
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.model_uri))
         mlmodel = Model.load(str(local))

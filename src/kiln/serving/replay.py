@@ -17,8 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from kiln import tracking
 from kiln.errors import InputError
-from kiln.serving.local import _front, endpoints_dir, read_state
+from kiln.features.training import build_training_set
+from kiln.serving.local import _front, endpoints_dir, feature_lookup, read_state
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -31,7 +33,6 @@ CONCURRENCY = 32  # requests in flight at most; a slow endpoint makes the replay
 def model_inputs(ws: Workspace, model: str) -> list[str]:
     from mlflow.models import get_model_info
 
-    from kiln import tracking
 
     tracking.client(ws)
     signature = get_model_info(model).signature
@@ -44,7 +45,6 @@ def feature_rows(ws: Workspace, model: str, data: Path, inputs: list[str]) -> "p
     """The rows to send: a feature table as it is, or a dataset's labels joined with point-in-time features."""
     import pandas as pd
 
-    from kiln.serving.local import feature_lookup
 
     if not data.exists():
         raise InputError(f"--data {data}: no such file or folder")
@@ -62,7 +62,6 @@ def feature_rows(ws: Workspace, model: str, data: Path, inputs: list[str]) -> "p
         raise InputError(f"--data {data}: not a feature table (missing column(s) "
                          f"{', '.join(sorted(set(inputs) - set(columns))) or 'all'}), and {model} was not trained "
                          "on a feature service that could build them")
-    from kiln.features.training import build_training_set
 
     with tempfile.TemporaryDirectory(prefix="kiln-replay-") as tmp:
         built = build_training_set(ws, data, lookup["service"], Path(tmp) / "features.parquet")

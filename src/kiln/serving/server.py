@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from kiln.serving.onnx_model import OnnxModel
+from kiln.serving.runtime import KilnModel
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,8 +31,6 @@ def main() -> None:
     import kserve.model_server
     from fastapi.exceptions import RequestValidationError
 
-    from kiln.serving.onnx_model import OnnxModel
-    from kiln.serving.runtime import KilnModel
 
     class HostRESTServer(kserve.model_server.RESTServer):
         def __init__(self, *a, **k) -> None:  # noqa: ANN002, ANN003 - KServe's own arguments, passed through

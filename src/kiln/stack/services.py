@@ -6,7 +6,9 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from kiln.stack.process import ServiceSpec
+from kiln.features.repo import apply_if_changed, repo_path
+from kiln.monitoring.history import evidently_folder
+from kiln.process import ServiceSpec
 from kiln.workspace import Workspace
 
 
@@ -39,7 +41,6 @@ def mlflow_server(ws: Workspace) -> ServiceSpec:
 
 def feature_server(ws: Workspace) -> ServiceSpec:
     """Feast's HTTP feature server over the workspace's feature repo (online reads on loopback)."""
-    from kiln.features.repo import repo_path
 
     s = ws.settings.services.feature_server
     return ServiceSpec(
@@ -62,7 +63,6 @@ def feature_server(ws: Workspace) -> ServiceSpec:
 
 def _prepare_feature_repo(ws: Workspace) -> None:
     """The server needs a registry: apply the repo first (a no-op when nothing changed)."""
-    from kiln.features.repo import apply_if_changed
 
     apply_if_changed(ws)
 
@@ -84,7 +84,6 @@ def artifact_server(ws: Workspace) -> ServiceSpec:
 
 def evidently_ui(ws: Workspace) -> ServiceSpec:
     """Evidently's UI over the workspace's monitor history (one project per monitored endpoint)."""
-    from kiln.monitoring.history import evidently_folder
 
     s = ws.settings.services.evidently
     folder = evidently_folder(ws)

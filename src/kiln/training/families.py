@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from kiln.errors import InputError
+from kiln.training.onnx_export import mlp_to_onnx
 
 if TYPE_CHECKING:
     import numpy as np
@@ -168,7 +169,6 @@ class MlpLearner:
         self.model = pickle.loads(state)  # noqa: S301 - a checkpoint this same process family wrote
 
     def save(self, folder: Path) -> str:
-        from kiln.training.onnx_export import mlp_to_onnx
 
         model = mlp_to_onnx(self.model.coefs_, self.model.intercepts_, self.mean, self.scale)
         (folder / "model.onnx").write_bytes(model.SerializeToString())

@@ -11,12 +11,13 @@ import mlflow.models
 import mlflow.pyfunc
 import pandas as pd
 
+from kiln.training.predictor import Predictor
+
 
 class KilnClassifier(mlflow.pyfunc.PythonModel):
     """Loads the saved model folder once; predicts `probability` and `prediction` for rows of features."""
 
     def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's context object
-        from kiln.training.predictor import Predictor
 
         self.predictor = Predictor.load(Path(context.artifacts["model_folder"]))
 

@@ -9,10 +9,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln.tracking import code_version, experiment_id
+from kiln.training import pyfunc
 from kiln.training.data import TrainingData, load_training_set
 from kiln.training.families import Family, Learner, get_family
 from kiln.training.metrics import calibration_table, classification_metrics
-from kiln.training.predictor import save_model_folder
+from kiln.training.predictor import Predictor, save_model_folder
 from kiln.training.prepare import Prepared, fit, prepare
 from kiln.workspace import Workspace
 
@@ -42,7 +44,6 @@ def experiment_name(data: TrainingData) -> str:
 
 
 def lineage_tags(data: TrainingData, family: Family, seed: int) -> dict[str, str]:
-    from kiln.tracking import code_version
 
     lin = data.lineage
     return {
@@ -69,8 +70,6 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
     import mlflow
     from mlflow.models import infer_signature
 
-    from kiln.training import pyfunc
-    from kiln.training.predictor import Predictor
 
     meta = {"family": family.name, "config": config, "seed": seed, "threshold": threshold,
             "features": data.features, "label": data.label, "key": data.key}
@@ -96,7 +95,6 @@ def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str,
     """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow."""
     import mlflow
 
-    from kiln.tracking import experiment_id
 
     family = get_family(family_name)
     config = family.config(params)

@@ -11,13 +11,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln import tracking
 from kiln.errors import EnvironmentProblem, InputError, KilnError, WorkspaceError
 from kiln.training.data import load_training_set
 from kiln.training.families import get_family
-from kiln.training.prepare import prepare
-from kiln.tuning.space import narrowed, parse_ranges
-from kiln.tuning.strategies import check_strategy
-from kiln.tuning.trainable import METRIC
+from kiln.training.metrics import calibration_table
+from kiln.training.prepare import fit, prepare
+from kiln.training.run import evaluate, experiment_name, lineage_tags, log_trained_model
+from kiln.tuning.plot import objective_plot
+from kiln.tuning.space import clip, narrowed, parse_ranges, ray_space
+from kiln.tuning.strategies import check_strategy, searcher_and_scheduler
+from kiln.tuning.trainable import METRIC, run_trial
 from kiln.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -109,7 +113,6 @@ def check_spec(spec: TuneSpec) -> None:
 def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict) -> tuple[list[dict], list[float] | None,
                                                                                      list[dict]]:
     """(points to run first, their known scores for identical Bayesian, earlier trials that count as evaluated)."""
-    from kiln.tuning.space import clip
 
     if spec.warm_start_from is None:
         return [], None, []
@@ -134,7 +137,6 @@ def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict) -> tu
 def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
     from ray import tune
 
-    from kiln.tuning.trainable import run_trial
 
     return tune.with_resources(
         tune.with_parameters(run_trial, family_name=spec["family"], prep=prep, seed=spec["seed"],
@@ -189,8 +191,6 @@ def _progress_callback(total: int, progress: Progress) -> Any:
 
 def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = lambda _: None) -> TuneResult:
     """Start a tuning job; a job interrupted part way is finished later with resume_job."""
-    from kiln import tracking
-    from kiln.training.run import experiment_name, lineage_tags
 
     check_spec(spec)
     family = get_family(spec.family)
@@ -255,8 +255,6 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    from kiln.tuning.space import ray_space
-    from kiln.tuning.strategies import searcher_and_scheduler
 
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)
@@ -335,11 +333,6 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     """Refit the best configuration for the iterations that scored best, evaluate, log the model and the plot."""
     import mlflow
 
-    from kiln import tracking
-    from kiln.training.metrics import calibration_table
-    from kiln.training.prepare import fit
-    from kiln.training.run import evaluate, log_trained_model
-    from kiln.tuning.plot import objective_plot
 
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)

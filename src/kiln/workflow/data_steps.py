@@ -5,7 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from kiln.data.validate import validate_dataset
 from kiln.errors import InputError
+from kiln.features.ingest import ingest
+from kiln.features.training import build_training_set
 from kiln.workflow.result import StepResult, say
 from kiln.workspace import open_workspace
 
@@ -14,7 +17,6 @@ TRAINING_SET_FILE = "training_set.parquet"
 
 def validate_step(workspace: str, data: str, out: str) -> StepResult:
     """Validate the dataset folder ``data`` and hand a copy on as the pipeline's dataset artifact."""
-    from kiln.data.validate import validate_dataset
 
     source = Path(data).expanduser()
     if "://" in data:
@@ -34,7 +36,6 @@ def validate_step(workspace: str, data: str, out: str) -> StepResult:
 
 def ingest_step(workspace: str, dataset: str) -> StepResult:
     """Ingest the validated dataset into the workspace's feature store; the value is the feature service's name."""
-    from kiln.features.ingest import ingest
 
     report = ingest(open_workspace(Path(workspace)), Path(dataset), say)
     say(f"feature service {report.feature_service}: {sum(report.online_rows.values())} entities online")
@@ -46,7 +47,6 @@ def ingest_step(workspace: str, dataset: str) -> StepResult:
 
 def training_set_step(workspace: str, labels: str, feature_service: str, out: str) -> StepResult:
     """A point-in-time training set: each label of ``labels`` joined with the features known at its time."""
-    from kiln.features.training import build_training_set
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

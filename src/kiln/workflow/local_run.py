@@ -11,7 +11,10 @@ from typing import Any, Callable, TextIO
 
 from kiln.errors import InputError, KilnError
 from kiln.workflow.result import MARK
-from kiln.workspace import CLUSTER_WORKSPACE, Workspace  # pipelines' defaults name it; locally it is -w
+from kiln.workspace import (  # pipelines' defaults name it; locally it is -w
+    CLUSTER_WORKSPACE,
+    Workspace,
+)
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STARTED = re.compile(r"Executing task '([^']+)'")

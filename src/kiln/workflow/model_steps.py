@@ -6,7 +6,18 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from kiln import tracking
+from kiln.clarify.explain import explain
 from kiln.errors import InputError
+from kiln.evaluation.candidate import (
+    evaluate_run_model,
+    logged_evaluation,
+    register_evaluated,
+)
+from kiln.registry.card import write_card
+from kiln.registry.versions import APPROVED, get_version, set_approval
+from kiln.settings import GateSettings
+from kiln.tuning.job import TuneSpec, run_job
 from kiln.workflow.data_steps import training_set_file
 from kiln.workflow.result import StepResult, say
 from kiln.workspace import Workspace, open_workspace
@@ -26,8 +37,6 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
     """Tune ``family`` on the training set; the best model's files go to ``model_out``, its run in the metadata."""
     import mlflow
 
-    from kiln import tracking
-    from kiln.tuning.job import TuneSpec, run_job
 
     ws = open_workspace(Path(workspace))
     spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
@@ -59,7 +68,6 @@ def _gated(ws: Workspace, min_auc: float | None, max_auc_drop: float | None) -> 
     """The workspace with the pipeline's gate thresholds in place of its settings' (checked as settings are)."""
     from pydantic import ValidationError
 
-    from kiln.settings import GateSettings
 
     change = {k: v for k, v in (("min_auc", min_auc), ("max_auc_drop", max_auc_drop)) if v is not None}
     try:
@@ -75,7 +83,6 @@ def evaluate_step(workspace: str, model_name: str, model: dict[str, Any], min_au
     """Score the tuned model and the champion on the same held-out rows; the value is whether the gate passed."""
     from sklearn.metrics import confusion_matrix, roc_curve
 
-    from kiln.registry.candidate import evaluate_run_model
 
     ws = _gated(open_workspace(Path(workspace)), min_auc, max_auc_drop)
     run_id, model_uri = _model_run(model)
@@ -123,8 +130,6 @@ def _model_run(model: dict[str, Any]) -> tuple[str, str]:
 def register_step(workspace: str, model_name: str, model: dict[str, Any], approve: bool, pipeline_run: str = "",
                   pipeline_run_id: str = "") -> StepResult:
     """Register the evaluated model as ``model_name``@challenger; approve it when asked and the gate passed."""
-    from kiln.registry.candidate import logged_evaluation, register_evaluated
-    from kiln.registry.versions import APPROVED, set_approval
 
     ws = open_workspace(Path(workspace))
     run_id, model_uri = _model_run(model)
@@ -141,10 +146,6 @@ def register_step(workspace: str, model_name: str, model: dict[str, Any], approv
 
 def explain_step(workspace: str, version: str, rows: int, seed: int) -> StepResult:
     """SHAP explanations of the version on its held-out rows, its bias by facet, and its model card."""
-    from kiln.clarify.explain import explain
-    from kiln.registry.candidate import logged_evaluation
-    from kiln.registry.card import write_card
-    from kiln.registry.versions import get_version
 
     ws = open_workspace(Path(workspace))
     explanation = explain(ws, version, rows=rows, seed=seed, progress=say)

@@ -5,14 +5,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from kiln.compile.compiler import CompileOptions, compile_version
+from kiln.compile.store import publish_artifact
 from kiln.errors import InputError, ServiceError
+from kiln.monitoring.baseline import create_baseline
+from kiln.monitoring.run import run_monitor
+from kiln.monitoring.window import parse_time
+from kiln.registry.versions import CHAMPION, get_version, promote
+from kiln.serving.local import deploy, list_endpoints, read_state, update
+from kiln.serving.spec import parse_spec
 from kiln.workflow.result import StepResult, say
 from kiln.workspace import open_workspace
 
 
 def compile_step(workspace: str, version: str, target: str, bundle_out: str) -> StepResult:
     """Compile ``version`` for one target (TVM) into a signed bundle; the value is the bundle's artifact id."""
-    from kiln.compile.compiler import CompileOptions, compile_version
 
     result = compile_version(open_workspace(Path(workspace)), version, CompileOptions(target=target), say)
     shutil.copytree(result.path, bundle_out, dirs_exist_ok=True)
@@ -28,7 +35,6 @@ def compile_step(workspace: str, version: str, target: str, bundle_out: str) -> 
 
 def publish_step(workspace: str, artifact_id: str) -> StepResult:
     """Verify the signed bundle and make it its target's latest at the edge distribution point."""
-    from kiln.compile.store import publish_artifact
 
     published = publish_artifact(open_workspace(Path(workspace)), artifact_id)
     kept = "" if published["latest"] else f" (a newer {published['newer_latest']} stays latest)"
@@ -43,9 +49,6 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
 
     When the version ends up serving (and ``promote_champion``), it becomes the registry's champion.
     """
-    from kiln.registry.versions import CHAMPION, get_version, promote
-    from kiln.serving.local import deploy, list_endpoints, read_state, update
-    from kiln.serving.spec import parse_spec
 
     ws = open_workspace(Path(workspace))
     if ws.settings.serving.type != "local":
@@ -82,7 +85,6 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
 
 def baseline_step(workspace: str, version: str) -> StepResult:
     """The monitor's baseline of ``version`` (statistics, quality, bias, attribution), made unless it exists."""
-    from kiln.monitoring.baseline import create_baseline
 
     baseline, made = create_baseline(open_workspace(Path(workspace)), version, progress=say)
     say(("made" if made else "kept") + f" the baseline of {version}: {baseline.folder}")
@@ -98,8 +100,6 @@ def monitor_step(workspace: str, endpoint: str, since: str) -> StepResult:
 
     The value is the number of violations.
     """
-    from kiln.monitoring.run import run_monitor
-    from kiln.monitoring.window import parse_time
 
     result = run_monitor(open_workspace(Path(workspace)), endpoint, since=parse_time(since or None, "since"),
                          progress=say)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from kiln.errors import ServiceError
+from kiln.workflow.ir import compile_pipeline
 
 EXPERIMENT = "kiln"
 
@@ -21,7 +22,6 @@ def submit(host: str, pipeline: Any, params: dict[str, Any], experiment: str = E
 
     import kfp
 
-    from kiln.workflow.ir import compile_pipeline
 
     with tempfile.TemporaryDirectory(prefix="kiln-submit-") as tmp:
         package = Path(tmp) / "pipeline.yaml"

@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from kiln import tracking
 from kiln.errors import InputError
-from kiln.evaluation.holdout import Evaluation
-from kiln.registry.versions import VersionInfo
+from kiln.evaluation.holdout import Evaluation, evaluate_candidate
+from kiln.features.repo import open_store
+from kiln.registry.versions import NAME_RE, VersionInfo, champion_uri, register
+from kiln.training.data import load_training_set
+from kiln.training.split import split
 from kiln.workspace import Workspace
 
 LINEAGE_TAGS = ("kiln.family", "kiln.seed", "kiln.code_version", "kiln.dataset", "kiln.dataset_content_hash",
@@ -18,7 +22,6 @@ GATE_FILE = "evaluation/gate.json"
 
 def feature_service_version(ws: Workspace, service: str) -> str:
     """The ``kiln.version`` tag of the feature service, as registered in Feast."""
-    from kiln.features.repo import open_store
 
     try:
         return open_store(ws).get_feature_service(service).tags.get("kiln.version", "")
@@ -39,11 +42,6 @@ def evaluate_run_model(ws: Workspace, name: str, run_id: str, progress: Callable
 
     The result is logged with the run as evaluation/gate.json, where registration reads it.
     """
-    from kiln import tracking
-    from kiln.evaluation.holdout import evaluate_candidate
-    from kiln.registry.versions import champion_uri
-    from kiln.training.data import load_training_set
-    from kiln.training.split import split
 
     _check_name(name)
     c = tracking.client(ws)
@@ -64,8 +62,6 @@ def evaluate_run_model(ws: Workspace, name: str, run_id: str, progress: Callable
 def register_evaluated(ws: Workspace, name: str, run_id: str, model_uri: str, evaluation: dict[str, Any],
                        extra_tags: dict[str, str] | None = None) -> VersionInfo:
     """Register ``model_uri`` with the run's lineage and the gate result of ``evaluation`` (as logged)."""
-    from kiln import tracking
-    from kiln.registry.versions import register
 
     _check_name(name)
     tags = _get_run(ws, tracking.client(ws), run_id).data.tags
@@ -80,7 +76,6 @@ def logged_evaluation(ws: Workspace, run_id: str) -> dict[str, Any]:
     """The evaluation an earlier `evaluate_run_model` logged with the run."""
     import mlflow
 
-    from kiln import tracking
 
     tracking.client(ws)
     try:
@@ -90,7 +85,6 @@ def logged_evaluation(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 
 def _check_name(name: str) -> None:
-    from kiln.registry.versions import NAME_RE
 
     if not NAME_RE.match(name):
         raise InputError(f"model name '{name}': use letters, digits, '.', '_' and '-'")

@@ -98,6 +98,17 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def free_ports(host: str, start: int, count: int, taken: set[int] = frozenset()) -> list[int]:
+    """``count`` ports from ``start`` up that nothing listens on and ``taken`` does not hold."""
+    ports, port = [], start
+    while len(ports) < count and port < 65535:
+        if port not in taken and port_free(host, port):
+            ports.append(port)
+        port += 1
+    return ports
+
+
+
 def status(state_dir: Path, spec: ServiceSpec) -> ServiceState:
     record = _read_pid(state_dir, spec.name)
     log = str(log_file(state_dir, spec.name))
