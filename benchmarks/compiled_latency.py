@@ -54,7 +54,7 @@ def workspace(root: Path) -> Path:
                                 "--iterations", "5")
 
 
-def native_mlp(graph) -> tuple:  # noqa: ANN001 - an onnx.ModelProto
+def native_mlp(graph) -> tuple:
     """scikit-learn's MLPClassifier holding the graph's weights, and the standardization in front of it."""
     import numpy as np
     from onnx import numpy_helper
@@ -69,7 +69,7 @@ def native_mlp(graph) -> tuple:  # noqa: ANN001 - an onnx.ModelProto
     return clf, weights["mean"], weights["scale"]
 
 
-def latency_us(predict, x, seconds: float = 2.0) -> float:  # noqa: ANN001 - a callable on float32 rows
+def latency_us(predict, x, seconds: float = 2.0) -> float:
     """Median microseconds per call, after a warm-up."""
     import statistics
 
@@ -83,14 +83,14 @@ def latency_us(predict, x, seconds: float = 2.0) -> float:  # noqa: ANN001 - a c
     return statistics.median(times) * 1e6
 
 
-def compiled_model(bundle: Path):  # noqa: ANN201 - kiln.compile.runner.CompiledModel
+def compiled_model(bundle: Path):
     from kiln.compile.runner import CompiledModel
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     return CompiledModel({int(b): bundle / name for b, name in manifest["libraries"].items()})
 
 
-def measure(args) -> tuple[list[Figure], dict]:  # noqa: ANN001
+def measure(args) -> tuple[list[Figure], dict]:
     import numpy as np
     import onnx
     import onnxruntime as ort

@@ -79,7 +79,7 @@ def wrk(url: str, seconds: int, connections: int, folder: Path) -> dict[str, flo
             "p99": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def measure(args) -> tuple[list[Figure], dict]:  # noqa: ANN001
+def measure(args) -> tuple[list[Figure], dict]:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: `apt-get install wrk` (Debian package) and run again")
     root = Path(tempfile.mkdtemp(prefix="kiln-bench-endpoint-"))

@@ -31,7 +31,7 @@ DRIFTED = ["n00", "n01"]
 GOAL_SECONDS = 60.0
 
 
-def table(n: int, seed: int, shift_from: int | None = None):  # noqa: ANN201 - a pandas frame
+def table(n: int, seed: int, shift_from: int | None = None):
     import numpy as np
     import pandas as pd
 
@@ -73,7 +73,7 @@ def write_capture(root: Path, n: int) -> None:
     pd.DataFrame({"inference_id": [f"b{i:07d}" for i in range(n)], "label": labels}).to_parquet(labels_file)
 
 
-def measure(args) -> tuple[list[Figure], dict]:  # noqa: ANN001
+def measure(args) -> tuple[list[Figure], dict]:
     import pandas as pd
 
     from kiln.monitoring.baseline import create_baseline

@@ -14,7 +14,8 @@ from pipelines._steps import DATA, WORKSPACE, register, serve, train_and_evaluat
 def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str = "churn", family: str = "lgbm",
                    strategy: str = "hyperband", trials: int = 9, max_iterations: int = 9, max_concurrent: int = 2,
                    seed: int = 7, min_auc: float = 0.70, max_auc_drop: float = 0.01, approve: bool = True,
-                   targets: list = ["x86_64", "aarch64", "cuda"], endpoint: str = "churn",
+                   targets: list = ["x86_64", "aarch64", "cuda"],  # noqa: B006 - KFP takes a literal default
+                   endpoint: str = "churn",
                    canary_percent: float = 20.0, bake_seconds: float = 60.0, explain_rows: int = 200,
                    deploy: bool = True):
     """The training pipeline.

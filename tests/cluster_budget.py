@@ -49,7 +49,7 @@ def quantity(value: Any, memory: bool) -> int:
         return int(number * 1000) if unit == "" else int(number)
     scale = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024, "k": 1000 / 1024 ** 2, "M": 1e6 / 1024 ** 2,
              "G": 1e9 / 1024 ** 2, "": 1 / 1024 ** 2}[unit]
-    return int(round(number * scale))
+    return round(number * scale)
 
 
 def always_running(objs: list[dict[str, Any]]) -> list[tuple[str, int, int]]:

@@ -13,7 +13,7 @@ import pandas as pd
 
 
 class _Faulty:
-    def __init__(self, inner, fault: str) -> None:  # noqa: ANN001 - a kiln Predictor
+    def __init__(self, inner, fault: str) -> None:
         self.inner, self.fault, self.calls = inner, fault, itertools.count()
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -25,13 +25,13 @@ class _Faulty:
 
 
 class FaultyModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context) -> None:  # noqa: ANN001
+    def load_context(self, context) -> None:
         from kiln.training.predictor import Predictor
 
         fault = Path(context.artifacts["fault"]).read_text().strip()
         self.predictor = _Faulty(Predictor.load(Path(context.artifacts["model_folder"])), fault)
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.predictor.predict(model_input)
 
 

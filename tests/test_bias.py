@@ -53,7 +53,7 @@ def confusion(gender: str, tp: int, fp: int, fn: int, tn: int) -> list[dict[str,
 # facet a (male):   6 rows, labels 1,1,1,0,0,1 -> n_a = 6, q_a = 4/6 = 2/3, P_a = [1/3, 2/3]
 PRE = pd.DataFrame({
     "gender": ["female"] * 4 + ["male"] * 6,
-    "y": [1, 0, 0, 0] + [1, 1, 1, 0, 0, 1],
+    "y": [1, 0, 0, 0, 1, 1, 1, 0, 0, 1],
 })
 
 
@@ -93,7 +93,7 @@ def test_cdd_over_strata_by_hand() -> None:
     frame = pd.DataFrame({
         "gender": ["female", "female", "male", "male"] + ["female"] * 3 + ["male"] * 3 + ["female", "male"],
         "dept": ["A"] * 4 + ["B"] * 6 + ["C"] * 2,
-        "y": [1, 0, 1, 1] + [1, 1, 0] + [0, 0, 1] + [1, 1],
+        "y": [1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1],
     })
     got = by_name(pre_training(frame, "y", FEMALE, group="dept"))["CDD"]
     # A (n=4): rejections 1, all female -> 1/1; acceptances 3, 1 female -> 1/3; DD_A = 2/3

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso, read_capture
@@ -38,7 +38,7 @@ def test_records_from_many_threads_are_all_written_once(tmp_path: Path) -> None:
 
 def test_hour_partitions_and_time_ranges(tmp_path: Path) -> None:
     writer = CaptureWriter(tmp_path, "churn", flush_seconds=60)
-    base = datetime(2026, 3, 1, 10, 30, tzinfo=timezone.utc)
+    base = datetime(2026, 3, 1, 10, 30, tzinfo=UTC)
     for h in range(3):
         writer.record(rec(h, when=(base + timedelta(hours=h)).isoformat()))
     writer.close()
@@ -122,7 +122,7 @@ def test_waiting_for_the_capture_counts_production_records_and_names_the_endpoin
     from kiln.errors import ServiceError
     from kiln.serving.capture import wait_for_capture
 
-    since = datetime(2026, 11, 22, 10, tzinfo=timezone.utc)
+    since = datetime(2026, 11, 22, 10, tzinfo=UTC)
     folder = tmp_path / "endpoint=toy" / "hour=2026-11-22T10"
     folder.mkdir(parents=True)
     rows = [{"inference_id": f"r{i}", "timestamp": f"2026-11-22T10:00:{i:02d}.000000+00:00", "shadow": i >= 3}

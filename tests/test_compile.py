@@ -147,7 +147,7 @@ def test_an_operator_tvm_lacks_is_named() -> None:
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 3])],
                               [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [1, 2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
-    with pytest.raises(CompileFailed, match="ai.onnx.ml.TreeEnsembleClassifier"):
+    with pytest.raises(CompileFailed, match=r"ai.onnx.ml.TreeEnsembleClassifier"):
         import_graph(model, 1, 3)
 
 

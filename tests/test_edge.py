@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,7 @@ def dist(compiled: Compiled):
 
 
 def agent_for(url: str, compiled: Compiled, state: Path, key: Path | None = None, target: str = "x86_64",
-              **kw):  # noqa: ANN003
+              **kw):
     from kiln_edge.agent import Agent, AgentConfig
 
     return Agent(AgentConfig(server=url, device_id=state.name, target=target, state=state, download_attempts=4,
@@ -140,7 +141,7 @@ def test_expired_and_older_artifacts_are_refused(dist, tmp_path: Path) -> None:
     key = load_public_key(compiled.root / "artifacts" / "signing-key.pub")
     bundle = published(compiled, "x86_64")
     manifest = verify(bundle, key, "x86_64")
-    later = datetime.now(timezone.utc) + timedelta(days=91)
+    later = datetime.now(UTC) + timedelta(days=91)
     with pytest.raises(Rejected, match="expired at"):
         verify(bundle, key, "x86_64", now=later)
     with pytest.raises(Rejected, match="rollback refused"):
@@ -249,10 +250,8 @@ class CuttingProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
 

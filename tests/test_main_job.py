@@ -98,7 +98,7 @@ def test_the_main_job_runs_the_training_pipeline_then_serves_monitors_and_reache
 
 
 def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_version(main_job) -> None:
-    ws, doc, _ = main_job
+    ws, _, _ = main_job
     before = versions(ws)
     res = kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--param", "since=30m", "--param", "trials=2",
                "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json", timeout=900)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -118,7 +119,7 @@ def test_the_validators_are_live() -> None:
         kubernetes_validate.validate({**cm, "dataa": {"x": "y"}}, "1.30", strict=True)
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate({**cm, "data": {"endpoint.yaml": 3}}, "1.30", strict=True)
-    with pytest.raises(InputError, match="ConfigMap kiln-endpoint-churn: not valid for Kubernetes 1.30"):
+    with pytest.raises(InputError, match=r"ConfigMap kiln-endpoint-churn: not valid for Kubernetes 1.30"):
         check([{**cm, "dataa": {"x": "y"}}])
 
     isvc = next(o for o in objects(make_spec()) if o["kind"] == "InferenceService")

@@ -83,7 +83,7 @@ def test_unusable_training_sets_are_refused_by_name(tmp_path: Path, change, need
 
 def test_a_training_set_without_its_lineage_file_is_refused(tmp_path: Path) -> None:
     synthetic().to_parquet(tmp_path / "bare.parquet")
-    with pytest.raises(InputError, match="lineage file bare.parquet.json is missing"):
+    with pytest.raises(InputError, match=r"lineage file bare.parquet.json is missing"):
         load_training_set(tmp_path / "bare.parquet")
 
 
@@ -158,7 +158,7 @@ def test_bad_family_params_and_ranges_are_named() -> None:
         get_family("xgb")
     with pytest.raises(InputError, match="no parameter 'depth'"):
         get_family("lgbm").config({"depth": 3})
-    with pytest.raises(InputError, match="'learning_rate' = 2.0 lies outside"):
+    with pytest.raises(InputError, match=r"'learning_rate' = 2.0 lies outside"):
         get_family("lgbm").config(parse_params(["learning_rate=2"]))
     with pytest.raises(InputError, match="expected NAME=VALUE"):
         parse_params(["learning_rate"])

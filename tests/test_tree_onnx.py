@@ -68,8 +68,8 @@ def splits(booster: lgb.Booster) -> list[Split]:
             return {node.get("leaf_index", 0)}
         beneath: set[int] = set()
         out.append((tree, node, beneath, path))
-        beneath.update(walk(tree, node["left_child"], path + [(node, True)]),
-                       walk(tree, node["right_child"], path + [(node, False)]))
+        beneath.update(walk(tree, node["left_child"], [*path, (node, True)]),
+                       walk(tree, node["right_child"], [*path, (node, False)]))
         return beneath
 
     for info in booster.dump_model()["tree_info"]:
@@ -197,7 +197,7 @@ def test_matches_lightgbm_on_missing_values_and_variants(tmp_path: Path, variant
 @pytest.mark.parametrize("zero_as_missing", [False, True])
 def test_runs_in_tvm_as_in_onnx_runtime(tmp_path: Path, zero_as_missing: bool) -> None:
     import tvm
-    import tvm.relax.frontend.onnx  # noqa: F401 - registers relax.frontend.onnx
+    import tvm.relax.frontend.onnx
     from tvm import relax
 
     x, y = make_data(2256, seed=5)

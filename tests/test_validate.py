@@ -151,7 +151,7 @@ def test_missing_table_is_named(churn_dataset: Path, tmp_path: Path) -> None:
 
 
 def test_not_a_dataset(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="no dataset.json"):
+    with pytest.raises(DatasetError, match=r"no dataset.json"):
         validate_dataset(tmp_path)
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(DatasetError, match="unreadable manifest"):

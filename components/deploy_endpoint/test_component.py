@@ -26,6 +26,6 @@ def test_an_unregistered_version_fails_the_step_naming_it_and_starts_nothing(tmp
     from kiln.workspace import init_workspace
 
     ws, _ = init_workspace(tmp_path / "ws")
-    with pytest.raises(PipelineFailed, match="task deploy-endpoint failed: .*churn"):
+    with pytest.raises(PipelineFailed, match=r"task deploy-endpoint failed: .*churn"):
         run_local(ws, deploy_endpoint, {"workspace": str(ws.root), "version": "churn/7", "endpoint": "e1"})
     assert not list((ws.root / ".kiln").glob("endpoints/*/endpoint.json"))

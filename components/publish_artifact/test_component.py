@@ -19,6 +19,6 @@ def test_an_unknown_artifact_fails_the_step_naming_it_and_publishes_nothing(tmp_
     from kiln.workspace import init_workspace
 
     ws, _ = init_workspace(tmp_path / "ws")
-    with pytest.raises(PipelineFailed, match="task publish-artifact failed: .*churn-v9-x86_64-nope"):
+    with pytest.raises(PipelineFailed, match=r"task publish-artifact failed: .*churn-v9-x86_64-nope"):
         run_local(ws, publish_artifact, {"workspace": str(ws.root), "artifact_id": "churn-v9-x86_64-nope"})
     assert not (ws.root / "artifacts" / "published").exists()

@@ -7,10 +7,14 @@ monitored, and an edge device pulls the signed bundle. Every step reports what i
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +81,6 @@ class DemoContext:
 
 def _environment(ctx: DemoContext) -> dict[str, Any]:
     """Engines installed (versions read, not imported: `kiln doctor` imports them), disk and stores."""
-    from importlib.metadata import PackageNotFoundError, version
 
 
     versions, missing = {}, []
@@ -94,16 +97,14 @@ def _environment(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _workspace(ctx: DemoContext) -> dict[str, Any]:
-
     ws, created = init_workspace(ctx.root)
     return {"workspace": str(ws.root), "created": len(created)}
 
 
 def _generate(ctx: DemoContext) -> dict[str, Any]:
-
     ctx.dataset = ctx.root / "data" / "churn"
     opts = GenerateOptions(customers=DEMO_CUSTOMERS, days=DEMO_DAYS, seed=DEMO_SEED,
-                           end=datetime.now(timezone.utc).date())
+                           end=datetime.now(UTC).date())
     with staged_dataset(ctx.dataset, overwrite=True) as stage:
         frames, stats = generate_churn(opts)
         manifest = write_dataset(stage, "churn", CHURN_SCHEMA, frames,
@@ -174,7 +175,7 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
     if ctx.training_set is None:
         raise EnvironmentProblem("no training set to draw traffic from: the pipeline step did not run")
     ws = open_workspace(ctx.root)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     rows = pd.read_parquet(ctx.training_set).tail(DEMO_MONITOR_ROWS)
     traffic = ctx.root / "data" / "monitor_traffic.parquet"
     drift_halfway(rows, DEMO_DRIFT, seed=DEMO_SEED).to_parquet(traffic, index=False)
@@ -200,9 +201,6 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
 
 def _edge(ctx: DemoContext) -> dict[str, Any]:
     """This machine as an x86_64 edge device: the agent pulls the published bundle, verifies it and predicts."""
-    import json
-    import subprocess
-    import sys
 
 
     if ctx.training_set is None:
@@ -264,8 +262,6 @@ def summary(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _json(row: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(row, default=str)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -69,7 +71,6 @@ def _import_in_child(modules: list[str]) -> dict[str, str | None]:
     Modules share one interpreter (so common dependencies load once); one that kills the
     interpreter is reported and the rest go on in a new one.
     """
-    import json
 
     results: dict[str, str | None] = {}
     todo = list(modules)
@@ -102,7 +103,6 @@ def _import_in_child(modules: list[str]) -> dict[str, str | None]:
 
 def check_engines(progress: Callable[[Check], None] = lambda _: None) -> list[Check]:
     """Each engine: installed (with its version) and importable."""
-    from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str | None] = {}
     for _, dist, _ in ENGINES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -194,10 +195,8 @@ def stop(state_dir: Path, spec: ServiceSpec) -> bool:
         return True
     _, alive = psutil.wait_procs(group, timeout=STOP_GRACE_SECONDS)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     return True
 
 

@@ -12,7 +12,7 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
@@ -70,8 +70,8 @@ class FileOfflineStore(Section):
 
 class FeatureStoreSettings(Section):
     project: str = Field("kiln", pattern=r"^[a-z][a-z0-9_]*$")
-    online_store: Annotated[Union[SqliteOnlineStore, RedisOnlineStore], Field(discriminator="type")]
-    registry: Annotated[Union[FileRegistry, SqlRegistry], Field(discriminator="type")]
+    online_store: Annotated[SqliteOnlineStore | RedisOnlineStore, Field(discriminator="type")]
+    registry: Annotated[FileRegistry | SqlRegistry, Field(discriminator="type")]
     offline_store: FileOfflineStore
 
 
@@ -87,7 +87,7 @@ class S3Store(Section):
     endpoint_url: str | None = Field(None, description="S3-compatible API (MinIO, Ceph); None for AWS.")
 
 
-Store = Annotated[Union[LocalStore, S3Store], Field(discriminator="type")]
+Store = Annotated[LocalStore | S3Store, Field(discriminator="type")]
 
 
 # --- Ray, serving, local services ---------------------------------------------------------
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     artifacts: Store
     capture: Store
     ray: RaySettings
-    serving: Annotated[Union[LocalServing, KServeServing], Field(discriminator="type")]
+    serving: Annotated[LocalServing | KServeServing, Field(discriminator="type")]
     services: ServicesSettings = ServicesSettings()
     gates: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
@@ -278,17 +278,17 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 _WORKSPACE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("kiln_workspace", default=None)
-_YAML_DATA: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("kiln_yaml", default={})
+_YAML_DATA: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("kiln_yaml", default=None)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
     """Hands pydantic-settings the already-parsed kiln.yaml of the workspace being loaded."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _YAML_DATA.get().get(field_name), field_name, False
+        return (_YAML_DATA.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return copy.deepcopy(_YAML_DATA.get())
+        return copy.deepcopy(_YAML_DATA.get() or {})
 
 
 def _under(root: Path, path: str) -> str:

@@ -35,7 +35,7 @@ def experiment_id(ws: Workspace, name: str) -> str:
         root = ws.settings.mlflow.artifact_root
         location = root if "://" in root else Path(root).resolve().as_uri()
         return c.create_experiment(name, artifact_location=f"{location}/{name}")
-    except Exception as exc:  # noqa: BLE001 - engine errors become Kiln's at this boundary
+    except Exception as exc:
         if type(exc).__name__ == "MlflowException" or isinstance(exc, OSError):
             raise ServiceError(f"MLflow at {ws.settings.mlflow.tracking_uri}: {exc}",
                                hint="`kiln doctor` checks the tracking store") from exc

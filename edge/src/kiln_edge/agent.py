@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ MAX_UPLOAD = 1000  # samples per upload request
 
 
 def log(message: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
     print(f"{stamp} kiln-edge: {message}", file=sys.stderr, flush=True)
 
 
@@ -161,7 +161,7 @@ class Agent:
         predictions = model.predict(rows)
         latency = (time.perf_counter() - started) * 1000
         if self.config.sample_rate and self.random.random() < self.config.sample_rate:
-            self._spool({"inference_id": uuid.uuid4().hex, "timestamp": datetime.now(timezone.utc).isoformat(),
+            self._spool({"inference_id": uuid.uuid4().hex, "timestamp": datetime.now(UTC).isoformat(),
                          "artifact": model.manifest["id"], "model": model.manifest["model"]["name"],
                          "request": {"instances": rows}, "response": {"predictions": predictions},
                          "latency_ms": round(latency, 3)})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def verify(folder: Path, public_key: Any, target: str, running: dict[str, Any] |
             raise Rejected(f"{name}: sha256 differs from the signed manifest")
     if manifest["target"]["name"] != target:
         raise Rejected(f"built for target {manifest['target']['name']}, this device is {target}")
-    if datetime.fromisoformat(manifest["expires"]) <= (now or datetime.now(timezone.utc)):
+    if datetime.fromisoformat(manifest["expires"]) <= (now or datetime.now(UTC)):
         raise Rejected(f"expired at {manifest['expires']}")
     if running is not None and created(manifest) <= created(running):
         raise Rejected(f"created {manifest['created']}, not newer than the running {running['id']} "

@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_active(state: Path):  # noqa: ANN202 - a CompiledModel, imported lazily
+def _load_active(state: Path):
     from kiln_edge.model import CompiledModel
     from kiln_edge.slots import Slots
 

@@ -6,8 +6,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 TIMEOUT = 30.0
 CHUNK = 1 << 16

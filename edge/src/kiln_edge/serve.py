@@ -27,14 +27,14 @@ def start_server(agent: "Agent", port: int = 0) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        def do_GET(self) -> None:
             if self.path != "/v1/health":
                 return self._send(404, {"error": f"no route {self.path}"})
             model = agent.model
             self._send(200 if model else 503, {"health": agent.health(),
                                                "active": model.manifest["id"] if model else None})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path != "/v1/predict":
                 return self._send(404, {"error": f"no route {self.path}"})
             length = int(self.headers.get("Content-Length") or 0)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import tracking
-from kiln.clarify.bias import parse_facet, post_training, pre_training
 from kiln.clarify.facets import with_facets
 from kiln.errors import InputError
 from kiln.registry.versions import get_version
@@ -21,6 +21,7 @@ from kiln.workspace import Workspace
 def bias_report(ws: Workspace, facet_text: str, training_set: Path | None = None, model_ref: str | None = None,
                 group: str | None = None, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Metrics for facet d = ``facet_text``; with a model, post-training metrics on its held-out rows too."""
+    from kiln.clarify.bias import parse_facet, post_training, pre_training
 
     facet = parse_facet(facet_text)
     info = get_version(ws, model_ref) if model_ref else None
@@ -48,6 +49,5 @@ def bias_report(ws: Workspace, facet_text: str, training_set: Path | None = None
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
     result["report"] = str(path)
     if info is not None and info.run_id:
-
         tracking.client(ws).log_dict(info.run_id, result, f"bias/{stem}.json")
     return result

@@ -6,9 +6,11 @@ The global ranking is logged with the model version: it is the baseline attribut
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kiln import tracking
 from kiln.errors import InputError
@@ -183,7 +185,6 @@ def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list, list[float]
 
 def _html(info: Any, explainer: str, rows: int, base: float, ranking: list[dict[str, Any]], plots: list[Path],
           out: Path) -> Path:
-    from html import escape
 
     table = "".join(f"<tr><td>{r['rank']}</td><td>{escape(r['feature'])}</td><td>{r['mean_abs_shap']:.4f}</td></tr>"
                     for r in ranking)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,12 +19,12 @@ app = typer.Typer(help="Clarify: bias metrics (pre- and post-training) and SHAP 
 @app.command("bias")
 def bias(
     facet: str = typer.Option(..., "--facet", help="Facet d, COLUMN=VALUE[,VALUE]: e.g. gender=female."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="NAME@ALIAS or NAME/VERSION: adds "
+    model: str | None = typer.Option(None, "--model", "-m", help="NAME@ALIAS or NAME/VERSION: adds "
                                         "post-training metrics of its predictions on its held-out rows."),
-    training_set: Optional[Path] = typer.Option(None, "--training-set", "-t",
+    training_set: Path | None = typer.Option(None, "--training-set", "-t",
                                                 help="Training set (default: the model's own)."),
-    group: Optional[str] = typer.Option(None, "--group", help="Column to condition CDD on (strata)."),
-    workspace: Optional[Path] = WorkspaceOption,
+    group: str | None = typer.Option(None, "--group", help="Column to condition CDD on (strata)."),
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """SageMaker Clarify's bias metrics for one facet: CI, DPL, KL, JS, LP, TVD, KS, CDD; DPPL, DI, AD, RD, ..."""
@@ -55,7 +54,7 @@ def explain(
     model: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
     rows: int = typer.Option(300, "--rows", min=10, help="Held-out rows to explain."),
     seed: int = typer.Option(7, "--seed", help="Seed for the sample and the background rows."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """SHAP values per prediction and globally, partial dependence plots, an HTML report; logs the ranking."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -28,13 +27,13 @@ def compile_(
                                help="MetaSchedule's budget of measured candidates (with --tune)."),
     retune: bool = typer.Option(False, "--retune", help="With --tune: tune kernels that already have records "
                                                         "too (a longer search; the best record wins)."),
-    cpu: Optional[str] = typer.Option(None, "--cpu", help="LLVM CPU to tune the host code for (x86_64 default: "
+    cpu: str | None = typer.Option(None, "--cpu", help="LLVM CPU to tune the host code for (x86_64 default: "
                                                           "this machine's; aarch64: generic NEON)."),
-    gpu_arch: Optional[str] = typer.Option(None, "--gpu-arch", help="CUDA compute capability (default sm_80)."),
-    sample: Optional[Path] = typer.Option(None, "--sample", help="Feature rows (parquet/CSV) for the parity check "
+    gpu_arch: str | None = typer.Option(None, "--gpu-arch", help="CUDA compute capability (default sm_80)."),
+    sample: Path | None = typer.Option(None, "--sample", help="Feature rows (parquet/CSV) for the parity check "
                                                                  "(default: the version's held-out rows)."),
     expires_days: float = typer.Option(90.0, "--expires-days", min=0.01, help="Days until devices refuse it."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compile a registered version for a target into a signed bundle, checked against ONNX Runtime."""
@@ -64,7 +63,7 @@ def compile_(
 
 
 @app.command("list")
-def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every compiled bundle, newest first: model, target, created, expiry, published."""
 
     items = list_artifacts(open_workspace(workspace))
@@ -81,9 +80,9 @@ def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOptio
 
 @app.command("verify")
 def verify(
-    ids: List[str] = typer.Argument(None, help="Artifact ids (see `kiln artifacts list`)."),
+    ids: list[str] = typer.Argument(None, help="Artifact ids (see `kiln artifacts list`)."),
     all_: bool = typer.Option(False, "--all", help="Every compiled artifact."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Check signature, every file's sha256 and expiry; exits 1 when any artifact fails."""
@@ -103,8 +102,8 @@ def verify(
 
 @app.command("publish")
 def publish(
-    ids: List[str] = typer.Argument(..., help="Artifact ids to publish to the distribution point."),
-    workspace: Optional[Path] = WorkspaceOption,
+    ids: list[str] = typer.Argument(..., help="Artifact ids to publish to the distribution point."),
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Verify and copy bundles to the distribution point `kiln up` serves; each becomes its target's latest."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,7 +23,7 @@ from kiln.errors import InputError
 app = typer.Typer(help="Datasets: generate, import and validate.", no_args_is_help=True, rich_markup_mode=None)
 
 
-def _date(value: Optional[str], flag: str) -> Optional[date]:
+def _date(value: str | None, flag: str) -> date | None:
     if value is None:
         return None
     try:
@@ -39,7 +38,7 @@ def generate(
     customers: int = typer.Option(5000, help="Number of customers."),
     days: int = typer.Option(120, help="Days of activity to simulate."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same data."),
-    end: Optional[str] = typer.Option(None, help="Last day of the window, YYYY-MM-DD (default: today)."),
+    end: str | None = typer.Option(None, help="Last day of the window, YYYY-MM-DD (default: today)."),
     horizon: int = typer.Option(30, help="A label is 1 if the customer leaves within this many days."),
     drift: list[str] = typer.Option([], help="FEATURE=SHIFT[@DAY]: shift an event feature by SHIFT standard "
                                         "deviations from DAY on (default mid-window). Repeatable."),
@@ -57,13 +56,13 @@ def generate(
         missing=missing,
     )
     opts.check()
-    with err.status(f"generating {customers} customers over {days} days"):
-        with staged_dataset(out_path, overwrite) as stage:
-            frames, stats = generate_churn(opts)
-            source = {"generator": "kiln.data.generate", "customers": customers, "days": days, "seed": seed,
-                      "end": str(opts.end) if opts.end else None, "horizon": horizon, "drift": drift,
-                      "label_bias": label_bias, "missing": missing}
-            manifest = write_dataset(stage, "churn", CHURN_SCHEMA, frames, source, stats)
+    with err.status(f"generating {customers} customers over {days} days"), \
+            staged_dataset(out_path, overwrite) as stage:
+        frames, stats = generate_churn(opts)
+        source = {"generator": "kiln.data.generate", "customers": customers, "days": days, "seed": seed,
+                  "end": str(opts.end) if opts.end else None, "horizon": horizon, "drift": drift,
+                  "label_bias": label_bias, "missing": missing}
+        manifest = write_dataset(stage, "churn", CHURN_SCHEMA, frames, source, stats)
     result = {"path": str(out_path.resolve()), "content_hash": manifest["content_hash"], **stats}
     if as_json:
         print_json(result)
@@ -80,13 +79,13 @@ def import_(
     entity: str = typer.Option(..., help="Column holding the entity id (e.g. customerID)."),
     label: str = typer.Option(..., help="Column holding the label (two values, e.g. Yes/No)."),
     out_path: Path = typer.Option(..., "--out", help="Dataset folder to write."),
-    timestamp: Optional[str] = typer.Option(None, help="Column holding each row's time."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="Date all rows are stamped with, YYYY-MM-DD "
+    timestamp: str | None = typer.Option(None, help="Column holding each row's time."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Date all rows are stamped with, YYYY-MM-DD "
                                                           "(when there is no --timestamp; default: today)."),
-    positive: Optional[str] = typer.Option(None, help="The label value that means 'churned' (when not obvious)."),
+    positive: str | None = typer.Option(None, help="The label value that means 'churned' (when not obvious)."),
     protected: list[str] = typer.Option([], help="A protected attribute for bias analysis. Repeatable "
                                             "(default: columns named gender, sex, senior_citizen, age, ...)."),
-    name: Optional[str] = typer.Option(None, help="Dataset name (default: the CSV's file name)."),
+    name: str | None = typer.Option(None, help="Dataset name (default: the CSV's file name)."),
     overwrite: bool = typer.Option(False, help="Replace a dataset already at --out."),
     as_json: bool = JsonOption,
 ) -> None:

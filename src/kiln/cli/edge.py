@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,7 +16,7 @@ app = typer.Typer(help="Edge devices (Edge Manager): the fleet that pulls compil
 
 
 @app.command("devices")
-def devices(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def devices(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every device that reported: last seen, target, active artifact, health (offline when it went quiet)."""
 
     fleet = list_devices(fleet_db(open_workspace(workspace)))

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
+from rich.progress import Progress
 
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption, _local_workspace
 from kiln.errors import InputError
+from kiln.serving.batch import batch_transform as run_batch_transform
 from kiln.serving.local import compare_shadow, decide, endpoint_status, list_endpoints
-from kiln.serving.local import deploy as run
+from kiln.serving.local import delete as delete_endpoint
+from kiln.serving.local import deploy as deploy_endpoint
+from kiln.serving.local import invoke as invoke_endpoint
+from kiln.serving.local import update as update_endpoint
+from kiln.serving.render import render as render_endpoint
+from kiln.serving.replay import replay as replay_dataset
 from kiln.serving.spec import load_spec, single_model_spec
 from kiln.tracking import client
 from kiln.workspace import open_workspace
@@ -23,12 +29,12 @@ app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update
 
 @app.command("deploy")
 def deploy(
-    spec_file: Optional[Path] = typer.Argument(None, help="Endpoint spec (YAML): variants, shadow, policy, ..."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Instead of a spec: one model, e.g. "
+    spec_file: Path | None = typer.Argument(None, help="Endpoint spec (YAML): variants, shadow, policy, ..."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Instead of a spec: one model, e.g. "
                                         "models:/churn@champion."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="Endpoint name with --model (default: the "
+    name: str | None = typer.Option(None, "--name", "-n", help="Endpoint name with --model (default: the "
                                        "model's name)."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Start an endpoint's variants and its front on loopback; model aliases are pinned to versions."""
@@ -41,7 +47,7 @@ def deploy(
         spec = single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
     ws = _local_workspace(workspace)
     with engine_output():
-        state = run(ws, spec, progress)
+        state = deploy_endpoint(ws, spec, progress)
     if as_json:
         print_json(state)
         return
@@ -51,7 +57,7 @@ def deploy(
 
 
 @app.command("status")
-def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
+def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
            as_json: bool = JsonOption) -> None:
     """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
 
@@ -84,7 +90,7 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Op
 
 
 @app.command("list")
-def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Endpoints deployed in this workspace."""
 
     names = list_endpoints(_local_workspace(workspace))
@@ -98,19 +104,18 @@ def list_(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOptio
 def invoke(
     name: str = typer.Argument(..., help="Endpoint name."),
     data: str = typer.Option(..., "--data", "-d", help='JSON: {"instances": [...]} (V1), or @FILE.'),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Target one production variant."),
-    workspace: Optional[Path] = WorkspaceOption,
+    variant: str | None = typer.Option(None, "--variant", help="Target one production variant."),
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,  # the answer is JSON either way; accepted like every command's --json
 ) -> None:
     """Send one request through the endpoint's front and print the answer (JSON)."""
-    from kiln.serving.local import invoke as run
 
     text = Path(data[1:]).read_text() if data.startswith("@") else data
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"--data is not valid JSON: {exc}") from None
-    status, answer, headers = run(_local_workspace(workspace), name, body, variant)
+    status, answer, headers = invoke_endpoint(_local_workspace(workspace), name, body, variant)
     print_json({"status": status, "variant": headers.get("x-kiln-variant"),
                 "inference_id": headers.get("x-kiln-inference-id"), "answer": answer})
     if status >= 400:
@@ -118,12 +123,11 @@ def invoke(
 
 
 @app.command("delete")
-def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
+def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
            as_json: bool = JsonOption) -> None:
     """Stop the endpoint's processes and forget it (its captured data stays)."""
-    from kiln.serving.local import delete as run
 
-    stopped = run(_local_workspace(workspace), name)
+    stopped = delete_endpoint(_local_workspace(workspace), name)
     if as_json:
         print_json({"endpoint": name, "stopped": stopped})
         return
@@ -135,25 +139,23 @@ def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Op
 def update(
     name: str = typer.Argument(..., help="Endpoint name."),
     model: str = typer.Option(..., "--model", "-m", help="The new model, e.g. models:/churn@challenger."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="The production variant it replaces."),
+    variant: str | None = typer.Option(None, "--variant", help="The production variant it replaces."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the rollout until it is promoted or rolled "
                               "back."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails."""
-    from kiln.serving.local import update as run
 
     with engine_output():
-        rollout = run(_local_workspace(workspace), name, model, variant, wait, progress)
+        rollout = update_endpoint(_local_workspace(workspace), name, model, variant, wait, progress)
     if as_json:
         print_json(rollout)
         return
     out.print(f"endpoint {name}: {rollout['phase']} ({rollout['reason']})", markup=False)
 
 
-def _decide(name: str, action: str, reason: str, workspace: Optional[Path], as_json: bool) -> None:
-
+def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
     rollout = decide(_local_workspace(workspace), name, action, reason)
     if as_json:
         print_json(rollout)
@@ -164,7 +166,7 @@ def _decide(name: str, action: str, reason: str, workspace: Optional[Path], as_j
 @app.command("promote")
 def promote(name: str = typer.Argument(..., help="Endpoint name."),
             reason: str = typer.Option("promoted by hand", "--reason"),
-            workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+            workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Give the rollout's candidate all of its variant's traffic now."""
     _decide(name, "promote", reason, workspace, as_json)
 
@@ -172,7 +174,7 @@ def promote(name: str = typer.Argument(..., help="Endpoint name."),
 @app.command("rollback")
 def rollback(name: str = typer.Argument(..., help="Endpoint name."),
              reason: str = typer.Option("rolled back by hand", "--reason"),
-             workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+             workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Send the rollout's traffic back to the stable model now."""
     _decide(name, "rollback", reason, workspace, as_json)
 
@@ -182,20 +184,18 @@ def batch_transform(
     input_path: Path = typer.Option(..., "--input", "-i", help="Parquet or CSV of feature rows."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the scored parts (resumable)."),
     batch_size: int = typer.Option(1000, "--batch-size", help="Rows per mini-batch."),
-    id_column: Optional[str] = typer.Option(None, "--id-column", help="Column each output row keeps (default: "
+    id_column: str | None = typer.Option(None, "--id-column", help="Column each output row keeps (default: "
                                             "the row number)."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Score a whole file in mini-batches; rerun the same command to resume after an interruption."""
-    from rich.progress import Progress
 
-    from kiln.serving.batch import batch_transform as run
 
     client(open_workspace(workspace))  # the workspace's registry resolves models:/ URIs
     with engine_output(), Progress(console=err, transient=True) as bar:
         task = bar.add_task("scoring", total=None)
-        result = run(model, input_path, output, batch_size, id_column,
+        result = run_batch_transform(model, input_path, output, batch_size, id_column,
                      lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         print_json(result)
@@ -205,7 +205,7 @@ def batch_transform(
 
 
 @app.command("compare")
-def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: Optional[Path] = WorkspaceOption,
+def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
             as_json: bool = JsonOption) -> None:
     """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
 
@@ -228,16 +228,15 @@ def replay(
     name: str = typer.Argument(..., help="Endpoint name."),
     data: Path = typer.Option(..., "--data", "-d", help="A feature table (parquet/CSV with every model input), or "
                               "a dataset folder / labels file whose features the feature service builds."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="Replay only the first N rows."),
+    limit: int | None = typer.Option(None, "--limit", "-n", help="Replay only the first N rows."),
     rps: float = typer.Option(50.0, "--rps", help="Requests per second (one row per request)."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Send a dataset through the endpoint as live traffic; a log of what was sent is kept for ground truth."""
-    from kiln.serving.replay import replay as run
 
     with engine_output():
-        doc = run(_local_workspace(workspace), name, data, limit, rps, progress)
+        doc = replay_dataset(_local_workspace(workspace), name, data, limit, rps, progress)
     if as_json:
         print_json(doc)
         return
@@ -257,14 +256,13 @@ def render(
     namespace: str = typer.Option("kiln", "--namespace", help="Namespace the objects go to."),
     storage: list[str] = typer.Option([], "--storage", help="VARIANT=URI: where a variant's model files are "
                                       "(s3://...); default: a placeholder derived from the model URI."),
-    image: Optional[str] = typer.Option(None, "--image", help="Kiln image: also write the rollout controller "
+    image: str | None = typer.Option(None, "--image", help="Kiln image: also write the rollout controller "
                                         "(Deployment, ServiceAccount, Role)."),
     kserve_canary: bool = typer.Option(False, "--kserve-canary", help="Two variants as one InferenceService with "
                                        "KServe's canaryTrafficPercent instead of Istio weights."),
     as_json: bool = JsonOption,
 ) -> None:
     """Write the cluster objects: an InferenceService per variant, Istio routing with mirroring, the controller."""
-    from kiln.serving.render import render as run
 
     uris = {}
     for item in storage:
@@ -276,7 +274,7 @@ def render(
     unknown = sorted(set(uris) - {v.name for v in spec.variants} - ({spec.shadow.name} if spec.shadow else set()))
     if unknown:
         raise InputError(f"--storage: no variant {', '.join(unknown)} in {spec_file}")
-    paths = run(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
+    paths = render_endpoint(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
                 kserve_canary=kserve_canary)
     if as_json:
         print_json({"endpoint": spec.name, "files": [str(p) for p in paths]})

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from kiln.cli.output import JsonOption, err, out, print_json, progress
 from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
+from kiln.features.backfill import backfill as backfill_feature
 from kiln.features.consistency import StoresDisagree, check_consistency
-from kiln.features.ingest import ingest as run
+from kiln.features.ingest import ingest as ingest_dataset
+from kiln.features.materialize import materialize as materialize_views
 from kiln.features.online import get_online
 from kiln.features.repo import apply_repo, repo_path
 from kiln.features.training import build_training_set
@@ -22,18 +23,18 @@ app = typer.Typer(help="Feature Store (Feast): apply, ingest, materialize, get, 
                   no_args_is_help=True, rich_markup_mode=None)
 
 
-def _when(value: Optional[str], flag: str) -> Optional[datetime]:
+def _when(value: str | None, flag: str) -> datetime | None:
     if value is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(f"{flag} '{value}': expected a date or time like 2026-01-31 or 2026-01-31T12:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @app.command("apply")
-def apply(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def apply(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Write feature_store.yaml from settings and register every definition in the feature repo."""
 
     ws = open_workspace(workspace)
@@ -50,13 +51,13 @@ def apply(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOptio
 @app.command("ingest")
 def ingest(
     path: Path = typer.Argument(..., help="The dataset folder to ingest."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Validate a dataset, compute windowed aggregates, append offline, push newest values online."""
 
     ws = open_workspace(workspace)
-    report = run(ws, path, progress)
+    report = ingest_dataset(ws, path, progress)
     if as_json:
         print_json(report)
         return
@@ -69,16 +70,15 @@ def ingest(
 
 @app.command("materialize")
 def materialize(
-    start: Optional[str] = typer.Option(None, help="From this time (default: incremental, from the last run)."),
-    end: Optional[str] = typer.Option(None, help="Up to this time (default: now)."),
-    workspace: Optional[Path] = WorkspaceOption,
+    start: str | None = typer.Option(None, help="From this time (default: incremental, from the last run)."),
+    end: str | None = typer.Option(None, help="Up to this time (default: now)."),
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Load the offline store's newest values into the online store (Feast materialize)."""
-    from kiln.features.materialize import materialize as run
 
     with err.status("materializing"):
-        result = run(open_workspace(workspace), _when(start, "--start"), _when(end, "--end"))
+        result = materialize_views(open_workspace(workspace), _when(start, "--start"), _when(end, "--end"))
     if as_json:
         print_json(result)
         return
@@ -89,7 +89,7 @@ def materialize(
 def get(
     customer: list[str] = typer.Option([], "--customer", "--id", help="Entity id; repeatable."),
     service: str = typer.Option("churn_v1", help="Feature service to read."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Online feature values of one or more entities."""
@@ -109,7 +109,7 @@ def training_set(
     labels: Path = typer.Option(..., help="Labels: a dataset folder or a parquet/CSV file (id, label_timestamp, label)."),
     service: str = typer.Option("churn_v1", help="Feature service naming the features."),
     out_path: Path = typer.Option(..., "--out", help="Parquet file to write (a .json lineage file goes beside it)."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """A point-in-time correct training set: each label sees only feature values stamped at or before it."""
@@ -127,7 +127,7 @@ def training_set(
 @app.command("check")
 def check(
     sample: int = typer.Option(100, help="Entities to compare per feature view.", min=1),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Online/offline consistency: each sampled entity's online values equal its newest offline ones."""
@@ -150,14 +150,13 @@ def check(
 def backfill(
     view: str = typer.Argument(..., help="The feature view that gained the feature(s)."),
     data: Path = typer.Option(..., help="CSV or parquet: the id column, optionally event_timestamp, and the values."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Schema evolution: write values of a newly added feature into the view's history and online store."""
-    from kiln.features.backfill import backfill as run
 
     with err.status(f"backfilling {view}"):
-        report = run(open_workspace(workspace), view, data)
+        report = backfill_feature(open_workspace(workspace), view, data)
     if as_json:
         print_json(report)
         return

@@ -8,8 +8,8 @@ import io
 import os
 import signal
 import sys
+import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -104,7 +104,7 @@ def init(
 
 @app.command("doctor")
 def doctor(
-    workspace: Optional[Path] = stack.WorkspaceOption,
+    workspace: Path | None = stack.WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Check engines (importable, with versions), configured services (reachable) and free disk."""
@@ -147,7 +147,6 @@ def demo(
     as_json: bool = JsonOption,
 ) -> None:
     """The main job: Kiln's lifecycle end to end on the local embedded default."""
-    import time
 
 
     t0 = time.perf_counter()
@@ -198,7 +197,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the last guard: a message, not a traceback
+    except Exception as exc:
         if os.environ.get("KILN_DEBUG"):
             raise
         err.print("[red]internal error:[/red] ", end="")

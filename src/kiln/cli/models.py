@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,8 @@ from kiln.cli.stack import WorkspaceOption
 from kiln.evaluation.candidate import register_run_model
 from kiln.registry.card import write_card
 from kiln.registry.versions import get_version, list_versions, set_approval
-from kiln.registry.versions import promote as run
+from kiln.registry.versions import promote as promote_version
+from kiln.registry.versions import rollback as rollback_champion
 from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Model registry (MLflow): list, show, register, approve, reject, promote, rollback, card.",
@@ -24,19 +24,19 @@ ReasonOption = typer.Option(..., "--reason", "-r", help="Why: kept in the versio
 ByOption = typer.Option(None, "--by", help="Who decides (default: the current user).")
 
 
-def _who(by: Optional[str]) -> str:
+def _who(by: str | None) -> str:
     return by or getpass.getuser()
 
 
-def _line(v) -> str:  # noqa: ANN001 - a VersionInfo
+def _line(v) -> str:
     aliases = ",".join(v.aliases) or "-"
     return (f"{v.name}/{v.version:<4} {aliases:<28} {v.approval:<22} gate {v.gate:<7} "
             f"auc {v.tags.get('kiln.test_auc', '-'):<7} {v.tags.get('kiln.family', '-'):<5} {v.created}")
 
 
 @app.command("list")
-def list_(name: Optional[str] = typer.Argument(None, help="One registered model (default: all)."),
-          workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def list_(name: str | None = typer.Argument(None, help="One registered model (default: all)."),
+          workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every version with its aliases, approval status, gate result and test AUC, newest first."""
 
     ws = open_workspace(workspace)
@@ -52,7 +52,7 @@ def list_(name: Optional[str] = typer.Argument(None, help="One registered model 
 
 
 @app.command("show")
-def show(ref: str = RefArgument, workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def show(ref: str = RefArgument, workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """One version: aliases, approval and its history, gate result, lineage."""
 
     ws = open_workspace(workspace)
@@ -73,7 +73,7 @@ def show(ref: str = RefArgument, workspace: Optional[Path] = WorkspaceOption, as
 def register(
     run_id: str = typer.Argument(..., help="The MLflow run of `kiln train` or `kiln tune` whose model to register."),
     name: str = typer.Option("churn", "--name", "-n", help="Registered model name."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate a run's model against the champion on held-out rows and register it with alias challenger."""
@@ -84,7 +84,7 @@ def register(
     _print_registered(version, evaluation, as_json)
 
 
-def _print_registered(version, evaluation, as_json: bool) -> None:  # noqa: ANN001
+def _print_registered(version, evaluation, as_json: bool) -> None:
     if as_json:
         print_json({"version": version, "evaluation": evaluation.to_dict()})
         return
@@ -98,20 +98,20 @@ def _print_registered(version, evaluation, as_json: bool) -> None:  # noqa: ANN0
 
 
 @app.command("approve")
-def approve(ref: str = RefArgument, reason: str = ReasonOption, by: Optional[str] = ByOption,
-            workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def approve(ref: str = RefArgument, reason: str = ReasonOption, by: str | None = ByOption,
+            workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Set a version's approval status to Approved."""
     _approval(ref, "Approved", reason, by, workspace, as_json)
 
 
 @app.command("reject")
-def reject(ref: str = RefArgument, reason: str = ReasonOption, by: Optional[str] = ByOption,
-           workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def reject(ref: str = RefArgument, reason: str = ReasonOption, by: str | None = ByOption,
+           workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Set a version's approval status to Rejected."""
     _approval(ref, "Rejected", reason, by, workspace, as_json)
 
 
-def _approval(ref: str, status: str, reason: str, by: Optional[str], workspace: Optional[Path],
+def _approval(ref: str, status: str, reason: str, by: str | None, workspace: Path | None,
               as_json: bool) -> None:
 
     ws = open_workspace(workspace)
@@ -124,13 +124,13 @@ def _approval(ref: str, status: str, reason: str, by: Optional[str], workspace: 
 
 
 @app.command("promote")
-def promote(ref: str = RefArgument, by: Optional[str] = ByOption, workspace: Optional[Path] = WorkspaceOption,
+def promote(ref: str = RefArgument, by: str | None = ByOption, workspace: Path | None = WorkspaceOption,
             as_json: bool = JsonOption) -> None:
     """Make an Approved version that passed the gate the champion; the old champion stays as previous-champion."""
 
     ws = open_workspace(workspace)
     with engine_output():
-        v, previous = run(ws, ref, _who(by))
+        v, previous = promote_version(ws, ref, _who(by))
     if as_json:
         print_json({"champion": v, "previous_champion": previous})
         return
@@ -139,14 +139,13 @@ def promote(ref: str = RefArgument, by: Optional[str] = ByOption, workspace: Opt
 
 
 @app.command("rollback")
-def rollback(name: str = typer.Argument(..., help="Registered model name."), by: Optional[str] = ByOption,
-             workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def rollback(name: str = typer.Argument(..., help="Registered model name."), by: str | None = ByOption,
+             workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Make previous-champion the champion again."""
-    from kiln.registry.versions import rollback as run
 
     ws = open_workspace(workspace)
     with engine_output():
-        v = run(ws, name, _who(by))
+        v = rollback_champion(ws, name, _who(by))
     if as_json:
         print_json(v)
         return
@@ -154,7 +153,7 @@ def rollback(name: str = typer.Argument(..., help="Registered model name."), by:
 
 
 @app.command("card")
-def card(ref: str = RefArgument, workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def card(ref: str = RefArgument, workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Write the version's model card (Markdown and HTML), log it with the version, and show it."""
 
     ws = open_workspace(workspace)

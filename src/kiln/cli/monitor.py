@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -27,7 +27,7 @@ EndpointOption = typer.Option(..., "--endpoint", "-e", help="The endpoint whose 
 def baseline(
     model: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
     rebaseline: bool = typer.Option(False, "--rebaseline", help="Make it again even if the version has one."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Statistics and constraints of the training data, holdout quality, bias by facet and the SHAP ranking."""
@@ -96,15 +96,15 @@ def print_run(result: dict[str, Any]) -> None:
 @app.command("run")
 def run(
     endpoint: str = EndpointOption,
-    since: Optional[str] = typer.Option(None, "--since", help="Window start: ISO time, or a duration back from "
+    since: str | None = typer.Option(None, "--since", help="Window start: ISO time, or a duration back from "
                                         "now (1h, 30m, 2d). Default: everything captured."),
-    until: Optional[str] = typer.Option(None, "--until", help="Window end (excluded): ISO time or a duration "
+    until: str | None = typer.Option(None, "--until", help="Window end (excluded): ISO time or a duration "
                                         "back from now. Default: now."),
     webhook: list[str] = typer.Option([], "--webhook", help="POST a JSON alert here on violations (repeatable; "
                                       "added to settings monitoring.webhooks)."),
-    on_violation: Optional[str] = typer.Option(None, "--on-violation", help="'retrain': on violations, retrain "
+    on_violation: str | None = typer.Option(None, "--on-violation", help="'retrain': on violations, retrain "
                                                "on fresh data and register the result as challenger."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run the four monitors over the endpoint's capture: data quality and drift, model quality, bias, attribution."""
@@ -124,10 +124,10 @@ def labels(
     path: Path = typer.Argument(..., help="CSV or parquet: an inference id column and a 0/1 label column "
                                 "(a replay log works as it is)."),
     endpoint: str = EndpointOption,
-    label: Optional[str] = typer.Option(None, "--label", help="The label column (default: 'label', else the "
+    label: str | None = typer.Option(None, "--label", help="The label column (default: 'label', else the "
                                         "model's own label name)."),
     id_column: str = typer.Option("inference_id", "--id-column", help="The inference id column."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Ingest ground-truth labels; monitor runs join them to captured predictions by inference id."""
@@ -143,24 +143,23 @@ def labels(
 
 @app.command("schedule")
 def schedule(
-    endpoint: Optional[str] = typer.Option(None, "--endpoint", "-e", help="The endpoint to monitor."),
+    endpoint: str | None = typer.Option(None, "--endpoint", "-e", help="The endpoint to monitor."),
     every: str = typer.Option("1h", "--every", help="Interval between runs: 30s, 15m, 1h, 1d. Each run monitors "
                               "the window since the one before."),
     webhook: list[str] = typer.Option([], "--webhook", help="POST a JSON alert here on violations (repeatable)."),
-    on_violation: Optional[str] = typer.Option(None, "--on-violation", help="'retrain' on violations."),
+    on_violation: str | None = typer.Option(None, "--on-violation", help="'retrain' on violations."),
     stop: bool = typer.Option(False, "--stop", help="Stop the endpoint's schedule and forget it."),
     list_all: bool = typer.Option(False, "--list", help="List the schedules, their state and last runs."),
     render: bool = typer.Option(False, "--render", help="Print the Kubernetes CronJob that runs this schedule in a "
                                 "cluster instead of starting it here."),
     image: str = typer.Option(IMAGE, "--image", help="Image of the rendered CronJob: the platform image, "
                               "as your cluster pulls it."),
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run the monitors in the background every interval (locally); --render gives the cluster's CronJob."""
 
     if list_all:
-
         listed = schedules.list_schedules(open_workspace(workspace))
         if as_json:
             print_json(listed)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -41,8 +44,6 @@ def progress(message: str) -> None:
 @contextlib.contextmanager
 def engine_output() -> Iterator[None]:
     """While engines run: their prints go to stderr (stdout stays for results), their chatter is quieted."""
-    import logging
-    import os
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     levels = {name: logging.getLogger(name).level for name in ("mlflow", "ray", "ray.tune", "alembic")}

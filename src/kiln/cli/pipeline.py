@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -45,7 +46,7 @@ SecretEnvOption = typer.Option([], "--secret-env", help="SECRET:KEY=ENV, repeata
 def compile_(
     name: str = NameArgument,
     output: Path = typer.Option(..., "--output", "-o", help="YAML file to write (upload it in the KFP UI)."),
-    workspace_pvc: Optional[str] = WorkspacePvcOption,
+    workspace_pvc: str | None = WorkspacePvcOption,
     secret_env: list[str] = SecretEnvOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -63,13 +64,11 @@ def compile_(
 def upload(
     names: list[str] = typer.Argument(..., help="Pipeline names (`kiln pipeline list`) or .py files defining them."),
     host: str = typer.Option(..., "--host", help="The KFP API server's URL, e.g. http://localhost:8888."),
-    workspace_pvc: Optional[str] = WorkspacePvcOption,
+    workspace_pvc: str | None = WorkspacePvcOption,
     secret_env: list[str] = SecretEnvOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Compile pipelines and upload them to a KFP API server, so its UI lists them (a new version when one exists)."""
-    import hashlib
-    import tempfile
 
 
     pipelines = [load_pipeline(n) for n in names]  # every name checked before anything is uploaded
@@ -103,11 +102,11 @@ def _parse_params(items: list[str]) -> dict[str, str]:
 def run(
     name: str = NameArgument,
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable; lists as a,b,c or JSON."),
-    host: Optional[str] = typer.Option(None, "--host", help="Submit to the KFP API server at this URL instead of "
+    host: str | None = typer.Option(None, "--host", help="Submit to the KFP API server at this URL instead of "
                                        "running here."),
-    workspace_pvc: Optional[str] = WorkspacePvcOption,
+    workspace_pvc: str | None = WorkspacePvcOption,
     secret_env: list[str] = SecretEnvOption,
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run a pipeline here (each step a process, outputs under WS/pipelines/runs), or submit it with --host."""
@@ -115,7 +114,6 @@ def run(
     pipeline = load_pipeline(name)
     params = coerce_parameters(pipeline, _parse_params(param))
     if host:
-
         result = submit(host, pipeline, params, workspace_pvc=workspace_pvc, secret_env=secret_env)
         if as_json:
             print_json(result)

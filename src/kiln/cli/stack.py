@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -23,8 +23,7 @@ WorkspaceOption = typer.Option(None, "--workspace", "-w", help="Workspace folder
                                                                "current folder, or KILN_WORKSPACE).")
 
 
-def _local_workspace(path: Optional[Path]) -> "Workspace":
-
+def _local_workspace(path: Path | None) -> "Workspace":
     ws = open_workspace(path)
     if ws.settings.profile != "local":
         raise WorkspaceError(f"{ws.root}: profile is '{ws.settings.profile}'; `kiln up` runs the local stack only",
@@ -43,7 +42,7 @@ def _show(states: "list[ServiceState]", as_json: bool, root: Path) -> None:
         out.print(f"{s.name:<{width}} [{colour}]{s.state:<9}[/{colour}] {s.url}{pid}  log: {s.log}")
 
 
-def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def up(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Start the local services (MLflow UI, ...) and deployed endpoints on loopback; running ones are left as is."""
 
     ws = _local_workspace(workspace)
@@ -61,7 +60,7 @@ def up(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) 
     _show(states, as_json, ws.root)
 
 
-def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def status(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Show each local service: running or not, URL, pid and log file."""
 
     ws = _local_workspace(workspace)
@@ -69,7 +68,7 @@ def status(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOpti
     _show([service_status(ws.state_dir, spec) for spec in specs], as_json, ws.root)
 
 
-def down(workspace: Optional[Path] = WorkspaceOption, as_json: bool = JsonOption) -> None:
+def down(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Stop the local services and the deployed endpoints' processes of the workspace."""
 
     ws = _local_workspace(workspace)

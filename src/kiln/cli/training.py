@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -30,11 +30,11 @@ def _metrics_line(metrics: dict) -> str:
 def train(
     training_set: Path = TrainingSetOption,
     family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm or mlp."),
-    param: List[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, e.g. learning_rate=0.05 (repeatable)."),
-    iterations: Optional[int] = typer.Option(None, "--iterations", help="Training length (the family's default)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, e.g. learning_rate=0.05 (repeatable)."),
+    iterations: int | None = typer.Option(None, "--iterations", help="Training length (the family's default)."),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Probability that predicts churn."),
     seed: int = SeedOption,
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Train one model of a family on a training set and log it to MLflow (params, metrics per iteration, model)."""
@@ -54,24 +54,24 @@ def train(
 
 
 def tune(
-    training_set: Optional[Path] = typer.Option(None, "--training-set", "-t",
+    training_set: Path | None = typer.Option(None, "--training-set", "-t",
                                                 help="A training set from `kiln features training-set`."),
     family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm or mlp."),
     strategy: str = typer.Option("hyperband", "--strategy", "-s", help="hyperband, asha, random or bayesian."),
     trials: int = typer.Option(12, "--trials", "-n", help="How many configurations to try."),
     max_concurrent: int = typer.Option(2, "--max-concurrent", "-k", help="Trials running at once."),
-    max_iterations: Optional[int] = typer.Option(None, "--max-iterations",
+    max_iterations: int | None = typer.Option(None, "--max-iterations",
                                                  help="Longest a trial may train (the family's full length)."),
-    ranges: List[str] = typer.Option([], "--range", help="Narrow the search: NAME=LOW:HIGH or NAME=A,B,C."),
-    warm_start_from: Optional[str] = typer.Option(None, "--warm-start-from", help="An earlier tuning job."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="Warm start: identical (same data; earlier trials count "
+    ranges: list[str] = typer.Option([], "--range", help="Narrow the search: NAME=LOW:HIGH or NAME=A,B,C."),
+    warm_start_from: str | None = typer.Option(None, "--warm-start-from", help="An earlier tuning job."),
+    mode: str | None = typer.Option(None, "--mode", help="Warm start: identical (same data; earlier trials count "
                                        "as evaluated) or transfer (earlier best configurations seed a new search)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Finish an interrupted tuning job by its id."),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="Register the best model under this name "
+    resume: str | None = typer.Option(None, "--resume", help="Finish an interrupted tuning job by its id."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Register the best model under this name "
                                              "(default: the dataset's name) with alias challenger."),
     register: bool = typer.Option(True, "--register/--no-register", help="Register the best model."),
     seed: int = SeedOption,
-    workspace: Optional[Path] = WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Tune a family's hyperparameters on Ray Tune; each trial is an MLflow child run of the job's run."""
@@ -88,7 +88,6 @@ def tune(
         result = resume_job(ws, resume, progress) if resume else run_job(ws, spec, progress)
         registered = None
         if register:
-
             name = model_name or _dataset_name(result)
             registered = register_run_model(ws, name, result.parent_run_id, progress, model_uri=result.model_uri)
     if as_json:
@@ -109,12 +108,9 @@ def tune(
               markup=False)
     out.print(f"  objective plot: {result.plot}", markup=False)
     if registered:
-
         _print_registered(*registered, as_json=False)
 
 
-def _dataset_name(result) -> str:  # noqa: ANN001 - a TuneResult
-    import json
-
+def _dataset_name(result) -> str:
     meta = json.loads(Path(result.spec["training_set"] + ".json").read_text())
     return str(meta.get("lineage", {}).get("dataset") or "model")

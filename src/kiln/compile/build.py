@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,6 @@ def _compile_cuda(mod: "tvm.IRModule", tvm_target: Any) -> Any:
 
 def export_library(executable: Any, target: CompileTarget, path: Path) -> None:
     """Link the compiled module into one shared library (cross-compiled for other machines)."""
-    import shutil
 
     kwargs: dict[str, Any] = {}
     if target.cross_compiler:
@@ -121,7 +121,6 @@ def build_library(graph: "onnx.ModelProto", width: int, batch: int, target: Comp
     started = time.monotonic()
     mod = import_graph(graph, batch, width)
     if tuning_dir is not None:
-
         tvm_target = tuning_target(target)
         mod = apply(lower(mod, tvm_target), tvm_target, tuning_dir)
     executable = compile_module(mod, target)
@@ -136,7 +135,6 @@ def inspect_cuda(executable: Any, source_path: Path, gpu_arch: str) -> dict[str,
     The wheel's CUDA code generator embeds kernel source only (no CUDA runtime is linked here), so nvcc compiling
     it for the target's architecture is what shows the kernels build for the GPU.
     """
-    import shutil
 
     import tvm
     from tvm.support import nvcc

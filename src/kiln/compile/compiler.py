@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import tracking
 from kiln.compile.build import BuiltLibrary, build_library, import_graph
@@ -69,7 +71,6 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
     if options.retune and not options.tune:
         raise InputError("--retune goes with --tune", hint="add --tune")
     if options.tune:
-
         check_tunable(target, options.trials)
     source = load_source(ws, ref)
     progress(f"{source.name}/{source.version} ({source.family}): {len(source.graph.graph.node)} ONNX nodes, "
@@ -85,7 +86,6 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
         libraries = _build_all(source, target, building, progress, Path(tuning["database"]) if tuning else None)
         parity, notes = None, []
         if target.runs_here:
-
             progress(f"parity against ONNX Runtime on {len(sample)} held-out rows")
             compiled = CompiledModel({lib.batch: lib.path for lib in libraries})
             parity = vars(check_parity(source.graph, compiled, sample))
@@ -175,6 +175,4 @@ def _record(ws: Workspace, source: SourceModel, manifest: dict[str, Any], folder
 
 
 def _json(data: Any) -> str:
-    import json
-
     return json.dumps(data, indent=2) + "\n"

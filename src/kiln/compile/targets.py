@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,6 @@ DEFAULT_GPU_ARCH = "sm_80"
 
 def resolve_target(name: str, cpu: str | None = None, gpu_arch: str | None = None) -> CompileTarget:
     """A target by name; ``cpu`` picks the LLVM CPU (x86_64 defaults to this machine's, aarch64 to generic NEON)."""
-    import platform
 
     if name not in TARGET_NAMES:
         raise InputError(f"unknown target '{name}'", hint=f"choose one of {', '.join(TARGET_NAMES)}")

@@ -6,10 +6,12 @@ recompile of the same shapes, or another model with the same layer sizes, finds 
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kiln.compile.targets import CompileTarget, host_cpu
 from kiln.errors import InputError
@@ -54,7 +56,6 @@ def check_tunable(target: CompileTarget, trials: int) -> None:
 
 def tuning_target(target: CompileTarget) -> "tvm.target.Target":
     """The target with this machine's core count, which MetaSchedule's CPU rules require."""
-    import os
 
     import tvm
 

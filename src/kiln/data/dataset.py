@@ -14,11 +14,12 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from kiln.data.schema import BUILTIN_SCHEMAS, DatasetSchema
 from kiln.errors import DatasetError
@@ -79,7 +80,7 @@ def open_dataset(path: Path) -> Dataset:
             raise DatasetError(f"{manifest_path}: manifest has no '{field}' field")
     dataset = Dataset(path, manifest)
     try:
-        dataset.schema
+        _ = dataset.schema  # parsed here so a bad schema is reported as the manifest's
     except ValueError as exc:
         raise DatasetError(f"{manifest_path}: field 'schema' is not a valid dataset schema: {exc}") from exc
     return dataset
@@ -155,7 +156,7 @@ def write_dataset(
         "format": FORMAT,
         "kind": kind,
         "name": schema.name,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "content_hash": content_hash(stage, list(frames)),
         "tables": tables,
         "source": source,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from kiln.data.schema import (
@@ -80,7 +80,7 @@ class GenerateOptions:
             )
         if not 0.0 <= self.missing < 1.0:
             raise InputError(f"--missing must be a share from 0 up to (not including) 1, got {self.missing}")
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         if self.end is not None and self.end > today:
             raise InputError(f"--end {self.end} is in the future; data may not be stamped after today ({today})")
         for d in self.drift:
@@ -121,8 +121,8 @@ def generate_churn(opts: GenerateOptions) -> tuple[dict[str, "pd.DataFrame"], di
 
     opts.check()
     rng = np.random.default_rng(opts.seed)
-    end = opts.end or datetime.now(timezone.utc).date()
-    start = datetime(end.year, end.month, end.day, tzinfo=timezone.utc) - timedelta(days=opts.days)
+    end = opts.end or datetime.now(UTC).date()
+    start = datetime(end.year, end.month, end.day, tzinfo=UTC) - timedelta(days=opts.days)
 
     cust = _customers(rng, opts.customers, opts.days)
     churn_day = _churn_days(rng, cust, opts.days)
@@ -143,8 +143,8 @@ def generate_churn(opts: GenerateOptions) -> tuple[dict[str, "pd.DataFrame"], di
             frame[col] = _with_nulls(frame[col], masks[col])
     stats = {
         "customers": int(opts.customers),
-        "events": int(len(frames["events"])),
-        "labels": int(len(frames["labels"])),
+        "events": len(frames["events"]),
+        "labels": len(frames["labels"]),
         "churn_rate": round(float(frames["labels"]["churned"].mean()), 4) if len(frames["labels"]) else None,
         "window_start": start.isoformat(),
         "window_end": (start + timedelta(days=opts.days)).isoformat(),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,8 +75,8 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
     if opts.timestamp:
         frame[ts_col] = _timestamps(raw[opts.timestamp], opts.timestamp)
     else:
-        as_of = opts.as_of or datetime.now(timezone.utc).date()
-        if as_of > datetime.now(timezone.utc).date():
+        as_of = opts.as_of or datetime.now(UTC).date()
+        if as_of > datetime.now(UTC).date():
             raise InputError(f"--as-of {as_of} is in the future")
         frame[ts_col] = pd.Timestamp(as_of, tz="UTC")
     key = [entity] + ([ts_col] if opts.timestamp else [])

@@ -6,6 +6,7 @@ offending rows, and raises ValidationFailed (exit code 1 in the CLI).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -217,7 +218,6 @@ def _key_text(spec: TableSpec, frame: "pd.DataFrame", row: int) -> str | None:
 
 def _plain(value: Any) -> Any:
     """A JSON-friendly form of a cell value."""
-    import math
 
     if hasattr(value, "isoformat"):
         return value.isoformat()

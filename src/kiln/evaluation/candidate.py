@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import tracking
 from kiln.errors import InputError
@@ -85,7 +86,6 @@ def logged_evaluation(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 
 def _check_name(name: str) -> None:
-
     if not NAME_RE.match(name):
         raise InputError(f"model name '{name}': use letters, digits, '.', '_' and '-'")
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from kiln.clarify.bias import bias_by_facet
 from kiln.clarify.facets import facets_service, with_facets
 from kiln.errors import InputError
 from kiln.evaluation.gate import GateDecision, decide
@@ -41,6 +41,7 @@ def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame
                        champion_uri: str | None, threshold: float = 0.5,
                        progress: Callable[[str], None] = lambda _: None) -> Evaluation:
     """Score the challenger (and the champion, when there is one) on ``holdout``; measure bias; apply the gate."""
+    from kiln.clarify.bias import bias_by_facet
 
     policy = ws.settings.gates
     scored = predict_with(model_uri, holdout)

@@ -38,7 +38,6 @@ class BackfillReport:
 
 
 def _plan_for_view(ws: Workspace, view: str) -> tuple[FeaturePlan, str]:
-
     known = []
     for entry in registered_datasets(ws).values():
         plan = plan_dataset(ws, open_dataset(Path(entry["path"])))
@@ -57,7 +56,7 @@ def _read(path: Path) -> "pd.DataFrame":
         raise DatasetError(f"{path}: no such file")
     try:
         return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure means an unreadable file
+    except Exception as exc:
         raise DatasetError(f"{path}: not a readable CSV or parquet file: {exc}") from exc
 
 

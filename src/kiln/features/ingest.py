@@ -262,7 +262,6 @@ class _OnlineSnapshot:
             self.copy.unlink(missing_ok=True)
 
     def _redis(self) -> Any:
-
         return redis_client(self.online.connection_string)
 
     def _redis_keys(self) -> list[bytes]:

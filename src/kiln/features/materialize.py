@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from kiln.errors import InputError
@@ -14,7 +14,7 @@ from kiln.workspace import Workspace
 
 def materialize(ws: Workspace, start: datetime | None = None, end: datetime | None = None) -> dict[str, Any]:
     """Between ``start`` and ``end`` (default now); without ``start``, from where the last run ended."""
-    end = end or datetime.now(timezone.utc)
+    end = end or datetime.now(UTC)
     if start is not None and start >= end:
         raise InputError(f"--start {start:%Y-%m-%d %H:%M} is not before --end {end:%Y-%m-%d %H:%M}")
     store = open_store(ws)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sqlite3
+import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,8 +126,6 @@ def plan_by_service(ws: Workspace, service: str) -> tuple[FeaturePlan, Dataset]:
 
 
 def open_store(ws: Workspace) -> "FeatureStore":
-    import warnings
-
     from feast import FeatureStore
 
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"feast(\.|$)")  # "experimental" notices
@@ -131,14 +134,12 @@ def open_store(ws: Workspace) -> "FeatureStore":
     repo = write_repo_config(ws)
     try:
         return FeatureStore(repo_path=str(repo))
-    except Exception as exc:  # noqa: BLE001 - Feast raises many types for a bad config or unreachable store
+    except Exception as exc:
         raise EnvironmentProblem(f"cannot open the Feast feature store at {repo}: {exc}") from exc
 
 
 def apply_repo(ws: Workspace) -> dict[str, list[str]]:
     """`feast apply` in process: register every object of the repo, delete ones no longer defined."""
-    import os
-    import sys
 
     from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
 
@@ -151,7 +152,7 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
     try:
         os.chdir(repo)  # Feast names the definition modules relative to the working folder
         contents = parse_repo(repo)
-    except Exception as exc:  # noqa: BLE001 - a user-edited definitions file can fail in any way
+    except Exception as exc:
         raise InputError(f"the feature repo {repo} does not load: {type(exc).__name__}: {exc}",
                          hint="fix the definitions file named above, then run `kiln features apply` again") from exc
     finally:
@@ -161,7 +162,7 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, registry, contents)
     try:
         store.apply(to_apply, objects_to_delete=to_delete, partial=False)
-    except Exception as exc:  # noqa: BLE001 - Feast's validation errors have no common base class
+    except Exception as exc:
         if _is_unavailable(exc):
             raise EnvironmentProblem(f"the feature store is unavailable: {type(exc).__name__}: {exc}",
                                      hint="check that no other process holds it and that its services run") from exc
@@ -179,7 +180,6 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
 
 def repo_fingerprint(repo: Path) -> str:
     """sha256 over the repo's definitions and config, to tell whether it changed since the last apply."""
-    import hashlib
 
     digest = hashlib.sha256()
     for path in sorted([*repo.glob("*.py"), repo / "feature_store.yaml"]):
@@ -199,7 +199,6 @@ def apply_if_changed(ws: Workspace) -> bool:
 
 def _is_unavailable(exc: BaseException) -> bool:
     """A store that is locked, down or unreachable, as opposed to definitions Feast rejects."""
-    import sqlite3
 
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     return isinstance(exc, (sqlite3.OperationalError, ConnectionError, OSError)) or bool(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ def read_labels(path: Path, key: str, label: str) -> "pd.DataFrame":
         raise DatasetError(f"{path}: no such labels file", hint="pass a dataset folder or a labels parquet/CSV file")
     try:
         frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:  # noqa: BLE001 - any reader failure means an unreadable file
+    except Exception as exc:
         raise DatasetError(f"{path}: unreadable labels file: {exc}") from exc
     for col in (key, "label_timestamp", label):
         if col not in frame.columns:
@@ -89,7 +89,7 @@ def build_training_set(ws: Workspace, labels_path: Path, service: str, out: Path
         "dataset_content_hash": dataset.manifest.get("content_hash"),
         "labels": str(labels_path.resolve()),
         "labels_sha256": _sha256(labels_path / "labels.parquet" if labels_path.is_dir() else labels_path),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     meta = out.with_name(out.name + ".json")
     tmp.replace(out)

@@ -6,7 +6,7 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def check_heartbeat(device_id: str, body: Any) -> Device:
     if not isinstance(details, dict):
         raise InputError("heartbeat field 'details' must be an object")
     return Device(device_id=device_id, target=body["target"], active=body.get("active"), model=body.get("model"),
-                  health=body["health"], last_seen=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  health=body["health"], last_seen=datetime.now(UTC).isoformat(timespec="seconds"),
                   interval_seconds=float(interval), details=details)
 
 
@@ -81,7 +81,7 @@ def list_devices(path: Path, now: datetime | None = None) -> list[Device]:
     """Every device that ever beat, most recently seen first, with ``status`` offline when it went quiet."""
     if not path.is_file():
         return []
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     conn = _connect(path)
     try:
         rows = conn.execute("SELECT * FROM devices ORDER BY last_seen DESC").fetchall()

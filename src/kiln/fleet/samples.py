@@ -7,6 +7,7 @@ read device traffic the same way they read an endpoint's.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from kiln.errors import InputError
@@ -23,7 +24,6 @@ def edge_endpoint(model: str) -> str:
 
 def write_samples(ws: Workspace, device: str, body: Any, max_records: int) -> int:
     """Check every record first (nothing is written when one is bad), then append them all and fsync."""
-    from datetime import datetime
 
 
     records = body.get("records") if isinstance(body, dict) else None

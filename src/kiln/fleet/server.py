@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -63,7 +64,6 @@ class _TooLarge(Exception):
 
 
 def build_app(ws: Workspace) -> Starlette:
-
     bundles = published_root(ws) / "bundles"
     db = fleet_db(ws)
 
@@ -128,8 +128,6 @@ def build_app(ws: Workspace) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description="Kiln's artifact distribution point and fleet endpoint")
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kiln import tracking
-from kiln.clarify.bias import bias_by_facet
 from kiln.clarify.facets import facets_service, with_facets
 from kiln.errors import InputError
 from kiln.monitoring.attribution import global_ranking
@@ -104,7 +104,6 @@ def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
         shutil.rmtree(stage, ignore_errors=True)
         raise
     if info.run_id:
-
         c = tracking.client(ws)
         c.log_artifacts(info.run_id, str(folder), "monitoring/baseline")
         c.set_model_version_tag(info.name, info.version, "kiln.monitor_baseline", str(folder))
@@ -112,7 +111,6 @@ def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
 
 
 def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: Progress) -> dict[str, Any]:
-
     data = load_training_set(training_set)
     model_uri = f"models:/{info.name}/{info.version}"
     progress(f"profiling {len(data.frame)} rows of {training_set.name}")
@@ -125,7 +123,7 @@ def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: 
     return {
         "model": f"{info.name}/{info.version}",
         "model_uri": model_uri,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_set": str(training_set),
         "label": data.label,
         "key": data.key,
@@ -139,12 +137,11 @@ def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: 
 
 
 def _quality(y: Any, probability: Any) -> dict[str, Any]:
-
     return {"rows": len(y), "threshold": THRESHOLD, **classification_quality(y, probability, THRESHOLD)[0]}
 
 
 def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, progress: Progress) -> dict[str, Any]:
-
+    from kiln.clarify.bias import bias_by_facet
     progress("post-training bias by facet on the held-out rows")
     try:
         _, protected = facets_service(ws, data)
@@ -157,7 +154,6 @@ def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, pro
 
 
 def _attribution(model_uri: str, features: "pd.DataFrame", progress: Progress) -> dict[str, Any]:
-
     rows = features.sample(n=min(SHAP_ROWS, len(features)), random_state=0).reset_index(drop=True)
     progress(f"SHAP global ranking on {len(rows)} held-out rows")
     return global_ranking(model_uri, rows)

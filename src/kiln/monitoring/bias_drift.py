@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kiln.clarify.bias import Facet, bias_by_facet, post_training
 from kiln.errors import InputError
 from kiln.monitoring.violations import Violation
 from kiln.training.scoring import PREDICTED
@@ -28,6 +27,8 @@ def _intervals(frame: "pd.DataFrame", column: str, value: Any, metrics: list[str
                seed: int) -> dict[str, tuple[float, float] | None]:
     """Bootstrap CONFIDENCE intervals of each metric for facet ``column`` = ``value``."""
     import numpy as np
+
+    from kiln.clarify.bias import Facet, post_training
 
 
     rng = np.random.default_rng(seed)
@@ -50,6 +51,7 @@ def _intervals(frame: "pd.DataFrame", column: str, value: Any, metrics: list[str
 def bias_drift(baseline: dict[str, Any], labelled: "pd.DataFrame",
                limits: "MonitoringSettings") -> tuple[list[dict[str, Any]], list[Violation], str]:
     """(per-facet results, violations, note); ``labelled`` has 'label', the predicted label and facet columns."""
+    from kiln.clarify.bias import bias_by_facet
 
     protected = [c for c in baseline.get("protected", []) if c in labelled.columns]
     if not protected:

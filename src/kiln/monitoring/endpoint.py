@@ -20,7 +20,6 @@ def served_version(ws: Workspace, endpoint: str) -> str:
 
 
 def capture_root(ws: Workspace, endpoint: str) -> Path:
-
     state = read_state(ws, endpoint)
     root = _capture_root(ws, EndpointSpec.model_validate(state["spec"]))
     if root is None:

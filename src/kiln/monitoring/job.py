@@ -4,9 +4,10 @@ schedule and the cluster's CronJob all run this."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln.errors import KilnError
 from kiln.monitoring.alerts import send_alerts

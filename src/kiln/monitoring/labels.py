@@ -7,7 +7,7 @@ attributes) are kept: the bias monitor reads facets from them.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,7 @@ def ingest_labels(ws: Workspace, endpoint: str, path: Path, label: str | None = 
     out[LABEL] = out[LABEL].astype(int)
     folder = labels_folder(ws, endpoint)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     target = folder / f"labels-{stamp}.parquet"
     tmp = folder / f".{target.name}.tmp"
     out.to_parquet(tmp, index=False)
@@ -98,7 +98,6 @@ def _model_label(ws: Workspace, endpoint: str) -> str:
     info = get_version(ws, served_version(ws, endpoint))
     training_set = info.tags.get("kiln.training_set")
     if training_set:
-
         try:
             return load_training_set(Path(training_set)).label
         except Exception:  # noqa: BLE001 - an unreadable training set only means the label must be named

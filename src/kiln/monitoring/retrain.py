@@ -6,9 +6,10 @@ same steps as pipeline components).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import tracking
 from kiln.errors import InputError
@@ -36,7 +37,7 @@ def retrain(ws: Workspace, model: str, progress: Callable[[str], None] = lambda 
     labels, service = old.lineage.get("labels"), old.lineage.get("feature_service")
     if not labels or not service:
         raise InputError(f"{model}: its training set names no labels or feature service to rebuild it from")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = ws.folder("data") / f"retrain-{info.name}-{stamp}.parquet"
     progress(f"retraining {model}: a fresh training set from {service}")
     built = build_training_set(ws, Path(labels), service, out)
@@ -47,7 +48,7 @@ def retrain(ws: Workspace, model: str, progress: Callable[[str], None] = lambda 
     seed = int(info.tags.get("kiln.seed", "7"))
     progress(f"training {family_name} on {built.rows} rows with the served version's parameters")
     trained = train(ws, Path(built.path), family_name, params=params, seed=seed, progress=progress)
-    version, evaluation = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri)
+    version, _ = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri)
     ref = f"{version.name}/{version.version}"
     return {"from": model, "training_set": built.path, "rows": built.rows, "run_id": trained.run_id,
             "version": ref, "aliases": version.aliases, "gate": version.gate,

@@ -10,11 +10,13 @@ metrics.prom; the Evidently snapshots are added to the workspace `evidently ui` 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kiln.clarify.facets import with_facets
 from kiln.monitoring.attribution import global_ranking, importances, ndcg
@@ -53,7 +55,7 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     and writes; given, they monitor a capture store no local endpoint owns (a cluster's, a benchmark's).
     """
 
-    until = until or datetime.now(timezone.utc)
+    until = until or datetime.now(UTC)
     model = model or served_version(ws, endpoint)
     baseline, made = create_baseline(ws, model, progress=progress)
     if made:
@@ -102,9 +104,6 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
 
 
 def _finish(ws: Workspace, result: dict[str, Any], out: Path, snapshots: list[tuple[str, Any]]) -> dict[str, Any]:
-    import shutil
-
-
     result["finished_unix"] = time.time()
     if result["status"] != "no_data":
         result["report"] = str(write_report(result, out))
@@ -123,7 +122,6 @@ def _finish(ws: Workspace, result: dict[str, Any], out: Path, snapshots: list[tu
 
 
 def _data_quality(baseline: "Baseline", traffic: Traffic, ws: Workspace) -> tuple[dict[str, Any], list[Violation]]:
-
     found, observed = check_constraints(baseline.features, traffic, ws.settings.monitoring)
     return {"rows": traffic.rows, "unparseable_requests": traffic.unparseable, "features": observed}, found
 

@@ -103,7 +103,6 @@ def delete_schedule(ws: Workspace, endpoint: str) -> bool:
 
 
 def list_schedules(ws: Workspace) -> list[dict[str, Any]]:
-
     out = []
     for schedule in all_schedules(ws):
         state = state_file(ws, schedule["endpoint"])

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ SETTLE_SECONDS = 5.0
 
 def _serve(host: str, port: int, status: dict[str, Any]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        def do_GET(self) -> None:
             if self.path not in ("/health", "/v1/status"):
                 self.send_error(404)
                 return
@@ -49,7 +49,6 @@ def _serve(host: str, port: int, status: dict[str, Any]) -> ThreadingHTTPServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-
     parser = argparse.ArgumentParser(prog="kiln.monitoring.scheduler")
     parser.add_argument("--workspace", type=Path, required=True)
     parser.add_argument("--endpoint", required=True)
@@ -65,13 +64,13 @@ def main(argv: list[str] | None = None) -> None:
     status: dict[str, Any] = {"endpoint": args.endpoint, "every": schedule["every"], "runs": 0}
     _serve(args.host, args.port, status)
     settle = timedelta(seconds=SETTLE_SECONDS)
-    since = datetime.now(timezone.utc) - settle
+    since = datetime.now(UTC) - settle
     while True:
         due = since + every + settle
         status["next_run"] = due.isoformat()
         write_json(state_file(ws, args.endpoint), status)
-        time.sleep(max(0.0, (due - datetime.now(timezone.utc)).total_seconds()))
-        until = datetime.now(timezone.utc) - settle
+        time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+        until = datetime.now(UTC) - settle
         log.info("monitoring %s from %s to %s", args.endpoint, since.isoformat(), until.isoformat())
         try:
             result = monitor_job(ws, args.endpoint, since, until, schedule["webhooks"], schedule["on_violation"],

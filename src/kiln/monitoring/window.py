@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from kiln.errors import InputError
 
@@ -21,11 +21,11 @@ def parse_time(text: str | None, option: str, now: datetime | None = None) -> da
     """An ISO time (UTC when it names no zone) or a duration back from ``now``; None stays None."""
     if text is None:
         return None
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhd]\s*", text):
         return now - parse_duration(text, option)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise InputError(f"{option} '{text}': expected an ISO time (2026-11-22T10:00) or a duration (1h)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
@@ -41,7 +41,7 @@ class VersionInfo:
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -63,7 +63,6 @@ def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
 
 
 def _client(ws: Workspace) -> "MlflowClient":
-
     return client(ws)
 
 
@@ -93,7 +92,7 @@ def _info(c: "MlflowClient", mv: Any) -> VersionInfo:
     return VersionInfo(name=mv.name, version=str(mv.version), aliases=sorted(aliases),
                        approval=tags.get(APPROVAL, PENDING), gate=tags.get(GATE, "unknown"), run_id=mv.run_id,
                        source=mv.source, created=datetime.fromtimestamp(mv.creation_timestamp / 1000,
-                                                                         timezone.utc).isoformat(timespec="seconds"),
+                                                                         UTC).isoformat(timespec="seconds"),
                        tags=tags, history=json.loads(tags.get(HISTORY, "[]")))
 
 

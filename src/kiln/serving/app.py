@@ -8,8 +8,10 @@ ROUTER.json: {"endpoint", "variants": {name: url}, "shares": {name: share}, "sha
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,6 @@ from kiln.serving.window import Windows
 
 
 def router_from_config(config: dict[str, Any]) -> Router:
-
     shadow = config.get("shadow")
     token_env = config.get("token_env")
     state = RouterState(
@@ -44,16 +45,12 @@ TICK_SECONDS = 0.5
 
 
 def driver_from_config(router: Router, config: dict[str, Any]) -> Any:
-
     state = config.get("rollout_state")
     return RolloutDriver(router, Policy.model_validate(config.get("policy") or {}),
                          Guardrails.model_validate(config.get("guardrails") or {}), Path(state) if state else None)
 
 
 def build_app(router: Router, driver: Any = None) -> Any:
-    import asyncio
-    from contextlib import asynccontextmanager
-
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route as Path_
@@ -98,7 +95,6 @@ def build_app(router: Router, driver: Any = None) -> Any:
         return JSONResponse({"shares": new})
 
     async def rollout(request: Any) -> Any:
-
         if driver is None:
             return _json_error(404, "this front runs no rollouts")
         try:
@@ -145,7 +141,7 @@ def build_app(router: Router, driver: Any = None) -> Any:
             driver.tick()
 
     @asynccontextmanager
-    async def lifespan(app: Any):  # noqa: ANN202
+    async def lifespan(app: Any):
         await router.start()
         task = asyncio.create_task(ticker()) if driver else None
         yield

@@ -14,10 +14,11 @@ import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from kiln.errors import ServiceError
 
@@ -106,7 +107,7 @@ def parsed(raw: bytes) -> Any:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def read_capture(root: Path, endpoint: str, since: datetime | None = None,
@@ -115,8 +116,8 @@ def read_capture(root: Path, endpoint: str, since: datetime | None = None,
     base = Path(root) / f"endpoint={endpoint}"
     if not base.is_dir():
         return
-    lo = since.astimezone(timezone.utc).isoformat() if since else ""
-    hi = until.astimezone(timezone.utc).isoformat() if until else "~"
+    lo = since.astimezone(UTC).isoformat() if since else ""
+    hi = until.astimezone(UTC).isoformat() if until else "~"
     import orjson  # several times faster than json on the large windows monitors read
 
     for folder in sorted(base.glob("hour=*")):

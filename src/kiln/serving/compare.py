@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ def _scores(response: Any) -> list[tuple[float, int]] | None:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    import math
-
     ordered = sorted(values)
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else None
 

@@ -18,8 +18,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, get_args
+from typing import Any, Protocol, get_args
 
 from kiln.errors import InputError, KilnError, ServiceError
 from kiln.serving.render import (

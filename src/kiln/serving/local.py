@@ -6,11 +6,13 @@ State lives in WS/.kiln/endpoints/NAME/: the spec as deployed (model versions pi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import tracking
 from kiln.errors import InputError, ServiceError
@@ -154,11 +156,8 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: Non
     if _state_path(ws, spec.name).is_file():
         raise InputError(f"endpoint '{spec.name}' is already deployed",
                          hint="`kiln endpoint update` rolls out a new model; `kiln endpoint delete` removes it")
-    if spec.auth:
-        import os
-
-        if not os.environ.get(spec.auth.bearer_token_env):
-            raise InputError(f"auth.bearer_token_env: variable {spec.auth.bearer_token_env} is not set")
+    if spec.auth and not os.environ.get(spec.auth.bearer_token_env):
+        raise InputError(f"auth.bearer_token_env: variable {spec.auth.bearer_token_env} is not set")
     variants = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
     for i, v in enumerate(spec.variants):
         check_runtime(ws, v, f"variants[{i}]")
@@ -244,7 +243,6 @@ def endpoint_status(ws: Workspace, name: str) -> dict[str, Any]:
 
 
 def delete(ws: Workspace, name: str) -> list[str]:
-
     stopped = [s.name for s in services(ws, name) if stop(ws.state_dir, s)]
     shutil.rmtree(endpoints_dir(ws) / name, ignore_errors=True)
     return stopped

@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import kserve
+import mlflow.artifacts
+import numpy as np
+import onnxruntime as ort
 from kserve.errors import InvalidInput
+from mlflow.models import Model
 
 from kiln.serving.runtime import KilnModel
 from kiln.serving.schema import MAX_INSTANCES, InputSchema
@@ -26,11 +30,6 @@ class NoOnnxGraph(RuntimeError):
 
 class OnnxModel(KilnModel):
     def load(self) -> bool:
-        import mlflow.artifacts
-        import onnxruntime as ort
-        from mlflow.models import Model
-
-
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=self.model_uri))
         mlmodel = Model.load(str(local))
         folder = local / mlmodel.flavors["python_function"]["artifacts"]["model_folder"]["path"]
@@ -54,8 +53,6 @@ class OnnxModel(KilnModel):
 
     def _tensor(self, request: kserve.InferRequest) -> Any:
         """The graph's own input, checked: one FP32 tensor of shape [N, width] with finite values."""
-        import numpy as np
-
         item = request.inputs[0]
         if len(request.inputs) != 1 or item.datatype != "FP32":
             raise InvalidInput(f"input '{self.tensor_name}' must be the only input, with datatype FP32")
@@ -64,7 +61,7 @@ class OnnxModel(KilnModel):
                                f"{MAX_INSTANCES}; got {item.shape}")
         try:
             data = item.data if isinstance(item.data, list) else item.as_numpy().reshape(-1).tolist()
-        except Exception as exc:  # binary or undecodable tensor contents: the caller's mistake, not a 500
+        except Exception as exc:  # noqa: BLE001 - binary or undecodable tensor contents: the caller's mistake, not a 500
             raise InvalidInput(f"input '{self.tensor_name}': cannot read its data: {exc}") from None
         if any(isinstance(row, list) for row in data):  # V2 JSON allows the rows nested
             data = [v for row in data for v in (row if isinstance(row, list) else [row])]
@@ -74,8 +71,6 @@ class OnnxModel(KilnModel):
         return np.asarray(data, dtype=np.float32).reshape(item.shape[0], self.width)
 
     def score(self, payload: Any) -> tuple[Any, Any]:
-        import numpy as np
-
         raw = isinstance(payload, kserve.InferRequest) and payload.inputs and \
             payload.inputs[0].name == self.tensor_name
         x = self._tensor(payload) if raw else self.encoder.transform(self.frame(payload))

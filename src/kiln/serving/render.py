@@ -28,8 +28,9 @@ import math
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
 from kiln.serving.router import TARGET_HEADER

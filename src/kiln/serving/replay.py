@@ -13,9 +13,10 @@ import math
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from kiln import tracking
 from kiln.errors import InputError
@@ -122,7 +123,7 @@ def replay(ws: Workspace, name: str, data: Path, limit: int | None = None, rps: 
         frame = frame.head(limit)
     if frame.empty:
         raise InputError(f"--data {data}: no rows to replay")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run = f"replay-{stamp}-{uuid.uuid4().hex[:6]}"
     ids = [f"{run}-{i:06d}" for i in range(len(frame))]
     bodies = [{"instances": [{c: _plain(v) for c, v in zip(inputs, row)}]}

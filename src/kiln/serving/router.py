@@ -100,7 +100,7 @@ class Router:
                                          headers={"content-type": content_type}) as resp:
                 data = await resp.read()
                 return resp.status, data, (time.perf_counter() - t0) * 1000
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError):
             return 503, b'{"error": "variant unavailable"}', (time.perf_counter() - t0) * 1000
 
     async def infer(self, request: Any) -> Any:
@@ -174,7 +174,7 @@ class Router:
                 if resp.status != 200:
                     return _json_error(400 if resp.status < 500 else 503,
                                        f"feature service {lookup.service}: {str(answer)[:300]}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
             return _json_error(503, f"the feature server at {lookup.url} is not answering; start it with `kiln up`")
         try:
             names = answer["metadata"]["feature_names"]

@@ -11,6 +11,7 @@ import uuid
 from typing import Any
 
 import kserve
+import mlflow.pyfunc
 from kserve.errors import InvalidInput
 
 from kiln.serving.schema import InputSchema, RequestError
@@ -30,8 +31,6 @@ class KilnModel(kserve.Model):
         self.version: str | None = None
 
     def load(self) -> bool:
-        import mlflow.pyfunc
-
         model = mlflow.pyfunc.load_model(self.model_uri)
         self.predictor = model.unwrap_python_model().predictor
         self.schema = InputSchema.from_mlflow(model.metadata.get_input_schema())
@@ -47,7 +46,7 @@ class KilnModel(kserve.Model):
         for _ in range(WARM_UP_CALLS):
             try:
                 self.score(row)
-            except Exception as exc:  # a model that fails on real requests is the guardrails' to judge
+            except Exception as exc:  # noqa: BLE001 - a model that fails on real requests is the guardrails' to judge
                 log.warning("warm-up request to %s failed: %s", self.model_uri, exc)
 
     def frame(self, payload: Any) -> Any:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import os
 
-from kiln.serving.onnx_model import OnnxModel
-from kiln.serving.runtime import KilnModel
-
 
 def main() -> None:
+    from kiln.serving.onnx_model import OnnxModel
+    from kiln.serving.runtime import KilnModel
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-uri", required=True)
@@ -33,11 +32,11 @@ def main() -> None:
 
 
     class HostRESTServer(kserve.model_server.RESTServer):
-        def __init__(self, *a, **k) -> None:  # noqa: ANN002, ANN003 - KServe's own arguments, passed through
+        def __init__(self, *a, **k) -> None:
             super().__init__(*a, **k)
             self.config.host = args.host  # KServe hard-codes 0.0.0.0; a local variant listens on loopback
 
-        def _add_exception_handlers(self, app) -> None:  # noqa: ANN001 - KServe's FastAPI app
+        def _add_exception_handlers(self, app) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(RequestValidationError, _validation_error)
 
@@ -50,7 +49,7 @@ def main() -> None:
     server.start([model])
 
 
-async def _validation_error(_request, exc):  # noqa: ANN001, ANN202 - a FastAPI exception handler
+async def _validation_error(_request, exc):
     """422 naming each bad field. FastAPI's own handler echoes the input back, and an Infinity in it made
     that answer unserializable: a 500 for a malformed request."""
     from fastapi.responses import JSONResponse

@@ -35,7 +35,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 class Windows:
     """Thread-safe record of (time, latency, error) per variant over the last HORIZON_SECONDS."""
 
-    def __init__(self, clock=time.monotonic) -> None:  # noqa: ANN001 - a zero-argument clock, for tests
+    def __init__(self, clock=time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._answers: dict[str, deque[tuple[float, float, bool]]] = {}

@@ -6,9 +6,12 @@ Every family learns in iterations (boosting rounds, epochs) so tuning can stop a
 from __future__ import annotations
 
 import json
+import pickle
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kiln.errors import InputError
 from kiln.training.onnx_export import mlp_to_onnx
@@ -149,8 +152,6 @@ class MlpLearner:
         return (x - self.mean) / self.scale
 
     def step(self) -> None:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # sklearn's per-call convergence warning says nothing here
             self.model.partial_fit(self.x, self.y, classes=[0, 1])
@@ -159,17 +160,12 @@ class MlpLearner:
         return self.model.predict_proba(self._scaled(x))[:, 1]
 
     def state(self) -> bytes:
-        import pickle
-
         return pickle.dumps(self.model)
 
     def restore(self, state: bytes) -> None:
-        import pickle
-
-        self.model = pickle.loads(state)  # noqa: S301 - a checkpoint this same process family wrote
+        self.model = pickle.loads(state)
 
     def save(self, folder: Path) -> str:
-
         model = mlp_to_onnx(self.model.coefs_, self.model.intercepts_, self.mean, self.scale)
         (folder / "model.onnx").write_bytes(model.SerializeToString())
         return "model.onnx"

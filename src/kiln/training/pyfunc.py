@@ -17,11 +17,10 @@ from kiln.training.predictor import Predictor
 class KilnClassifier(mlflow.pyfunc.PythonModel):
     """Loads the saved model folder once; predicts `probability` and `prediction` for rows of features."""
 
-    def load_context(self, context) -> None:  # noqa: ANN001 - MLflow's context object
-
+    def load_context(self, context) -> None:
         self.predictor = Predictor.load(Path(context.artifacts["model_folder"]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:  # noqa: ANN001
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.predictor.predict(model_input)
 
 

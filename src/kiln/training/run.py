@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln.tracking import code_version, experiment_id
-from kiln.training import pyfunc
 from kiln.training.data import TrainingData, load_training_set
 from kiln.training.families import Family, Learner, get_family
 from kiln.training.metrics import calibration_table, classification_metrics
@@ -44,7 +44,6 @@ def experiment_name(data: TrainingData) -> str:
 
 
 def lineage_tags(data: TrainingData, family: Family, seed: int) -> dict[str, str]:
-
     lin = data.lineage
     return {
         "kiln.family": family.name,
@@ -69,6 +68,8 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
     """Inside an active MLflow run: log the model as a pyfunc (encoder + model file) and return its URI."""
     import mlflow
     from mlflow.models import infer_signature
+
+    from kiln.training import pyfunc
 
 
     meta = {"family": family.name, "config": config, "seed": seed, "threshold": threshold,

@@ -72,8 +72,8 @@ def _flatten(index: int, root: dict[str, Any], names: list[str]) -> tuple[list[d
                                   "into numbers before training")
         position = len(nodes)
         nodes.append(node)
-        stack.append((node["right_child"], path + [(position, False)]))
-        stack.append((node["left_child"], path + [(position, True)]))
+        stack.append((node["right_child"], [*path, (position, False)]))
+        stack.append((node["left_child"], [*path, (position, True)]))
     return nodes, leaves
 
 
@@ -118,7 +118,7 @@ def lgbm_to_onnx(booster: "lightgbm.Booster", width: int) -> "onnx.ModelProto":
             f, kind = int(node["split_feature"]), node["missing_type"]
             kinds.setdefault(f, set()).add(kind)
             # missing type None: LightGBM reads NaN as 0. NaN or Zero: a missing value takes the default side.
-            missing_left = bool(node["default_left"]) if kind in ("NaN", "Zero") else 0.0 <= node["threshold"]
+            missing_left = bool(node["default_left"]) if kind in ("NaN", "Zero") else node["threshold"] >= 0.0
             feature[t, k], threshold[t, k], mirrored[t, k] = f + width * missing_left, node["threshold"], missing_left
         for j, (value, steps) in enumerate(leaves):
             values[t, j] = value * scale

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kiln import tracking
 from kiln.errors import EnvironmentProblem, InputError, KilnError, WorkspaceError
@@ -146,8 +148,6 @@ def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
 
 
 def _start_ray(ws: Workspace) -> None:
-    import logging
-
     import ray
 
     if ray.is_initialized():
@@ -197,7 +197,7 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = lambda _: None) 
     params = narrowed(family, parse_ranges(spec.ranges))
     data = load_training_set(Path(spec.training_set))
     points, evaluated, inherited = warm_start(ws, spec, data.lineage["training_set_sha256"], params)
-    job = f"tune-{spec.family}-{spec.strategy}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    job = f"tune-{spec.family}-{spec.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     folder = jobs_root(ws) / job
     folder.mkdir(parents=True, exist_ok=False)
     name = experiment_name(data)
@@ -212,7 +212,7 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = lambda _: None) 
         client.log_param(parent.info.run_id, key, json.dumps(value) if isinstance(value, list) else value)
     record = {"job": job, "spec": asdict(spec), "status": "running", "experiment": name,
               "parent_run_id": parent.info.run_id, "training_set_sha256": data.lineage["training_set_sha256"],
-              "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "started_epoch": time.time(),
+              "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "started_epoch": time.time(),
               "points": points, "evaluated": evaluated, "inherited": inherited}
     _write_json(folder / "job.json", record)
     progress(f"job {job}: {spec.trials} {family.name} trials by {spec.strategy}, {spec.max_concurrent} at a time; "
@@ -369,7 +369,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     for checkpoint in (folder / "ray").glob("*/checkpoint_*"):
         shutil.rmtree(checkpoint, ignore_errors=True)  # trials are done: their checkpoints are no longer needed
     seconds = round(time.monotonic() - started, 1)
-    record.update(status="completed", finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    record.update(status="completed", finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                   best=best, model_uri=model_uri, metrics=metrics, trial_iterations=used, plot=str(plot))
     _write_json(folder / "job.json", record)
     return TuneResult(job=record["job"], folder=str(folder), parent_run_id=record["parent_run_id"],

@@ -74,5 +74,5 @@ def clip(config: dict[str, Any], params: dict[str, Param]) -> dict[str, Any]:
             out[name] = p.low if not p.log else (p.low * p.high) ** 0.5
         else:
             number = min(max(float(value), p.low), p.high)
-            out[name] = int(round(number)) if p.kind == "int" else number
+            out[name] = round(number) if p.kind == "int" else number
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.errors import InputError
-from kiln.tuning.hyperband import SettlingHyperBand
 
 STRATEGIES = {
     "hyperband": "random configurations, HyperBandScheduler: brackets of successive halving (keep a third, "
@@ -31,6 +30,8 @@ def searcher_and_scheduler(strategy: str, max_iterations: int, seed: int, max_co
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from kiln.tuning.hyperband import SettlingHyperBand
 
 
     if strategy == "bayesian":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from types import SimpleNamespace
+from typing import Any
 
 from kiln.errors import InputError
 from kiln.workspace import CLUSTER_WORKSPACE
@@ -63,7 +65,6 @@ def _platform_spec(pipeline: Any) -> Any:
 def _configure_everywhere(pipeline: Any, pvc: str | None, secrets: list[tuple[str, str, str]]) -> None:
     """kfp-kubernetes' PVC mount and Secret env on every executor of the pipeline, nested ones (ParallelFor, If)
     included."""
-    from types import SimpleNamespace
 
     from google.protobuf import json_format
     from kfp import kubernetes

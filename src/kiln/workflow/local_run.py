@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
+import logging
 import re
+import sys
+import threading
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 from kiln.errors import InputError, KilnError
 from kiln.workflow.result import MARK
@@ -74,10 +80,6 @@ class _Watcher:
     """Every line of the run into the log file; task starts and ends and the components' progress lines picked out."""
 
     def __init__(self, log: TextIO, progress: Callable[[str], None]) -> None:
-        import builtins
-        import sys
-        import threading
-
         self.log, self.stdout, self.print, self._progress = log, sys.stdout, builtins.print, progress
         self.lock = threading.RLock()
         self.records: list[TaskRecord] = []
@@ -101,7 +103,6 @@ class _Watcher:
 
     def progress(self, message: str) -> None:
         """The caller's progress, with the terminal and print as they were (kfp indents print while a task runs)."""
-        import builtins
 
         indented, builtins.print = builtins.print, self.print
         try:
@@ -191,7 +192,6 @@ def local_parameters(pipeline: Any, ws: Workspace, given: dict[str, Any]) -> dic
 def _one_log_handler(stream: TextIO) -> Any:
     """One handler on the root logger for the whole run, in place of kfp's per-task swap of handlers, which loses
     records when loop iterations run at once (one thread clears the handlers while another logs)."""
-    import logging
 
     from kfp.local import logging_utils
 
@@ -236,8 +236,6 @@ def _keep_outer_outputs_in_loops() -> None:
 def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
               progress: Callable[[str], None] = lambda _: None) -> LocalRun:
     """Run ``pipeline`` here; outputs under WS/pipelines/runs/RUN, the whole log beside them."""
-    import builtins
-    import warnings
 
     from kfp import local
 

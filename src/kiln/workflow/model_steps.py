@@ -6,6 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from kiln import tracking
 from kiln.clarify.explain import explain
 from kiln.errors import InputError
@@ -66,7 +68,6 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
 
 def _gated(ws: Workspace, min_auc: float | None, max_auc_drop: float | None) -> Workspace:
     """The workspace with the pipeline's gate thresholds in place of its settings' (checked as settings are)."""
-    from pydantic import ValidationError
 
 
     change = {k: v for k, v in (("min_auc", min_auc), ("max_auc_drop", max_auc_drop)) if v is not None}

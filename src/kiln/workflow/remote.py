@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import tempfile
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kiln.errors import ServiceError
 from kiln.workflow.ir import compile_pipeline
@@ -17,8 +20,6 @@ def submit(host: str, pipeline: Any, params: dict[str, Any], experiment: str = E
 
     The pipeline is compiled as `kiln pipeline compile` does, with the workspace volume and Secret env given.
     """
-    import tempfile
-    import warnings
 
     import kfp
 
@@ -32,7 +33,7 @@ def submit(host: str, pipeline: Any, params: dict[str, Any], experiment: str = E
                 client = kfp.Client(host=host)
             result = client.create_run_from_pipeline_package(str(package), arguments=params,
                                                              experiment_name=experiment)
-        except Exception as exc:  # noqa: BLE001 - connection and API errors of kfp's client become Kiln's
+        except Exception as exc:
             raise _service_error(host, exc) from exc
     run_id = result.run_id
     return {"host": host, "run_id": run_id, "experiment": experiment, "pipeline": pipeline.name,
@@ -50,7 +51,6 @@ def upload(host: str, package: Path, name: str, version: str, description: str =
 
     A version of that name already there is left as it is (uploading the same build twice changes nothing).
     """
-    import warnings
 
     import kfp
 
@@ -70,7 +70,7 @@ def upload(host: str, package: Path, name: str, version: str, description: str =
                 client.upload_pipeline_version(str(package), pipeline_version_name=version, pipeline_id=pipeline_id,
                                                description=description)
                 action = "new version"
-    except Exception as exc:  # noqa: BLE001 - connection and API errors of kfp's client become Kiln's
+    except Exception as exc:
         raise _service_error(host, exc) from exc
     return {"host": host, "pipeline": name, "pipeline_id": pipeline_id, "version": version, "action": action,
             "url": f"{host.rstrip('/')}/#/pipelines/details/{pipeline_id}"}
