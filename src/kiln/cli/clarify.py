@@ -8,8 +8,8 @@ import typer
 
 from kiln.clarify.analysis import bias_report
 from kiln.clarify.explain import explain as run
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Clarify: bias metrics (pre- and post-training) and SHAP explanations.",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.compile.compiler import CompileOptions, compile_version
 from kiln.compile.store import list_artifacts, publish_artifact, verify_artifacts
 from kiln.compile.tuning import DEFAULT_TRIALS

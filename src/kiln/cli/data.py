@@ -9,12 +9,7 @@ import typer
 
 from kiln.cli.output import JsonOption, err, out, print_json
 from kiln.data.dataset import check_destination, staged_dataset, write_dataset
-from kiln.data.generate import (
-    GenerateOptions,
-    generate_churn,
-    parse_drift,
-    parse_label_bias,
-)
+from kiln.data.generate import GenerateOptions, generate_churn, parse_drift, parse_label_bias
 from kiln.data.importer import ImportOptions, import_csv
 from kiln.data.schema import CHURN_SCHEMA
 from kiln.data.validate import validate_dataset

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, out, print_json
-from kiln.cli.stack import WorkspaceOption
 from kiln.fleet.devices import fleet_db, list_devices
 from kiln.workspace import open_workspace
 

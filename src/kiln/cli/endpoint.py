@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.progress import Progress
 
+from kiln.cli.command import WorkspaceOption, local_workspace
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption, _local_workspace
 from kiln.errors import InputError
 from kiln.serving.batch import batch_transform as run_batch_transform
 from kiln.serving.local import compare_shadow, decide, endpoint_status, list_endpoints
@@ -45,7 +45,7 @@ def deploy(
         spec = load_spec(spec_file)
     else:
         spec = single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
-    ws = _local_workspace(workspace)
+    ws = local_workspace(workspace)
     with engine_output():
         state = deploy_endpoint(ws, spec, progress)
     if as_json:
@@ -61,7 +61,7 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
            as_json: bool = JsonOption) -> None:
     """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
 
-    doc = endpoint_status(_local_workspace(workspace), name)
+    doc = endpoint_status(local_workspace(workspace), name)
     if as_json:
         print_json(doc)
         return
@@ -93,7 +93,7 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
 def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Endpoints deployed in this workspace."""
 
-    names = list_endpoints(_local_workspace(workspace))
+    names = list_endpoints(local_workspace(workspace))
     if as_json:
         print_json({"endpoints": names})
         return
@@ -115,7 +115,7 @@ def invoke(
         body = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"--data is not valid JSON: {exc}") from None
-    status, answer, headers = invoke_endpoint(_local_workspace(workspace), name, body, variant)
+    status, answer, headers = invoke_endpoint(local_workspace(workspace), name, body, variant)
     print_json({"status": status, "variant": headers.get("x-kiln-variant"),
                 "inference_id": headers.get("x-kiln-inference-id"), "answer": answer})
     if status >= 400:
@@ -127,7 +127,7 @@ def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
            as_json: bool = JsonOption) -> None:
     """Stop the endpoint's processes and forget it (its captured data stays)."""
 
-    stopped = delete_endpoint(_local_workspace(workspace), name)
+    stopped = delete_endpoint(local_workspace(workspace), name)
     if as_json:
         print_json({"endpoint": name, "stopped": stopped})
         return
@@ -148,7 +148,7 @@ def update(
     """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails."""
 
     with engine_output():
-        rollout = update_endpoint(_local_workspace(workspace), name, model, variant, wait, progress)
+        rollout = update_endpoint(local_workspace(workspace), name, model, variant, wait, progress)
     if as_json:
         print_json(rollout)
         return
@@ -156,7 +156,7 @@ def update(
 
 
 def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
-    rollout = decide(_local_workspace(workspace), name, action, reason)
+    rollout = decide(local_workspace(workspace), name, action, reason)
     if as_json:
         print_json(rollout)
         return
@@ -209,7 +209,7 @@ def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: P
             as_json: bool = JsonOption) -> None:
     """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
 
-    doc = compare_shadow(_local_workspace(workspace), name)
+    doc = compare_shadow(local_workspace(workspace), name)
     if as_json:
         print_json(doc)
         return
@@ -236,7 +236,7 @@ def replay(
     """Send a dataset through the endpoint as live traffic; a log of what was sent is kept for ground truth."""
 
     with engine_output():
-        doc = replay_dataset(_local_workspace(workspace), name, data, limit, rps, progress)
+        doc = replay_dataset(local_workspace(workspace), name, data, limit, rps, progress)
     if as_json:
         print_json(doc)
         return

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, err, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
 from kiln.features.backfill import backfill as backfill_feature
 from kiln.features.consistency import StoresDisagree, check_consistency

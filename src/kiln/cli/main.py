@@ -14,28 +14,9 @@ from pathlib import Path
 import typer
 
 from kiln import __version__
-from kiln.cli import (
-    clarify,
-    compile,
-    data,
-    edge,
-    endpoint,
-    features,
-    models,
-    monitor,
-    pipeline,
-    stack,
-    training,
-)
-from kiln.cli.output import (
-    JsonOption,
-    engine_output,
-    err,
-    out,
-    print_json,
-    progress,
-    to_plain,
-)
+from kiln.cli import clarify, compile, data, edge, endpoint, features, models, monitor, pipeline, stack, training
+from kiln.cli.command import WorkspaceOption
+from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress, to_plain
 from kiln.demo import run_demo, summary
 from kiln.doctor import Check, check_disk, check_engines, check_services
 from kiln.errors import KilnError, ValidationFailed
@@ -104,7 +85,7 @@ def init(
 
 @app.command("doctor")
 def doctor(
-    workspace: Path | None = stack.WorkspaceOption,
+    workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Check engines (importable, with versions), configured services (reachable) and free disk."""

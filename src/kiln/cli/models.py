@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.evaluation.candidate import register_run_model
 from kiln.registry.card import write_card
 from kiln.registry.versions import get_version, list_versions, set_approval

@@ -8,8 +8,8 @@ from typing import Any
 import typer
 
 from kiln import IMAGE
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
 from kiln.monitoring import schedule as schedules
 from kiln.monitoring.baseline import create_baseline

@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from kiln import __version__
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
 from kiln.workflow.catalog import describe, load_pipeline, pipeline_names
 from kiln.workflow.ir import compile_pipeline

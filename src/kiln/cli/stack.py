@@ -5,31 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
+from kiln.cli.command import WorkspaceOption, local_workspace
 from kiln.cli.output import JsonOption, out, print_json, progress
-from kiln.errors import WorkspaceError
 from kiln.monitoring.schedule import schedule_services
 from kiln.serving.local import all_services, start_deployed
 from kiln.stack import local_services, start, stop
 from kiln.stack import status as service_status
-from kiln.workspace import open_workspace
 
 if TYPE_CHECKING:
     from kiln.stack import ServiceState
-    from kiln.workspace import Workspace
-
-WorkspaceOption = typer.Option(None, "--workspace", "-w", help="Workspace folder (default: found from the "
-                                                               "current folder, or KILN_WORKSPACE).")
-
-
-def _local_workspace(path: Path | None) -> "Workspace":
-    ws = open_workspace(path)
-    if ws.settings.profile != "local":
-        raise WorkspaceError(f"{ws.root}: profile is '{ws.settings.profile}'; `kiln up` runs the local stack only",
-                             hint="on a cluster the services are installed by the Helm chart (README: cluster)")
-    return ws
-
 
 def _show(states: "list[ServiceState]", as_json: bool, root: Path) -> None:
     if as_json:
@@ -45,7 +29,7 @@ def _show(states: "list[ServiceState]", as_json: bool, root: Path) -> None:
 def up(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Start the local services (MLflow UI, ...) and deployed endpoints on loopback; running ones are left as is."""
 
-    ws = _local_workspace(workspace)
+    ws = local_workspace(workspace)
     states = []
     for spec in local_services(ws):
         state, started = start(ws.state_dir, spec, progress)
@@ -63,7 +47,7 @@ def up(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> 
 def status(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Show each local service: running or not, URL, pid and log file."""
 
-    ws = _local_workspace(workspace)
+    ws = local_workspace(workspace)
     specs = [*local_services(ws), *all_services(ws), *schedule_services(ws)]
     _show([service_status(ws.state_dir, spec) for spec in specs], as_json, ws.root)
 
@@ -71,7 +55,7 @@ def status(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption)
 def down(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Stop the local services and the deployed endpoints' processes of the workspace."""
 
-    ws = _local_workspace(workspace)
+    ws = local_workspace(workspace)
     # Endpoints and schedules stop too; they stay defined, and the next `kiln up` starts them again.
     specs = [*schedule_services(ws), *all_services(ws), *reversed(local_services(ws))]
     stopped = [spec.name for spec in specs if stop(ws.state_dir, spec)]

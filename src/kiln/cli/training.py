@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
+from kiln.cli.command import WorkspaceOption
 from kiln.cli.models import _print_registered
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.cli.stack import WorkspaceOption
 from kiln.errors import InputError
 from kiln.evaluation.candidate import register_run_model
 from kiln.training.families import parse_params

@@ -18,10 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.errors import InputError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 FORMAT = "kiln-artifact/1"
 MANIFEST, SIGNATURE, ENCODER = "manifest.json", "manifest.sig", "encoder.json"

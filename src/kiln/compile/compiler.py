@@ -20,14 +20,7 @@ from kiln.compile.runner import CompiledModel
 from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_source
 from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
-from kiln.compile.tuning import (
-    DEFAULT_TRIALS,
-    check_tunable,
-    lower,
-    tune,
-    tuning_dir,
-    tuning_target,
-)
+from kiln.compile.tuning import DEFAULT_TRIALS, check_tunable, lower, tune, tuning_dir, tuning_target
 from kiln.errors import InputError
 from kiln.workspace import Workspace
 

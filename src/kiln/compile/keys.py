@@ -11,10 +11,7 @@ from kiln.errors import InputError
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-        Ed25519PrivateKey,
-        Ed25519PublicKey,
-    )
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 PUBLIC_KEY_FILE = "signing-key.pub"  # in the workspace's artifacts folder; devices are given a copy
 

@@ -117,10 +117,7 @@ def _in_process_builder() -> Any:
     round, and each spends about 20 s importing TVM's tensor intrinsics before it builds a kernel in 0.1 s."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import (
-        default_build,
-        default_export,
-    )
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
 
     @derived_object
     class InProcessBuilder(PyBuilder):

@@ -20,14 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from kiln.data.schema import (
-    CHURN_SCHEMA,
-    CONTRACTS,
-    EVENT_FEATURES,
-    GENDERS,
-    PAYMENT_METHODS,
-    PLANS,
-)
+from kiln.data.schema import CHURN_SCHEMA, CONTRACTS, EVENT_FEATURES, GENDERS, PAYMENT_METHODS, PLANS
 from kiln.errors import InputError
 
 if TYPE_CHECKING:

@@ -27,13 +27,7 @@ from starlette.routing import Route
 from kiln.compile.keys import public_key_path
 from kiln.compile.store import latest_published, published_root
 from kiln.errors import InputError
-from kiln.fleet.devices import (
-    DEVICE_ID,
-    check_heartbeat,
-    fleet_db,
-    list_devices,
-    record_heartbeat,
-)
+from kiln.fleet.devices import DEVICE_ID, check_heartbeat, fleet_db, list_devices, record_heartbeat
 from kiln.fleet.samples import write_samples
 from kiln.workspace import Workspace, open_workspace
 

@@ -23,13 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
 
 from kiln.errors import InputError, KilnError, ServiceError
-from kiln.serving.render import (
-    PREDICTOR_SUFFIX,
-    WEIGHTED_ROUTE,
-    isvc_name,
-    predictor_host,
-    weights_for,
-)
+from kiln.serving.render import PREDICTOR_SUFFIX, WEIGHTED_ROUTE, isvc_name, predictor_host, weights_for
 from kiln.serving.rollout import Phase, Rollout, VariantStats, advance, start
 from kiln.serving.spec import EndpointSpec, Guardrails, Policy, parse_spec
 

@@ -17,14 +17,7 @@ from typing import Any
 from kiln import tracking
 from kiln.errors import InputError, ServiceError
 from kiln.features.repo import plan_by_service
-from kiln.process import (
-    ServiceSpec,
-    free_ports,
-    pid_file,
-    start,
-    status,
-    stop,
-)
+from kiln.process import ServiceSpec, free_ports, pid_file, start, status, stop
 from kiln.registry.versions import get_version
 from kiln.serving.compare import compare
 from kiln.serving.spec import EndpointSpec, Variant

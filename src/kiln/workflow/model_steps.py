@@ -11,11 +11,7 @@ from pydantic import ValidationError
 from kiln import tracking
 from kiln.clarify.explain import explain
 from kiln.errors import InputError
-from kiln.evaluation.candidate import (
-    evaluate_run_model,
-    logged_evaluation,
-    register_evaluated,
-)
+from kiln.evaluation.candidate import evaluate_run_model, logged_evaluation, register_evaluated
 from kiln.registry.card import write_card
 from kiln.registry.versions import APPROVED, get_version, set_approval
 from kiln.settings import GateSettings
