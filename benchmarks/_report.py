@@ -49,7 +49,7 @@ def report(title: str, figures: list[Figure], as_json: bool, notes: dict[str, ob
               f"{f.reference_name}{'  (goal: ' + f.goal + ')' if f.goal else ''}")
 
 
-def run_measured(title: str, measure, args) -> None:
+def run_measured(title: str, measure, args) -> None:  # measure(args) -> (figures, notes)
     """Run ``measure`` with the benchmark's own settings only and stdout kept for the report, then report."""
     import contextlib
     import sys

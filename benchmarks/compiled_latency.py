@@ -54,7 +54,7 @@ def workspace(root: Path) -> Path:
                                 "--iterations", "5")
 
 
-def native_mlp(graph) -> tuple:
+def native_mlp(graph) -> tuple:  # an onnx.ModelProto
     """scikit-learn's MLPClassifier holding the graph's weights, and the standardization in front of it."""
     import numpy as np
     from onnx import numpy_helper
@@ -69,7 +69,7 @@ def native_mlp(graph) -> tuple:
     return clf, weights["mean"], weights["scale"]
 
 
-def latency_us(predict, x, seconds: float = 2.0) -> float:
+def latency_us(predict, x, seconds: float = 2.0) -> float:  # a callable on float32 rows
     """Median microseconds per call, after a warm-up."""
     import statistics
 
@@ -83,7 +83,7 @@ def latency_us(predict, x, seconds: float = 2.0) -> float:
     return statistics.median(times) * 1e6
 
 
-def compiled_model(bundle: Path):
+def compiled_model(bundle: Path):  # kiln.compile.runner.CompiledModel
     from kiln.compile.runner import CompiledModel
 
     manifest = json.loads((bundle / "manifest.json").read_text())

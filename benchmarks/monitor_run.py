@@ -31,7 +31,7 @@ DRIFTED = ["n00", "n01"]
 GOAL_SECONDS = 60.0
 
 
-def table(n: int, seed: int, shift_from: int | None = None):
+def table(n: int, seed: int, shift_from: int | None = None):  # a pandas frame
     import numpy as np
     import pandas as pd
 

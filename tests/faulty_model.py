@@ -13,7 +13,7 @@ import pandas as pd
 
 
 class _Faulty:
-    def __init__(self, inner, fault: str) -> None:
+    def __init__(self, inner, fault: str) -> None:  # a kiln Predictor
         self.inner, self.fault, self.calls = inner, fault, itertools.count()
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:

@@ -60,7 +60,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory):
 class Hook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict]] = []
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # the http.server interface
         Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         self.send_response(204)
         self.end_headers()

@@ -197,7 +197,7 @@ def test_matches_lightgbm_on_missing_values_and_variants(tmp_path: Path, variant
 @pytest.mark.parametrize("zero_as_missing", [False, True])
 def test_runs_in_tvm_as_in_onnx_runtime(tmp_path: Path, zero_as_missing: bool) -> None:
     import tvm
-    import tvm.relax.frontend.onnx
+    import tvm.relax.frontend.onnx  # registers relax.frontend.onnx
     from tvm import relax
 
     x, y = make_data(2256, seed=5)

@@ -147,7 +147,7 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
         raise EnvironmentProblem("no champion to serve beside: the pipeline step did not run")
     ws = open_workspace(ctx.root)
     result = train(ws, ctx.training_set, "mlp", seed=DEMO_SEED, progress=ctx.progress)
-    version, _ = register_run_model(ws, DEMO_MODEL, result.run_id, ctx.progress, model_uri=result.model_uri)
+    version = register_run_model(ws, DEMO_MODEL, result.run_id, ctx.progress, model_uri=result.model_uri).version
     ctx.challenger = f"{version.name}/{version.version}"
     if DEMO_ENDPOINT in list_endpoints(ws):
         delete(ws, DEMO_ENDPOINT)  # the pipeline's endpoint is started again with the challenger beside it
@@ -275,3 +275,22 @@ def run_demo(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n,
         outputs = step(ctx)
         ctx.results.append(StepResult(name, time.perf_counter() - t0, outputs))
     return ctx
+
+
+@dataclass
+class MainJob:
+    """The main job's run: each step with its time and outputs, the whole time, and where to look next."""
+
+    workspace: str
+    seconds: float
+    steps: list[StepResult]
+    summary: dict[str, Any]
+
+
+def main_job(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n, name: None,
+             progress: Callable[[str], None] = lambda _: None) -> MainJob:
+    """The main job: every step of the lifecycle in order, timed, and the summary of what it made."""
+    t0 = time.perf_counter()
+    ctx = run_demo(root, on_step, progress)
+    seconds = round(time.perf_counter() - t0, 2)
+    return MainJob(str(ctx.root), seconds, ctx.results, summary(ctx))

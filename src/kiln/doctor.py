@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from kiln.connections import parse_redis, redis_client
-from kiln.settings import Settings
+from kiln.settings import Settings, load_settings
 
 # (what it stands in for, distribution, module to import)
 ENGINES: list[tuple[str, str, str]] = [
@@ -232,3 +234,35 @@ def _folder_check(name: str, folder: Path) -> Check:
     if os.access(probe, os.W_OK):
         return Check("service", name, True, f"{folder} (embedded, writable)")
     return Check("service", name, False, f"{folder} is not writable: fix its permissions or the path in kiln.yaml")
+
+
+@dataclass
+class Diagnosis:
+    """Every check `kiln doctor` made; ``ok`` when none failed."""
+
+    ok: bool
+    checks: list[Check]
+
+    @property
+    def problems(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+
+def diagnose(root: Path | None, progress: Callable[[Check], None] = lambda _: None,
+             engines: Callable[[], Any] = contextlib.nullcontext) -> Diagnosis:
+    """Engines, then the services the workspace at ``root`` configures (the local defaults where there is none), then
+    free disk; ``progress`` hears of each check as it is made, ``engines`` wraps the slow engine imports."""
+    with engines():
+        checks = check_engines(progress)
+    if root is None:
+        settings = load_settings(Path.cwd())
+        note = Check("workspace", "workspace", True, "none found; checking the local profile's defaults here")
+    else:
+        settings = load_settings(root)
+        note = Check("workspace", "workspace", True, f"{root} (profile {settings.profile})")
+    progress(note)
+    rest = [*check_services(settings), check_disk(settings.workspace)]
+    for check in rest:
+        progress(check)
+    everything = [note, *checks, *rest]
+    return Diagnosis(all(c.ok for c in everything), everything)

@@ -1,6 +1,14 @@
-"""Kiln's exception tree: every error says what was wrong and what to do about it."""
+"""Kiln's exception tree: every error says what was wrong and what to do about it.
+
+Exit codes of the `kiln` command: 0 done; 1 bad input (a flag, a file, a value); 2 a problem with the environment
+or a service; 3 a compiled model whose outputs differ from its source's; 4 an unexpected error (a fault in Kiln:
+run again with --debug for the traceback); 130 interrupted. A failed pipeline exits with its failed step's code.
+"""
 
 from __future__ import annotations
+
+INTERNAL_ERROR_EXIT = 4
+INTERRUPTED_EXIT = 130
 
 
 class KilnError(Exception):
@@ -59,3 +67,23 @@ class ServiceError(EnvironmentProblem):
 
 class PortInUse(ServiceError):
     """A service's port is already taken by another process."""
+
+
+class ParityFailed(KilnError):
+    """A compiled model's outputs differ from its source's (ONNX Runtime's) by more than the tolerance."""
+
+    exit_code = 3
+
+
+class PipelineFailed(KilnError):
+    """A step of a pipeline run failed; the message carries the step's own error and the exit code is the step's."""
+
+    def __init__(self, message: str, *, exit_code: int = EnvironmentProblem.exit_code, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = exit_code
+
+
+class Interrupted(KilnError):
+    """Long work stopped before it finished (Ctrl-C, a lost worker); where it can, it is resumed later."""
+
+    exit_code = INTERRUPTED_EXIT

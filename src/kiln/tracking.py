@@ -35,7 +35,7 @@ def experiment_id(ws: Workspace, name: str) -> str:
         root = ws.settings.mlflow.artifact_root
         location = root if "://" in root else Path(root).resolve().as_uri()
         return c.create_experiment(name, artifact_location=f"{location}/{name}")
-    except Exception as exc:
+    except Exception as exc:  # engine errors become Kiln's at this boundary
         if type(exc).__name__ == "MlflowException" or isinstance(exc, OSError):
             raise ServiceError(f"MLflow at {ws.settings.mlflow.tracking_uri}: {exc}",
                                hint="`kiln doctor` checks the tracking store") from exc

@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_active(state: Path):
+def _load_active(state: Path):  # a CompiledModel, imported lazily
     from kiln_edge.model import CompiledModel
     from kiln_edge.slots import Slots
 

@@ -27,7 +27,7 @@ def start_server(agent: "Agent", port: int = 0) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # the standard library's name
             if self.path != "/v1/health":
                 return self._send(404, {"error": f"no route {self.path}"})
             model = agent.model

@@ -6,14 +6,37 @@ from pathlib import Path
 
 import typer
 
-from kiln.clarify.analysis import bias_report
-from kiln.clarify.explain import explain as run
-from kiln.cli.command import WorkspaceOption
-from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.workspace import open_workspace
+from kiln.clarify.analysis import BiasReport, bias_report
+from kiln.clarify.explain import Explanation
+from kiln.clarify.explain import explain as explain_model
+from kiln.cli.command import WorkspaceOption, respond
+from kiln.cli.output import JsonOption, out, progress
 
 app = typer.Typer(help="Clarify: bias metrics (pre- and post-training) and SHAP explanations.",
                   no_args_is_help=True, rich_markup_mode=None)
+
+
+def _render_bias(report: BiasReport) -> None:
+    out.print(f"facet {report.facet} ({report.rows} rows, label {report.label})", markup=False)
+    parts = [("pre-training", report.pre_training)]
+    if report.model is not None:
+        parts.append((f"post-training ({report.model}, {report.holdout_rows} held-out rows)", report.post_training))
+    for title, metrics in parts:
+        out.print(f"  {title}:", markup=False)
+        for m in metrics:
+            value = "undefined" if m.value is None else f"{m.value:+.4f}"
+            out.print(f"    {m.name:<6} {value:>10}  {m.description}" + (f"  ({m.note})" if m.note else ""),
+                      markup=False)
+    out.print(f"  report: {report.report}", markup=False)
+
+
+def _render_explanation(result: Explanation) -> None:
+    out.print(f"{result.model}: {result.explainer} on {result.rows} rows, base value {result.base_value:.4f}",
+              markup=False)
+    for r in result.global_importance[:10]:
+        out.print(f"  {r['rank']:>2}. {r['feature']:<36} {r['mean_abs_shap']:.4f}", markup=False)
+    out.print(f"  attributions: {result.attributions}", markup=False)
+    out.print(f"  report: {result.report}", markup=False)
 
 
 @app.command("bias")
@@ -28,25 +51,7 @@ def bias(
     as_json: bool = JsonOption,
 ) -> None:
     """SageMaker Clarify's bias metrics for one facet: CI, DPL, KL, JS, LP, TVD, KS, CDD; DPPL, DI, AD, RD, ..."""
-
-    ws = open_workspace(workspace)
-    with engine_output():
-        result = bias_report(ws, facet, training_set, model, group, progress)
-    if as_json:
-        print_json(result)
-        return
-    out.print(f"facet {result['facet']} ({result['rows']} rows, label {result['label']})", markup=False)
-    for part in ("pre_training", "post_training"):
-        if part not in result:
-            continue
-        title = part.replace("_", "-") + (f" ({result['model']}, {result['holdout_rows']} held-out rows)"
-                                          if part == "post_training" else "")
-        out.print(f"  {title}:", markup=False)
-        for m in result[part]:
-            value = "undefined" if m["value"] is None else f"{m['value']:+.4f}"
-            out.print(f"    {m['name']:<6} {value:>10}  {m['description']}" + (f"  ({m['note']})" if m["note"] else ""),
-                      markup=False)
-    out.print(f"  report: {result['report']}", markup=False)
+    respond(workspace, as_json, lambda ws: bias_report(ws, facet, training_set, model, group, progress), _render_bias)
 
 
 @app.command("explain")
@@ -58,16 +63,4 @@ def explain(
     as_json: bool = JsonOption,
 ) -> None:
     """SHAP values per prediction and globally, partial dependence plots, an HTML report; logs the ranking."""
-
-    ws = open_workspace(workspace)
-    with engine_output():
-        result = run(ws, model, rows, seed, progress)
-    if as_json:
-        print_json(result)
-        return
-    out.print(f"{result.model}: {result.explainer} on {result.rows} rows, base value {result.base_value:.4f}",
-              markup=False)
-    for r in result.global_importance[:10]:
-        out.print(f"  {r['rank']:>2}. {r['feature']:<36} {r['mean_abs_shap']:.4f}", markup=False)
-    out.print(f"  attributions: {result.attributions}", markup=False)
-    out.print(f"  report: {result.report}", markup=False)
+    respond(workspace, as_json, lambda ws: explain_model(ws, model, rows, seed, progress), _render_explanation)

@@ -10,6 +10,7 @@ A command is a thin shell: its options, one library call that returns a typed re
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -45,11 +46,11 @@ def show(result: T, as_json: bool, render: Callable[[T], None]) -> T:
 
 
 def respond(workspace: Path | None, as_json: bool, call: Callable[[Workspace], T], render: Callable[[T], None], *,
-            status: str | None = None, local: bool = False) -> T:
-    """Open the workspace, run ``call`` with the engines' output kept off stdout (under a spinner saying ``status``),
-    then show its result."""
+            status: str | None = None, local: bool = False, engines: bool = True) -> T:
+    """Open the workspace (``local``: one of the local profile), run ``call`` with the engines' output kept off stdout
+    (``engines``; under a spinner saying ``status``), then show its result."""
     ws = local_workspace(workspace) if local else open_workspace(workspace)
-    with engine_output():
+    with engine_output() if engines else contextlib.nullcontext():
         if status is None:
             result = call(ws)
         else:

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import faulthandler
 import io
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import typer
+from typer._click import exceptions as click_errors  # Typer's own copy of Click
 
 from kiln import __version__
 from kiln.cli import clarify, compile, data, edge, endpoint, features, models, monitor, pipeline, stack, training
-from kiln.cli.command import WorkspaceOption
+from kiln.cli.command import WorkspaceOption, show
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress, to_plain
-from kiln.demo import run_demo, summary
-from kiln.doctor import Check, check_disk, check_engines, check_services
-from kiln.errors import KilnError, ValidationFailed
-from kiln.settings import load_settings
-from kiln.workspace import find_workspace_root, init_workspace
+from kiln.demo import MainJob, main_job
+from kiln.doctor import Check, Diagnosis, diagnose
+from kiln.errors import INTERNAL_ERROR_EXIT, INTERRUPTED_EXIT, InputError, KilnError, ValidationFailed
+from kiln.workspace import Workspace, find_workspace_root, init_workspace
+
+_debug: contextvars.ContextVar[bool] = contextvars.ContextVar("kiln_debug", default=False)  # --debug given
 
 app = typer.Typer(
     name="kiln",
@@ -60,8 +62,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
-    if debug:
-        os.environ["KILN_DEBUG"] = "1"
+    _debug.set(debug)
 
 
 @app.command("init")
@@ -71,16 +72,28 @@ def init(
     as_json: bool = JsonOption,
 ) -> None:
     """Create a workspace: kiln.yaml and folders for data, features, models, artifacts, capture, reports."""
+    show(init_workspace(directory, profile), as_json, _render_init)
 
-    ws, created = init_workspace(directory, profile)
-    if as_json:
-        print_json({"workspace": str(ws.root), "profile": ws.settings.profile, "created": created})
-        return
+
+def _render_init(made: tuple[Workspace, list[Path]]) -> None:
+    ws, created = made
     out.print(f"workspace {ws.root} (profile {ws.settings.profile})")
     for path in created:
         out.print(f"  created {path}")
     if not created:
         out.print("  already complete; nothing changed")
+
+
+def _show_check(check: Check) -> None:
+    mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
+    ver = f" {check.version}" if check.version else ""
+    out.print(f"{mark} {check.kind:<9} {check.name}{ver}: {check.detail}")
+
+
+def _render_problems(diagnosis: Diagnosis) -> None:
+    problems = len(diagnosis.problems)
+    if problems:
+        err.print(f"[red]{problems} problem{'s' if problems > 1 else ''}[/red]")
 
 
 @app.command("doctor")
@@ -89,36 +102,24 @@ def doctor(
     as_json: bool = JsonOption,
 ) -> None:
     """Check engines (importable, with versions), configured services (reachable) and free disk."""
-
     root = workspace.expanduser().resolve() if workspace else find_workspace_root()
-    checks: list[Check] = []
-
-    def show(check: Check) -> None:
-        if not as_json:
-            mark = "[green]ok[/green]  " if check.ok else "[red]FAIL[/red]"
-            ver = f" {check.version}" if check.version else ""
-            out.print(f"{mark} {check.kind:<9} {check.name}{ver}: {check.detail}")
-
-    with err.status("importing each engine in its own interpreter"):
-        checks += check_engines(show)
-    if root is None:
-        settings = load_settings(Path.cwd())
-        note = Check("workspace", "workspace", True, "none found; checking the local profile's defaults here")
-    else:
-        settings = load_settings(root)
-        note = Check("workspace", "workspace", True, f"{root} (profile {settings.profile})")
-    show(note)
-    for check in [*check_services(settings), check_disk(settings.workspace)]:
-        show(check)
-        checks.append(check)
-    checks.insert(0, note)
-    problems = [c for c in checks if not c.ok]
-    if as_json:
-        print_json({"ok": not problems, "checks": checks})
-    elif problems:
-        err.print(f"[red]{len(problems)} problem{'s' if len(problems) > 1 else ''}[/red]")
-    if problems:
+    diagnosis = diagnose(root, (lambda _: None) if as_json else _show_check,
+                         lambda: err.status("importing each engine in its own interpreter"))
+    show(diagnosis, as_json, _render_problems)
+    if not diagnosis.ok:
         raise typer.Exit(2)
+
+
+def _render_main_job(run: MainJob) -> None:
+    out.print(f"\n[bold]Kiln lifecycle on the local default[/bold] (workspace {run.workspace})")
+    for r in run.steps:
+        out.print(f"  {r.seconds:6.1f}s  {r.name}", markup=False)
+        for key, value in r.outputs.items():
+            if key != "engines":
+                out.print(f"           {key}: {value}", markup=False)
+    out.print(f"  {run.seconds:6.1f}s  total\n\n[bold]Next[/bold]")
+    for key, value in run.summary.items():
+        out.print(f"  {key}: {value}", markup=False)
 
 
 @app.command("demo")
@@ -128,61 +129,61 @@ def demo(
     as_json: bool = JsonOption,
 ) -> None:
     """The main job: Kiln's lifecycle end to end on the local embedded default."""
-
-
-    t0 = time.perf_counter()
     with engine_output():
-        ctx = run_demo(workspace, lambda i, n, name: err.print(f"[bold]\\[{i}/{n}][/bold] {name}"), progress)
-    total = time.perf_counter() - t0
-    where = summary(ctx)
-    if as_json:
-        print_json({"workspace": str(ctx.root), "seconds": round(total, 2), "steps": ctx.results, "summary": where})
-        return
-    out.print(f"\n[bold]Kiln lifecycle on the local default[/bold] (workspace {ctx.root})")
-    for r in ctx.results:
-        out.print(f"  {r.seconds:6.1f}s  {r.name}", markup=False)
-        for key, value in r.outputs.items():
-            if key != "engines":
-                out.print(f"           {key}: {value}", markup=False)
-    out.print(f"  {total:6.1f}s  total\n\n[bold]Next[/bold]")
-    for key, value in where.items():
-        out.print(f"  {key}: {value}", markup=False)
+        run = main_job(workspace, lambda i, n, name: err.print(f"[bold]\\[{i}/{n}][/bold] {name}"), progress)
+    show(run, as_json, _render_main_job)
 
 
-def main() -> None:
-    """Console entry point: runs the app and turns errors into messages and exit codes."""
-    from typer._click import exceptions as click_errors  # Typer's own copy of Click
+def run(argv: list[str] | None = None) -> int:
+    """Run `kiln` with ``argv`` (default: the process's arguments); errors become messages and the exit code.
 
-    # `kill -USR1 PID` prints every thread's stack to stderr: how a stuck command is diagnosed.
-    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):  # stderr with no descriptor
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    0 done, 1 bad input, 2 the environment or a service, 3 a compiled model that disagrees with its source, 4 a
+    fault in Kiln itself (``--debug`` shows its traceback), 130 interrupted; a failed pipeline, its step's code.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    token = _debug.set(False)
     try:
-        code = app(standalone_mode=False)
+        return _run(args)
+    finally:
+        _debug.reset(token)
+
+
+def _run(args: list[str]) -> int:
+    try:
+        code = app(args=args, prog_name="kiln", standalone_mode=False)
     except KilnError as exc:
-        if os.environ.get("KILN_DEBUG"):
+        if _debug.get() or os.environ.get("KILN_DEBUG"):
             raise
-        if isinstance(exc, ValidationFailed) and "--json" in sys.argv:
+        if isinstance(exc, ValidationFailed) and "--json" in args:
             print_json({"valid": False, "problems": to_plain(exc.problems)})
         err.print("[red]error:[/red] ", end="")
         err.print(str(exc), markup=False)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click_errors.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
-        sys.exit(0)
+        return 0
     except click_errors.ClickException as exc:
         exc.show()
-        sys.exit(1)
+        return InputError.exit_code
     except typer.Abort:
         err.print("aborted")
-        sys.exit(1)
+        return InputError.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("KILN_DEBUG"):
+        return INTERRUPTED_EXIT
+    except Exception as exc:  # the last guard: a message and its own exit code, not a traceback
+        if _debug.get() or os.environ.get("KILN_DEBUG"):
             raise
         err.print("[red]internal error:[/red] ", end="")
-        err.print(f"{type(exc).__name__}: {exc}\n  hint: run again with --debug for the traceback, and report it",
-                  markup=False)
-        sys.exit(2)
-    sys.exit(code if isinstance(code, int) else 0)
+        err.print(f"{type(exc).__name__}: {exc}\n  hint: a fault in Kiln, not in what you gave it; run again with "
+                  "--debug for the traceback, and report it", markup=False)
+        return INTERNAL_ERROR_EXIT
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """Console entry point: `kill -USR1 PID` prints every thread's stack to stderr (how a stuck command is
+    diagnosed), then `run` with the process's arguments."""
+    with contextlib.suppress(io.UnsupportedOperation, AttributeError, ValueError):  # stderr with no descriptor
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    sys.exit(run())

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 from pathlib import Path
 
 import typer
 
-from kiln import __version__
-from kiln.cli.command import WorkspaceOption
-from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.command import WorkspaceOption, respond, show
+from kiln.cli.output import JsonOption, out, progress
 from kiln.errors import InputError
-from kiln.workflow.catalog import describe, load_pipeline, pipeline_names
-from kiln.workflow.ir import compile_pipeline
-from kiln.workflow.local_run import coerce_parameters, run_local
-from kiln.workflow.remote import submit
-from kiln.workflow.remote import upload as upload_package
-from kiln.workspace import open_workspace
+from kiln.workflow.catalog import PipelineInfo, describe, load_pipeline, pipeline_names
+from kiln.workflow.ir import CompiledPipeline, compile_pipeline
+from kiln.workflow.local_run import LocalRun, coerce_parameters, run_local
+from kiln.workflow.remote import SubmittedRun, UploadedPipeline, submit, upload_pipelines
 
 app = typer.Typer(help="Kubeflow Pipelines: list, compile, run.", no_args_is_help=True, rich_markup_mode=None)
 NameArgument = typer.Argument(..., help="A pipeline's name (`kiln pipeline list`) or a .py file defining one.")
@@ -26,11 +21,10 @@ NameArgument = typer.Argument(..., help="A pipeline's name (`kiln pipeline list`
 @app.command("list")
 def list_(as_json: bool = JsonOption) -> None:
     """The pipelines Kiln ships, with their parameters and defaults."""
+    show([describe(name) for name in pipeline_names()], as_json, _render_pipelines)
 
-    found = [describe(name) for name in pipeline_names()]
-    if as_json:
-        print_json(found)
-        return
+
+def _render_pipelines(found: list[PipelineInfo]) -> None:
     for info in found:
         out.print(f"{info.name}: {info.description}", markup=False)
         out.print("  " + ", ".join(f"{k}={v!r}" for k, v in info.parameters.items()), markup=False)
@@ -51,13 +45,16 @@ def compile_(
     as_json: bool = JsonOption,
 ) -> None:
     """Compile a pipeline to KFP IR YAML and check it: a valid spec, an image and a command for every step."""
+    show(compile_pipeline(load_pipeline(name), output, workspace_pvc, secret_env), as_json, _render_compiled)
 
-    summary = compile_pipeline(load_pipeline(name), output, workspace_pvc, secret_env)
-    if as_json:
-        print_json(summary)
-        return
-    out.print(f"{summary['pipeline']}: {summary['executors']} steps, image {', '.join(summary['images'])} "
-              f"-> {summary['file']}", markup=False)
+
+def _render_compiled(summary: CompiledPipeline) -> None:
+    out.print(f"{summary.pipeline}: {summary.executors} steps, image {', '.join(summary.images)} -> {summary.file}",
+              markup=False)
+
+
+def _render_uploaded(r: UploadedPipeline) -> None:
+    out.print(f"{r.pipeline}: {r.action} ({r.version})  {r.url}", markup=False)
 
 
 @app.command("upload")
@@ -69,23 +66,14 @@ def upload(
     as_json: bool = JsonOption,
 ) -> None:
     """Compile pipelines and upload them to a KFP API server, so its UI lists them (a new version when one exists)."""
-
-
     pipelines = [load_pipeline(n) for n in names]  # every name checked before anything is uploaded
-    results = []
-    with tempfile.TemporaryDirectory(prefix="kiln-upload-") as tmp:
-        for pipeline in pipelines:
-            package = Path(tmp) / f"{pipeline.name}.yaml"
-            compile_pipeline(pipeline, package, workspace_pvc, secret_env)
-            # The version names the Kiln release and the compiled file's content: the same build uploads once.
-            digest = hashlib.sha256(package.read_bytes()).hexdigest()[:12]
-            results.append(upload_package(host, package, pipeline.name, f"{__version__}-{digest}",
-                                          pipeline.description or ""))
-            if not as_json:
-                r = results[-1]
-                out.print(f"{r['pipeline']}: {r['action']} ({r['version']})  {r['url']}", markup=False)
-    if as_json:
-        print_json(results)
+    # Text shows each pipeline as it is uploaded; JSON shows them all at the end.
+    results = upload_pipelines(host, pipelines, workspace_pvc, secret_env, _ignore if as_json else _render_uploaded)
+    show(results, as_json, _ignore)
+
+
+def _ignore(_: object) -> None:
+    return None
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
@@ -110,25 +98,22 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Run a pipeline here (each step a process, outputs under WS/pipelines/runs), or submit it with --host."""
-
     pipeline = load_pipeline(name)
     params = coerce_parameters(pipeline, _parse_params(param))
     if host:
-        result = submit(host, pipeline, params, workspace_pvc=workspace_pvc, secret_env=secret_env)
-        if as_json:
-            print_json(result)
-        else:
-            out.print(f"submitted {result['pipeline']}: run {result['run_id']}\n  {result['url']}", markup=False)
+        show(submit(host, pipeline, params, workspace_pvc=workspace_pvc, secret_env=secret_env), as_json,
+             _render_submitted)
         return
     if workspace_pvc or secret_env:
         raise InputError("--workspace-pvc and --secret-env are for a cluster: give --host too")
+    respond(workspace, as_json, lambda ws: run_local(ws, pipeline, params, progress), _render_run)
 
-    ws = open_workspace(workspace)
-    with engine_output():
-        result = run_local(ws, pipeline, params, progress)
-    if as_json:
-        print_json(result.to_dict())
-        return
+
+def _render_submitted(result: SubmittedRun) -> None:
+    out.print(f"submitted {result.pipeline}: run {result.run_id}\n  {result.url}", markup=False)
+
+
+def _render_run(result: LocalRun) -> None:
     out.print(f"{result.pipeline}: {result.status} in {result.seconds:.0f} s (run {result.run})", markup=False)
     for task in result.tasks:
         out.print(f"  {task.name:<22} {task.status.lower():<8} {task.seconds:6.1f} s", markup=False)

@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 
-from kiln.cli.command import WorkspaceOption
-from kiln.cli.models import _print_registered
-from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.errors import InputError
-from kiln.evaluation.candidate import register_run_model
+from kiln.cli.command import WorkspaceOption, respond
+from kiln.cli.models import render_registration
+from kiln.cli.output import JsonOption, out, progress
 from kiln.training.families import parse_params
-from kiln.training.run import train as run
-from kiln.tuning.job import TuneSpec, check_spec, resume_job, run_job
-from kiln.workspace import open_workspace
+from kiln.training.run import TrainResult
+from kiln.training.run import train as train_model
+from kiln.tuning.job import TuneSpec
+from kiln.workflow.tuning import TuneOutcome, tune_and_register
 
 TrainingSetOption = typer.Option(..., "--training-set", "-t",
                                  help="A training set from `kiln features training-set` (parquet, with its .json).")
 SeedOption = typer.Option(7, "--seed", help="Seed for the split, the model and the search: same seed, same result.")
 
 
-def _metrics_line(metrics: dict) -> str:
+def _metrics_line(metrics: dict[str, float | None]) -> str:
     keys = ("auc", "pr_auc", "f1", "precision", "recall", "log_loss", "ece")
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
+
+
+def _render_trained(result: TrainResult) -> None:
+    out.print(f"trained {result.family} ({result.iterations} iterations), MLflow run {result.run_id} "
+              f"in experiment '{result.experiment}'", markup=False)
+    for part, label in (("valid", "validation"), ("test", "test")):
+        out.print(f"  {label}: {_metrics_line(result.metrics[part])}", markup=False)
+    out.print(f"  model: {result.model_uri}", markup=False)
+
+
+def _render_tuned(outcome: TuneOutcome) -> None:
+    result, best = outcome.result, outcome.result.best
+    ran = sum(t["source"] == "run" for t in result.trials)
+    early = sum(t.get("stopped_early", False) for t in result.trials)
+    failed = sum("error" in t for t in result.trials)
+    out.print(f"tuning job {result.job}: {ran} trials ({early} stopped early" + (f", {failed} FAILED" if failed else "")
+              + f"), {result.trial_iterations} trial-iterations, {result.seconds:.0f}s", markup=False)
+    out.print(f"  best trial {best['trial_id']}: validation AUC {best['valid_auc']:.4f} at iteration "
+              f"{best['best_iteration']} ({best['source']})", markup=False)
+    out.print(f"  config: {best['config']}", markup=False)
+    out.print(f"  test: {_metrics_line(result.metrics['test'])}", markup=False)
+    out.print(f"  MLflow run {result.parent_run_id} (experiment '{result.experiment}'); model {result.model_uri}",
+              markup=False)
+    out.print(f"  objective plot: {result.plot}", markup=False)
+    if outcome.registered:
+        render_registration(outcome.registered)
 
 
 def train(
@@ -38,19 +62,9 @@ def train(
     as_json: bool = JsonOption,
 ) -> None:
     """Train one model of a family on a training set and log it to MLflow (params, metrics per iteration, model)."""
-
-    ws = open_workspace(workspace)
-    with engine_output():
-        result = run(ws, training_set, family, parse_params(param), seed=seed, iterations=iterations,
-                     threshold=threshold, progress=progress)
-    if as_json:
-        print_json(result)
-        return
-    out.print(f"trained {result.family} ({result.iterations} iterations), MLflow run {result.run_id} "
-              f"in experiment '{result.experiment}'", markup=False)
-    for part, label in (("valid", "validation"), ("test", "test")):
-        out.print(f"  {label}: {_metrics_line(result.metrics[part])}", markup=False)
-    out.print(f"  model: {result.model_uri}", markup=False)
+    respond(workspace, as_json, lambda ws: train_model(ws, training_set, family, parse_params(param), seed=seed,
+                                                       iterations=iterations, threshold=threshold, progress=progress),
+            _render_trained)
 
 
 def tune(
@@ -75,42 +89,10 @@ def tune(
     as_json: bool = JsonOption,
 ) -> None:
     """Tune a family's hyperparameters on Ray Tune; each trial is an MLflow child run of the job's run."""
-
-    ws = open_workspace(workspace)
-    if resume is None:
-        if training_set is None:
-            raise InputError("give --training-set (or --resume JOB to finish an interrupted job)")
+    spec = None
+    if resume is None and training_set is not None:
         spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
                         training_set=str(training_set.resolve()), ranges=list(ranges), max_iterations=max_iterations,
                         warm_start_from=warm_start_from, warm_mode=mode)
-        check_spec(spec)
-    with engine_output():
-        result = resume_job(ws, resume, progress) if resume else run_job(ws, spec, progress)
-        registered = None
-        if register:
-            name = model_name or _dataset_name(result)
-            registered = register_run_model(ws, name, result.parent_run_id, progress, model_uri=result.model_uri)
-    if as_json:
-        print_json({**result.to_dict(), "registered": registered and {"version": registered[0],
-                                                                       "evaluation": registered[1].to_dict()}})
-        return
-    best = result.best
-    ran = sum(t["source"] == "run" for t in result.trials)
-    early = sum(t.get("stopped_early", False) for t in result.trials)
-    failed = sum("error" in t for t in result.trials)
-    out.print(f"tuning job {result.job}: {ran} trials ({early} stopped early" + (f", {failed} FAILED" if failed else "")
-              + f"), {result.trial_iterations} trial-iterations, {result.seconds:.0f}s", markup=False)
-    out.print(f"  best trial {best['trial_id']}: validation AUC {best['valid_auc']:.4f} at iteration "
-              f"{best['best_iteration']} ({best['source']})", markup=False)
-    out.print(f"  config: {best['config']}", markup=False)
-    out.print(f"  test: {_metrics_line(result.metrics['test'])}", markup=False)
-    out.print(f"  MLflow run {result.parent_run_id} (experiment '{result.experiment}'); model {result.model_uri}",
-              markup=False)
-    out.print(f"  objective plot: {result.plot}", markup=False)
-    if registered:
-        _print_registered(*registered, as_json=False)
-
-
-def _dataset_name(result) -> str:
-    meta = json.loads(Path(result.spec["training_set"] + ".json").read_text())
-    return str(meta.get("lineage", {}).get("dataset") or "model")
+    respond(workspace, as_json, lambda ws: tune_and_register(ws, spec, resume, register, model_name, progress),
+            _render_tuned)

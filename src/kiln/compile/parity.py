@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kiln.errors import KilnError
+from kiln.errors import ParityFailed
 
 if TYPE_CHECKING:
     import numpy as np
@@ -14,12 +14,6 @@ if TYPE_CHECKING:
     from kiln.compile.runner import CompiledModel
 
 TOLERANCE = 1e-5
-
-
-class ParityFailed(KilnError):
-    """The compiled model's outputs differ from ONNX Runtime's by more than the tolerance."""
-
-    exit_code = 1
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,32 @@ def feature_service_version(ws: Workspace, service: str) -> str:
         return ""
 
 
-def register_run_model(ws: Workspace, name: str, run_id: str, progress: Callable[[str], None] = lambda _: None,
-                       model_uri: str | None = None) -> tuple[VersionInfo, Evaluation]:
-    """Evaluate the model the run logged on its own held-out rows, then register it with alias challenger."""
+@dataclass
+class Registration:
+    """A registered version and the evaluation (against the champion, with the gate's decision) it was given."""
+
+    version: VersionInfo
+    evaluation: Evaluation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "evaluation": self.evaluation.to_dict()}
+
+
+def model_name_for_run(ws: Workspace, run_id: str) -> str:
+    """The name a run's model is registered under when none is given: the name of the dataset it was trained on."""
+    dataset = _get_run(ws, tracking.client(ws), run_id).data.tags.get("kiln.dataset", "")
+    if not dataset or not NAME_RE.match(dataset):
+        raise InputError(f"run {run_id} names no dataset to name its model after", hint="give the name (--name)")
+    return dataset
+
+
+def register_run_model(ws: Workspace, name: str | None, run_id: str, progress: Callable[[str], None] = lambda _: None,
+                       model_uri: str | None = None) -> Registration:
+    """Evaluate the model the run logged on its own held-out rows, then register it with alias challenger (under
+    ``name``, or the dataset's name)."""
+    name = name or model_name_for_run(ws, run_id)
     evaluation, model_uri = evaluate_run_model(ws, name, run_id, progress, model_uri)
-    return register_evaluated(ws, name, run_id, model_uri, evaluation.to_dict()), evaluation
+    return Registration(register_evaluated(ws, name, run_id, model_uri, evaluation.to_dict()), evaluation)
 
 
 def evaluate_run_model(ws: Workspace, name: str, run_id: str, progress: Callable[[str], None] = lambda _: None,

@@ -56,7 +56,7 @@ def _read(path: Path) -> "pd.DataFrame":
         raise DatasetError(f"{path}: no such file")
     try:
         return pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:
+    except Exception as exc:  # any reader failure means an unreadable file
         raise DatasetError(f"{path}: not a readable CSV or parquet file: {exc}") from exc
 
 

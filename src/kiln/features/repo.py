@@ -134,7 +134,7 @@ def open_store(ws: Workspace) -> "FeatureStore":
     repo = write_repo_config(ws)
     try:
         return FeatureStore(repo_path=str(repo))
-    except Exception as exc:
+    except Exception as exc:  # Feast raises many types for a bad config or unreachable store
         raise EnvironmentProblem(f"cannot open the Feast feature store at {repo}: {exc}") from exc
 
 
@@ -152,7 +152,7 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
     try:
         os.chdir(repo)  # Feast names the definition modules relative to the working folder
         contents = parse_repo(repo)
-    except Exception as exc:
+    except Exception as exc:  # a user-edited definitions file can fail in any way
         raise InputError(f"the feature repo {repo} does not load: {type(exc).__name__}: {exc}",
                          hint="fix the definitions file named above, then run `kiln features apply` again") from exc
     finally:
@@ -162,7 +162,7 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
     to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, registry, contents)
     try:
         store.apply(to_apply, objects_to_delete=to_delete, partial=False)
-    except Exception as exc:
+    except Exception as exc:  # Feast's validation errors have no common base class
         if _is_unavailable(exc):
             raise EnvironmentProblem(f"the feature store is unavailable: {type(exc).__name__}: {exc}",
                                      hint="check that no other process holds it and that its services run") from exc

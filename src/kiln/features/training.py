@@ -41,7 +41,7 @@ def read_labels(path: Path, key: str, label: str) -> "pd.DataFrame":
         raise DatasetError(f"{path}: no such labels file", hint="pass a dataset folder or a labels parquet/CSV file")
     try:
         frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
-    except Exception as exc:
+    except Exception as exc:  # any reader failure means an unreadable file
         raise DatasetError(f"{path}: unreadable labels file: {exc}") from exc
     for col in (key, "label_timestamp", label):
         if col not in frame.columns:

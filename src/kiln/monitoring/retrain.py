@@ -48,7 +48,7 @@ def retrain(ws: Workspace, model: str, progress: Callable[[str], None] = lambda 
     seed = int(info.tags.get("kiln.seed", "7"))
     progress(f"training {family_name} on {built.rows} rows with the served version's parameters")
     trained = train(ws, Path(built.path), family_name, params=params, seed=seed, progress=progress)
-    version, _ = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri)
+    version = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri).version
     ref = f"{version.name}/{version.version}"
     return {"from": model, "training_set": built.path, "rows": built.rows, "run_id": trained.run_id,
             "version": ref, "aliases": version.aliases, "gate": version.gate,

@@ -29,7 +29,7 @@ SETTLE_SECONDS = 5.0
 
 def _serve(host: str, port: int, status: dict[str, Any]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # the http.server interface
             if self.path not in ("/health", "/v1/status"):
                 self.send_error(404)
                 return

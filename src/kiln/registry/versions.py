@@ -40,6 +40,14 @@ class VersionInfo:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Promotion:
+    """A version made champion, and the version it replaced (now previous-champion), if any."""
+
+    champion: VersionInfo
+    previous_champion: str | None
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -159,7 +167,7 @@ def set_approval(ws: Workspace, ref: str, status: str, reason: str, by: str) -> 
     return get_version(ws, f"{info.name}/{info.version}")
 
 
-def promote(ws: Workspace, ref: str, by: str) -> tuple[VersionInfo, str | None]:
+def promote(ws: Workspace, ref: str, by: str) -> Promotion:
     """Move alias champion to an approved, gate-passing version; the old champion becomes previous-champion."""
     info = get_version(ws, ref)
     if CHAMPION in info.aliases:
@@ -181,7 +189,7 @@ def promote(ws: Workspace, ref: str, by: str) -> tuple[VersionInfo, str | None]:
     if CHALLENGER in info.aliases:
         c.delete_registered_model_alias(info.name, CHALLENGER)
     _record(c, info, {"event": "promoted to champion", "by": by, "reason": f"replaces version {previous or '-'}"})
-    return get_version(ws, f"{info.name}/{info.version}"), previous
+    return Promotion(get_version(ws, f"{info.name}/{info.version}"), previous)
 
 
 def rollback(ws: Workspace, name: str, by: str) -> VersionInfo:

@@ -32,11 +32,11 @@ def main() -> None:
 
 
     class HostRESTServer(kserve.model_server.RESTServer):
-        def __init__(self, *a, **k) -> None:
+        def __init__(self, *a, **k) -> None:  # KServe's own arguments, passed through
             super().__init__(*a, **k)
             self.config.host = args.host  # KServe hard-codes 0.0.0.0; a local variant listens on loopback
 
-        def _add_exception_handlers(self, app) -> None:
+        def _add_exception_handlers(self, app) -> None:  # KServe's FastAPI app
             super()._add_exception_handlers(app)
             app.add_exception_handler(RequestValidationError, _validation_error)
 
@@ -49,7 +49,7 @@ def main() -> None:
     server.start([model])
 
 
-async def _validation_error(_request, exc):
+async def _validation_error(_request, exc):  # a FastAPI exception handler
     """422 naming each bad field. FastAPI's own handler echoes the input back, and an Infinity in it made
     that answer unserializable: a 500 for a malformed request."""
     from fastapi.responses import JSONResponse

@@ -35,7 +35,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 class Windows:
     """Thread-safe record of (time, latency, error) per variant over the last HORIZON_SECONDS."""
 
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic) -> None:  # a zero-argument clock, for tests
         self._clock = clock
         self._lock = threading.Lock()
         self._answers: dict[str, deque[tuple[float, float, bool]]] = {}

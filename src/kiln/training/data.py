@@ -48,7 +48,7 @@ def load_training_set(path: Path) -> TrainingData:
     try:
         meta = json.loads(meta_path.read_text())
         frame = pd.read_parquet(path)
-    except Exception as exc:
+    except Exception as exc:  # any reader failure means an unreadable training set
         raise DatasetError(f"{path}: unreadable training set: {exc}") from exc
     features, label = list(meta.get("features", [])), meta.get("label")
     missing = [c for c in [*features, label] if c not in frame.columns]

@@ -163,7 +163,7 @@ class MlpLearner:
         return pickle.dumps(self.model)
 
     def restore(self, state: bytes) -> None:
-        self.model = pickle.loads(state)
+        self.model = pickle.loads(state)  # a checkpoint this same process family wrote
 
     def save(self, folder: Path) -> str:
         model = mlp_to_onnx(self.model.coefs_, self.model.intercepts_, self.mean, self.scale)

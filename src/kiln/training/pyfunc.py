@@ -17,7 +17,7 @@ from kiln.training.predictor import Predictor
 class KilnClassifier(mlflow.pyfunc.PythonModel):
     """Loads the saved model folder once; predicts `probability` and `prediction` for rows of features."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context) -> None:  # MLflow's context object
         self.predictor = Predictor.load(Path(context.artifacts["model_folder"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln import tracking
-from kiln.errors import EnvironmentProblem, InputError, KilnError, WorkspaceError
+from kiln.errors import EnvironmentProblem, InputError, Interrupted, WorkspaceError
 from kiln.training.data import load_training_set
 from kiln.training.families import get_family
 from kiln.training.metrics import calibration_table
@@ -29,10 +29,8 @@ from kiln.workspace import Workspace
 Progress = Callable[[str], None]
 
 
-class TuningInterrupted(KilnError):
+class TuningInterrupted(Interrupted):
     """A tuning job stopped before every trial finished (Ctrl-C, a lost worker); it can be resumed."""
-
-    exit_code = 130
 
 
 WARM_MODES = ("identical", "transfer")

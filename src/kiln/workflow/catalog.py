@@ -44,7 +44,7 @@ def load_pipeline(ref: str) -> Any:
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except Exception as exc:  # the user's file: any error is theirs to see
             raise InputError(f"pipeline file {path}: {type(exc).__name__}: {exc}") from exc
         found = [v for v in vars(module).values() if isinstance(v, GraphComponent)]
         if len(found) != 1:

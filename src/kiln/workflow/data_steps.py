@@ -9,12 +9,13 @@ from kiln.data.validate import validate_dataset
 from kiln.errors import InputError
 from kiln.features.ingest import ingest
 from kiln.features.training import build_training_set
-from kiln.workflow.result import StepResult, say
+from kiln.workflow.result import StepResult, say, step
 from kiln.workspace import open_workspace
 
 TRAINING_SET_FILE = "training_set.parquet"
 
 
+@step
 def validate_step(workspace: str, data: str, out: str) -> StepResult:
     """Validate the dataset folder ``data`` and hand a copy on as the pipeline's dataset artifact."""
 
@@ -34,6 +35,7 @@ def validate_step(workspace: str, data: str, out: str) -> StepResult:
                                 "content_hash": report.content_hash})
 
 
+@step
 def ingest_step(workspace: str, dataset: str) -> StepResult:
     """Ingest the validated dataset into the workspace's feature store; the value is the feature service's name."""
 
@@ -45,6 +47,7 @@ def ingest_step(workspace: str, dataset: str) -> StepResult:
                       metadata={"feature_service": report.feature_service, "feature_views": report.feature_views})
 
 
+@step
 def training_set_step(workspace: str, labels: str, feature_service: str, out: str) -> StepResult:
     """A point-in-time training set: each label of ``labels`` joined with the features known at its time."""
 

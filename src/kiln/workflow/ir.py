@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,8 +16,24 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 SECRET_ENV = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?):([-._a-zA-Z0-9]+)=([A-Za-z_][A-Za-z0-9_]*)$")
 
 
+@dataclass
+class CompiledPipeline:
+    """A compiled pipeline file as checked: its steps' images and volume mounts, and what it was compiled with."""
+
+    pvc_mounts: dict[str, list[str]]
+    pipeline: str
+    components: int
+    executors: int
+    images: list[str]
+    sdk: str
+    schema: str
+    workspace_pvc: str | None = None
+    secret_env: list[str] = field(default_factory=list)
+    file: str = ""
+
+
 def compile_pipeline(pipeline: Any, out: Path, workspace_pvc: str | None = None,
-                     secret_env: Sequence[str] = ()) -> dict[str, Any]:
+                     secret_env: Sequence[str] = ()) -> CompiledPipeline:
     """Write ``pipeline`` as IR YAML at ``out`` (written whole or not at all) and check it; a summary back.
 
     With ``workspace_pvc``, every step mounts that PersistentVolumeClaim at /kiln/workspace in the cluster (the
@@ -44,7 +61,8 @@ def compile_pipeline(pipeline: Any, out: Path, workspace_pvc: str | None = None,
     finally:
         pipeline.platform_spec.CopyFrom(kept)  # the pipeline object is shared: leave it as it was
         stage.unlink(missing_ok=True)
-    return {**summary, "workspace_pvc": workspace_pvc, "secret_env": list(secret_env), "file": str(out)}
+    summary.workspace_pvc, summary.secret_env, summary.file = workspace_pvc, list(secret_env), str(out)
+    return summary
 
 
 def _parse_secret_env(item: str) -> tuple[str, str, str]:
@@ -82,12 +100,12 @@ def _configure_everywhere(pipeline: Any, pvc: str | None, secrets: list[tuple[st
     for name in executors:
         existing = json_format.MessageToDict(platform[name]) if name in platform else {}
         merged = {**existing}
-        for field, entries in added.items():
-            merged[field] = [*existing.get(field, []), *entries]
+        for key, entries in added.items():
+            merged[key] = [*existing.get(key, []), *entries]
         platform[name].update(merged)
 
 
-def check_ir(path: Path) -> dict[str, Any]:
+def check_ir(path: Path) -> CompiledPipeline:
     """Parse the file as a PipelineSpec (unknown fields rejected) and require an image and a command per executor."""
     import yaml
     from google.protobuf import json_format
@@ -108,9 +126,9 @@ def check_ir(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: " + "; ".join(problems))
     images = sorted({ex["container"]["image"] for ex in executors.values()})
     mounted = _pvc_mounts(documents[1:], executors)
-    return {"pvc_mounts": mounted,
-            "pipeline": spec.pipeline_info.name, "components": len(spec.components), "executors": len(executors),
-            "images": images, "sdk": spec.sdk_version, "schema": spec.schema_version}
+    return CompiledPipeline(pvc_mounts=mounted, pipeline=spec.pipeline_info.name, components=len(spec.components),
+                            executors=len(executors), images=images, sdk=spec.sdk_version,
+                            schema=spec.schema_version)
 
 
 def _pvc_mounts(platform_docs: list[dict[str, Any]], executors: dict[str, Any]) -> dict[str, list[str]]:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from kiln.errors import InputError, KilnError
-from kiln.workflow.result import MARK
+from kiln.errors import InputError, PipelineFailed
+from kiln.workflow.result import FAILED_MARK, MARK
 from kiln.workspace import (  # pipelines' defaults name it; locally it is -w
     CLUSTER_WORKSPACE,
     Workspace,
@@ -57,25 +57,6 @@ class LocalRun:
         return data
 
 
-class PipelineFailed(KilnError):
-    """A task of a local pipeline run failed; the message carries the task's own error (and its exit code)."""
-
-    def __init__(self, message: str, *, hint: str | None = None, cause: str = "") -> None:
-        super().__init__(message, hint=hint)
-        if cause.split(":", 1)[0] in _input_errors():
-            self.exit_code = 1
-
-
-def _input_errors() -> set[str]:
-    """The names of Kiln's bad-input errors, as a task's traceback shows them."""
-    found, todo = set(), [InputError]
-    while todo:
-        cls = todo.pop()
-        found.add(cls.__name__)
-        todo.extend(cls.__subclasses__())
-    return found
-
-
 class _Watcher:
     """Every line of the run into the log file; task starts and ends and the components' progress lines picked out."""
 
@@ -84,7 +65,8 @@ class _Watcher:
         self.lock = threading.RLock()
         self.records: list[TaskRecord] = []
         self.open: dict[str, list[TaskRecord]] = {}
-        self.errors: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # task -> the last exception line of its output
+        self.failures: dict[str, dict[str, Any]] = {}  # task -> the Kiln error its step announced
         self.current: str | None = None
         self.error_task: str | None = None  # a task whose error message is being read, line by line
         self.pending = ""
@@ -132,6 +114,9 @@ class _Watcher:
                 self.records.append(task)
             task.status, task.seconds = m.group(2), round(time.perf_counter() - task.started, 1)
             self.progress(f"{task.name}: {task.status.lower()} in {task.seconds:.1f} s")
+        elif FAILED_MARK in line:
+            with contextlib.suppress(ValueError):
+                self.failures[(self.current or "-").split(" #")[0]] = json.loads(line.split(FAILED_MARK, 1)[1])
         elif MARK in line:
             self.progress(f"{self.current or '-'}: {line.split(MARK, 1)[1]}")
         elif self.current and (m := ERROR.match(line)):
@@ -276,9 +261,11 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
                    parameters=params, tasks=watcher.records, outputs=_plain(outputs))
     (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
     if failed_task is not None:
-        cause = watcher.errors.get(failed_task, "see the log")
+        failure = watcher.failures.get(failed_task)
+        cause = f"{failure['error']}: {failure['message']}" if failure else watcher.errors.get(failed_task, "see the log")
         raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed_task} failed: {cause}",
-                             hint=f"the whole log: {final_log}", cause=cause)
+                             hint=f"the whole log: {final_log}",
+                             exit_code=int(failure["exit_code"]) if failure else PipelineFailed.exit_code)
     return run
 
 

@@ -17,7 +17,7 @@ from kiln.registry.versions import APPROVED, get_version, set_approval
 from kiln.settings import GateSettings
 from kiln.tuning.job import TuneSpec, run_job
 from kiln.workflow.data_steps import training_set_file
-from kiln.workflow.result import StepResult, say
+from kiln.workflow.result import StepResult, say, step
 from kiln.workspace import Workspace, open_workspace
 
 PIPELINE_RUN_TAG = "kiln.pipeline_run"
@@ -29,6 +29,7 @@ def lineage(pipeline_run: str, pipeline_run_id: str) -> dict[str, str]:
     return {k: v for k, v in ((PIPELINE_RUN_TAG, pipeline_run), (PIPELINE_RUN_ID_TAG, pipeline_run_id)) if v}
 
 
+@step
 def tune_step(workspace: str, training_set: str, model_out: str, family: str, strategy: str, trials: int,
               max_iterations: int, max_concurrent: int, seed: int, pipeline_run: str = "",
               pipeline_run_id: str = "") -> StepResult:
@@ -75,6 +76,7 @@ def _gated(ws: Workspace, min_auc: float | None, max_auc_drop: float | None) -> 
     return dataclasses.replace(ws, settings=ws.settings.model_copy(update={"gates": gates}))
 
 
+@step
 def evaluate_step(workspace: str, model_name: str, model: dict[str, Any], min_auc: float | None = None,
                   max_auc_drop: float | None = None) -> StepResult:
     """Score the tuned model and the champion on the same held-out rows; the value is whether the gate passed."""
@@ -124,6 +126,7 @@ def _model_run(model: dict[str, Any]) -> tuple[str, str]:
     return run_id, model_uri
 
 
+@step
 def register_step(workspace: str, model_name: str, model: dict[str, Any], approve: bool, pipeline_run: str = "",
                   pipeline_run_id: str = "") -> StepResult:
     """Register the evaluated model as ``model_name``@challenger; approve it when asked and the gate passed."""
@@ -141,6 +144,7 @@ def register_step(workspace: str, model_name: str, model: dict[str, Any], approv
                       metrics={"version": float(info.version)})
 
 
+@step
 def explain_step(workspace: str, version: str, rows: int, seed: int) -> StepResult:
     """SHAP explanations of the version on its held-out rows, its bias by facet, and its model card."""
 

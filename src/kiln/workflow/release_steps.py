@@ -14,10 +14,11 @@ from kiln.monitoring.window import parse_time
 from kiln.registry.versions import CHAMPION, get_version, promote
 from kiln.serving.local import deploy, list_endpoints, read_state, update
 from kiln.serving.spec import parse_spec
-from kiln.workflow.result import StepResult, say
+from kiln.workflow.result import StepResult, say, step
 from kiln.workspace import open_workspace
 
 
+@step
 def compile_step(workspace: str, version: str, target: str, bundle_out: str) -> StepResult:
     """Compile ``version`` for one target (TVM) into a signed bundle; the value is the bundle's artifact id."""
 
@@ -33,6 +34,7 @@ def compile_step(workspace: str, version: str, target: str, bundle_out: str) -> 
                                 "notes": result.notes})
 
 
+@step
 def publish_step(workspace: str, artifact_id: str) -> StepResult:
     """Verify the signed bundle and make it its target's latest at the edge distribution point."""
 
@@ -42,6 +44,7 @@ def publish_step(workspace: str, artifact_id: str) -> StepResult:
     return StepResult(value=published["path"], metadata=published)
 
 
+@step
 def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: float, bake_seconds: float,
                 promote_champion: bool) -> StepResult:
     """Deploy ``version``: a new endpoint serves it; an existing one rolls it out on its primary variant (the first,
@@ -83,6 +86,7 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
     return StepResult(value=url, metadata={"endpoint": endpoint, "version": version, "phase": phase, "url": url})
 
 
+@step
 def baseline_step(workspace: str, version: str) -> StepResult:
     """The monitor's baseline of ``version`` (statistics, quality, bias, attribution), made unless it exists."""
 
@@ -95,6 +99,7 @@ def baseline_step(workspace: str, version: str) -> StepResult:
                       metadata={"baseline": str(baseline.folder), "made": made})
 
 
+@step
 def monitor_step(workspace: str, endpoint: str, since: str) -> StepResult:
     """Every monitor over the endpoint's capture since ``since`` (a duration back or an ISO time).
 

@@ -3,19 +3,44 @@
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+from kiln.errors import KilnError
 
 MARK = "[kiln] "
+FAILED_MARK = "[kiln-failed] "  # then JSON: the step's error, its type and the exit code it stands for
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def say(message: str) -> None:
     """One progress line from inside a component; local runs pick out lines that start with the mark."""
     print(MARK + message, file=sys.stdout, flush=True)
+
+
+def step(fn: Callable[P, R]) -> Callable[P, R]:
+    """A pipeline step: a Kiln error it raises is announced on one line, with its exit code, before it propagates,
+    so the run that watches the step's output knows why it failed without reading its traceback."""
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except KilnError as exc:
+            failure = {"error": type(exc).__name__, "exit_code": exc.exit_code, "message": str(exc)}
+            print(FAILED_MARK + json.dumps(failure), file=sys.stdout, flush=True)
+            raise
+
+    return run
 
 
 @dataclass
