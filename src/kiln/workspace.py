@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from kiln.errors import WorkspaceError
 from kiln.settings import SETTINGS_FILE, Settings, load_settings
@@ -65,7 +66,18 @@ class Workspace:
         return self.root / STATE_DIR
 
 
-def init_workspace(root: Path, profile: str = "local") -> tuple[Workspace, list[Path]]:
+class NewWorkspace(NamedTuple):
+    """A workspace `init_workspace` made or completed, and the paths it created (none when it was whole)."""
+
+    workspace: Workspace
+    created: list[Path]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workspace": str(self.workspace.root), "profile": self.workspace.settings.profile,
+                "created": [str(p) for p in self.created]}
+
+
+def init_workspace(root: Path, profile: str = "local") -> NewWorkspace:
     """Create (or complete) a workspace at ``root``; returns it and the paths it created.
 
     An existing kiln.yaml is kept as it is, so running init twice changes nothing.
@@ -89,7 +101,7 @@ def init_workspace(root: Path, profile: str = "local") -> tuple[Workspace, list[
         tmp.write_text(SETTINGS_TEMPLATE.format(profile=profile))
         tmp.replace(settings_file)
         created.append(settings_file)
-    return Workspace(root, load_settings(root)), created
+    return NewWorkspace(Workspace(root, load_settings(root)), created)
 
 
 def find_workspace_root(start: Path | None = None) -> Path | None:

@@ -21,7 +21,7 @@ from kiln.cli.output import JsonOption, engine_output, err, out, print_json, pro
 from kiln.demo import MainJob, main_job
 from kiln.doctor import Check, Diagnosis, diagnose
 from kiln.errors import INTERNAL_ERROR_EXIT, INTERRUPTED_EXIT, InputError, KilnError, ValidationFailed
-from kiln.workspace import Workspace, find_workspace_root, init_workspace
+from kiln.workspace import NewWorkspace, find_workspace_root, init_workspace
 
 _debug: contextvars.ContextVar[bool] = contextvars.ContextVar("kiln_debug", default=False)  # --debug given
 
@@ -75,7 +75,7 @@ def init(
     show(init_workspace(directory, profile), as_json, _render_init)
 
 
-def _render_init(made: tuple[Workspace, list[Path]]) -> None:
+def _render_init(made: NewWorkspace) -> None:
     ws, created = made
     out.print(f"workspace {ws.root} (profile {ws.settings.profile})")
     for path in created:
