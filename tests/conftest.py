@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,9 +33,50 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> Result:
-    """Run `kiln`; one that overruns its time fails the test with its output and every thread's stack."""
-    with subprocess.Popen([str(KILN), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300,
+             isolated: bool = False) -> Result:
+    """Run `kiln` in this process, as its console script would (same arguments, exit code, stdout and stderr), with
+    ``env`` as the whole environment and ``cwd`` as the folder for the call. ``isolated`` runs it as a process of its
+    own instead: for what needs one (signals, a stuck command's stack dump, engines that must not outlive the call)."""
+    if isolated:
+        return _run_process([str(a) for a in args], cwd, env, timeout)
+    from kiln.cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with _environment(env or clean_env()), _folder(cwd), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        code = run([str(a) for a in args])
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _folder(cwd: Path | None) -> Iterator[None]:
+    if cwd is None:
+        yield
+        return
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _run_process(args: list[str], cwd: Path | None, env: dict[str, str] | None, timeout: float) -> Result:
+    """`kiln` as a process; one that overruns its time fails the test with its output and every thread's stack."""
+    with subprocess.Popen([str(KILN), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=cwd, env=env or clean_env()) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -41,7 +85,7 @@ def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | N
             time.sleep(2)
             proc.kill()
             stdout, stderr = proc.communicate()
-            pytest.fail(f"kiln {' '.join(map(str, args))} ran over {timeout} s; its stderr ends:\n{stderr[-8000:]}")
+            pytest.fail(f"kiln {' '.join(args)} ran over {timeout} s; its stderr ends:\n{stderr[-8000:]}")
     return Result(proc.returncode, stdout, stderr)
 
 

@@ -241,11 +241,17 @@ def _resume_hint(job: str) -> str:
 def _fit_resumable(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data: Any, progress: Progress,
                    restore: bool) -> TuneResult:
     """_fit; Ctrl-C at any point leaves the job "running", to be finished with --resume."""
+    import ray
+
+    started_here = not ray.is_initialized()
     try:
         return _fit(ws, folder, record, params, data, progress, restore)
     except KeyboardInterrupt:
         raise TuningInterrupted(f"tuning job {record['job']} was interrupted", hint=_resume_hint(record["job"])) \
             from None
+    finally:
+        if started_here:  # a Ray this job started ends with it; one the caller had going stays
+            ray.shutdown()
 
 
 def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data: Any, progress: Progress,

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from kiln.errors import InputError, PipelineFailed
 from kiln.workflow.result import FAILED_MARK, MARK
+from kiln.workflow.step_server import warm_steps
 from kiln.workspace import (  # pipelines' defaults name it; locally it is -w
     CLUSTER_WORKSPACE,
     Workspace,
@@ -234,7 +235,7 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
     started = time.perf_counter()
     failure: str | None = None
     outputs: Any = None
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, warm_steps():
         watcher = _Watcher(log, progress)
         with (contextlib.redirect_stdout(watcher),  # type: ignore[type-var]
               _one_log_handler(watcher),  # type: ignore[arg-type]
