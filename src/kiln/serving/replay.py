@@ -116,7 +116,7 @@ def replay(ws: Workspace, name: str, data: Path, limit: int | None = None, rps: 
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: at least one row")
     state = read_state(ws, name)
-    model = state["variants"][state["spec"]["variants"][0]["name"]]["model"]
+    model = state.primary.model
     inputs = model_inputs(ws, model)
     frame = feature_rows(ws, model, data, inputs)
     if limit is not None:
