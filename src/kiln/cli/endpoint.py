@@ -68,7 +68,7 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
     out.print(f"endpoint {name}: {doc.url}", markup=False)
     live = doc.live
     shares = live.get("shares", {})
-    rows = {variant: (info.model, info.role) for variant, info in doc.variants.items()}
+    rows: dict[str, tuple[str, str]] = {variant: (info.model, info.role) for variant, info in doc.variants.items()}
     if doc.rollout is not None:
         rows[doc.rollout.candidate] = (doc.rollout.model, "candidate")
     for variant, (model, role) in rows.items():

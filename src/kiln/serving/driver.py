@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kiln.serving.errors import Conflict
-from kiln.serving.rollout import Rollout, RolloutReport, advance, start
+from kiln.serving.rollout import Phase, Rollout, RolloutReport, advance, start
 from kiln.serving.router import Route, Router
 from kiln.serving.spec import Guardrails, Policy
 
@@ -57,7 +57,7 @@ class RolloutDriver:
         r = self.rollout
         if r is None or r.done:
             raise Conflict("no rollout is under way")
-        phase = "promoted" if action == "promote" else "rolled-back"
+        phase: Phase = "promoted" if action == "promote" else "rolled-back"
         self.rollout = r._to(self.clock(), phase, 1.0 if phase == "promoted" else 0.0, reason)
         self._apply()
         return self.rollout

@@ -82,6 +82,7 @@ class EndpointState(_Record):
     def to_dict(self) -> dict[str, Any]:
         """The state as JSON values; ``rollout`` only while one is under way."""
         data = self.model_dump(mode="json")
+        # Not exclude_none: that would also drop the spec's null fields, which the file has always held.
         if self.rollout is None:
             del data["rollout"]
         return data
@@ -95,6 +96,7 @@ class Deployment:
     url: str
 
     def to_dict(self) -> dict[str, Any]:
+        # By hand, not dataclasses.asdict: asdict copies the pydantic state instead of dumping it.
         return {**self.state.to_dict(), "url": self.url}
 
 
@@ -110,6 +112,7 @@ class EndpointStatus:
     rollout: PendingRollout | None
 
     def to_dict(self) -> dict[str, Any]:
+        # By hand, not dataclasses.asdict: asdict copies the pydantic records instead of dumping them.
         return {"name": self.name, "url": self.url, "processes": self.processes,
                 "variants": {n: v.model_dump(mode="json") for n, v in self.variants.items()}, "live": self.live,
                 "rollout": self.rollout.model_dump(mode="json") if self.rollout else None}

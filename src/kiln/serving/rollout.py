@@ -38,7 +38,7 @@ class Rollout:
     share: float  # the candidate's share of production traffic, 0..1
     since: float  # when the share or phase last changed
     reason: str = ""
-    history: tuple[dict, ...] = field(default_factory=tuple)
+    history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @property
     def done(self) -> bool:
@@ -66,6 +66,7 @@ class RolloutReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values, keys in field order."""
+        # Not dataclasses.asdict: it would copy the pydantic Policy instead of dumping it.
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         return {**out, "policy": self.policy.model_dump(), "history": [dict(h) for h in self.history]}
 

@@ -14,7 +14,6 @@ from kiln.serving.runtimes import DEFAULT_RUNTIME, RUNTIMES, local_runtimes
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
 
@@ -55,12 +54,14 @@ def main() -> None:
     server.start([model])
 
 
-async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 naming each bad field. FastAPI's own handler echoes the input back, and an Infinity in it made
     that answer unserializable: a 500 for a malformed request."""
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    problems = [f"{'.'.join(map(str, e.get('loc', ())[1:])) or 'body'}: {e.get('msg')}" for e in exc.errors()]
+    found = exc.errors() if isinstance(exc, RequestValidationError) else []
+    problems = [f"{'.'.join(map(str, e.get('loc', ())[1:])) or 'body'}: {e.get('msg')}" for e in found]
     return JSONResponse({"error": "; ".join(problems)[:2000] or "invalid request"}, status_code=422)
 
 

@@ -76,6 +76,7 @@ async def decide_rollout(request: Request) -> Response:
     action = request.path_params["action"]
     if action not in ("promote", "rollback"):
         raise NotFound("use /kiln/rollout/promote or /kiln/rollout/rollback")
+    # Read by hand rather than by a model: the body is optional, and an unreadable one means no reason given.
     try:
         body = await request.json()
     except ValueError:
