@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -116,3 +118,65 @@ def test_metrics_are_the_prometheus_text_format_per_variant(front: tuple[TestCli
     assert samples[("kiln_endpoint_requests_per_second", "blue")] == pytest.approx(2 / 60)
     assert samples[("kiln_endpoint_p99_ms", "blue")] == 40.0
     assert ("kiln_endpoint_p99_ms", "green") not in samples, "no latency without answers"
+
+
+class Fake(BaseHTTPRequestHandler):
+    """A variant that answers with the body it got, and a feature server that knows customers 1 and 2."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path != "/get-online-features":
+            self._answer(200, {"got": body})
+            return
+        ids = body["entities"]["customer_id"]
+        if 500 in ids or 400 in ids:
+            self._answer(max(ids), {"detail": "broken"})
+            return
+        known = {1: 10.0, 2: 20.0}
+        self._answer(200, {"metadata": {"feature_names": ["customer_id", "usage"]},
+                           "results": [{"values": ids}, {"values": [known.get(i) for i in ids]}]})
+
+    def _answer(self, status: int, doc: dict) -> None:
+        data = json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_id_only_instances_get_their_features_or_a_refusal(fake: str) -> None:
+    def front(features_url: str) -> TestClient:
+        return TestClient(build_app(router_from_config({
+            "endpoint": "toy", "variants": {"blue": fake}, "shares": {"blue": 1.0},
+            "features": {"url": features_url, "service": "churn_v1", "join_key": "customer_id"}})))
+
+    def predict(client: TestClient, instances: list) -> tuple[int, dict]:
+        res = client.post("/v1/models/toy:predict", json={"instances": instances})
+        return res.status_code, res.json()
+
+    with front(fake) as client:
+        assert predict(client, [{"customer_id": 1}, {"customer_id": 2}]) == \
+            (200, {"got": {"instances": [{"usage": 10.0}, {"usage": 20.0}]}})
+        assert predict(client, [{"customer_id": 1, "usage": 3.0}]) == \
+            (200, {"got": {"instances": [{"customer_id": 1, "usage": 3.0}]}}), "full rows pass untouched"
+        status, doc = predict(client, [{"customer_id": 1}, {"customer_id": 3}])
+        assert status == 404 and doc["error"] == "instances[1]: no online features for customer_id 3"
+        status, doc = predict(client, [{"customer_id": 1.5}])
+        assert status == 400 and "must be text or an integer" in doc["error"]
+        assert predict(client, [{"customer_id": 400}])[0] == 400
+        assert predict(client, [{"customer_id": 500}])[0] == 503
+    with front(DEAD) as client:
+        status, doc = predict(client, [{"customer_id": 1}])
+        assert status == 503 and "is not answering; start it with `kiln up`" in doc["error"]

@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from kiln.process import (
 from kiln.registry.versions import get_version
 from kiln.serving.compare import compare
 from kiln.serving.rollout import RolloutReport
+from kiln.serving.router import FeatureLookup
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
 from kiln.serving.spec import EndpointSpec, Variant
 from kiln.training.families import FAMILIES
@@ -213,7 +214,7 @@ def _capture_root(ws: Workspace, spec: EndpointSpec) -> str | None:
     return store.path
 
 
-def feature_lookup(ws: Workspace, model: str) -> dict[str, str] | None:
+def feature_lookup(ws: Workspace, model: str) -> FeatureLookup | None:
     """Where the front reads features for id-only requests: the service the model was trained on, if known."""
 
     run_id = get_version(ws, model).run_id
@@ -225,7 +226,7 @@ def feature_lookup(ws: Workspace, model: str) -> dict[str, str] | None:
     except InputError:
         return None  # trained on a table with no feature service: requests must carry the features
     fs = ws.settings.services.feature_server
-    return {"url": f"http://{fs.host}:{fs.port}", "service": service, "join_key": plan.join_key}
+    return FeatureLookup(url=f"http://{fs.host}:{fs.port}", service=service, join_key=plan.join_key)
 
 
 def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[str, Any]:
@@ -233,6 +234,7 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> di
     host = ws.settings.serving.host
     urls = {n: f"http://{host}:{v.port}" for n, v in state.variants.items()}
     capture = _capture_root(ws, spec)
+    lookup = feature_lookup(ws, state.variants[spec.variants[0].name].model)
     return {
         "endpoint": spec.name,
         "variants": {v.name: urls[v.name] for v in spec.variants},
@@ -245,7 +247,7 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> di
                     "flush_seconds": spec.capture.flush_seconds} if capture else None,
         "policy": spec.policy.model_dump(), "guardrails": spec.guardrails.model_dump(),
         "rollout_state": str(endpoints_dir(ws) / spec.name / "rollout.json"),
-        "features": feature_lookup(ws, state.variants[spec.variants[0].name].model),
+        "features": asdict(lookup) if lookup else None,
     }
 
 

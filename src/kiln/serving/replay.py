@@ -65,11 +65,11 @@ def feature_rows(ws: Workspace, model: str, data: Path, inputs: list[str]) -> "p
                          "on a feature service that could build them")
 
     with tempfile.TemporaryDirectory(prefix="kiln-replay-") as tmp:
-        built = build_training_set(ws, data, lookup["service"], Path(tmp) / "features.parquet")
+        built = build_training_set(ws, data, lookup.service, Path(tmp) / "features.parquet")
         frame = pd.read_parquet(built.path)
     missing = sorted(set(inputs) - set(frame.columns))
     if missing:
-        raise InputError(f"feature service {lookup['service']} lacks the model input(s) {', '.join(missing)}")
+        raise InputError(f"feature service {lookup.service} lacks the model input(s) {', '.join(missing)}")
     return frame
 
 
