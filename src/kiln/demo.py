@@ -160,8 +160,7 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
         "policy": {"type": "canary", "step_percent": 20, "bake_seconds": DEMO_BAKE_SECONDS},
         "capture": {"flush_seconds": 0.5},
     }, "demo endpoint")
-    state = deploy(ws, spec, ctx.progress)
-    ctx.url = f"{state['url']}/v1/models/{DEMO_ENDPOINT}:predict"
+    ctx.url = f"{deploy(ws, spec, ctx.progress).url}/v1/models/{DEMO_ENDPOINT}:predict"
     return {"challenger": ctx.challenger, "challenger_family": "mlp",
             "challenger_test_auc": round(result.metrics["test"]["auc"], 4), "challenger_gate": version.gate,
             "endpoint": ctx.url, "variants": f"primary {ctx.version} 90%, canary {ctx.challenger} 10%, "

@@ -47,13 +47,13 @@ def deploy(
         spec = single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
     ws = local_workspace(workspace)
     with engine_output():
-        state = deploy_endpoint(ws, spec, progress)
+        deployed = deploy_endpoint(ws, spec, progress)
     if as_json:
-        print_json(state)
+        print_json(deployed.to_dict())
         return
-    out.print(f"endpoint {spec.name}: {state['url']}/v1/models/{spec.name}:predict", markup=False)
-    for variant, info in state["variants"].items():
-        out.print(f"  {variant:<12} {info['role']:<10} {info['model']:<24} port {info['port']}", markup=False)
+    out.print(f"endpoint {spec.name}: {deployed.url}/v1/models/{spec.name}:predict", markup=False)
+    for variant, info in deployed.state.variants.items():
+        out.print(f"  {variant:<12} {info.role:<10} {info.model:<24} port {info.port}", markup=False)
 
 
 @app.command("status")
@@ -63,23 +63,22 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
 
     doc = endpoint_status(local_workspace(workspace), name)
     if as_json:
-        print_json(doc)
+        print_json(doc.to_dict())
         return
-    out.print(f"endpoint {name}: {doc['url']}", markup=False)
-    live = doc["live"]
+    out.print(f"endpoint {name}: {doc.url}", markup=False)
+    live = doc.live
     shares = live.get("shares", {})
-    rows = dict(doc["variants"])
-    if doc.get("rollout"):
-        pending = doc["rollout"]
-        rows[pending["candidate"]] = {"model": pending["model"], "role": "candidate"}
-    for variant, info in rows.items():
+    rows: dict[str, tuple[str, str]] = {variant: (info.model, info.role) for variant, info in doc.variants.items()}
+    if doc.rollout is not None:
+        rows[doc.rollout.candidate] = (doc.rollout.model, "candidate")
+    for variant, (model, role) in rows.items():
         s = live.get("variants", {}).get(variant, {})
-        share = f"{shares[variant]:.0%}" if variant in shares else ("shadow" if info["role"] == "shadow" else "-")
+        share = f"{shares[variant]:.0%}" if variant in shares else ("shadow" if role == "shadow" else "-")
         p50 = f"{s['p50_ms']:.1f}" if s.get("p50_ms") is not None else "-"
         p99 = f"{s['p99_ms']:.1f}" if s.get("p99_ms") is not None else "-"
         errors = f"{s['errors'] / s['requests']:.1%}" if s.get("requests") else "-"
-        proc = doc["processes"].get(f"endpoint-{name}-{variant}", "?")
-        out.print(f"  {variant:<12} {share:>7}  {info['model']:<22} {proc:<9} {s.get('requests_per_second', 0):7.1f} "
+        proc = doc.processes.get(f"endpoint-{name}-{variant}", "?")
+        out.print(f"  {variant:<12} {share:>7}  {model:<22} {proc:<9} {s.get('requests_per_second', 0):7.1f} "
                   f"req/s  errors {errors:>6}  p50 {p50} ms  p99 {p99} ms", markup=False)
     if live.get("rollout") and not live["rollout"]["done"]:
         r = live["rollout"]
@@ -150,17 +149,17 @@ def update(
     with engine_output():
         rollout = update_endpoint(local_workspace(workspace), name, model, variant, wait, progress)
     if as_json:
-        print_json(rollout)
+        print_json(rollout.to_dict())
         return
-    out.print(f"endpoint {name}: {rollout['phase']} ({rollout['reason']})", markup=False)
+    out.print(f"endpoint {name}: {rollout.phase} ({rollout.reason})", markup=False)
 
 
 def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
     rollout = decide(local_workspace(workspace), name, action, reason)
     if as_json:
-        print_json(rollout)
+        print_json(rollout.to_dict())
         return
-    out.print(f"endpoint {name}: {rollout['phase']} ({rollout['reason']})", markup=False)
+    out.print(f"endpoint {name}: {rollout.phase} ({rollout.reason})", markup=False)
 
 
 @app.command("promote")

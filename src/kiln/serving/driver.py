@@ -10,14 +10,16 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from kiln.serving.rollout import Rollout, advance, start
+from kiln.serving.errors import Conflict
+from kiln.serving.rollout import Phase, Rollout, RolloutReport, advance, start
 from kiln.serving.router import Route, Router
 from kiln.serving.spec import Guardrails, Policy
 
 
 class RolloutDriver:
+    """The front's one rollout at a time: begun, ticked, forced; refusals are Conflict errors (409)."""
+
     def __init__(self, router: Router, policy: Policy, guardrails: Guardrails, state_path: Path | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.router, self.policy, self.guardrails = router, policy, guardrails
@@ -30,9 +32,9 @@ class RolloutDriver:
         """The candidate (at ``url``) starts taking part of ``variant``'s share."""
         st = self.router.state
         if self.rollout is not None and not self.rollout.done:
-            raise ValueError(f"a rollout of {self.rollout.candidate} is under way; promote or roll it back first")
+            raise Conflict(f"a rollout of {self.rollout.candidate} is under way; promote or roll it back first")
         if variant not in st.variants:
-            raise ValueError(f"no production variant '{variant}'; variants: {', '.join(st.variants)}")
+            raise Conflict(f"no production variant '{variant}'; variants: {', '.join(st.variants)}")
         self.base_share, self.candidate_url = st.shares[variant], url
         st.variants[candidate] = Route(candidate, url)
         self.rollout = start(variant, candidate, policy or self.policy, self.guardrails, self.clock())
@@ -54,14 +56,16 @@ class RolloutDriver:
         """Promote or roll back now (`kiln endpoint promote|rollback`)."""
         r = self.rollout
         if r is None or r.done:
-            raise ValueError("no rollout is under way")
-        phase = "promoted" if action == "promote" else "rolled-back"
+            raise Conflict("no rollout is under way")
+        phase: Phase = "promoted" if action == "promote" else "rolled-back"
         self.rollout = r._to(self.clock(), phase, 1.0 if phase == "promoted" else 0.0, reason)
         self._apply()
         return self.rollout
 
     def _apply(self) -> None:
         r, st = self.rollout, self.router.state
+        if r is None:
+            return
         shares = dict(st.shares)
         if r.phase == "promoted":
             # The variant keeps its name and now points at the candidate's server.
@@ -79,14 +83,15 @@ class RolloutDriver:
         st.shares = shares
         if self.state_path is not None:
             tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
-            tmp.write_text(json.dumps(self.describe(), indent=2))
+            tmp.write_text(json.dumps(self._report(r).to_dict(), indent=2))
             tmp.replace(self.state_path)
 
-    def describe(self) -> dict[str, Any] | None:
-        r = self.rollout
-        if r is None:
-            return None
-        return {"stable": r.stable, "candidate": r.candidate, "candidate_url": self.candidate_url,
-                "phase": r.phase, "share": r.share, "reason": r.reason, "policy": r.policy.model_dump(),
-                "history": [dict(h, at=round(h["at"], 3)) for h in r.history], "done": r.done,
-                "updated": time.time()}
+    def describe(self) -> RolloutReport | None:
+        """The rollout under way or last run, or None before the first."""
+        return self._report(self.rollout) if self.rollout is not None else None
+
+    def _report(self, r: Rollout) -> RolloutReport:
+        return RolloutReport(stable=r.stable, candidate=r.candidate, candidate_url=self.candidate_url, phase=r.phase,
+                             share=r.share, reason=r.reason, policy=r.policy,
+                             history=[dict(h, at=round(h["at"], 3)) for h in r.history], done=r.done,
+                             updated=time.time())

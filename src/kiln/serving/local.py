@@ -1,6 +1,7 @@
 """Local endpoints: each variant a KServe model server process and one front process, all on loopback.
 
-State lives in WS/.kiln/endpoints/NAME/: the spec as deployed (model versions pinned), ports, router config.
+State lives in WS/.kiln/endpoints/NAME/: endpoint.json (EndpointState: the spec as deployed, model versions pinned,
+ports, a rollout under way), router.json (the front's config) and rollout.json (the front's last rollout report).
 """
 
 from __future__ import annotations
@@ -11,20 +12,104 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kiln import tracking
-from kiln.errors import InputError, ServiceError
+from kiln.errors import InputError, ServiceError, WorkspaceError
 from kiln.features.repo import plan_by_service
 from kiln.process import ServiceSpec, free_ports, pid_file, start, status, stop
 from kiln.registry.versions import get_version
 from kiln.serving.compare import compare
+from kiln.serving.rollout import RolloutReport
+from kiln.serving.router import FeatureLookup
+from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
 from kiln.serving.spec import EndpointSpec, Variant
 from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
 
 Progress = Callable[[str], None]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VariantRecord(_Record):
+    """One variant's model server as deployed."""
+
+    model: str  # the pinned models:/NAME/VERSION it serves
+    requested: str  # the model URI as given (an alias, perhaps)
+    port: int
+    runtime: str = DEFAULT_RUNTIME
+    role: Literal["production", "shadow"]
+
+
+class PendingRollout(_Record):
+    """A rollout under way: the candidate's model server beside the production variant it may replace."""
+
+    variant: str
+    candidate: str
+    model: str
+    requested: str
+    port: int
+    runtime: str = DEFAULT_RUNTIME
+
+
+class EndpointState(_Record):
+    """A deployed local endpoint, as WS/.kiln/endpoints/NAME/endpoint.json holds it."""
+
+    name: str
+    spec: EndpointSpec
+    router_port: int
+    variants: dict[str, VariantRecord]
+    rollout: PendingRollout | None = None
+
+    @property
+    def primary(self) -> VariantRecord:
+        """The first production variant: the one monitors watch and the pipelines roll out on."""
+        return self.variants[self.spec.variants[0].name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The state as JSON values; ``rollout`` only while one is under way."""
+        data = self.model_dump(mode="json")
+        # Not exclude_none: that would also drop the spec's null fields, which the file has always held.
+        if self.rollout is None:
+            del data["rollout"]
+        return data
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A deployed endpoint's state and its front's URL (`kiln endpoint deploy`)."""
+
+    state: EndpointState
+    url: str
+
+    def to_dict(self) -> dict[str, Any]:
+        # By hand, not dataclasses.asdict: asdict copies the pydantic state instead of dumping it.
+        return {**self.state.to_dict(), "url": self.url}
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """`kiln endpoint status`: the processes, the variants as deployed, and what the front reports live."""
+
+    name: str
+    url: str
+    processes: dict[str, str]  # service name -> running, stopped, ...
+    variants: dict[str, VariantRecord]
+    live: dict[str, Any]  # the front's /kiln/status answer, or {"error": ...} when it does not answer
+    rollout: PendingRollout | None
+
+    def to_dict(self) -> dict[str, Any]:
+        # By hand, not dataclasses.asdict: asdict copies the pydantic records instead of dumping them.
+        return {"name": self.name, "url": self.url, "processes": self.processes,
+                "variants": {n: v.model_dump(mode="json") for n, v in self.variants.items()}, "live": self.live,
+                "rollout": self.rollout.model_dump(mode="json") if self.rollout else None}
 
 
 def endpoints_dir(ws: Workspace) -> Path:
@@ -35,13 +120,24 @@ def _state_path(ws: Workspace, name: str) -> Path:
     return endpoints_dir(ws) / name / "endpoint.json"
 
 
-def read_state(ws: Workspace, name: str) -> dict[str, Any]:
+def read_state(ws: Workspace, name: str) -> EndpointState:
+    """The deployed endpoint ``name``; InputError naming the deployed ones when there is none."""
     path = _state_path(ws, name)
     if not path.is_file():
         known = sorted(p.parent.name for p in endpoints_dir(ws).glob("*/endpoint.json"))
         raise InputError(f"no endpoint '{name}' in this workspace",
                          hint=f"endpoints: {', '.join(known) or 'none (deploy one with `kiln endpoint deploy`)'}")
-    return json.loads(path.read_text())
+    try:
+        return EndpointState.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()[:5])
+        raise WorkspaceError(f"{path}: not an endpoint state this Kiln reads: {problems}",
+                             hint=f"`kiln endpoint delete {name}`, then deploy it again") from None
+
+
+def write_state(ws: Workspace, state: EndpointState) -> None:
+    """Record ``state`` as its endpoint's endpoint.json (atomically)."""
+    _write_json(_state_path(ws, state.name), state.to_dict())
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -62,19 +158,22 @@ def pin(ws: Workspace, variant: Variant) -> str:
 def check_runtime(ws: Workspace, variant: Variant, where: str) -> None:
     """A runtime the variant's model version can be served by, or an InputError naming the variant."""
 
-    if variant.runtime == "tvm":
-        raise InputError(f"{where}.runtime tvm: a local endpoint serves mlflow and onnx variants; compiled TVM "
-                         "artifacts are not served yet")
-    if variant.runtime == "onnx":
+    runtime = get_runtime(variant.runtime)
+    if not runtime.local:
+        served = local_runtimes()
+        names = f"{', '.join(served[:-1])} and {served[-1]}" if len(served) > 1 else served[0]
+        raise InputError(f"{where}.runtime {runtime.name}: a local endpoint serves {names} variants; "
+                         f"{runtime.not_local}")
+    if runtime.needs_onnx_graph:
         run_id = get_version(ws, variant.model).run_id
         family = tracking.client(ws).get_run(run_id).data.tags.get("kiln.family") if run_id else None
         if family not in FAMILIES or not FAMILIES[family].exports_onnx:
-            raise InputError(f"{where}.runtime onnx: {variant.model} is a {family or 'non-Kiln'} model with no ONNX "
-                             "graph; serve it with runtime mlflow")
+            raise InputError(f"{where}.runtime {runtime.name}: {variant.model} is a {family or 'non-Kiln'} model "
+                             f"with no ONNX graph; serve it with runtime {DEFAULT_RUNTIME}")
 
 
 def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
-                    runtime: str = "mlflow") -> ServiceSpec:
+                    runtime: str = DEFAULT_RUNTIME) -> ServiceSpec:
     host = ws.settings.serving.host
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
@@ -108,7 +207,7 @@ def _capture_root(ws: Workspace, spec: EndpointSpec) -> str | None:
     return store.path
 
 
-def feature_lookup(ws: Workspace, model: str) -> dict[str, str] | None:
+def feature_lookup(ws: Workspace, model: str) -> FeatureLookup | None:
     """Where the front reads features for id-only requests: the service the model was trained on, if known."""
 
     run_id = get_version(ws, model).run_id
@@ -120,13 +219,15 @@ def feature_lookup(ws: Workspace, model: str) -> dict[str, str] | None:
     except InputError:
         return None  # trained on a table with no feature service: requests must carry the features
     fs = ws.settings.services.feature_server
-    return {"url": f"http://{fs.host}:{fs.port}", "service": service, "join_key": plan.join_key}
+    return FeatureLookup(url=f"http://{fs.host}:{fs.port}", service=service, join_key=plan.join_key)
 
 
-def router_config(ws: Workspace, spec: EndpointSpec, state: dict[str, Any]) -> dict[str, Any]:
+def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[str, Any]:
+    """The front's ROUTER.json for ``spec`` (see kiln.serving.app)."""
     host = ws.settings.serving.host
-    urls = {n: f"http://{host}:{v['port']}" for n, v in state["variants"].items()}
+    urls = {n: f"http://{host}:{v.port}" for n, v in state.variants.items()}
     capture = _capture_root(ws, spec)
+    lookup = feature_lookup(ws, state.variants[spec.variants[0].name].model)
     return {
         "endpoint": spec.name,
         "variants": {v.name: urls[v.name] for v in spec.variants},
@@ -139,11 +240,11 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: dict[str, Any]) -> d
                     "flush_seconds": spec.capture.flush_seconds} if capture else None,
         "policy": spec.policy.model_dump(), "guardrails": spec.guardrails.model_dump(),
         "rollout_state": str(endpoints_dir(ws) / spec.name / "rollout.json"),
-        "features": feature_lookup(ws, state["variants"][spec.variants[0].name]["model"]),
+        "features": asdict(lookup) if lookup else None,
     }
 
 
-def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: None) -> dict[str, Any]:
+def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: None) -> Deployment:
     """Start every variant and the front; on any failure stop what was started and leave nothing behind."""
 
     if _state_path(ws, spec.name).is_file():
@@ -159,16 +260,16 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: Non
     pinned = {v.name: pin(ws, v) for v in variants}
     host = ws.settings.serving.host
     ports = free_ports(host, ws.settings.serving.base_port, len(variants) + 1, _ports_in_use(ws))
-    state = {"name": spec.name, "spec": spec.model_dump(mode="json"), "router_port": ports[0],
-             "variants": {v.name: {"model": pinned[v.name], "requested": v.model, "port": p,
-                                   "runtime": v.runtime, "role": "shadow" if spec.shadow is v else "production"}
-                          for v, p in zip(variants, ports[1:])}}
+    state = EndpointState(
+        name=spec.name, spec=spec, router_port=ports[0],
+        variants={v.name: VariantRecord(model=pinned[v.name], requested=v.model, port=p, runtime=v.runtime,
+                                        role="shadow" if spec.shadow is v else "production")
+                  for v, p in zip(variants, ports[1:])})
     folder = endpoints_dir(ws) / spec.name
     started: list[ServiceSpec] = []
     try:
         for v in variants:
-            service = variant_service(ws, spec.name, v.name, pinned[v.name], state["variants"][v.name]["port"],
-                                      v.runtime)
+            service = variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port, v.runtime)
             progress(f"variant {v.name}: {pinned[v.name]} on port {service.port}")
             start(ws.state_dir, service, progress)
             started.append(service)
@@ -181,24 +282,24 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: Non
             stop(ws.state_dir, service)
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    _write_json(folder / "endpoint.json", state)
-    return {**state, "url": front.url}
+    write_state(ws, state)
+    return Deployment(state, front.url)
 
 
 def _ports_in_use(ws: Workspace) -> set[int]:
     used = set()
-    for path in endpoints_dir(ws).glob("*/endpoint.json"):
-        state = json.loads(path.read_text())
-        used.add(state["router_port"])
-        used.update(v["port"] for v in state["variants"].values())
+    for name in list_endpoints(ws):
+        state = read_state(ws, name)
+        used.add(state.router_port)
+        used.update(v.port for v in state.variants.values())
     return used
 
 
 def services(ws: Workspace, name: str) -> list[ServiceSpec]:
+    """The endpoint's processes: its front first, then each variant's model server."""
     state = read_state(ws, name)
-    return [router_service(ws, name, state["router_port"]),
-            *(variant_service(ws, name, v, info["model"], info["port"], info.get("runtime", "mlflow"))
-              for v, info in state["variants"].items())]
+    return [router_service(ws, name, state.router_port),
+            *(variant_service(ws, name, v, info.model, info.port, info.runtime) for v, info in state.variants.items())]
 
 
 def start_deployed(ws: Workspace, progress: Progress = lambda _: None) -> list[Any]:
@@ -211,19 +312,17 @@ def start_deployed(ws: Workspace, progress: Progress = lambda _: None) -> list[A
     return states
 
 
-def endpoint_status(ws: Workspace, name: str) -> dict[str, Any]:
+def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
     """Processes, shares, per-variant requests/s, error rate and p50/p99 (last minute) from the front."""
     import httpx
 
-
-    if "rollout" in read_state(ws, name):
+    if read_state(ws, name).rollout is not None:
         finalize(ws, name)  # a rollout that ended while nobody was following it is settled here
     state = read_state(ws, name)
     specs = services(ws, name)
-    if "rollout" in state:
-        pending = state["rollout"]
-        specs.append(variant_service(ws, name, pending["candidate"], pending["model"], pending["port"],
-                                     pending.get("runtime", "mlflow")))
+    pending = state.rollout
+    if pending is not None:
+        specs.append(variant_service(ws, name, pending.candidate, pending.model, pending.port, pending.runtime))
     procs = {s.name: status(ws.state_dir, s).state for s in specs}
     front = specs[0]
     live: dict[str, Any] = {}
@@ -231,8 +330,8 @@ def endpoint_status(ws: Workspace, name: str) -> dict[str, Any]:
         live = httpx.get(f"{front.url}/kiln/status", timeout=5).json()
     except httpx.HTTPError as exc:
         live = {"error": f"front not answering: {exc}"}
-    return {"name": name, "url": front.url, "processes": procs, "variants": state["variants"], "live": live,
-            "rollout": state.get("rollout")}
+    return EndpointStatus(name=name, url=front.url, processes=procs, variants=state.variants, live=live,
+                          rollout=state.rollout)
 
 
 def delete(ws: Workspace, name: str) -> list[str]:
@@ -253,8 +352,7 @@ def list_endpoints(ws: Workspace) -> list[str]:
 def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> tuple[int, Any, dict[str, str]]:
     import httpx
 
-    state = read_state(ws, name)
-    url = f"http://{ws.settings.serving.host}:{state['router_port']}/v1/models/{name}:predict"
+    url = f"{_front(ws, read_state(ws, name))}/v1/models/{name}:predict"
     headers = {"x-kiln-target-variant": variant} if variant else {}
     try:
         res = httpx.post(url, json=body, headers=headers, timeout=30)
@@ -263,23 +361,22 @@ def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> t
     return res.status_code, res.json(), dict(res.headers)
 
 
-def _front(ws: Workspace, state: dict[str, Any]) -> str:
-    return f"http://{ws.settings.serving.host}:{state['router_port']}"
+def _front(ws: Workspace, state: EndpointState) -> str:
+    return f"http://{ws.settings.serving.host}:{state.router_port}"
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
-           progress: Progress = lambda _: None, poll_seconds: float = 1.0) -> dict[str, Any]:
+           progress: Progress = lambda _: None, poll_seconds: float = 1.0) -> RolloutReport:
     """Start the new model beside the variant it replaces and roll it out by the endpoint's policy."""
     import httpx
 
-
-    if "rollout" in read_state(ws, name):
+    if read_state(ws, name).rollout is not None:
         finalize(ws, name)  # settles one that has ended; one still running stays
     state = read_state(ws, name)
-    if "rollout" in state:
-        raise InputError(f"endpoint {name}: a rollout of {state['rollout']['model']} is under way",
+    if state.rollout is not None:
+        raise InputError(f"endpoint {name}: a rollout of {state.rollout.model} is under way",
                          hint=f"`kiln endpoint promote {name}` or `kiln endpoint rollback {name}` first")
-    production = [v for v, info in state["variants"].items() if info["role"] == "production"]
+    production = [v for v, info in state.variants.items() if info.role == "production"]
     if variant is None:
         if len(production) != 1:
             raise InputError(f"endpoint {name} has production variants {', '.join(production)}; "
@@ -287,10 +384,10 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
         variant = production[0]
     if variant not in production:
         raise InputError(f"--variant {variant}: endpoint {name} has production variants {', '.join(production)}")
-    runtime = state["variants"][variant].get("runtime", "mlflow")
+    runtime = state.variants[variant].runtime
     check_runtime(ws, Variant(name=variant, model=model, runtime=runtime), "--model")
     pinned = pin(ws, Variant(name=variant, model=model))
-    if pinned == state["variants"][variant]["model"]:
+    if pinned == state.variants[variant].model:
         raise InputError(f"variant {variant} of {name} already serves {pinned}")
     candidate = f"{variant}-next"
     [port] = free_ports(ws.settings.serving.host, ws.settings.serving.base_port, 1, _ports_in_use(ws))
@@ -305,79 +402,76 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     except (httpx.HTTPError, ServiceError):
         stop(ws.state_dir, service)
         raise
-    state["rollout"] = {"variant": variant, "candidate": candidate, "model": pinned, "requested": model, "port": port,
-                        "runtime": runtime}
-    _write_json(_state_path(ws, name), state)
-    rollout = res.json()
-    progress(f"rollout: {rollout['reason']}")
-    seen = rollout["reason"]
+    state.rollout = PendingRollout(variant=variant, candidate=candidate, model=pinned, requested=model, port=port,
+                                   runtime=runtime)
+    write_state(ws, state)
+    rollout = RolloutReport.from_dict(res.json())
+    progress(f"rollout: {rollout.reason}")
+    seen = rollout.reason
     while wait:
         time.sleep(poll_seconds)
-        rollout = httpx.get(f"{_front(ws, state)}/kiln/status", timeout=10).json()["rollout"]
-        if rollout["reason"] != seen:
-            seen = rollout["reason"]
+        rollout = RolloutReport.from_dict(httpx.get(f"{_front(ws, state)}/kiln/status", timeout=10).json()["rollout"])
+        if rollout.reason != seen:
+            seen = rollout.reason
             progress(f"rollout: {seen}")
-        if rollout["done"]:
+        if rollout.done:
             finalize(ws, name)
             break
     return rollout
 
 
-def finalize(ws: Workspace, name: str) -> dict[str, Any] | None:
-    """After a rollout ends: keep the process that won, stop the other, record it; None while still running."""
+def finalize(ws: Workspace, name: str) -> RolloutReport | None:
+    """After a rollout ends: keep the process that won, stop the other, record it; the front's report of the
+    rollout settled, or None when none is under way or it is still running."""
     import httpx
 
-
     state = read_state(ws, name)
-    pending = state.get("rollout")
+    pending = state.rollout
     if pending is None:
-        return {}
-    rollout = httpx.get(f"{_front(ws, state)}/kiln/status", timeout=10).json().get("rollout")
-    if rollout is None or not rollout["done"]:
         return None
-    variant, candidate = pending["variant"], pending["candidate"]
-    runtime = state["variants"][variant].get("runtime", "mlflow")
-    old = variant_service(ws, name, variant, state["variants"][variant]["model"], state["variants"][variant]["port"],
-                          runtime)
-    new = variant_service(ws, name, candidate, pending["model"], pending["port"], runtime)
-    if rollout["phase"] == "promoted":
+    live = httpx.get(f"{_front(ws, state)}/kiln/status", timeout=10).json().get("rollout")
+    if live is None or not live["done"]:
+        return None
+    rollout = RolloutReport.from_dict(live)
+    variant, candidate = pending.variant, pending.candidate
+    serving = state.variants[variant]
+    old = variant_service(ws, name, variant, serving.model, serving.port, serving.runtime)
+    new = variant_service(ws, name, candidate, pending.model, pending.port, serving.runtime)
+    if rollout.phase == "promoted":
         stop(ws.state_dir, old)
         # The candidate's process now is the variant: its pid record moves to the variant's name.
         pid_file(ws.state_dir, new.name).replace(pid_file(ws.state_dir, old.name))
-        state["variants"][variant].update(model=pending["model"], requested=pending["requested"],
-                                          port=pending["port"])
+        serving.model, serving.requested, serving.port = pending.model, pending.requested, pending.port
     else:
         stop(ws.state_dir, new)
-    del state["rollout"]
-    spec = EndpointSpec.model_validate(state["spec"])
-    for v in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
+    state.rollout = None
+    for v in [*state.spec.variants, *([state.spec.shadow] if state.spec.shadow else [])]:
         if v.name == variant:
-            v.model = state["variants"][variant]["model"]
-    state["spec"] = spec.model_dump(mode="json")
-    _write_json(endpoints_dir(ws) / name / "router.json", router_config(ws, spec, state))
-    _write_json(_state_path(ws, name), state)
+            v.model = serving.model
+    _write_json(endpoints_dir(ws) / name / "router.json", router_config(ws, state.spec, state))
+    write_state(ws, state)
     return rollout
 
 
-def decide(ws: Workspace, name: str, action: str, reason: str) -> dict[str, Any]:
+def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
     """Promote or roll back the rollout under way now, then settle the processes."""
     import httpx
 
     state = read_state(ws, name)
-    if "rollout" not in state:
+    if state.rollout is None:
         raise InputError(f"endpoint {name} has no rollout under way", hint=f"`kiln endpoint update {name} --model URI`")
     res = httpx.post(f"{_front(ws, state)}/kiln/rollout/{action}", json={"reason": reason}, timeout=10)
     if res.status_code != 200:
         raise InputError(f"endpoint {name}: {res.json().get('error', res.text)}")
     finalize(ws, name)
-    return res.json()
+    return RolloutReport.from_dict(res.json())
 
 
 def compare_shadow(ws: Workspace, name: str) -> dict[str, Any]:
     """`kiln endpoint compare`: the endpoint's captured production and shadow answers, side by side."""
 
     state = read_state(ws, name)
-    root = _capture_root(ws, EndpointSpec.model_validate(state["spec"]))
+    root = _capture_root(ws, state.spec)
     if root is None:
         raise InputError(f"endpoint {name} captures nothing (capture.enabled is false): there is nothing to compare")
     return compare(Path(root), name)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
 from kiln.serving.router import TARGET_HEADER
+from kiln.serving.runtimes import get_runtime
 from kiln.serving.spec import NAME, EndpointSpec, Variant
 
 if TYPE_CHECKING:
@@ -51,11 +52,6 @@ CAPTURE_SERVICE = "kiln-capture"  # the chart's in-cluster capture collector; it
 DEFAULT_PROMETHEUS = "http://prometheus.istio-system.svc.cluster.local:9090"  # where Istio's Prometheus add-on listens
 PART_OF = {"app.kubernetes.io/part-of": "kiln"}
 
-# modelFormat per runtime, and the ServingRuntime when KServe has none: `kiln-tvm` is a ClusterServingRuntime
-# running Kiln's own TVM model server (KServe ships no TVM runtime); mlflow and onnx use KServe's own
-# (kserve-mlserver, kserve-tritonserver).
-RUNTIMES: dict[str, tuple[str, str | None]] = {"mlflow": ("mlflow", None), "onnx": ("onnx", None),
-                                               "tvm": ("tvm", "kiln-tvm")}
 RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
 
 
@@ -152,16 +148,16 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
     )
 
     named = serves_as or variant.name
-    fmt, runtime = RUNTIMES[variant.runtime]
+    runtime = get_runtime(variant.runtime)
     # Every variant answers the same request path, so each serves its model under the endpoint's name (KServe would
-    # name it after the InferenceService) and speaks the v2 protocol. Triton (onnx) names a model after its folder
-    # in the model repository, so the ONNX artifact must sit under `<endpoint>/1/model.onnx` there.
-    env = [V1EnvVar(name="MLSERVER_MODEL_NAME", value=spec.name)] if variant.runtime == "mlflow" else None
-    args = [f"--name={spec.name}"] if variant.runtime == "tvm" else None
+    # name it after the InferenceService) and speaks the v2 protocol; the runtime says how its server takes the name.
+    env = [V1EnvVar(name=runtime.name_env, value=spec.name)] if runtime.name_env else None
+    args = [f"{runtime.name_flag}={spec.name}"] if runtime.name_flag else None
     # No privilege escalation, no capabilities; the runtime's image decides its user (Triton's may need root).
     security = V1SecurityContext(allow_privilege_escalation=False, capabilities=V1Capabilities(drop=["ALL"]))
-    model = V1beta1ModelSpec(name="kserve-container", model_format=V1beta1ModelFormat(name=fmt), runtime=runtime,
-                             storage_uri=storage_uri, protocol_version="v2", env=env, args=args,
+    model = V1beta1ModelSpec(name="kserve-container", model_format=V1beta1ModelFormat(name=runtime.model_format),
+                             runtime=runtime.cluster_runtime, storage_uri=storage_uri, protocol_version="v2",
+                             env=env, args=args,
                              resources=V1ResourceRequirements(**RESOURCES), security_context=security)
     logger = None
     if spec.capture.enabled:

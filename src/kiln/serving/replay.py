@@ -65,11 +65,11 @@ def feature_rows(ws: Workspace, model: str, data: Path, inputs: list[str]) -> "p
                          "on a feature service that could build them")
 
     with tempfile.TemporaryDirectory(prefix="kiln-replay-") as tmp:
-        built = build_training_set(ws, data, lookup["service"], Path(tmp) / "features.parquet")
+        built = build_training_set(ws, data, lookup.service, Path(tmp) / "features.parquet")
         frame = pd.read_parquet(built.path)
     missing = sorted(set(inputs) - set(frame.columns))
     if missing:
-        raise InputError(f"feature service {lookup['service']} lacks the model input(s) {', '.join(missing)}")
+        raise InputError(f"feature service {lookup.service} lacks the model input(s) {', '.join(missing)}")
     return frame
 
 
@@ -116,7 +116,7 @@ def replay(ws: Workspace, name: str, data: Path, limit: int | None = None, rps: 
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit}: at least one row")
     state = read_state(ws, name)
-    model = state["variants"][state["spec"]["variants"][0]["name"]]["model"]
+    model = state.primary.model
     inputs = model_inputs(ws, model)
     frame = feature_rows(ws, model, data, inputs)
     if limit is not None:

@@ -5,8 +5,8 @@ Pure logic on metric windows and a clock: the local endpoint and the cluster con
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
 
 from kiln.serving.spec import Guardrails, Policy
 
@@ -38,7 +38,7 @@ class Rollout:
     share: float  # the candidate's share of production traffic, 0..1
     since: float  # when the share or phase last changed
     reason: str = ""
-    history: tuple[dict, ...] = field(default_factory=tuple)
+    history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
     @property
     def done(self) -> bool:
@@ -47,6 +47,33 @@ class Rollout:
     def _to(self, now: float, phase: Phase, share: float, reason: str) -> "Rollout":
         entry = {"at": now, "phase": phase, "share": round(share, 4), "reason": reason}
         return replace(self, phase=phase, share=share, since=now, reason=reason, history=(*self.history, entry))
+
+
+@dataclass(frozen=True)
+class RolloutReport:
+    """A rollout as the endpoint's front reports it (`/kiln/status`, `kiln endpoint update --json`)."""
+
+    stable: str
+    candidate: str
+    candidate_url: str
+    phase: Phase
+    share: float
+    reason: str
+    policy: Policy
+    history: list[dict[str, Any]]  # {"at", "phase", "share", "reason"} per change, "at" on the front's clock
+    done: bool
+    updated: float  # wall-clock time of the report
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values, keys in field order."""
+        # Not dataclasses.asdict: it would copy the pydantic Policy instead of dumping it.
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {**out, "policy": self.policy.model_dump(), "history": [dict(h) for h in self.history]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutReport:
+        """The report from its JSON form (what ``to_dict`` gives)."""
+        return cls(**{**data, "policy": Policy.model_validate(data["policy"])})
 
 
 def start(stable: str, candidate: str, policy: Policy, guardrails: Guardrails, now: float) -> Rollout:

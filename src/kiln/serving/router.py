@@ -13,11 +13,25 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso
 from kiln.serving.capture import parsed as _parsed
+from kiln.serving.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    RequestRefused,
+    Unauthorized,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from kiln.serving.window import Windows
+
+if TYPE_CHECKING:
+    import aiohttp
+    from starlette.requests import Request
+    from starlette.responses import Response
 
 TARGET_HEADER = "x-kiln-target-variant"  # SageMaker's TargetVariant
 VARIANT_HEADER = "x-kiln-variant"  # which variant answered
@@ -49,13 +63,7 @@ class RouterState:
     max_body_bytes: int = 1_000_000
     token: str | None = None
     features: FeatureLookup | None = None
-    pending: set = field(default_factory=set)  # shadow tasks in flight
-
-
-def _json_error(status: int, message: str) -> Any:
-    from starlette.responses import JSONResponse
-
-    return JSONResponse({"error": message}, status_code=status)
+    pending: set[asyncio.Task[None]] = field(default_factory=set)  # shadow tasks in flight
 
 
 class Router:
@@ -65,7 +73,7 @@ class Router:
                  seed: int | None = None) -> None:
         self.state, self.windows, self.capture = state, windows, capture
         self.random = random.Random(seed)
-        self.session: Any = None  # an aiohttp.ClientSession, opened on start-up
+        self.session: aiohttp.ClientSession | None = None  # opened on start-up
 
     async def start(self) -> None:
         import aiohttp
@@ -91,43 +99,45 @@ class Router:
                 return name
         return live[-1][0]
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            raise RuntimeError("the router is not started: call start() first")
+        return self.session
+
     async def _forward(self, route: Route, path: str, body: bytes, content_type: str) -> tuple[int, bytes, float]:
         import aiohttp
 
         t0 = time.perf_counter()
         try:
-            async with self.session.post(f"{route.url}{path}", data=body,
-                                         headers={"content-type": content_type}) as resp:
+            async with self._client().post(f"{route.url}{path}", data=body,
+                                           headers={"content-type": content_type}) as resp:
                 data = await resp.read()
                 return resp.status, data, (time.perf_counter() - t0) * 1000
         except (TimeoutError, aiohttp.ClientError, OSError):
             return 503, b'{"error": "variant unavailable"}', (time.perf_counter() - t0) * 1000
 
-    async def infer(self, request: Any) -> Any:
-        """POST /v1/models/{endpoint}:predict and /v2/models/{endpoint}/infer."""
+    async def infer(self, request: Request) -> Response:
+        """POST /v1/models/{endpoint}:predict and /v2/models/{endpoint}/infer; a refusal raises RequestRefused."""
         from starlette.responses import Response
 
         st = self.state
         if st.token is not None and request.headers.get("authorization") != f"Bearer {st.token}":
-            return _json_error(401, "missing or wrong bearer token")
+            raise Unauthorized("missing or wrong bearer token")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > st.max_body_bytes:
-            return _json_error(413, f"request body over the limit of {st.max_body_bytes} bytes")
+            raise PayloadTooLarge(f"request body over the limit of {st.max_body_bytes} bytes")
         body = await request.body()
         if len(body) > st.max_body_bytes:
-            return _json_error(413, f"request body over the limit of {st.max_body_bytes} bytes")
+            raise PayloadTooLarge(f"request body over the limit of {st.max_body_bytes} bytes")
         target = request.headers.get(TARGET_HEADER)
         if target is not None and target not in st.variants:
-            return _json_error(404, f"no production variant '{target}'; variants: {', '.join(st.variants)}")
+            raise NotFound(f"no production variant '{target}'; variants: {', '.join(st.variants)}")
         content_type = request.headers.get("content-type", "application/json")
         if content_type.split(";")[0].strip().lower() != "application/json":
-            return _json_error(415, f"content-type {content_type!r}: requests are application/json")
+            raise UnsupportedMediaType(f"content-type {content_type!r}: requests are application/json")
         path = request.url.path
         if st.features is not None and path.endswith(":predict") and st.features.join_key.encode() in body:
-            looked_up = await self._with_features(body)
-            if not isinstance(looked_up, bytes):
-                return looked_up
-            body = looked_up
+            body = await self._with_features(st.features, body)
         name = self.pick(target)
         status, data, ms = await self._forward(st.variants[name], path, body, content_type)
         if status == 503 and target is None:
@@ -143,7 +153,7 @@ class Router:
             data = _error_body(data)
         inference_id = request.headers.get(INFERENCE_HEADER) or uuid.uuid4().hex
         captured = self.capture is not None and self.capture.sampled()
-        if captured:
+        if self.capture is not None and captured:
             self.capture.record(self._record(inference_id, name, False, body, data, status, ms))
         if st.shadow is not None and st.shadow_percent > 0 and self.random.random() * 100 < st.shadow_percent:
             task = asyncio.get_running_loop().create_task(
@@ -153,12 +163,11 @@ class Router:
         return Response(data, status_code=status, media_type="application/json",
                         headers={VARIANT_HEADER: name, INFERENCE_HEADER: inference_id})
 
-    async def _with_features(self, body: bytes) -> Any:
+    async def _with_features(self, lookup: FeatureLookup, body: bytes) -> bytes:
         """Instances that carry only the entity id get the feature service's online values (KServe's Feast
         transformer does the same); any other body is passed on untouched for the model to judge."""
         import aiohttp
 
-        lookup = self.state.features
         request = _parsed(body)
         rows = request.get("instances") if isinstance(request, dict) else None
         if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and set(r) == {lookup.join_key}
@@ -166,35 +175,39 @@ class Router:
             return body
         ids = [r[lookup.join_key] for r in rows]
         if not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
-            return _json_error(400, f"instances[].{lookup.join_key} must be text or an integer")
+            raise BadRequest(f"instances[].{lookup.join_key} must be text or an integer")
         query = {"feature_service": lookup.service, "entities": {lookup.join_key: ids}}
         try:
-            async with self.session.post(f"{lookup.url}/get-online-features", json=query) as resp:
+            async with self._client().post(f"{lookup.url}/get-online-features", json=query) as resp:
                 answer = await resp.json(content_type=None)
-                if resp.status != 200:
-                    return _json_error(400 if resp.status < 500 else 503,
-                                       f"feature service {lookup.service}: {str(answer)[:300]}")
+                status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
-            return _json_error(503, f"the feature server at {lookup.url} is not answering; start it with `kiln up`")
+            raise Unavailable(f"the feature server at {lookup.url} is not answering; start it with `kiln up`") \
+                from None
+        if status != 200:
+            refusal: type[RequestRefused] = BadRequest if status < 500 else Unavailable
+            raise refusal(f"feature service {lookup.service}: {str(answer)[:300]}")
         try:
             names = answer["metadata"]["feature_names"]
             columns = {n: r["values"] for n, r in zip(names, answer["results"]) if n != lookup.join_key}
         except (KeyError, TypeError):
-            return _json_error(503, f"the feature server at {lookup.url} gave an answer with no feature values")
+            raise Unavailable(f"the feature server at {lookup.url} gave an answer with no feature values") from None
         instances = []
         for i, entity in enumerate(ids):
             row = {n: values[i] for n, values in columns.items()}
             if all(v is None for v in row.values()):
-                return _json_error(404, f"instances[{i}]: no online features for {lookup.join_key} {entity!r}")
+                raise NotFound(f"instances[{i}]: no online features for {lookup.join_key} {entity!r}")
             instances.append(row)
         return json.dumps({"instances": instances}).encode()
 
     async def _mirror(self, inference_id: str, path: str, body: bytes, content_type: str, captured: bool) -> None:
         shadow = self.state.shadow
+        if shadow is None:
+            return
         await asyncio.sleep(0)  # let the caller's answer go out first
         status, data, ms = await self._forward(shadow, path, body, content_type)
         self.windows.add(shadow.name, ms, status >= 500)
-        if captured:
+        if self.capture is not None and captured:
             self.capture.record(self._record(inference_id, shadow.name, True, body, data, status, ms))
 
     def _record(self, inference_id: str, variant: str, shadow: bool, body: bytes, data: bytes, status: int,

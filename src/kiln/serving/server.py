@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING, Any
+
+from kiln.serving.runtimes import DEFAULT_RUNTIME, RUNTIMES, local_runtimes
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
 
 
 def main() -> None:
-    from kiln.serving.onnx_model import OnnxModel
-    from kiln.serving.runtime import KilnModel
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Load the model and serve it (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-uri", required=True)
-    parser.add_argument("--runtime", choices=("mlflow", "onnx"), default="mlflow",
-                        help="mlflow: the version's pyfunc; onnx: its ONNX graph on ONNX Runtime alone")
+    parser.add_argument("--runtime", choices=local_runtimes(), default=DEFAULT_RUNTIME,
+                        help="; ".join(f"{n}: {RUNTIMES[n].description}" for n in local_runtimes()))
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="0: no gRPC server")
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (loopback by default).")
@@ -30,31 +36,32 @@ def main() -> None:
     import kserve.model_server
     from fastapi.exceptions import RequestValidationError
 
-
     class HostRESTServer(kserve.model_server.RESTServer):
-        def __init__(self, *a, **k) -> None:  # KServe's own arguments, passed through
+        def __init__(self, *a: Any, **k: Any) -> None:
             super().__init__(*a, **k)
             self.config.host = args.host  # KServe hard-codes 0.0.0.0; a local variant listens on loopback
 
-        def _add_exception_handlers(self, app) -> None:  # KServe's FastAPI app
+        def _add_exception_handlers(self, app: FastAPI) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(RequestValidationError, _validation_error)
 
     kserve.model_server.RESTServer = HostRESTServer
 
-    model = (OnnxModel if args.runtime == "onnx" else KilnModel)(args.name, args.model_uri)
+    model = RUNTIMES[args.runtime].model_type()(args.name, args.model_uri)
     model.load()
     server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port or 8081,
                                 enable_grpc=bool(args.grpc_port), workers=1, enable_latency_logging=False)
     server.start([model])
 
 
-async def _validation_error(_request, exc):  # a FastAPI exception handler
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 naming each bad field. FastAPI's own handler echoes the input back, and an Infinity in it made
     that answer unserializable: a 500 for a malformed request."""
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    problems = [f"{'.'.join(map(str, e.get('loc', ())[1:])) or 'body'}: {e.get('msg')}" for e in exc.errors()]
+    found = exc.errors() if isinstance(exc, RequestValidationError) else []
+    problems = [f"{'.'.join(map(str, e.get('loc', ())[1:])) or 'body'}: {e.get('msg')}" for e in found]
     return JSONResponse({"error": "; ".join(problems)[:2000] or "invalid request"}, status_code=422)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kiln.errors import InputError
+from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime
 
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS label: it becomes a KServe InferenceService name
 
@@ -23,8 +24,16 @@ class _Spec(BaseModel):
 class Variant(_Spec):
     name: str = Field(pattern=NAME, max_length=40)
     model: str = Field(description="models:/NAME@ALIAS or models:/NAME/VERSION")
-    runtime: Literal["mlflow", "onnx", "tvm"] = "mlflow"
+    runtime: str = Field(DEFAULT_RUNTIME, description="A serving runtime of kiln.serving.runtimes.RUNTIMES.")
     weight: float = Field(1.0, ge=0.0, description="Share of traffic: this weight over the sum of weights.")
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, value: str) -> str:
+        try:
+            return get_runtime(value).name
+        except InputError as exc:
+            raise ValueError(exc.message) from None
 
     @field_validator("model")
     @classmethod

@@ -61,12 +61,12 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
                               f"and `kubectl apply -f` (README: Cluster)")
     model = f"models:/{version}"
     if endpoint in list_endpoints(ws):
-        primary = read_state(ws, endpoint)["spec"]["variants"][0]["name"]
+        primary = read_state(ws, endpoint).spec.variants[0].name
         say(f"rolling {version} out on {endpoint}'s variant {primary} by its policy")
         rollout = update(ws, endpoint, model, variant=primary, progress=say)
-        phase = rollout["phase"]
+        phase = rollout.phase
         if phase != "promoted":
-            raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: {rollout['reason']}",
+            raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: {rollout.reason}",
                                hint=f"`kiln endpoint status {endpoint}` shows what the guardrails saw")
     else:
         spec = parse_spec({"name": endpoint, "variants": [{"name": "primary", "model": model}],
@@ -82,7 +82,7 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
             say(f"{version} is now the champion")
         else:
             say(f"{version} serves but stays {info.approval}: only an approved version becomes champion")
-    url = f"http://{ws.settings.serving.host}:{read_state(ws, endpoint)['router_port']}/v1/models/{endpoint}:predict"
+    url = f"http://{ws.settings.serving.host}:{read_state(ws, endpoint).router_port}/v1/models/{endpoint}:predict"
     return StepResult(value=url, metadata={"endpoint": endpoint, "version": version, "phase": phase, "url": url})
 
 
