@@ -6,7 +6,6 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from kiln.compile.tuning import (
     tuning_target,
 )
 from kiln.errors import InputError
+from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
 
 BATCH_SIZES = (1, 256)  # one library each: a single row, and the batch large requests are cut into
@@ -63,7 +63,7 @@ class CompileResult:
 
 
 def compile_version(ws: Workspace, ref: str, options: CompileOptions,
-                    progress: Callable[[str], None] = lambda _: None) -> CompileResult:
+                    progress: Progress = no_progress) -> CompileResult:
     """Compile ``ref`` for one target into a signed bundle under artifacts/compiled; nothing is left on failure."""
 
     started = time.monotonic()
@@ -107,7 +107,7 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
 
 
 def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int, again: bool,
-          progress: Callable[[str], None]) -> dict[str, Any]:
+          progress: Progress) -> dict[str, Any]:
     """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
 
     tvm_target = tuning_target(target)
@@ -115,7 +115,7 @@ def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int
     return vars(tune(modules, tvm_target, tuning_dir(ws, target), trials, progress, again))
 
 
-def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Callable[[str], None],
+def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Progress,
                tuning_dir: Path | None) -> list[BuiltLibrary]:
     libraries = []
     for batch in BATCH_SIZES:
