@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from datetime import date
 from pathlib import Path
@@ -130,5 +131,10 @@ def test_a_staged_folder_without_overwrite_refuses_an_existing_destination(tmp_p
 
 
 # --- progress -------------------------------------------------------------------------------------
-def test_no_progress_takes_a_line_and_does_nothing() -> None:
-    assert no_progress("working") is None
+def test_no_progress_is_the_default_of_long_work() -> None:
+    from kiln.process import start
+    from kiln.tuning.job import run_job
+
+    no_progress("working")  # takes a line, says nothing
+    for function in (start, run_job):
+        assert inspect.signature(function).parameters["progress"].default is no_progress
