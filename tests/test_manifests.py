@@ -20,6 +20,7 @@ from tests.cluster_checks import (
     secret_problems,
     validate,
 )
+from tests.conftest import run_kiln
 from tests.k8s_tools import tools
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,9 +120,19 @@ def test_base_endpoint_is_what_kiln_endpoint_render_writes(tmp_path: Path) -> No
         assert yaml.safe_load(path.read_text()) == yaml.safe_load((base / path.name).read_text()), path.name
 
 
-def test_base_monitor_is_what_kiln_monitor_schedule_renders() -> None:
-    base = yaml.safe_load((MANIFESTS / "base" / "monitor" / "cronjob-kiln-monitor-churn.yaml").read_text())
-    assert base == render_cronjob("churn", "1h", "kiln:0.1.0", namespace="kubeflow", on_violation="monitor_retrain")
+def test_base_monitor_is_what_kiln_monitor_schedule_renders(built: dict[str, list[dict[str, Any]]]) -> None:
+    # The file is the command's output, byte for byte: after changing the renderer, run the command again.
+    command = ("monitor", "schedule", "--endpoint", "churn", "--every", "1h", "--on-violation", "monitor_retrain",
+               "--render")
+    result = run_kiln(*command)
+    assert result.code == 0, result.stderr
+    path = MANIFESTS / "base" / "monitor" / "cronjob-kiln-monitor-churn.yaml"
+    assert path.read_text() == result.stdout, f"regenerate it: kiln {' '.join(command)} > {path.relative_to(ROOT)}"
+    assert yaml.safe_load(result.stdout) == render_cronjob("churn", "1h", "kiln:0.1.0", on_violation="monitor_retrain")
+    # The base's monitor/ kustomization runs it beside the chart, in the chart's namespace.
+    for overlay in OVERLAYS:
+        [cron] = [o for o in built[overlay] if o["kind"] == "CronJob"]
+        assert cron["metadata"]["namespace"] == "kubeflow"
 
 
 def test_a_broken_overlay_is_refused(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from kiln.monitoring.labels import ingest_labels
 from kiln.monitoring.run import run_monitor
 from kiln.monitoring.simulate import drift_halfway
 from kiln.process import start
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.serving.capture import wait_for_capture
 from kiln.serving.local import delete, deploy, list_endpoints
@@ -76,7 +77,7 @@ class DemoContext:
     report: str | None = None
     example: dict[str, Any] | None = None
     results: list[StepResult] = field(default_factory=list)
-    progress: Callable[[str], None] = lambda _: None
+    progress: Progress = no_progress
 
 
 def _environment(ctx: DemoContext) -> dict[str, Any]:
@@ -265,7 +266,7 @@ def _json(row: dict[str, Any]) -> str:
 
 
 def run_demo(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n, name: None,
-             progress: Callable[[str], None] = lambda _: None) -> DemoContext:
+             progress: Progress = no_progress) -> DemoContext:
     """Run every step in order; an error stops the run and propagates with its own message."""
     ctx = DemoContext(root=root.expanduser().resolve(), progress=progress)
     for i, (name, step) in enumerate(STEPS, 1):
@@ -287,7 +288,7 @@ class MainJob:
 
 
 def main_job(root: Path, on_step: Callable[[int, int, str], None] = lambda i, n, name: None,
-             progress: Callable[[str], None] = lambda _: None) -> MainJob:
+             progress: Progress = no_progress) -> MainJob:
     """The main job: every step of the lifecycle in order, timed, and the summary of what it made."""
     t0 = time.perf_counter()
     ctx = run_demo(root, on_step, progress)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln.errors import PortInUse, ServiceError
+from kiln.files import write_text_atomic
+from kiln.progress import Progress, no_progress
 
 STOP_GRACE_SECONDS = 15.0
 
@@ -120,7 +122,7 @@ def status(state_dir: Path, spec: ServiceSpec) -> ServiceState:
     return ServiceState(spec.name, "running" if healthy(probe) else "unhealthy", url, int(record["pid"]), log)  # type: ignore[arg-type]
 
 
-def start(state_dir: Path, spec: ServiceSpec, progress: Callable[[str], None] = lambda _: None) -> tuple[ServiceState, bool]:
+def start(state_dir: Path, spec: ServiceSpec, progress: Progress = no_progress) -> tuple[ServiceState, bool]:
     """Start ``spec`` unless it already runs; returns its state and whether it was started now."""
     current = status(state_dir, spec)
     if current.state == "running":
@@ -154,10 +156,7 @@ def start(state_dir: Path, spec: ServiceSpec, progress: Callable[[str], None] = 
 
     record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "host": spec.host,
               "port": spec.port, "command": spec.command, "started_at": time.time()}
-    path = pid_file(state_dir, spec.name)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)
+    write_text_atomic(pid_file(state_dir, spec.name), json.dumps(record))
     progress(f"{spec.name}: started (pid {proc.pid}), waiting for {spec.url}{spec.health_path}")
     return _wait_healthy(state_dir, spec, proc.pid, proc), True
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from kiln.errors import WorkspaceError
+from kiln.files import write_text_atomic
 from kiln.settings import SETTINGS_FILE, Settings, load_settings
 
 FOLDERS = ("data", "features", "models", "artifacts", "capture", "reports")
@@ -97,9 +98,7 @@ def init_workspace(root: Path, profile: str = "local") -> NewWorkspace:
             path.mkdir(parents=True)
             created.append(path)
     if not settings_file.exists():
-        tmp = settings_file.with_suffix(".yaml.tmp")
-        tmp.write_text(SETTINGS_TEMPLATE.format(profile=profile))
-        tmp.replace(settings_file)
+        write_text_atomic(settings_file, SETTINGS_TEMPLATE.format(profile=profile))
         created.append(settings_file)
     return NewWorkspace(Workspace(root, load_settings(root)), created)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from kiln import tracking
 from kiln.clarify.facets import with_facets
 from kiln.errors import InputError
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
 from kiln.training.scoring import PREDICTED, predict_with
@@ -46,7 +46,7 @@ class BiasReport:
 
 
 def bias_report(ws: Workspace, facet_text: str, training_set: Path | None = None, model_ref: str | None = None,
-                group: str | None = None, progress: Callable[[str], None] = lambda _: None) -> BiasReport:
+                group: str | None = None, progress: Progress = no_progress) -> BiasReport:
     """Metrics for facet d = ``facet_text``; with a model, post-training metrics on its held-out rows too."""
     from kiln.clarify.bias import parse_facet, post_training, pre_training
 

@@ -6,7 +6,6 @@ The global ranking is logged with the model version: it is the baseline attribut
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln import tracking
 from kiln.errors import InputError
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
 from kiln.training.split import split
@@ -104,7 +104,7 @@ def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: s
 
 
 def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
-            progress: Callable[[str], None] = lambda _: None) -> Explanation:
+            progress: Progress = no_progress) -> Explanation:
     """Explain a registered version on rows of its own training set; log the global ranking with the version."""
     import numpy as np
     import pandas as pd

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.files import staged_folder
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -127,7 +128,5 @@ def verify_bundle(folder: Path, public: "Ed25519PublicKey", now: datetime | None
 
 def copy_bundle(source: Path, dest: Path) -> None:
     """Copy a bundle into place whole: written beside ``dest`` first, then renamed."""
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    tmp.rename(dest)
+    with staged_folder(dest) as stage:
+        shutil.copytree(source, stage, dirs_exist_ok=True)

@@ -6,7 +6,6 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
 from kiln.compile.tuning import DEFAULT_TRIALS, check_tunable, lower, tune, tuning_dir, tuning_target
 from kiln.errors import InputError
+from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
 
 BATCH_SIZES = (1, 256)  # one library each: a single row, and the batch large requests are cut into
@@ -56,7 +56,7 @@ class CompileResult:
 
 
 def compile_version(ws: Workspace, ref: str, options: CompileOptions,
-                    progress: Callable[[str], None] = lambda _: None) -> CompileResult:
+                    progress: Progress = no_progress) -> CompileResult:
     """Compile ``ref`` for one target into a signed bundle under artifacts/compiled; nothing is left on failure."""
 
     started = time.monotonic()
@@ -100,7 +100,7 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
 
 
 def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int, again: bool,
-          progress: Callable[[str], None]) -> dict[str, Any]:
+          progress: Progress) -> dict[str, Any]:
     """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
 
     tvm_target = tuning_target(target)
@@ -108,7 +108,7 @@ def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int
     return vars(tune(modules, tvm_target, tuning_dir(ws, target), trials, progress, again))
 
 
-def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Callable[[str], None],
+def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Progress,
                tuning_dir: Path | None) -> list[BuiltLibrary]:
     libraries = []
     for batch in BATCH_SIZES:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiln.errors import InputError
+from kiln.files import write_bytes_atomic
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -53,10 +54,7 @@ def _write_public(ws: Workspace, public: "Ed25519PublicKey") -> None:
     pem = public_pem(public)
     path = public_key_path(ws)
     if not path.exists() or path.read_bytes() != pem:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(pem)
-        tmp.replace(path)
+        write_bytes_atomic(path, pem)
 
 
 def public_pem(public: "Ed25519PublicKey") -> bytes:

@@ -9,7 +9,6 @@ Layout (plain files, served over HTTP by `kiln up`; no registry needed on the de
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 from kiln.compile.bundle import MANIFEST, Verdict, copy_bundle, verify_bundle
 from kiln.compile.keys import load_public_key, public_key_path
 from kiln.errors import InputError
+from kiln.files import write_json_atomic
 from kiln.workspace import Workspace
 
 
@@ -107,7 +107,7 @@ def publish_artifact(ws: Workspace, artifact_id: str) -> dict[str, Any]:
         # every file a device fetches, with its size (so downloads resume); hashes are the signed manifest's
         files = {p.name: {"size": p.stat().st_size, "sha256": manifest["files"].get(p.name)}
                  for p in sorted(dest.iterdir())}
-        _write_json(published_root(ws) / "targets" / target / "latest.json", {
+        write_json_atomic(published_root(ws) / "targets" / target / "latest.json", {
             "id": artifact_id, "target": target, "model": manifest["model"], "created": manifest["created"],
             "expires": manifest["expires"], "files": files})
     return {"id": artifact_id, "target": target, "latest": not newer_there,
@@ -116,10 +116,3 @@ def publish_artifact(ws: Workspace, artifact_id: str) -> dict[str, Any]:
 
 def _created(text: str) -> datetime:
     return datetime.fromisoformat(text)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.compile.targets import CompileTarget, host_cpu
 from kiln.errors import InputError
 from kiln.locking import exclusive
+from kiln.progress import Progress
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def lower(mod: "tvm.IRModule", tvm_target: Any) -> "tvm.IRModule":
 
 
 def tune(modules: list["tvm.IRModule"], tvm_target: Any, work_dir: Path, trials: int,
-         progress: Callable[[str], None], again: bool = False) -> TuningReport:
+         progress: Progress, again: bool = False) -> TuningReport:
     """Tune the kernels of the lowered ``modules`` that the database has no record for, in one budget of
     ``trials``, and leave the records in the database. ``again``: tune every kernel, recorded or not (the
     database keeps the best of old and new records)."""

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.data.schema import BUILTIN_SCHEMAS, DatasetSchema
 from kiln.errors import DatasetError
+from kiln.files import staged_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,24 +111,11 @@ def check_destination(out: Path, overwrite: bool) -> None:
                            hint="choose an empty or new folder for --out")
 
 
-@contextmanager
-def staged_dataset(out: Path, overwrite: bool) -> Iterator[Path]:
+def staged_dataset(out: Path, overwrite: bool) -> AbstractContextManager[Path]:
     """A temporary folder beside ``out`` to write into; renamed over ``out`` only on success."""
     check_destination(out, overwrite)
-    stage = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
-    try:
-        yield stage
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        out.rename(old)
-    os.replace(stage, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # What check_destination lets through (a dataset, with overwrite; an empty folder) is replaced.
+    return staged_folder(out, overwrite=True)
 
 
 def write_dataset(

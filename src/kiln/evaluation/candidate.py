@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from kiln import tracking
 from kiln.errors import InputError
 from kiln.evaluation.holdout import Evaluation, evaluate_candidate
 from kiln.features.repo import open_store
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import NAME_RE, VersionInfo, champion_uri, register
 from kiln.training.data import load_training_set
 from kiln.training.split import split
@@ -50,7 +50,7 @@ def model_name_for_run(ws: Workspace, run_id: str) -> str:
     return dataset
 
 
-def register_run_model(ws: Workspace, name: str | None, run_id: str, progress: Callable[[str], None] = lambda _: None,
+def register_run_model(ws: Workspace, name: str | None, run_id: str, progress: Progress = no_progress,
                        model_uri: str | None = None) -> Registration:
     """Evaluate the model the run logged on its own held-out rows, then register it with alias challenger (under
     ``name``, or the dataset's name)."""
@@ -59,7 +59,7 @@ def register_run_model(ws: Workspace, name: str | None, run_id: str, progress: C
     return Registration(register_evaluated(ws, name, run_id, model_uri, evaluation.to_dict()), evaluation)
 
 
-def evaluate_run_model(ws: Workspace, name: str, run_id: str, progress: Callable[[str], None] = lambda _: None,
+def evaluate_run_model(ws: Workspace, name: str, run_id: str, progress: Progress = no_progress,
                        model_uri: str | None = None) -> tuple[Evaluation, str]:
     """Score the run's model (and ``name``'s champion) on the run's held-out rows and apply the gate.
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kiln.clarify.facets import facets_service, with_facets
 from kiln.errors import InputError
 from kiln.evaluation.gate import GateDecision, decide
+from kiln.progress import Progress, no_progress
 from kiln.training.data import TrainingData
 from kiln.training.metrics import classification_metrics
 from kiln.training.scoring import PREDICTED, predict_with
@@ -39,7 +39,7 @@ class Evaluation:
 
 def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame", model_uri: str,
                        champion_uri: str | None, threshold: float = 0.5,
-                       progress: Callable[[str], None] = lambda _: None) -> Evaluation:
+                       progress: Progress = no_progress) -> Evaluation:
     """Score the challenger (and the champion, when there is one) on ``holdout``; measure bias; apply the gate."""
     from kiln.clarify.bias import bias_by_facet
 

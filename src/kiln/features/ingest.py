@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from kiln.features.aggregates import HISTORY_DAYS, activity
 from kiln.features.definitions import FeaturePlan
 from kiln.features.offline import OfflineChange, partition_values, read_partitions
 from kiln.features.repo import add_dataset, apply_if_changed, open_store, plan_dataset
+from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class IngestReport:
     seconds: float = 0.0
 
 
-def ingest(ws: Workspace, path: Path, progress: Callable[[str], None] = lambda _: None) -> IngestReport:
+def ingest(ws: Workspace, path: Path, progress: Progress = no_progress) -> IngestReport:
     """Ingest the dataset at ``path`` into the workspace's feature store."""
     t0 = time.perf_counter()
     progress("validating the dataset")
@@ -71,7 +71,7 @@ Tables = dict[str, tuple["pd.DataFrame", "pd.Series"]]  # table -> (its rows, ea
 
 
 def write_both_stores(ws: Workspace, plan: FeaturePlan, root: Path, tables: Tables,
-                      progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, int], ...]:
+                      progress: Progress = no_progress) -> tuple[dict[str, int], ...]:
     """Swap the staged partitions into the offline store and push the newest rows online, all or nothing.
 
     Returns (rows per table, partitions per table, entities pushed per view).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.data.dataset import Dataset, open_dataset
 from kiln.errors import EnvironmentProblem, InputError
 from kiln.features.definitions import FeaturePlan, definitions_file, plan_for, render
+from kiln.files import write_json_atomic, write_text_atomic
 from kiln.settings import Settings
 from kiln.workspace import Workspace
 
@@ -67,7 +68,7 @@ def write_repo_config(ws: Workspace) -> Path:
     """Write (or refresh) the repo's feature_store.yaml; returns the repo folder."""
     repo = repo_path(ws)
     repo.mkdir(parents=True, exist_ok=True)
-    _atomic_write(repo / "feature_store.yaml", feature_store_yaml(ws.settings))
+    write_text_atomic(repo / "feature_store.yaml", feature_store_yaml(ws.settings))
     if ws.settings.features.online_store.type == "sqlite":
         Path(ws.settings.features.online_store.path).parent.mkdir(parents=True, exist_ok=True)
     if ws.settings.features.registry.type == "file":
@@ -87,9 +88,9 @@ def add_dataset(ws: Workspace, dataset: Dataset) -> tuple[FeaturePlan, bool]:
     datasets = registered_datasets(ws)
     created = not target.exists()
     if created:
-        _atomic_write(target, render(plan))
+        write_text_atomic(target, render(plan))
     datasets[plan.dataset] = {"path": str(dataset.path.resolve()), "kind": dataset.kind}
-    _atomic_write(repo / PLANS_FILE, json.dumps(datasets, indent=2) + "\n")
+    write_json_atomic(repo / PLANS_FILE, datasets)
     return plan, created
 
 
@@ -168,7 +169,7 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
                                      hint="check that no other process holds it and that its services run") from exc
         raise InputError(f"Feast rejected the definitions in {repo}: {type(exc).__name__}: {exc}",
                          hint="fix the definitions file, then run `kiln features apply` again") from exc
-    _atomic_write(repo / APPLIED_FILE, repo_fingerprint(repo))
+    write_text_atomic(repo / APPLIED_FILE, repo_fingerprint(repo))
     return {
         "entities": sorted(e.name for e in contents.entities),
         "feature_views": sorted(v.name for v in contents.feature_views),
@@ -203,9 +204,3 @@ def _is_unavailable(exc: BaseException) -> bool:
     names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
     return isinstance(exc, (sqlite3.OperationalError, ConnectionError, OSError)) or bool(
         names & {"OperationalError", "ConnectionError", "TimeoutError", "InterfaceError"})
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.errors import DatasetError, InputError
 from kiln.features.repo import open_store, plan_by_service
+from kiln.files import staged_file
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -80,19 +81,18 @@ def build_training_set(ws: Workspace, labels_path: Path, service: str, out: Path
     joined = entity_df.merge(joined[[ROW_ID, *names]], on=ROW_ID, how="left").sort_values(ROW_ID)
     result = joined.rename(columns={"event_timestamp": "label_timestamp"})[
         [plan.join_key, "label_timestamp", *names, label]].reset_index(drop=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    result.to_parquet(tmp, index=False)
-    lineage = {
-        "feature_service": service,
-        "feature_views": plan.views,
-        "dataset": plan.dataset,
-        "dataset_content_hash": dataset.manifest.get("content_hash"),
-        "labels": str(labels_path.resolve()),
-        "labels_sha256": _sha256(labels_path / "labels.parquet" if labels_path.is_dir() else labels_path),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
+    with staged_file(out) as stage:
+        result.to_parquet(stage, index=False)
+        lineage = {
+            "feature_service": service,
+            "feature_views": plan.views,
+            "dataset": plan.dataset,
+            "dataset_content_hash": dataset.manifest.get("content_hash"),
+            "labels": str(labels_path.resolve()),
+            "labels_sha256": _sha256(labels_path / "labels.parquet" if labels_path.is_dir() else labels_path),
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
     meta = out.with_name(out.name + ".json")
-    tmp.replace(out)
     summary = TrainingSet(
         path=str(out.resolve()), rows=len(result), service=service, features=names, label=label,
         label_rate=round(float(result[label].mean()), 4) if len(result) else None,

@@ -9,8 +9,6 @@ WS/monitoring/baselines/NAME-vVERSION/ (baseline.json, reference.parquet) and is
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 from kiln import tracking
 from kiln.clarify.facets import facets_service, with_facets
 from kiln.errors import InputError
+from kiln.files import staged_folder
 from kiln.monitoring.attribution import global_ranking
 from kiln.monitoring.profile import feature_kinds, feature_statistics
 from kiln.monitoring.quality import classification_quality
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
 from kiln.training.scoring import PREDICTED, predict_with
@@ -36,7 +36,6 @@ REFERENCE_FILE = "reference.parquet"
 REFERENCE_ROWS = 5000  # Evidently picks distance measures (not p-values) above 1,000 reference rows
 SHAP_ROWS = 200
 THRESHOLD = 0.5  # the decision threshold Kiln models answer with
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ def load_baseline(ws: Workspace, name: str, version: str) -> Baseline | None:
 
 
 def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
-                    progress: Progress = lambda _: None) -> tuple[Baseline, bool]:
+                    progress: Progress = no_progress) -> tuple[Baseline, bool]:
     """The version's baseline, made now unless it exists (``rebaseline`` makes it again); (baseline, made)."""
 
     info = get_version(ws, model_ref)
@@ -91,18 +90,9 @@ def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
         raise InputError(f"{info.name} version {info.version}: its training set "
                          f"{training_set or '(no kiln.training_set tag)'} is not there to baseline from")
     folder = baseline_folder(ws, info.name, info.version)
-    stage = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    with staged_folder(folder, overwrite=True) as stage:
         data = _measure(ws, info, Path(training_set), stage, progress)
         (stage / BASELINE_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        stage.replace(folder)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     if info.run_id:
         c = tracking.client(ws)
         c.log_artifacts(info.run_id, str(folder), "monitoring/baseline")

@@ -4,7 +4,6 @@ schedule and the cluster's CronJob all run this."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,13 @@ from kiln.monitoring.alerts import send_alerts
 from kiln.monitoring.retrain import check_action, retrain
 from kiln.monitoring.run import run_monitor
 from kiln.monitoring.schedule import check_webhooks
+from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
 
 
 def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
                 webhooks: list[str] | tuple[str, ...] = (), on_violation: str | None = None,
-                progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                progress: Progress = no_progress) -> dict[str, Any]:
 
     check_action(on_violation)
     check_webhooks(list(webhooks))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.files import staged_file
 from kiln.monitoring.endpoint import served_version
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
@@ -74,9 +75,8 @@ def ingest_labels(ws: Workspace, endpoint: str, path: Path, label: str | None = 
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     target = folder / f"labels-{stamp}.parquet"
-    tmp = folder / f".{target.name}.tmp"
-    out.to_parquet(tmp, index=False)
-    tmp.replace(target)
+    with staged_file(target) as stage:
+        out.to_parquet(stage, index=False)
     return {"endpoint": endpoint, "rows": len(out), "positive_rate": round(float(out[LABEL].mean()), 4),
             "file": str(target), "source": str(path)}
 

@@ -6,7 +6,6 @@ same steps as pipeline components).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from kiln import tracking
 from kiln.errors import InputError
 from kiln.evaluation.candidate import register_run_model
 from kiln.features.training import build_training_set
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
 from kiln.training.families import get_family
@@ -29,7 +29,7 @@ def check_action(action: str | None) -> None:
         raise InputError(f"--on-violation '{action}': the only action is 'retrain'")
 
 
-def retrain(ws: Workspace, model: str, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def retrain(ws: Workspace, model: str, progress: Progress = no_progress) -> dict[str, Any]:
     """Retrain ``model`` (NAME/VERSION) on a training set rebuilt from its labels and today's feature store."""
 
     info = get_version(ws, model)

@@ -13,7 +13,6 @@ import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from kiln.monitoring.quality import classification_quality, quality_violations
 from kiln.monitoring.report import write_report
 from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic, read_traffic
 from kiln.monitoring.violations import Violation
+from kiln.progress import Progress, no_progress
 from kiln.training.data import TIME_COLUMN, load_training_set
 from kiln.training.scoring import PREDICTED
 from kiln.workspace import Workspace
@@ -41,13 +41,12 @@ if TYPE_CHECKING:
 
     from kiln.monitoring.baseline import Baseline
 
-Progress = Callable[[str], None]
 LABEL = "label"
 BIAS_ROWS = 20_000  # labelled rows bias drift bootstraps at most (a uniform sample above it; the result says so)
 
 
 def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
-                progress: Progress = lambda _: None, model: str | None = None,
+                progress: Progress = no_progress, model: str | None = None,
                 capture: Path | None = None) -> dict[str, Any]:
     """Run every monitor over ``endpoint``'s capture in [since, until) and write the run's outputs.
 

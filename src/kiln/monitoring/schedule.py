@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import InputError
+from kiln.files import write_json_atomic
 from kiln.monitoring.endpoint import capture_root
 from kiln.monitoring.retrain import check_action
 from kiln.monitoring.window import parse_duration
 from kiln.process import ServiceSpec, free_ports, start, status, stop
+from kiln.progress import Progress, no_progress
 from kiln.workspace import CLUSTER_WORKSPACE, Workspace
 
 FIRST_PORT = 6590
@@ -41,13 +43,6 @@ def read_schedule(ws: Workspace, endpoint: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
 def service(ws: Workspace, schedule: dict[str, Any]) -> ServiceSpec:
     host = ws.settings.services.mlflow.host
     return ServiceSpec(
@@ -69,7 +64,7 @@ def schedule_services(ws: Workspace) -> list[ServiceSpec]:
 
 
 def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str], on_violation: str | None,
-                    progress: Any = lambda _: None) -> dict[str, Any]:
+                    progress: Progress = no_progress) -> dict[str, Any]:
     """Write the schedule and start (or restart) its process; the first run comes one interval from now."""
 
     seconds = parse_duration(every, "--every").total_seconds()
@@ -85,7 +80,7 @@ def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str
     [port] = free_ports(ws.settings.services.mlflow.host, FIRST_PORT, 1, taken)
     schedule = {"endpoint": endpoint, "every": every, "every_seconds": seconds, "webhooks": webhooks,
                 "on_violation": on_violation, "port": port}
-    write_json(schedule_file(ws, endpoint), schedule)
+    write_json_atomic(schedule_file(ws, endpoint), schedule, default=str)
     state, _ = start(ws.state_dir, service(ws, schedule), progress)
     return {**schedule, "service": state.name, "url": state.url, "log": state.log}
 

@@ -17,8 +17,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kiln.files import write_json_atomic
 from kiln.monitoring.job import monitor_job
-from kiln.monitoring.schedule import read_schedule, state_file, write_json
+from kiln.monitoring.schedule import read_schedule, state_file
 from kiln.workspace import open_workspace
 
 log = logging.getLogger("kiln.monitor.scheduler")
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     while True:
         due = since + every + settle
         status["next_run"] = due.isoformat()
-        write_json(state_file(ws, args.endpoint), status)
+        write_json_atomic(state_file(ws, args.endpoint), status, default=str)
         time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
         until = datetime.now(UTC) - settle
         log.info("monitoring %s from %s to %s", args.endpoint, since.isoformat(), until.isoformat())

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kiln.monitoring.schedule import schedule_services
 from kiln.process import ServiceState, start, status, stop
+from kiln.progress import Progress, no_progress
 from kiln.serving.local import all_services, start_deployed
 from kiln.stack.services import local_services
 from kiln.workspace import Workspace
@@ -28,7 +28,7 @@ class Stopped:
     stopped: list[str] = field(default_factory=list)
 
 
-def bring_up(ws: Workspace, progress: Callable[[str], None] = lambda _: None) -> StackState:
+def bring_up(ws: Workspace, progress: Progress = no_progress) -> StackState:
     """Start the stack's services, the deployed endpoints and the monitor schedules; running ones are left as is."""
     states = []
     for spec in local_services(ws):

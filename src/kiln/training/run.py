@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.progress import Progress, no_progress
 from kiln.tracking import code_version, experiment_id
 from kiln.training.data import TrainingData, load_training_set
 from kiln.training.families import Family, Learner, get_family
@@ -92,7 +92,7 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
 
 def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str, Any] | None = None,
           seed: int = 7, iterations: int | None = None, threshold: float = 0.5,
-          progress: Callable[[str], None] = lambda _: None) -> TrainResult:
+          progress: Progress = no_progress) -> TrainResult:
     """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow."""
     import mlflow
 

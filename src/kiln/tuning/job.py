@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 from kiln import tracking
 from kiln.errors import EnvironmentProblem, InputError, Interrupted, WorkspaceError
+from kiln.files import write_json_atomic
+from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
 from kiln.training.families import get_family
 from kiln.training.metrics import calibration_table
@@ -25,8 +26,6 @@ from kiln.tuning.space import clip, narrowed, parse_ranges, ray_space
 from kiln.tuning.strategies import check_strategy, searcher_and_scheduler
 from kiln.tuning.trainable import METRIC, run_trial
 from kiln.workspace import Workspace
-
-Progress = Callable[[str], None]
 
 
 class TuningInterrupted(Interrupted):
@@ -85,12 +84,6 @@ def job_folder(ws: Workspace, job: str) -> Path:
 
 def read_job(ws: Workspace, job: str) -> dict[str, Any]:
     return json.loads((job_folder(ws, job) / "job.json").read_text())
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    tmp.replace(path)
 
 
 def check_spec(spec: TuneSpec) -> None:
@@ -187,7 +180,7 @@ def _progress_callback(total: int, progress: Progress) -> Any:
     return Report()
 
 
-def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = lambda _: None) -> TuneResult:
+def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = no_progress) -> TuneResult:
     """Start a tuning job; a job interrupted part way is finished later with resume_job."""
 
     check_spec(spec)
@@ -212,13 +205,13 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = lambda _: None) 
               "parent_run_id": parent.info.run_id, "training_set_sha256": data.lineage["training_set_sha256"],
               "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "started_epoch": time.time(),
               "points": points, "evaluated": evaluated, "inherited": inherited}
-    _write_json(folder / "job.json", record)
+    write_json_atomic(folder / "job.json", record, default=str)
     progress(f"job {job}: {spec.trials} {family.name} trials by {spec.strategy}, {spec.max_concurrent} at a time; "
              f"MLflow experiment '{name}', run {parent.info.run_id}")
     return _fit_resumable(ws, folder, record, params, data, progress, restore=False)
 
 
-def resume_job(ws: Workspace, job: str, progress: Progress = lambda _: None) -> TuneResult:
+def resume_job(ws: Workspace, job: str, progress: Progress = no_progress) -> TuneResult:
     """Finish an interrupted job: finished trials are kept, unfinished ones go on from their checkpoints."""
     folder = job_folder(ws, job)
     record = json.loads((folder / "job.json").read_text())
@@ -355,7 +348,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     learner = fit(family, config, prep, spec.seed, best["best_iteration"])
     metrics = evaluate(learner, prep, threshold=0.5)
     used = sum(t["iterations"] for t in trials if t["source"] == "run")
-    _write_json(folder / "trials.json", trials)
+    write_json_atomic(folder / "trials.json", trials, default=str)
     plot = objective_plot(trials, f"{record['job']}: validation AUC", folder / "objective.png")
     tracking.client(ws)
     with mlflow.start_run(run_id=record["parent_run_id"]):
@@ -375,7 +368,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     seconds = round(time.monotonic() - started, 1)
     record.update(status="completed", finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
                   best=best, model_uri=model_uri, metrics=metrics, trial_iterations=used, plot=str(plot))
-    _write_json(folder / "job.json", record)
+    write_json_atomic(folder / "job.json", record, default=str)
     return TuneResult(job=record["job"], folder=str(folder), parent_run_id=record["parent_run_id"],
                       experiment=record["experiment"], spec=record["spec"], best=best, trials=trials,
                       trial_iterations=used, metrics=metrics, model_uri=model_uri, plot=str(plot), seconds=seconds)

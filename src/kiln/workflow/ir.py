@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from kiln.errors import InputError
+from kiln.files import staged_file
 from kiln.workspace import CLUSTER_WORKSPACE
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -50,17 +51,16 @@ def compile_pipeline(pipeline: Any, out: Path, workspace_pvc: str | None = None,
         raise InputError(f"--workspace-pvc '{workspace_pvc}': not a PersistentVolumeClaim name",
                          hint="lower-case letters, digits and dashes, at most 63, e.g. kiln-workspace")
     secrets = [_parse_secret_env(item) for item in secret_env]
-    stage = out.with_name(f".{out.stem}.tmp{out.suffix}")
     kept = _platform_spec(pipeline)
     try:
         if workspace_pvc is not None or secrets:
             _configure_everywhere(pipeline, workspace_pvc, secrets)
-        compiler.Compiler().compile(pipeline, str(stage))
-        summary = check_ir(stage)
-        stage.replace(out)
+        # The temporary name ends in .yaml too: KFP's compiler picks the format by extension.
+        with staged_file(out, suffix=out.suffix) as stage:
+            compiler.Compiler().compile(pipeline, str(stage))
+            summary = check_ir(stage)
     finally:
         pipeline.platform_spec.CopyFrom(kept)  # the pipeline object is shared: leave it as it was
-        stage.unlink(missing_ok=True)
     summary.workspace_pvc, summary.secret_env, summary.file = workspace_pvc, list(secret_env), str(out)
     return summary
 

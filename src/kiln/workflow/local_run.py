@@ -11,11 +11,11 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
 from kiln.errors import InputError, PipelineFailed
+from kiln.progress import Progress, no_progress
 from kiln.workflow.result import FAILED_MARK, MARK
 from kiln.workflow.step_server import warm_steps
 from kiln.workspace import (  # pipelines' defaults name it; locally it is -w
@@ -61,7 +61,7 @@ class LocalRun:
 class _Watcher:
     """Every line of the run into the log file; task starts and ends and the components' progress lines picked out."""
 
-    def __init__(self, log: TextIO, progress: Callable[[str], None]) -> None:
+    def __init__(self, log: TextIO, progress: Progress) -> None:
         self.log, self.stdout, self.print, self._progress = log, sys.stdout, builtins.print, progress
         self.lock = threading.RLock()
         self.records: list[TaskRecord] = []
@@ -220,7 +220,7 @@ def _keep_outer_outputs_in_loops() -> None:
 
 
 def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
-              progress: Callable[[str], None] = lambda _: None) -> LocalRun:
+              progress: Progress = no_progress) -> LocalRun:
     """Run ``pipeline`` here; outputs under WS/pipelines/runs/RUN, the whole log beside them."""
 
     from kfp import local
