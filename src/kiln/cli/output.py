@@ -21,7 +21,9 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdo
 
 
 def to_plain(value: Any) -> Any:
-    """Dataclasses, paths and other objects as JSON-ready values."""
+    """Results (their ``to_dict()`` when they have one), dataclasses, paths and other objects as JSON-ready values."""
+    if callable(getattr(value, "to_dict", None)) and not isinstance(value, type):
+        return to_plain(value.to_dict())
     if is_dataclass(value) and not isinstance(value, type):
         return to_plain(asdict(value))
     if isinstance(value, dict):
