@@ -202,7 +202,7 @@ def in_process(ws, ids: list[int], batch: int, calls: int, warmup: int, rng: ran
     probe = rng.sample(ids, batch)
     direct = store.get_online_features(features=service, entity_rows=[{key: k} for k in probe]).to_dict()
     wrapped = reader.get([str(k) for k in probe])
-    assert [r[key] for r in wrapped["rows"]] == direct[key], "Kiln and Feast disagree on the rows"
+    assert [r[key] for r in wrapped.rows] == direct[key], "Kiln and Feast disagree on the rows"
 
     for _ in range(warmup):
         keys = rng.sample(ids, batch)

@@ -177,7 +177,7 @@ def test_a_bundle_that_fails_its_smoke_test_never_becomes_active(dist, tmp_path:
     latest = compiled.root / "artifacts" / "published" / "targets" / "x86_64" / "latest.json"
     saved = latest.read_text()
     try:
-        assert publish_artifact(ws, new["id"])["latest"]
+        assert publish_artifact(ws, new["id"]).latest
         assert agent.poll() is None
         assert "smoke test failed" in agent.rejected[new["id"]]
         assert agent.model.manifest["id"] == compiled.ids["x86_64"]

@@ -127,7 +127,7 @@ def test_generated_data_never_sees_the_future(ws: Workspace, churn_dataset: Path
 def test_online_values_are_the_newest(ws: Workspace, small: Path) -> None:
     ingest(ws, small)
     got = get_online(ws, ["1", "2"], "churn_v1")
-    rows = {r["customer_id"]: r for r in got["rows"]}
+    rows = {r["customer_id"]: r for r in got.rows}
     assert rows[1]["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
     assert rows[2]["usage_minutes_30d_mean"] == pytest.approx(30.0)
     assert rows[2]["contract"] == "two-year"
@@ -145,7 +145,7 @@ def test_a_later_batch_appends_and_updates_online(ws: Workspace, small: Path, tm
                         [{"customer_id": 1, "label_timestamp": day(8), "churned": 0}])
     report = ingest(ws, later)
     assert report.online_rows["churn_activity"] == 1
-    row = get_online(ws, ["1"], "churn_v1")["rows"][0]
+    row = get_online(ws, ["1"], "churn_v1").rows[0]
     # Day 7's window reaches back over the first batch's days 1, 2 and 5.
     assert row["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000 + 100) / 4)
     again = ingest(ws, later)  # the same batch twice changes nothing
@@ -265,6 +265,28 @@ def test_cli_end_to_end_and_errors(tmp_path: Path, small: Path) -> None:
     assert np.isclose(pd.read_parquet(tmp_path / "t.parquet")["churned"].mean(), 0.4)
 
 
+def test_the_default_feature_service_is_the_only_datasets(ws: Workspace, small: Path, tmp_path: Path) -> None:
+    from kiln.data.dataset import open_dataset
+    from kiln.data.importer import ImportOptions, import_dataset
+    from kiln.features.repo import add_dataset, default_service
+
+    with pytest.raises(InputError, match="no feature service yet"):
+        default_service(ws)
+    ingest(ws, small)
+    assert default_service(ws) == "churn_v1"
+
+    csv = tmp_path / "shop.csv"
+    pd.DataFrame({"id": [1, 2], "spend": [3.0, 4.0], "left": ["yes", "no"]}).to_csv(csv, index=False)
+    shop = import_dataset(ImportOptions(csv=csv, entity="id", label="left", as_of=T0.date()), tmp_path / "shop")
+    add_dataset(ws, open_dataset(shop.path))
+    with pytest.raises(InputError, match=r"2 datasets .*: churn_v1, shop_v1") as info:
+        default_service(ws)
+    assert info.value.hint == "choose one with --service NAME"
+    res = run_kiln("features", "get", "--customer", "1", "-w", ws.root)
+    assert res.code == 1 and "churn_v1, shop_v1" in res.stderr and "--service" in res.stderr
+    assert get_online(ws, ["1"], "churn_v1").rows[0]["customer_id"] == 1
+
+
 def test_materialize_rebuilds_the_online_store(ws: Workspace, small: Path) -> None:
     from kiln.features.materialize import materialize
 
@@ -276,8 +298,8 @@ def test_materialize_rebuilds_the_online_store(ws: Workspace, small: Path) -> No
     with pytest.raises(InputError, match="unknown customer_id"):
         get_online(ws, ["1"], "churn_v1")
     result = materialize(ws, day(-200).to_pydatetime(), day(30).to_pydatetime())
-    assert result["feature_views"] == ["churn_activity", "churn_profile"]
-    row = get_online(ws, ["1"], "churn_v1")["rows"][0]
+    assert result.feature_views == ["churn_activity", "churn_profile"]
+    row = get_online(ws, ["1"], "churn_v1").rows[0]
     assert row["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
     with pytest.raises(InputError, match="is not before"):
         materialize(ws, day(5).to_pydatetime(), day(1).to_pydatetime())
@@ -330,7 +352,7 @@ def test_schema_evolution_adds_a_feature_without_losing_data(ws: Workspace, smal
     v1_before = pd.read_parquet(build_training_set(ws, small, "churn_v1", tmp_path / "v1a.parquet").path)
     add_loyalty_tier(ws)
     applied = apply_repo(ws)
-    assert "churn_v2" in applied["feature_services"]
+    assert "churn_v2" in applied.objects["feature_services"]
     tiers = tmp_path / "tiers.csv"
     pd.DataFrame({"customer_id": [1], "loyalty_tier": ["gold"]}).to_csv(tiers, index=False)
     report = backfill(ws, "churn_profile", tiers)
@@ -341,13 +363,13 @@ def test_schema_evolution_adds_a_feature_without_losing_data(ws: Workspace, smal
     v2 = pd.read_parquet(build_training_set(ws, small, "churn_v2", tmp_path / "v2.parquet").path)
     assert v2.set_index("customer_id")["loyalty_tier"].to_dict() == {1: "gold", 2: None}
     assert v2["usage_minutes_7d_mean"].equals(v1_after["usage_minutes_7d_mean"])
-    assert get_online(ws, ["1"], "churn_v2")["rows"][0]["loyalty_tier"] == "gold"
+    assert get_online(ws, ["1"], "churn_v2").rows[0]["loyalty_tier"] == "gold"
 
     # A later batch of data keeps the backfilled value.
     later = write_churn(tmp_path / "later", [customer(1), customer(2, charges=80.0, contract="two-year")],
                         [event(1, day(7, 9), 100.0)], [{"customer_id": 1, "label_timestamp": day(8), "churned": 0}])
     ingest(ws, later)
-    assert get_online(ws, ["1"], "churn_v2")["rows"][0]["loyalty_tier"] == "gold"
+    assert get_online(ws, ["1"], "churn_v2").rows[0]["loyalty_tier"] == "gold"
 
 
 def test_backfill_bad_input_changes_nothing(ws: Workspace, small: Path, tmp_path: Path) -> None:

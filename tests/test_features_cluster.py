@@ -95,7 +95,7 @@ def test_redis_and_postgres_registry(cluster_ws: Workspace, tmp_path: Path) -> N
         cur.execute("SELECT feature_service_name FROM feature_services WHERE project_id = %s", (project,))
         assert {r[0] for r in cur.fetchall()} == {"churn_v1", "churn_facets"}
 
-    row = {r["customer_id"]: r for r in get_online(cluster_ws, ["1", "2"], "churn_v1")["rows"]}
+    row = {r["customer_id"]: r for r in get_online(cluster_ws, ["1", "2"], "churn_v1").rows}
     assert row[1]["usage_minutes_7d_mean"] == pytest.approx((10 + 20 + 1000) / 3)
     assert row[2]["contract"] == "two-year"
 
@@ -155,7 +155,7 @@ def test_redis_snapshot_puts_written_entities_back(cluster_ws: Workspace, tmp_pa
     for name, ftype, _ in ACTIVITY_FEATURES:
         rows[name] = [1, 2] if ftype == "Int64" else [1.0, 2.0]
     store.write_to_online_store("churn_activity", rows)
-    assert get_online(cluster_ws, ["1"], "churn_v1")["rows"][0]["usage_minutes_7d_mean"] == 1.0
+    assert get_online(cluster_ws, ["1"], "churn_v1").rows[0]["usage_minutes_7d_mean"] == 1.0
     snap.restore()
     assert get_online(cluster_ws, ["1", "2"], "churn_v1") == before
     with pytest.raises(InputError, match="unknown customer_id"):

@@ -20,13 +20,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from kiln.data.dataset import (
-    check_destination,
-    open_dataset,
-    staged_dataset,
-    write_dataset,
-)
-from kiln.data.importer import ImportOptions, import_csv, snake_case
+from kiln.data.dataset import open_dataset
+from kiln.data.importer import ImportOptions, import_csv, import_dataset, snake_case
 from kiln.data.validate import validate_dataset
 from kiln.errors import DatasetError, InputError
 from tests.conftest import Result, run_kiln
@@ -105,11 +100,9 @@ def leftovers(out: Path) -> list[str]:
 
 
 def import_to(out: Path, opts: ImportOptions, overwrite: bool = False) -> Path:
-    """The Python API, composed as `kiln data import` composes it."""
-    check_destination(out, overwrite)
-    schema, frames, source, stats = import_csv(opts)
-    with staged_dataset(out, overwrite) as stage:
-        write_dataset(stage, "imported", schema, frames, source, stats)
+    """The Python API `kiln data import` calls."""
+    imported = import_dataset(opts, out, overwrite=overwrite)
+    assert imported.path == out.resolve()
     return out
 
 

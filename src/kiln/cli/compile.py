@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from kiln.cli.command import WorkspaceOption
-from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
-from kiln.compile.compiler import CompileOptions, compile_version
-from kiln.compile.store import list_artifacts, publish_artifact, verify_artifacts
+from kiln.cli.command import WorkspaceOption, respond
+from kiln.cli.output import JsonOption, out, progress
+from kiln.compile.bundle import Verdict
+from kiln.compile.compiler import CompileOptions, CompileResult, compile_version
+from kiln.compile.store import ArtifactInfo, Published, list_artifacts, publish_artifacts, verify_artifacts
 from kiln.compile.tuning import DEFAULT_TRIALS
 from kiln.errors import InputError
-from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Compiled, signed model artifacts: list, verify, publish.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -38,14 +38,12 @@ def compile_(
 ) -> None:
     """Compile a registered version for a target into a signed bundle, checked against ONNX Runtime."""
 
-    ws = open_workspace(workspace)
     options = CompileOptions(target=target, tune=tune, trials=trials, retune=retune, cpu=cpu, gpu_arch=gpu_arch,
                              sample=sample, expires_days=expires_days)
-    with engine_output():
-        result = compile_version(ws, model, options, progress=progress)
-    if as_json:
-        print_json(result)
-        return
+    respond(workspace, as_json, lambda ws: compile_version(ws, model, options, progress=progress), _render_compiled)
+
+
+def _render_compiled(result: CompileResult) -> None:
     out.print(f"compiled {result.model} for {result.target} in {result.seconds:.1f} s: {result.id}", markup=False)
     if result.parity:
         out.print(f"  parity with ONNX Runtime: max |diff| {result.parity['max_abs_diff']:.2e} on "
@@ -66,10 +64,10 @@ def compile_(
 def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every compiled bundle, newest first: model, target, created, expiry, published."""
 
-    items = list_artifacts(open_workspace(workspace))
-    if as_json:
-        print_json(items)
-        return
+    respond(workspace, as_json, list_artifacts, _render_artifacts)
+
+
+def _render_artifacts(items: list[ArtifactInfo]) -> None:
     if not items:
         out.print("no compiled artifacts yet (`kiln compile MODEL --target x86_64`)")
     for a in items:
@@ -87,17 +85,17 @@ def verify(
 ) -> None:
     """Check signature, every file's sha256 and expiry; exits 1 when any artifact fails."""
 
-    ws = open_workspace(workspace)
     if all_ == bool(ids):
         raise InputError("give artifact ids or --all (not both)")
-    verdicts = verify_artifacts(ws, [a.id for a in list_artifacts(ws)] if all_ else list(ids))
-    if as_json:
-        print_json([{"id": v.id, "ok": v.ok, "problems": v.problems} for v in verdicts])
-    else:
-        for v in verdicts:
-            out.print(f"{v.id}: {'ok' if v.ok else 'FAILED: ' + '; '.join(v.problems)}", markup=False)
+    verdicts = respond(workspace, as_json, lambda ws: verify_artifacts(ws, None if all_ else list(ids)),
+                       _render_verdicts)
     if not all(v.ok for v in verdicts):
         raise typer.Exit(1)
+
+
+def _render_verdicts(verdicts: list[Verdict]) -> None:
+    for v in verdicts:
+        out.print(f"{v.id}: {'ok' if v.ok else 'FAILED: ' + '; '.join(v.problems)}", markup=False)
 
 
 @app.command("publish")
@@ -108,12 +106,10 @@ def publish(
 ) -> None:
     """Verify and copy bundles to the distribution point `kiln up` serves; each becomes its target's latest."""
 
-    ws = open_workspace(workspace)
-    with engine_output():
-        results = [publish_artifact(ws, i) for i in ids]
-    if as_json:
-        print_json(results)
-        return
+    respond(workspace, as_json, lambda ws: publish_artifacts(ws, ids), _render_published)
+
+
+def _render_published(results: list[Published]) -> None:
     for r in results:
-        where = "now latest" if r["latest"] else f"kept; {r['newer_latest']} is newer and stays latest"
-        out.print(f"published {r['id']} for {r['target']} ({where}): {r['path']}", markup=False)
+        where = "now latest" if r.latest else f"kept; {r.newer_latest} is newer and stays latest"
+        out.print(f"published {r.id} for {r.target} ({where}): {r.path}", markup=False)

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from kiln.cli.command import WorkspaceOption
-from kiln.cli.output import JsonOption, out, print_json
-from kiln.fleet.devices import fleet_db, list_devices
-from kiln.workspace import open_workspace
+from kiln.cli.command import WorkspaceOption, respond
+from kiln.cli.output import JsonOption, out
+from kiln.fleet.devices import Device, fleet_db, list_devices
 
 app = typer.Typer(help="Edge devices (Edge Manager): the fleet that pulls compiled artifacts.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -19,10 +18,10 @@ app = typer.Typer(help="Edge devices (Edge Manager): the fleet that pulls compil
 def devices(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Every device that reported: last seen, target, active artifact, health (offline when it went quiet)."""
 
-    fleet = list_devices(fleet_db(open_workspace(workspace)))
-    if as_json:
-        print_json(fleet)
-        return
+    respond(workspace, as_json, lambda ws: list_devices(fleet_db(ws)), _render_devices)
+
+
+def _render_devices(fleet: list[Device]) -> None:
     if not fleet:
         out.print("no device has reported yet (devices run `kiln-edge run --server URL ...`)")
     for d in fleet:

@@ -2,49 +2,40 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
-from kiln.cli.command import WorkspaceOption
-from kiln.cli.output import JsonOption, err, out, print_json, progress
-from kiln.errors import InputError
+from kiln.cli.command import WorkspaceOption, respond
+from kiln.cli.output import JsonOption, out, print_json, progress
+from kiln.features.backfill import BackfillReport
 from kiln.features.backfill import backfill as backfill_feature
-from kiln.features.consistency import StoresDisagree, check_consistency
+from kiln.features.consistency import ConsistencyReport, StoresDisagree, check_consistency
+from kiln.features.ingest import IngestReport
 from kiln.features.ingest import ingest as ingest_dataset
+from kiln.features.materialize import Materialized, parse_when
 from kiln.features.materialize import materialize as materialize_views
-from kiln.features.online import get_online
-from kiln.features.repo import apply_repo, repo_path
-from kiln.features.training import build_training_set
-from kiln.workspace import open_workspace
+from kiln.features.online import OnlineFeatures, get_online
+from kiln.features.repo import AppliedRepo, apply_repo, default_service
+from kiln.features.training import TrainingSet, build_training_set
 
 app = typer.Typer(help="Feature Store (Feast): apply, ingest, materialize, get, training-set, check, backfill.",
                   no_args_is_help=True, rich_markup_mode=None)
 
-
-def _when(value: str | None, flag: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"{flag} '{value}': expected a date or time like 2026-01-31 or 2026-01-31T12:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+ServiceOption = typer.Option(None, "--service", help="Feature service (default: the one of the only dataset "
+                                                     "in the feature repo).")
 
 
 @app.command("apply")
 def apply(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Write feature_store.yaml from settings and register every definition in the feature repo."""
 
-    ws = open_workspace(workspace)
-    with err.status("applying the feature repo"):
-        applied = apply_repo(ws)
-    if as_json:
-        print_json({"repo": str(repo_path(ws)), **applied})
-        return
-    out.print(f"applied {repo_path(ws)}")
-    for kind, names in applied.items():
+    respond(workspace, as_json, apply_repo, _render_applied, status="applying the feature repo")
+
+
+def _render_applied(applied: AppliedRepo) -> None:
+    out.print(f"applied {applied.repo}")
+    for kind, names in applied.objects.items():
         out.print(f"  {kind}: {', '.join(names) or '-'}", markup=False)
 
 
@@ -56,11 +47,10 @@ def ingest(
 ) -> None:
     """Validate a dataset, compute windowed aggregates, append offline, push newest values online."""
 
-    ws = open_workspace(workspace)
-    report = ingest_dataset(ws, path, progress)
-    if as_json:
-        print_json(report)
-        return
+    respond(workspace, as_json, lambda ws: ingest_dataset(ws, path, progress), _render_ingest)
+
+
+def _render_ingest(report: IngestReport) -> None:
     out.print(f"ingested {report.dataset} into service {report.feature_service} in {report.seconds}s")
     for table, rows in report.offline_rows.items():
         out.print(f"  offline {table}: {rows} rows in {report.offline_partitions[table]} partitions")
@@ -77,28 +67,29 @@ def materialize(
 ) -> None:
     """Load the offline store's newest values into the online store (Feast materialize)."""
 
-    with err.status("materializing"):
-        result = materialize_views(open_workspace(workspace), _when(start, "--start"), _when(end, "--end"))
-    if as_json:
-        print_json(result)
-        return
-    out.print(f"materialized {', '.join(result['feature_views']) or 'no views'} up to {result['end'][:16]}")
+    window = parse_when(start, "--start"), parse_when(end, "--end")
+    respond(workspace, as_json, lambda ws: materialize_views(ws, *window), _render_materialized,
+            status="materializing")
+
+
+def _render_materialized(result: Materialized) -> None:
+    out.print(f"materialized {', '.join(result.feature_views) or 'no views'} up to {result.end.isoformat()[:16]}")
 
 
 @app.command("get")
 def get(
     customer: list[str] = typer.Option([], "--customer", "--id", help="Entity id; repeatable."),
-    service: str = typer.Option("churn_v1", help="Feature service to read."),
+    service: str | None = ServiceOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Online feature values of one or more entities."""
 
-    result = get_online(open_workspace(workspace), customer, service)
-    if as_json:
-        print_json(result)
-        return
-    for row in result["rows"]:
+    respond(workspace, as_json, lambda ws: get_online(ws, customer, service or default_service(ws)), _render_online)
+
+
+def _render_online(result: OnlineFeatures) -> None:
+    for row in result.rows:
         for name, value in row.items():
             out.print(f"{name:<36} {value}", markup=False)
         out.print("")
@@ -107,18 +98,18 @@ def get(
 @app.command("training-set")
 def training_set(
     labels: Path = typer.Option(..., help="Labels: a dataset folder or a parquet/CSV file (id, label_timestamp, label)."),
-    service: str = typer.Option("churn_v1", help="Feature service naming the features."),
+    service: str | None = ServiceOption,
     out_path: Path = typer.Option(..., "--out", help="Parquet file to write (a .json lineage file goes beside it)."),
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """A point-in-time correct training set: each label sees only feature values stamped at or before it."""
 
-    with err.status("joining features as of each label time"):
-        result = build_training_set(open_workspace(workspace), labels, service, out_path)
-    if as_json:
-        print_json(result)
-        return
+    respond(workspace, as_json, lambda ws: build_training_set(ws, labels, service or default_service(ws), out_path),
+            _render_training_set, status="joining features as of each label time")
+
+
+def _render_training_set(result: TrainingSet) -> None:
     out.print(f"wrote {result.path}: {result.rows} rows, {len(result.features)} features, "
               f"label rate {result.label_rate}")
     out.print(f"  lineage: {result.path}.json")
@@ -133,15 +124,15 @@ def check(
     """Online/offline consistency: each sampled entity's online values equal its newest offline ones."""
 
     try:
-        with err.status("comparing the online store with the offline store"):
-            report = check_consistency(open_workspace(workspace), sample)
+        respond(workspace, as_json, lambda ws: check_consistency(ws, sample), _render_consistency,
+                status="comparing the online store with the offline store")
     except StoresDisagree as exc:
-        if as_json:
+        if as_json:  # the differences as a document too; the error itself goes to stderr with exit code 2
             print_json({"consistent": False, "differences": exc.differences})
         raise
-    if as_json:
-        print_json({"consistent": True, **report.__dict__})
-        return
+
+
+def _render_consistency(report: ConsistencyReport) -> None:
     out.print(f"[green]consistent[/green]: {report.checked_values} values of {report.checked_entities} entities "
               f"in {', '.join(report.views) or 'no views'}")
 
@@ -155,10 +146,10 @@ def backfill(
 ) -> None:
     """Schema evolution: write values of a newly added feature into the view's history and online store."""
 
-    with err.status(f"backfilling {view}"):
-        report = backfill_feature(open_workspace(workspace), view, data)
-    if as_json:
-        print_json(report)
-        return
+    respond(workspace, as_json, lambda ws: backfill_feature(ws, view, data), _render_backfill,
+            status=f"backfilling {view}")
+
+
+def _render_backfill(report: BackfillReport) -> None:
     out.print(f"backfilled {', '.join(report.features)} of {report.view}: {report.rows_updated} of "
               f"{report.rows_total} stored rows ({report.entities} entities); online {report.online_rows}")

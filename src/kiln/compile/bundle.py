@@ -92,6 +92,10 @@ class Verdict:
     problems: list[str]
     manifest: dict[str, Any] | None
 
+    def to_dict(self) -> dict[str, object]:
+        """The verdict without the manifest it read."""
+        return {"id": self.id, "ok": self.ok, "problems": self.problems}
+
 
 def verify_bundle(folder: Path, public: "Ed25519PublicKey", now: datetime | None = None) -> Verdict:
     """Signature, then every file's sha256, then the expiry: every problem found is listed."""

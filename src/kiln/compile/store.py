@@ -35,6 +35,21 @@ class ArtifactInfo:
     path: Path
 
 
+@dataclass(frozen=True)
+class Published:
+    """A bundle copied to the distribution point; ``latest`` unless ``newer_latest`` was published for its target."""
+
+    id: str
+    target: str
+    latest: bool
+    newer_latest: str | None
+    path: Path
+
+    def to_dict(self) -> dict[str, object]:
+        return {"id": self.id, "target": self.target, "latest": self.latest, "newer_latest": self.newer_latest,
+                "path": str(self.path)}
+
+
 def compiled_root(ws: Workspace) -> Path:
     return ws.folder("artifacts") / "compiled"
 
@@ -45,9 +60,10 @@ def published_root(ws: Workspace) -> Path:
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((folder / MANIFEST).read_text())
+        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return manifest
 
 
 def latest_published(ws: Workspace, target: str) -> dict[str, Any] | None:
@@ -81,14 +97,22 @@ def find_artifact(ws: Workspace, artifact_id: str) -> Path:
     return folder
 
 
-def verify_artifacts(ws: Workspace, ids: list[str]) -> list[Verdict]:
-    """Each bundle checked against the workspace's public key: signature, every file's sha256, expiry."""
+def verify_artifacts(ws: Workspace, ids: list[str] | None = None) -> list[Verdict]:
+    """Each bundle (default: every compiled one) checked against the workspace's public key: signature, every
+    file's sha256, expiry."""
 
     public = load_public_key(public_key_path(ws))
+    if ids is None:
+        ids = [a.id for a in list_artifacts(ws)]
     return [verify_bundle(find_artifact(ws, i), public) for i in ids]
 
 
-def publish_artifact(ws: Workspace, artifact_id: str) -> dict[str, Any]:
+def publish_artifacts(ws: Workspace, ids: list[str]) -> list[Published]:
+    """Publish each bundle in turn (see publish_artifact)."""
+    return [publish_artifact(ws, i) for i in ids]
+
+
+def publish_artifact(ws: Workspace, artifact_id: str) -> Published:
     """Verify, copy into the distribution point, and make it its target's latest unless a newer one is there."""
     folder = find_artifact(ws, artifact_id)
     verdict = verify_artifacts(ws, [artifact_id])[0]
@@ -110,8 +134,8 @@ def publish_artifact(ws: Workspace, artifact_id: str) -> dict[str, Any]:
         write_json_atomic(published_root(ws) / "targets" / target / "latest.json", {
             "id": artifact_id, "target": target, "model": manifest["model"], "created": manifest["created"],
             "expires": manifest["expires"], "files": files})
-    return {"id": artifact_id, "target": target, "latest": not newer_there,
-            "newer_latest": current["id"] if newer_there else None, "path": str(dest)}
+    return Published(id=artifact_id, target=target, latest=not newer_there,
+                     newer_latest=current["id"] if current is not None and newer_there else None, path=dest)
 
 
 def _created(text: str) -> datetime:

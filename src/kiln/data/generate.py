@@ -18,8 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.dataset import staged_dataset, write_dataset
 from kiln.data.schema import CHURN_SCHEMA, CONTRACTS, EVENT_FEATURES, GENDERS, PAYMENT_METHODS, PLANS
 from kiln.errors import InputError
 
@@ -40,6 +42,11 @@ class Drift:
     shift: float
     day: int | None = None
 
+    @property
+    def text(self) -> str:
+        """As the option takes it: FEATURE=SHIFT[@DAY]."""
+        return f"{self.feature}={self.shift:g}" + (f"@{self.day}" if self.day is not None else "")
+
 
 @dataclass(frozen=True)
 class LabelBias:
@@ -48,6 +55,11 @@ class LabelBias:
     facet: str
     value: str
     delta: float
+
+    @property
+    def text(self) -> str:
+        """As the option takes it: FACET=VALUE:DELTA."""
+        return f"{self.facet}={self.value}:{self.delta:g}"
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,35 @@ def parse_label_bias(text: str) -> LabelBias:
     if not m:
         raise InputError(f"--label-bias '{text}': expected FACET=VALUE:DELTA, e.g. gender=female:0.1")
     return LabelBias(m.group(1), m.group(2), float(m.group(3)))
+
+
+@dataclass(frozen=True)
+class GeneratedDataset:
+    """A churn dataset as generate_dataset wrote it: where, its content hash, and what it holds."""
+
+    path: Path
+    content_hash: str
+    customers: int
+    events: int
+    labels: int
+    churn_rate: float | None
+    window_start: str  # ISO times
+    window_end: str
+
+
+def generate_dataset(opts: GenerateOptions, out: Path, *, overwrite: bool = False) -> GeneratedDataset:
+    """Generate the churn dataset into the folder ``out``: written whole or, on any failure, not at all."""
+    opts.check()
+    with staged_dataset(out, overwrite) as stage:
+        frames, stats = generate_churn(opts)
+        source = {"generator": "kiln.data.generate", "customers": opts.customers, "days": opts.days,
+                  "seed": opts.seed, "end": str(opts.end) if opts.end else None, "horizon": opts.horizon,
+                  "drift": [d.text for d in opts.drift], "label_bias": [b.text for b in opts.label_bias],
+                  "missing": opts.missing}
+        manifest = write_dataset(stage, "churn", CHURN_SCHEMA, frames, source, stats)
+    return GeneratedDataset(path=out.resolve(), content_hash=manifest["content_hash"], customers=stats["customers"],
+                            events=stats["events"], labels=stats["labels"], churn_rate=stats["churn_rate"],
+                            window_start=stats["window_start"], window_end=stats["window_end"])
 
 
 def generate_churn(opts: GenerateOptions) -> tuple[dict[str, "pd.DataFrame"], dict[str, Any]]:
@@ -190,7 +231,8 @@ def churn_probability_30d(cust: dict[str, "np.ndarray"]) -> "np.ndarray":
         + 0.25 * cust["senior"]
         + 0.9 * cust["dissatisfaction"]
     )
-    return 1.0 / (1.0 + np.exp(-logit))
+    probability: "np.ndarray" = 1.0 / (1.0 + np.exp(-logit))
+    return probability
 
 
 def _churn_days(rng: "np.random.Generator", cust: dict[str, "np.ndarray"], days: int) -> "np.ndarray":
@@ -201,7 +243,8 @@ def _churn_days(rng: "np.random.Generator", cust: dict[str, "np.ndarray"], days:
     daily = 1.0 - (1.0 - p30) ** (1.0 / 30.0)
     first = np.clip(cust["signup_day"], 0, None) + 1  # nobody leaves on the day they join
     leave = first + rng.geometric(daily) - 1
-    return np.minimum(leave, days).astype(np.int64)
+    churn_day: "np.ndarray" = np.minimum(leave, days).astype(np.int64)
+    return churn_day
 
 
 def _events(rng: "np.random.Generator", cust: dict[str, "np.ndarray"], leave: "np.ndarray", days: int) -> dict[str, "np.ndarray"]:
@@ -262,7 +305,8 @@ def _facet_values(cust: dict[str, "np.ndarray"], facet: str) -> "np.ndarray":
         "plan": (cust["plan"], PLANS),
     }
     codes, values = names[facet]
-    return np.asarray(values, dtype=object)[codes]
+    named: "np.ndarray" = np.asarray(values, dtype=object)[codes]
+    return named
 
 
 def _apply_label_bias(rng: "np.random.Generator", cust: dict[str, "np.ndarray"], labels: dict[str, "np.ndarray"], bias: LabelBias) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.dataset import check_destination, staged_dataset, write_dataset
 from kiln.data.schema import ColumnSpec, DatasetSchema, TableSpec
 from kiln.errors import DatasetError, InputError
 
@@ -38,6 +39,22 @@ class ImportOptions:
     positive: str | None = None
     protected: tuple[str, ...] = field(default_factory=tuple)
     name: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportedDataset:
+    """A dataset as import_dataset wrote it: where, its content hash, and how the CSV's columns were read."""
+
+    path: Path
+    content_hash: str
+    entity: str
+    label: str
+    label_mapping: dict[str, int]  # the CSV's label values -> 0 or 1
+    protected: list[str]
+    columns: dict[str, str]  # column -> its type, and its categories when it has them
+    rows: int
+    features: int
+    churn_rate: float
 
 
 def snake_case(name: str) -> str:
@@ -138,6 +155,19 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
     return schema, {"entities": frame, "labels": labels}, source, stats
 
 
+def import_dataset(opts: ImportOptions, out: Path, *, overwrite: bool = False) -> ImportedDataset:
+    """Import the CSV into the dataset folder ``out``: written whole or, on any failure, not at all."""
+    check_destination(out, overwrite)  # before the CSV is read: a wrong --out fails at once
+    schema, frames, source, stats = import_csv(opts)
+    with staged_dataset(out, overwrite) as stage:
+        manifest = write_dataset(stage, "imported", schema, frames, source, stats)
+    columns = {c.name: c.dtype + (f" {c.categories}" if c.categories else "") for c in schema.table("entities").columns}
+    return ImportedDataset(path=out.resolve(), content_hash=manifest["content_hash"], entity=schema.entity,
+                           label=schema.label, label_mapping=source["label_mapping"], protected=schema.protected(),
+                           columns=columns, rows=stats["rows"], features=stats["features"],
+                           churn_rate=stats["churn_rate"])
+
+
 def _read_csv(path: Path) -> "pd.DataFrame":
     import pandas as pd
 
@@ -228,9 +258,9 @@ def _infer(values: "pd.Series", name: str) -> tuple["pd.Series", ColumnSpec]:
         lo = 0.0 if (numbers >= 0).all() else None
         if integral:
             series = pd.to_numeric(values, errors="coerce").astype("Int64")
-            distinct = set(numbers.astype(int).unique())
-            cats = sorted(int(v) for v in distinct) if distinct <= {0, 1} else None
-            return series, ColumnSpec(name=name, dtype="int64", nullable=True, min=lo, categories=cats)
+            observed = set(numbers.astype(int).unique())
+            flags = sorted(int(v) for v in observed) if observed <= {0, 1} else None
+            return series, ColumnSpec(name=name, dtype="int64", nullable=True, min=lo, categories=flags)
         series = pd.to_numeric(values, errors="coerce").astype("float64")
         return series, ColumnSpec(name=name, dtype="float64", nullable=True, min=lo)
     distinct = sorted(present.unique())

@@ -48,8 +48,9 @@ class Problem:
 
 @dataclass
 class ValidationReport:
-    """What a passing validation saw."""
+    """What a passing validation saw (a failing one raises ValidationFailed)."""
 
+    valid: bool
     path: str
     kind: str
     tables: dict[str, int]
@@ -78,6 +79,7 @@ def validate_dataset(path: Path) -> ValidationReport:
         )
     digest = content_hash(dataset.path, [t.name for t in schema.tables])
     return ValidationReport(
+        valid=True,
         path=str(dataset.path),
         kind=dataset.kind,
         tables={name: len(frame) for name, frame in frames.items()},

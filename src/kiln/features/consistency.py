@@ -24,9 +24,12 @@ class StoresDisagree(EnvironmentProblem):
 
 @dataclass
 class ConsistencyReport:
-    checked_entities: int
-    checked_values: int
-    views: list[str]
+    """What the check compared. A check that finds differences raises StoresDisagree, so a report says consistent."""
+
+    consistent: bool = True
+    checked_entities: int = 0
+    checked_values: int = 0
+    views: list[str] = field(default_factory=list)
     differences: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -37,7 +40,7 @@ def check_consistency(ws: Workspace, sample: int = 100, seed: int = 0) -> Consis
 
     store = open_store(ws)
     root = Path(ws.settings.features.offline_store.path)
-    report = ConsistencyReport(0, 0, [])
+    report = ConsistencyReport()
     for entry in registered_datasets(ws).values():
         plan = plan_dataset(ws, open_dataset(Path(entry["path"])))
         for table, view in (("profile", plan.profile_view), ("activity", plan.activity_view)):
@@ -94,4 +97,4 @@ def _same(a: Any, b: Any) -> bool:
         return a_missing and b_missing
     if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
         return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return a == b
+    return bool(a == b)

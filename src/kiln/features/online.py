@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from kiln.errors import InputError
 from kiln.features.definitions import FeaturePlan
 from kiln.features.repo import open_store, plan_by_service
 from kiln.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class OnlineFeatures:
+    """The newest values of a feature service's features, one row per entity: {join_key: id, feature: value, ...}."""
+
+    service: str
+    features: list[str]
+    rows: list[dict[str, Any]]
 
 
 def parse_ids(plan: FeaturePlan, raw: list[str]) -> list[Any]:
@@ -34,8 +44,8 @@ class OnlineReader:
         self.store = open_store(ws)
         self.service = self.store.get_feature_service(service)
 
-    def get(self, ids: list[str]) -> dict[str, Any]:
-        """{"service", "features", "rows": [{join_key: id, feature: value, ...}]}; unknown ids are an error."""
+    def get(self, ids: list[str]) -> OnlineFeatures:
+        """The entities' newest values, in the order of ``ids``; unknown ids are an error."""
         plan = self.plan
         keys = parse_ids(plan, ids)
         online = self.store.get_online_features(
@@ -56,9 +66,9 @@ class OnlineReader:
             raise InputError(f"unknown {plan.join_key} in the online store: {', '.join(map(str, unknown))}",
                              hint=f"ingest data for them (`kiln features ingest`) or check the ids; "
                              f"service {self.service_name}")
-        return {"service": self.service_name, "features": features, "rows": rows}
+        return OnlineFeatures(service=self.service_name, features=features, rows=rows)
 
 
-def get_online(ws: Workspace, ids: list[str], service: str) -> dict[str, Any]:
+def get_online(ws: Workspace, ids: list[str], service: str) -> OnlineFeatures:
     """One-off read (the CLI's): see OnlineReader.get."""
     return OnlineReader(ws, service).get(ids)

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,17 @@ if TYPE_CHECKING:
 REPO_DIR = "repo"
 PLANS_FILE = "kiln_datasets.json"  # which dataset each definitions file came from
 APPLIED_FILE = ".kiln_applied"  # fingerprint of the repo as last applied
+
+
+@dataclass(frozen=True)
+class AppliedRepo:
+    """What `feast apply` registered from the repo: names by kind of object, and the names it deleted."""
+
+    repo: Path
+    objects: dict[str, list[str]]  # entities, feature_views, on_demand_feature_views, feature_services, deleted
+
+    def to_dict(self) -> dict[str, object]:
+        return {"repo": str(self.repo), **self.objects}
 
 
 def repo_path(ws: Workspace) -> Path:
@@ -98,7 +110,8 @@ def registered_datasets(ws: Workspace) -> dict[str, dict[str, Any]]:
     path = repo_path(ws) / PLANS_FILE
     if not path.exists():
         return {}
-    return json.loads(path.read_text())
+    datasets: dict[str, dict[str, Any]] = json.loads(path.read_text())
+    return datasets
 
 
 def plan_by_service(ws: Workspace, service: str) -> tuple[FeaturePlan, Dataset]:
@@ -126,6 +139,20 @@ def plan_by_service(ws: Workspace, service: str) -> tuple[FeaturePlan, Dataset]:
                      hint=f"known services: {', '.join(known) or 'none yet (run `kiln features ingest DATASET`)'}")
 
 
+def default_service(ws: Workspace) -> str:
+    """The feature service of the only dataset in the repo; an InputError naming the choices when there are more."""
+
+    services = sorted(plan_dataset(ws, open_dataset(Path(entry["path"]))).service
+                      for entry in registered_datasets(ws).values())
+    if len(services) == 1:
+        return services[0]
+    if not services:
+        raise InputError("the feature repo has no feature service yet",
+                         hint="ingest a dataset first (`kiln features ingest DATASET`)")
+    raise InputError(f"{len(services)} datasets are in the feature repo, each with its feature service: "
+                     f"{', '.join(services)}", hint="choose one with --service NAME")
+
+
 def open_store(ws: Workspace) -> "FeatureStore":
     from feast import FeatureStore
 
@@ -139,8 +166,13 @@ def open_store(ws: Workspace) -> "FeatureStore":
         raise EnvironmentProblem(f"cannot open the Feast feature store at {repo}: {exc}") from exc
 
 
-def apply_repo(ws: Workspace) -> dict[str, list[str]]:
+def apply_repo(ws: Workspace) -> AppliedRepo:
     """`feast apply` in process: register every object of the repo, delete ones no longer defined."""
+    return AppliedRepo(repo=repo_path(ws), objects=_apply(ws))
+
+
+def _apply(ws: Workspace) -> dict[str, list[str]]:
+    """The names applied, by kind of object, and the names deleted."""
 
     from feast.repo_operations import extract_objects_for_apply_delete, parse_repo
 
@@ -160,7 +192,8 @@ def apply_repo(ws: Workspace) -> dict[str, list[str]]:
         os.chdir(cwd)
         sys.path.remove(str(repo))
     registry = store.registry
-    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, registry, contents)
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(  # type: ignore[no-untyped-call]
+        store.project, registry, contents)
     try:
         store.apply(to_apply, objects_to_delete=to_delete, partial=False)
     except Exception as exc:  # Feast's validation errors have no common base class

@@ -89,7 +89,9 @@ def list_devices(path: Path, now: datetime | None = None) -> list[Device]:
         conn.close()
     out = []
     for row in rows:
-        device = Device(*row[:7], details=json.loads(row[7] or "{}"))
+        device_id, target, active, model, health, last_seen, interval, details = row
+        device = Device(device_id=device_id, target=target, active=active, model=model, health=health,
+                        last_seen=last_seen, interval_seconds=interval, details=json.loads(details or "{}"))
         quiet = (now - datetime.fromisoformat(device.last_seen)).total_seconds()
         device.status = "offline" if quiet > MISSED_BEATS * device.interval_seconds else device.health
         out.append(device)

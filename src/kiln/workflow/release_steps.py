@@ -39,9 +39,9 @@ def publish_step(workspace: str, artifact_id: str) -> StepResult:
     """Verify the signed bundle and make it its target's latest at the edge distribution point."""
 
     published = publish_artifact(open_workspace(Path(workspace)), artifact_id)
-    kept = "" if published["latest"] else f" (a newer {published['newer_latest']} stays latest)"
-    say(f"published {artifact_id} for {published['target']}{kept}")
-    return StepResult(value=published["path"], metadata=published)
+    kept = "" if published.latest else f" (a newer {published.newer_latest} stays latest)"
+    say(f"published {artifact_id} for {published.target}{kept}")
+    return StepResult(value=str(published.path), metadata=published.to_dict())
 
 
 @step
