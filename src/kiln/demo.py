@@ -83,7 +83,6 @@ class DemoContext:
 def _environment(ctx: DemoContext) -> dict[str, Any]:
     """Engines installed (versions read, not imported: `kiln doctor` imports them), disk and stores."""
 
-
     versions, missing = {}, []
     for _, dist, _ in ENGINES:
         try:
@@ -171,7 +170,6 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
 def _monitor(ctx: DemoContext) -> dict[str, Any]:
     import pandas as pd
 
-
     if ctx.training_set is None:
         raise EnvironmentProblem("no training set to draw traffic from: the pipeline step did not run")
     ws = open_workspace(ctx.root)
@@ -201,7 +199,6 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
 
 def _edge(ctx: DemoContext) -> dict[str, Any]:
     """This machine as an x86_64 edge device: the agent pulls the published bundle, verifies it and predicts."""
-
 
     if ctx.training_set is None:
         raise EnvironmentProblem("no training set to draw a request from: the pipeline step did not run")

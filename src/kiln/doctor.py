@@ -216,7 +216,6 @@ def _postgres_check(name: str, uri: str) -> Check:
 def _redis_check(name: str, connection_string: str) -> Check:
     import redis
 
-
     where = "{host}:{port}".format(**parse_redis(connection_string))
     try:
         client = redis_client(connection_string)

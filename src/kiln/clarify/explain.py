@@ -109,7 +109,6 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
     import numpy as np
     import pandas as pd
 
-
     info = get_version(ws, model_ref)
     training_set = info.tags.get("kiln.training_set")
     if not training_set:

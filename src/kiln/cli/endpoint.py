@@ -190,7 +190,6 @@ def batch_transform(
 ) -> None:
     """Score a whole file in mini-batches; rerun the same command to resume after an interruption."""
 
-
     client(open_workspace(workspace))  # the workspace's registry resolves models:/ URIs
     with engine_output(), Progress(console=err, transient=True) as bar:
         task = bar.add_task("scoring", total=None)

@@ -44,7 +44,6 @@ def load_source(ws: Workspace, ref: str) -> SourceModel:
     import mlflow.artifacts
     from mlflow.models import Model
 
-
     info = get_version(ws, ref)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{info.name}/{info.version}"))
     mlmodel = Model.load(str(local))
@@ -66,7 +65,6 @@ def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto"
     if family == "lgbm":
         import lightgbm as lgb
 
-
         return lgbm_to_onnx(lgb.Booster(model_file=str(model_file)), width)
     raise InputError(f"model family '{family}' has no exporter to standard ONNX operators",
                      hint="families that compile: mlp, lgbm")
@@ -75,7 +73,6 @@ def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto"
 def holdout_sample(ws: Workspace, source: SourceModel, rows: int = SAMPLE_ROWS) -> "np.ndarray":
     """Encoded held-out rows of the version's own training set (its test split), as float32."""
     import numpy as np
-
 
     tags = get_version(ws, f"{source.name}/{source.version}").tags
     path = Path(tags.get("kiln.training_set", ""))
@@ -94,7 +91,6 @@ def file_sample(source: SourceModel, path: Path, rows: int = SAMPLE_ROWS) -> "np
     """Feature rows from a parquet or CSV file, encoded with the version's encoder."""
     import numpy as np
     import pandas as pd
-
 
     if not path.is_file():
         raise InputError(f"sample file {path} does not exist")

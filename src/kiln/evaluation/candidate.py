@@ -99,7 +99,6 @@ def logged_evaluation(ws: Workspace, run_id: str) -> dict[str, Any]:
     """The evaluation an earlier `evaluate_run_model` logged with the run."""
     import mlflow
 
-
     tracking.client(ws)
     try:
         return mlflow.artifacts.load_dict(f"runs:/{run_id}/{GATE_FILE}")

@@ -24,7 +24,6 @@ def activity(events: "pd.DataFrame", entities: "pd.DataFrame", key: str, emit_da
     import numpy as np
     import pandas as pd
 
-
     columns = [key, "event_timestamp", *[n for n, _, _ in ACTIVITY_FEATURES]]
     if events.empty:
         return pd.DataFrame(columns=columns)

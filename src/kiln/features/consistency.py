@@ -37,7 +37,6 @@ def check_consistency(ws: Workspace, sample: int = 100, seed: int = 0) -> Consis
     """Compare, for ``sample`` entities of every ingested view, newest offline values with online ones."""
     import pandas as pd
 
-
     store = open_store(ws)
     root = Path(ws.settings.features.offline_store.path)
     report = ConsistencyReport()

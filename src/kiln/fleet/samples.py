@@ -25,7 +25,6 @@ def edge_endpoint(model: str) -> str:
 def write_samples(ws: Workspace, device: str, body: Any, max_records: int) -> int:
     """Check every record first (nothing is written when one is bad), then append them all and fsync."""
 
-
     records = body.get("records") if isinstance(body, dict) else None
     if not isinstance(records, list):
         raise InputError("capture: the body must be an object with a list 'records'")

@@ -37,7 +37,6 @@ def global_ranking(model_uri: str, rows: "pd.DataFrame", seed: int = 7) -> dict[
     """Mean |SHAP| per feature over ``rows`` (probability scale), most important first."""
     import numpy as np
 
-
     predictor = load_predictor(model_uri)
     values, _, explainer = shap_values(predictor, rows[predictor.encoder.order], seed)
     mean_abs = np.abs(values).mean(axis=0)

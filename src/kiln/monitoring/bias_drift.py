@@ -30,7 +30,6 @@ def _intervals(frame: "pd.DataFrame", column: str, value: Any, metrics: list[str
 
     from kiln.clarify.bias import Facet, post_training
 
-
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {m: [] for m in metrics}
     facet = Facet(column, (value,))

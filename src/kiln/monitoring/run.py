@@ -205,7 +205,6 @@ def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", 
         return labelled.copy()  # bias_drift says what is missing
     import pandas as pd
 
-
     progress(f"facets of {len(labelled)} labelled rows from the feature store")
     data = load_training_set(Path(baseline.data["training_set"]))
     rows = labelled.copy()

@@ -105,7 +105,6 @@ def write_card(ws: Workspace, ref: str) -> ModelCard:
     """Render the card, write it as Markdown and HTML under reports/cards, and log both with the version's run."""
     from markdown_it import MarkdownIt
 
-
     info = get_version(ws, ref)
     text = render(ws, info)
     out = ws.folder("reports") / "cards"

@@ -60,7 +60,6 @@ def batch_transform(model_uri: str, input_path: Path, output: Path, batch_size: 
     import mlflow.pyfunc
     import pandas as pd
 
-
     if batch_size < 1:
         raise InputError(f"--batch-size {batch_size}: at least 1")
     frame = _read(input_path)

@@ -14,13 +14,14 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kiln.errors import ServiceError
+from kiln.progress import Progress, no_progress
 
 MAX_BUFFER = 50_000  # records held in memory at most; beyond it new records are counted as dropped
 
@@ -136,7 +137,7 @@ def read_capture(root: Path, endpoint: str, since: datetime | None = None,
 
 
 def wait_for_capture(root: Path, endpoint: str, since: datetime, expected: int,
-                     progress: Callable[[str], None] = lambda _: None, timeout: float = 60.0) -> int:
+                     progress: Progress = no_progress, timeout: float = 60.0) -> int:
     """Wait until ``endpoint``'s capture holds ``expected`` production records since ``since`` (the front's writer
     flushes in the background, later under load); how many it holds back, or ServiceError after ``timeout``."""
 

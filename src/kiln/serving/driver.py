@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from kiln.files import write_text_atomic
 from kiln.serving.errors import Conflict
 from kiln.serving.rollout import Phase, Rollout, RolloutReport, advance, start
 from kiln.serving.router import Route, Router
@@ -82,9 +83,7 @@ class RolloutDriver:
             shares[r.candidate] = self.base_share * r.share
         st.shares = shares
         if self.state_path is not None:
-            tmp = self.state_path.with_name(f".{self.state_path.name}.tmp")
-            tmp.write_text(json.dumps(self._report(r).to_dict(), indent=2))
-            tmp.replace(self.state_path)
+            write_text_atomic(self.state_path, json.dumps(self._report(r).to_dict(), indent=2))
 
     def describe(self) -> RolloutReport | None:
         """The rollout under way or last run, or None before the first."""

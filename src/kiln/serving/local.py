@@ -6,12 +6,10 @@ ports, a rollout under way), router.json (the front's config) and rollout.json (
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from kiln import tracking
 from kiln.errors import InputError, ServiceError, WorkspaceError
 from kiln.features.repo import plan_by_service
+from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec, free_ports, pid_file, start, status, stop
+from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.serving.compare import compare
 from kiln.serving.rollout import RolloutReport
@@ -30,8 +30,6 @@ from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
 from kiln.serving.spec import EndpointSpec, Variant
 from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
-
-Progress = Callable[[str], None]
 
 
 class _Record(BaseModel):
@@ -137,14 +135,7 @@ def read_state(ws: Workspace, name: str) -> EndpointState:
 
 def write_state(ws: Workspace, state: EndpointState) -> None:
     """Record ``state`` as its endpoint's endpoint.json (atomically)."""
-    _write_json(_state_path(ws, state.name), state.to_dict())
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(_state_path(ws, state.name), state.to_dict())
 
 
 def pin(ws: Workspace, variant: Variant) -> str:
@@ -244,7 +235,7 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> di
     }
 
 
-def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: None) -> Deployment:
+def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) -> Deployment:
     """Start every variant and the front; on any failure stop what was started and leave nothing behind."""
 
     if _state_path(ws, spec.name).is_file():
@@ -273,7 +264,7 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = lambda _: Non
             progress(f"variant {v.name}: {pinned[v.name]} on port {service.port}")
             start(ws.state_dir, service, progress)
             started.append(service)
-        _write_json(folder / "router.json", router_config(ws, spec, state))
+        write_json_atomic(folder / "router.json", router_config(ws, spec, state))
         front = router_service(ws, spec.name, ports[0])
         start(ws.state_dir, front, progress)
         started.append(front)
@@ -302,7 +293,7 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
             *(variant_service(ws, name, v, info.model, info.port, info.runtime) for v, info in state.variants.items())]
 
 
-def start_deployed(ws: Workspace, progress: Progress = lambda _: None) -> list[Any]:
+def start_deployed(ws: Workspace, progress: Progress = no_progress) -> list[Any]:
     """Start the processes of every deployed endpoint that is not running (`kiln up`); returns their states."""
 
     states = []
@@ -366,7 +357,7 @@ def _front(ws: Workspace, state: EndpointState) -> str:
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
-           progress: Progress = lambda _: None, poll_seconds: float = 1.0) -> RolloutReport:
+           progress: Progress = no_progress, poll_seconds: float = 1.0) -> RolloutReport:
     """Start the new model beside the variant it replaces and roll it out by the endpoint's policy."""
     import httpx
 
@@ -448,7 +439,7 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     for v in [*state.spec.variants, *([state.spec.shadow] if state.spec.shadow else [])]:
         if v.name == variant:
             v.model = serving.model
-    _write_json(endpoints_dir(ws) / name / "router.json", router_config(ws, state.spec, state))
+    write_json_atomic(endpoints_dir(ws) / name / "router.json", router_config(ws, state.spec, state))
     write_state(ws, state)
     return rollout
 

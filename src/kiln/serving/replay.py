@@ -13,7 +13,6 @@ import math
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,19 +20,18 @@ from typing import TYPE_CHECKING, Any
 from kiln import tracking
 from kiln.errors import InputError
 from kiln.features.training import build_training_set
+from kiln.progress import Progress, no_progress
 from kiln.serving.local import _front, endpoints_dir, feature_lookup, read_state
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Progress = Callable[[str], None]
 CONCURRENCY = 32  # requests in flight at most; a slow endpoint makes the replay fall behind, not pile up
 
 
 def model_inputs(ws: Workspace, model: str) -> list[str]:
     from mlflow.models import get_model_info
-
 
     tracking.client(ws)
     signature = get_model_info(model).signature
@@ -45,7 +43,6 @@ def model_inputs(ws: Workspace, model: str) -> list[str]:
 def feature_rows(ws: Workspace, model: str, data: Path, inputs: list[str]) -> "pd.DataFrame":
     """The rows to send: a feature table as it is, or a dataset's labels joined with point-in-time features."""
     import pandas as pd
-
 
     if not data.exists():
         raise InputError(f"--data {data}: no such file or folder")
@@ -107,7 +104,7 @@ async def _send(url: str, bodies: list[dict], ids: list[str], rps: float, progre
 
 
 def replay(ws: Workspace, name: str, data: Path, limit: int | None = None, rps: float = 50.0,
-           progress: Progress = lambda _: None) -> dict[str, Any]:
+           progress: Progress = no_progress) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 

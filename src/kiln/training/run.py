@@ -71,7 +71,6 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
 
     from kiln.training import pyfunc
 
-
     meta = {"family": family.name, "config": config, "seed": seed, "threshold": threshold,
             "features": data.features, "label": data.label, "key": data.key}
     with tempfile.TemporaryDirectory(prefix="kiln-model-") as tmp:
@@ -95,7 +94,6 @@ def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str,
           progress: Progress = no_progress) -> TrainResult:
     """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow."""
     import mlflow
-
 
     family = get_family(family_name)
     config = family.config(params)

@@ -130,7 +130,6 @@ def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict) -> tu
 def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
     from ray import tune
 
-
     return tune.with_resources(
         tune.with_parameters(run_trial, family_name=spec["family"], prep=prep, seed=spec["seed"],
                              max_iterations=max_iterations),
@@ -252,7 +251,6 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)
     max_iterations = spec.max_iterations or family.max_iterations
@@ -329,7 +327,6 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
             data: Any, started: float, progress: Progress) -> TuneResult:
     """Refit the best configuration for the iterations that scored best, evaluate, log the model and the plot."""
     import mlflow
-
 
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)

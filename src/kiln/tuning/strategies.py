@@ -33,7 +33,6 @@ def searcher_and_scheduler(strategy: str, max_iterations: int, seed: int, max_co
 
     from kiln.tuning.hyperband import SettlingHyperBand
 
-
     if strategy == "bayesian":
         import optuna
         from ray.tune.search.optuna import OptunaSearch

@@ -36,7 +36,6 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
     """Tune ``family`` on the training set; the best model's files go to ``model_out``, its run in the metadata."""
     import mlflow
 
-
     ws = open_workspace(Path(workspace))
     spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
                     training_set=str(training_set_file(training_set)), max_iterations=max_iterations or None)
@@ -66,7 +65,6 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
 def _gated(ws: Workspace, min_auc: float | None, max_auc_drop: float | None) -> Workspace:
     """The workspace with the pipeline's gate thresholds in place of its settings' (checked as settings are)."""
 
-
     change = {k: v for k, v in (("min_auc", min_auc), ("max_auc_drop", max_auc_drop)) if v is not None}
     try:
         gates = GateSettings.model_validate({**ws.settings.gates.model_dump(), **change})
@@ -81,7 +79,6 @@ def evaluate_step(workspace: str, model_name: str, model: dict[str, Any], min_au
                   max_auc_drop: float | None = None) -> StepResult:
     """Score the tuned model and the champion on the same held-out rows; the value is whether the gate passed."""
     from sklearn.metrics import confusion_matrix, roc_curve
-
 
     ws = _gated(open_workspace(Path(workspace)), min_auc, max_auc_drop)
     run_id, model_uri = _model_run(model)

@@ -50,7 +50,6 @@ def submit(host: str, pipeline: Any, params: dict[str, Any], experiment: str = E
 
     import kfp
 
-
     with tempfile.TemporaryDirectory(prefix="kiln-submit-") as tmp:
         package = Path(tmp) / "pipeline.yaml"
         compile_pipeline(pipeline, package, workspace_pvc, secret_env)
