@@ -88,7 +88,7 @@ def test_generate_into_a_folder_of_other_files_is_refused(tmp_path: Path) -> Non
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
-    res = run_kiln("--debug", "data", "validate", tmp_path / "nowhere")
+    res = run_kiln("--debug", "data", "validate", tmp_path / "nowhere", isolated=True)  # a process prints it
     assert res.code != 0 and "Traceback" in res.stderr and "DatasetError" in res.stderr
 
 
@@ -96,3 +96,18 @@ def test_commands_needing_a_workspace_say_how_to_make_one(tmp_path: Path) -> Non
     res = run_kiln("status", cwd=tmp_path)
     assert res.code == 1
     assert "no Kiln workspace" in res.stderr and "kiln init" in res.stderr
+
+
+def test_an_unexpected_error_exits_with_its_own_code_and_says_how_to_see_its_traceback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fault in Kiln is neither bad input (1) nor the environment (2): exit 4, a message, the way to the traceback."""
+    import kiln.cli.main
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a fault inside Kiln")
+
+    monkeypatch.setattr(kiln.cli.main, "init_workspace", broken)
+    res = run_kiln("init", tmp_path / "ws")
+    assert res.code == 4, res.stderr
+    assert "internal error: RuntimeError: a fault inside Kiln" in res.stderr and "--debug" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -37,7 +37,9 @@ from kiln.errors import ServiceError
 EXECUTOR = "kfp.dsl.executor_main"
 # Imported once by the server, before any fork: what the steps import at their start. Modules that start threads when
 # imported stay out (a fork copies one thread only), checked by the server itself.
-PRELOAD = ("kfp.dsl.executor", "kiln.workflow.data_steps", "kiln.workflow.model_steps",
+# prometheus_client first: it picks in-process or multi-process values when imported, by the environment, and Feast
+# sets that environment when imported.
+PRELOAD = ("prometheus_client", "kfp.dsl.executor", "kiln.workflow.data_steps", "kiln.workflow.model_steps",
            "kiln.workflow.release_steps", "pandas", "numpy", "pyarrow.parquet", "sklearn.model_selection",
            "lightgbm", "mlflow", "mlflow.pyfunc", "mlflow.tracking", "feast", "onnx", "onnxruntime")
 READY_SECONDS = 180.0
@@ -159,7 +161,7 @@ def _preload(modules: Sequence[str]) -> list[str]:
     return skipped
 
 
-def _child(conn: socket.socket, fd: int, request: dict[str, Any]) -> None:
+def _child(conn: socket.socket, fd: int, request: dict[str, Any], preloaded_env: dict[str, str]) -> None:
     """In the forked child: become the task's process and run kfp's executor; the exit code goes back by the socket,
     then it ends as a process does (threads joined, exit handlers run)."""
     code = 1
@@ -178,6 +180,8 @@ def _child(conn: socket.socket, fd: int, request: dict[str, Any]) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        for key, value in preloaded_env.items():  # what an engine set when the server imported it, as it would here
+            os.environ.setdefault(key, value)
         program = Path(tempfile.mkdtemp()) / "ephemeral_component.py"
         program.write_text(request["program"])
         sys.argv = [EXECUTOR, "--component_module_path", str(program), *request["args"]]
@@ -209,8 +213,10 @@ def _exit(code: int) -> None:
 
 def serve(socket_path: Path) -> None:
     """Import what the steps need, then fork a child for every request until terminated."""
+    before = dict(os.environ)
     for problem in _preload(PRELOAD):
         print(f"not preloaded: {problem}", flush=True)
+    preloaded_env = {k: v for k, v in os.environ.items() if before.get(k) != v}
     gc.freeze()  # what is loaded now stays out of the collector's passes, so children do not copy it
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the system; their codes go by socket
     staging = socket_path.with_name(f".{socket_path.name}")
@@ -232,7 +238,7 @@ def serve(socket_path: Path) -> None:
                 continue
             if os.fork() == 0:
                 listener.close()
-                _child(conn, fds[0], json.loads(message))  # never returns
+                _child(conn, fds[0], json.loads(message), preloaded_env)  # never returns
             os.close(fds[0])
             conn.close()
 
