@@ -216,7 +216,7 @@ def _keep_outer_outputs_in_loops() -> None:
             iteration.inputs.parameters[name].CopyFrom(spec)
         return iteration
 
-    fixed.kiln_fixed = True  # type: ignore[attr-defined]
+    fixed.kiln_fixed = True  # type: ignore[attr-defined]  # a marker on the function object, checked before patching again
     task_spec_utils.create_parameter_loop_iteration_task_spec = fixed
 
 
