@@ -77,6 +77,7 @@ def _import_in_child(modules: list[str]) -> dict[str, str | None]:
     results: dict[str, str | None] = {}
     todo = list(modules)
     while todo:
+        code: int | str
         try:
             proc = subprocess.run([sys.executable, "-c", _IMPORTER, *todo], capture_output=True, text=True,
                                   timeout=IMPORT_TIMEOUT)

@@ -9,9 +9,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kiln.errors import PortInUse, ServiceError
 from kiln.files import write_text_atomic
@@ -62,7 +63,7 @@ def log_file(state_dir: Path, name: str) -> Path:
     return state_dir / "logs" / f"{name}.log"
 
 
-def _read_pid(state_dir: Path, name: str) -> dict[str, object] | None:
+def _read_pid(state_dir: Path, name: str) -> dict[str, Any] | None:
     path = pid_file(state_dir, name)
     try:
         record = json.loads(path.read_text())
@@ -71,13 +72,14 @@ def _read_pid(state_dir: Path, name: str) -> dict[str, object] | None:
     return record if _alive(record) else None
 
 
-def _alive(record: dict[str, object]) -> bool:
+def _alive(record: dict[str, Any]) -> bool:
     """The recorded process still runs and is the same process (pids get reused)."""
     import psutil
 
     try:
-        proc = psutil.Process(int(record["pid"]))  # type: ignore[arg-type]
-        return abs(proc.create_time() - float(record["create_time"])) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE  # type: ignore[arg-type]
+        proc = psutil.Process(int(record["pid"]))
+        same: bool = abs(proc.create_time() - float(record["create_time"])) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+        return same
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
 
@@ -101,9 +103,10 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def free_ports(host: str, start: int, count: int, taken: set[int] = frozenset()) -> list[int]:
+def free_ports(host: str, start: int, count: int, taken: Set[int] = frozenset()) -> list[int]:
     """``count`` ports from ``start`` up that nothing listens on and ``taken`` does not hold."""
-    ports, port = [], start
+    ports: list[int] = []
+    port = start
     while len(ports) < count and port < 65535:
         if port not in taken and port_free(host, port):
             ports.append(port)
@@ -118,8 +121,8 @@ def status(state_dir: Path, spec: ServiceSpec) -> ServiceState:
     if record is None:
         return ServiceState(spec.name, "stopped", spec.url, None, log)
     url = f"http://{record['host']}:{record['port']}"
-    probe = ServiceSpec(spec.name, [], str(record["host"]), int(record["port"]), spec.health_path, spec.setting)  # type: ignore[arg-type]
-    return ServiceState(spec.name, "running" if healthy(probe) else "unhealthy", url, int(record["pid"]), log)  # type: ignore[arg-type]
+    probe = ServiceSpec(spec.name, [], str(record["host"]), int(record["port"]), spec.health_path, spec.setting)
+    return ServiceState(spec.name, "running" if healthy(probe) else "unhealthy", url, int(record["pid"]), log)
 
 
 def start(state_dir: Path, spec: ServiceSpec, progress: Progress = no_progress) -> tuple[ServiceState, bool]:
@@ -129,7 +132,8 @@ def start(state_dir: Path, spec: ServiceSpec, progress: Progress = no_progress) 
         return current, False
     if current.state == "unhealthy":
         progress(f"{spec.name}: process {current.pid} is up but not healthy yet; waiting")
-        return _wait_healthy(state_dir, spec, current.pid), False  # type: ignore[arg-type]
+        assert current.pid is not None  # "unhealthy" is only reported from a pid record
+        return _wait_healthy(state_dir, spec, current.pid), False
     if not port_free(spec.host, spec.port):
         raise PortInUse(
             f"{spec.name}: port {spec.port} on {spec.host} is already taken by another process",
@@ -185,7 +189,7 @@ def stop(state_dir: Path, spec: ServiceSpec) -> bool:
     pid_file(state_dir, spec.name).unlink(missing_ok=True)
     if record is None:
         return False
-    pid = int(record["pid"])  # type: ignore[arg-type]
+    pid = int(record["pid"])
     try:
         pgid = os.getpgid(pid)
         group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]

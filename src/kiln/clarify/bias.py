@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -142,7 +142,7 @@ def _binary(series: pd.Series, role: str) -> Mask:
         raise InputError(f"{role} column '{series.name}' is not binary 0/1: it holds {shown}"
                          + (f" and {len(bad) - MAX_SHOWN} more" if len(bad) > MAX_SHOWN else ""),
                          hint="map the positive outcome to 1 and the rest to 0 (or use a bool column)")
-    return (series == 1).to_numpy(dtype=bool)
+    return cast(Mask, (series == 1).to_numpy(dtype=bool))
 
 
 def _facet_mask(values: pd.Series, wanted: tuple[object, ...]) -> Mask:
@@ -150,11 +150,11 @@ def _facet_mask(values: pd.Series, wanted: tuple[object, ...]) -> Mask:
     if pd.api.types.is_bool_dtype(values):
         texts = {str(v).strip().lower() for v in wanted}
         found = values.astype(str).str.lower().isin(texts) | values.astype(int).astype(str).isin(texts)
-        return found.to_numpy(dtype=bool)
+        return cast(Mask, found.to_numpy(dtype=bool))
     if pd.api.types.is_numeric_dtype(values):
         numbers = pd.to_numeric(pd.Series(list(wanted), dtype=object), errors="coerce").dropna()
-        return values.isin(numbers).to_numpy(dtype=bool)
-    return values.astype(str).isin({str(v) for v in wanted}).to_numpy(dtype=bool)
+        return cast(Mask, values.isin(numbers).to_numpy(dtype=bool))
+    return cast(Mask, values.astype(str).isin({str(v) for v in wanted}).to_numpy(dtype=bool))
 
 
 def _n(mask: Mask) -> int:

@@ -51,7 +51,8 @@ def load_predictor(model_uri: str) -> "Predictor":
     inner = model.unwrap_python_model()
     if not hasattr(inner, "predictor"):
         raise InputError(f"{model_uri} is not a Kiln model; explanations need one made by `kiln train` or `kiln tune`")
-    return inner.predictor
+    predictor: Predictor = inner.predictor
+    return predictor
 
 
 def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tuple["np.ndarray", float, str]:
@@ -83,7 +84,7 @@ def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tup
     return grouped, base, name
 
 
-def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: str) -> tuple[list, list[float]]:
+def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: str) -> tuple[list[str] | list[float], list[float]]:
     """Mean predicted probability as ``feature`` is set to each grid value for every row.
 
     Computed here because scikit-learn's version needs a scikit-learn estimator, and a Kiln model is not one.
@@ -150,7 +151,7 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
                        report=str(report), plots=[str(p) for p in plots])
 
 
-def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list, list[float]]], out: Path) -> list[Path]:
+def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[float], list[float]]], out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -44,6 +44,7 @@ def deploy(
     if spec_file is not None:
         spec = load_spec(spec_file)
     else:
+        assert model is not None  # checked above: exactly one of the two was given
         spec = single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
     ws = local_workspace(workspace)
     with engine_output():

@@ -148,7 +148,7 @@ def _record(ws: Workspace, source: SourceModel, manifest: dict[str, Any], folder
     run = c.create_run(tracking.experiment_id(ws, EXPERIMENT), run_name=manifest["id"], tags={
         "kiln.artifact_id": manifest["id"], "kiln.model_name": source.name, "kiln.model_version": source.version,
         "kiln.target": target, "kiln.code_version": tracking.code_version()})
-    run_id = run.info.run_id
+    run_id: str = run.info.run_id
     parity = (manifest["details"] or {}).get("parity")
     if parity:
         c.log_metric(run_id, "parity_max_abs_diff", parity["max_abs_diff"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kiln.errors import ParityFailed
 
@@ -34,7 +34,7 @@ def onnx_runtime_probabilities(graph: "onnx.ModelProto", x: "np.ndarray") -> "np
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    return cast("np.ndarray", session.run(None, {session.get_inputs()[0].name: x})[0])
 
 
 def check_parity(graph: "onnx.ModelProto", compiled: "CompiledModel", x: "np.ndarray") -> Parity:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    from numpy.typing import NDArray
 
 SMALL_REMAINDER = 8  # fewer leftover rows than this run one at a time; more are padded to the large batch
 
@@ -85,4 +86,5 @@ class CompiledModel:
             parts.append(self.run_batch(self.large, x[start:]))
         else:
             parts += [self.run_batch(1, x[i:i + 1]) for i in range(start, n)]
-        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.float32)
+        probabilities: NDArray[Any] = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.float32)
+        return probabilities

@@ -121,7 +121,7 @@ def _in_process_builder() -> Any:
 
     @derived_object
     class InProcessBuilder(PyBuilder):
-        def build(self, build_inputs: list) -> list:
+        def build(self, build_inputs: list[Any]) -> list[Any]:  # BuilderInput in, BuilderResult out
             results = []
             for item in build_inputs:
                 try:

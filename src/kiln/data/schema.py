@@ -83,7 +83,7 @@ EVENT_FEATURES = ["usage_minutes", "data_gb", "support_calls", "payment_delay_da
 
 
 def _feature(name: str, dtype: DType, lo: float | None = None, hi: float | None = None, **kw: object) -> ColumnSpec:
-    return ColumnSpec(name=name, dtype=dtype, nullable=True, min=lo, max=hi, **kw)  # type: ignore[arg-type]
+    return ColumnSpec(name=name, dtype=dtype, nullable=True, min=lo, max=hi, **kw)
 
 
 CHURN_SCHEMA = DatasetSchema(

@@ -7,6 +7,7 @@ offending rows, and raises ValidationFailed (exit code 1 in the CLI).
 from __future__ import annotations
 
 import math
+from collections.abc import Set
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,7 +137,7 @@ def _type_matches(col: ColumnSpec, found: "pa.DataType") -> tuple[bool, str]:
     return t.is_timestamp(found) and found.tz is not None, "a timestamp with a time zone (UTC)"
 
 
-def check_frame(spec: TableSpec, frame: "pd.DataFrame", skip: set[str | None] = frozenset()) -> list[Problem]:  # type: ignore[assignment]
+def check_frame(spec: TableSpec, frame: "pd.DataFrame", skip: Set[str | None] = frozenset()) -> list[Problem]:
     """Value rules on a loaded table: nulls, ranges, categories, future times, unique keys."""
     import pandas as pd
     import pandera.pandas as pa
@@ -183,7 +184,7 @@ def _from_failure_cases(spec: TableSpec, frame: "pd.DataFrame", cases: "pd.DataF
     return problems
 
 
-def _duplicate_keys(spec: TableSpec, frame: "pd.DataFrame", skip: set[str | None]) -> list[Problem]:
+def _duplicate_keys(spec: TableSpec, frame: "pd.DataFrame", skip: Set[str | None]) -> list[Problem]:
     # pandera reports each duplicate but not which key repeats; this groups them by key.
     if not spec.key or any(k in skip or k not in frame.columns for k in spec.key):
         return []

@@ -44,7 +44,7 @@ class Registration:
 
 def model_name_for_run(ws: Workspace, run_id: str) -> str:
     """The name a run's model is registered under when none is given: the name of the dataset it was trained on."""
-    dataset = _get_run(ws, tracking.client(ws), run_id).data.tags.get("kiln.dataset", "")
+    dataset: str = _get_run(ws, tracking.client(ws), run_id).data.tags.get("kiln.dataset", "")
     if not dataset or not NAME_RE.match(dataset):
         raise InputError(f"run {run_id} names no dataset to name its model after", hint="give the name (--name)")
     return dataset

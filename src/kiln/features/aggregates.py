@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from kiln.features.definitions import ACTIVITY_FEATURES
 
@@ -42,7 +42,7 @@ def activity(events: "pd.DataFrame", entities: "pd.DataFrame", key: str, emit_da
     n_ids, n_days = len(ids), len(days)
 
     def grid(col: str, fill: float) -> "np.ndarray":
-        return dense[col].astype("float64").fillna(fill).to_numpy().reshape(n_ids, n_days)
+        return cast("np.ndarray", dense[col].astype("float64").fillna(fill).to_numpy().reshape(n_ids, n_days))
 
     sums = {c: grid(c, 0.0) for c in ("usage_sum", "usage_n", "data_sum", "data_n", "support", "dropped")}
     active = (grid("events", 0.0) > 0).astype("float64")
@@ -78,13 +78,13 @@ def activity(events: "pd.DataFrame", entities: "pd.DataFrame", key: str, emit_da
 
 
 def _window_sum(m: "np.ndarray", w: int) -> "np.ndarray":
-    return _window(m, w, 0.0).sum(axis=-1)
+    return cast("np.ndarray", _window(m, w, 0.0).sum(axis=-1))
 
 
 def _window_max(m: "np.ndarray", w: int) -> "np.ndarray":
     import numpy as np
 
-    return _window(m, w, -np.inf).max(axis=-1)
+    return cast("np.ndarray", _window(m, w, -np.inf).max(axis=-1))
 
 
 def _window(m: "np.ndarray", w: int, fill: float) -> "np.ndarray":

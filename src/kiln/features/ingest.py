@@ -262,6 +262,7 @@ class _OnlineSnapshot:
             self.copy.unlink(missing_ok=True)
 
     def _redis(self) -> Any:
+        assert self.online.type == "redis"  # callers take the SQLite path first
         return redis_client(self.online.connection_string)
 
     def _redis_keys(self) -> list[bytes]:

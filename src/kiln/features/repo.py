@@ -192,7 +192,7 @@ def _apply(ws: Workspace) -> dict[str, list[str]]:
         os.chdir(cwd)
         sys.path.remove(str(repo))
     registry = store.registry
-    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(  # type: ignore[no-untyped-call]
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(  # type: ignore[no-untyped-call]  # Feast leaves it unannotated
         store.project, registry, contents)
     try:
         store.apply(to_apply, objects_to_delete=to_delete, partial=False)

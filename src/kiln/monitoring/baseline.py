@@ -45,11 +45,13 @@ class Baseline:
 
     @property
     def model(self) -> str:
-        return self.data["model"]
+        model: str = self.data["model"]
+        return model
 
     @property
     def features(self) -> dict[str, dict[str, Any]]:
-        return self.data["features"]
+        features: dict[str, dict[str, Any]] = self.data["features"]
+        return features
 
     @property
     def kinds(self) -> dict[str, str]:

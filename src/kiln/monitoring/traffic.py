@@ -33,9 +33,9 @@ class Traffic:
     records: int  # production requests read
     shadow_records: int  # shadow answers skipped (they repeat production's requests)
     unparseable: int  # requests that are not a V1 or V2 prediction body
-    missing_column: Counter = field(default_factory=Counter)  # feature -> instances without it
-    unknown_column: Counter = field(default_factory=Counter)  # name -> instances with it
-    wrong_type: Counter = field(default_factory=Counter)  # feature -> values of the wrong type
+    missing_column: Counter[str] = field(default_factory=Counter)  # feature -> instances without it
+    unknown_column: Counter[str] = field(default_factory=Counter)  # name -> instances with it
+    wrong_type: Counter[str] = field(default_factory=Counter)  # feature -> values of the wrong type
     examples: dict[str, str] = field(default_factory=dict)  # feature -> one offending value, for messages
 
     @property
@@ -48,7 +48,7 @@ def _instances(request: Any, names: list[str]) -> list[dict[str, Any]] | None:
     if not isinstance(request, dict):
         return None
     if isinstance(request.get("instances"), list):
-        rows = request["instances"]
+        rows: list[Any] = request["instances"]
         if all(isinstance(r, dict) for r in rows):
             return rows
         if all(isinstance(r, list) for r in rows):  # lists are in schema order; extra values are unknown columns
@@ -56,7 +56,7 @@ def _instances(request: Any, names: list[str]) -> list[dict[str, Any]] | None:
                     for r in rows]
         return None
     if isinstance(request.get("inputs"), list):  # V2: one tensor per feature
-        columns = {i.get("name"): i.get("data") for i in request["inputs"] if isinstance(i, dict)}
+        columns: dict[Any, Any] = {i.get("name"): i.get("data") for i in request["inputs"] if isinstance(i, dict)}
         if not columns or not all(isinstance(v, list) for v in columns.values()):
             return None
         n = max(len(v) for v in columns.values())
@@ -69,11 +69,12 @@ def _answers(response: Any, n: int) -> list[tuple[float | None, int | None]]:
     empty: list[tuple[float | None, int | None]] = [(None, None)] * n
     if not isinstance(response, dict):
         return empty
+    out: list[tuple[float | None, int | None]]
     try:
         if isinstance(response.get("predictions"), list):
             out = [(float(p["probability"]), int(p["prediction"])) for p in response["predictions"]]
         else:
-            outputs = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
+            outputs: dict[Any, Any] = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
             out = [(float(p), int(y)) for p, y in zip(outputs["probability"], outputs["prediction"])]
     except (KeyError, TypeError, ValueError):
         return empty

@@ -81,7 +81,11 @@ def get_version(ws: Workspace, ref: str) -> VersionInfo:
     name, version, alias = parse_ref(ref)
     c = _client(ws)
     try:
-        mv = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)
+        if alias:
+            mv = c.get_model_version_by_alias(name, alias)
+        else:
+            assert version is not None  # parse_ref gives a version wherever it gives no alias
+            mv = c.get_model_version(name, version)
     except MlflowException:
         known = [m.name for m in c.search_registered_models()]
         if name not in known:

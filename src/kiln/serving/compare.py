@@ -17,7 +17,7 @@ def _scores(response: Any) -> list[tuple[float, int]] | None:
         return None
     if "predictions" in response:
         return [(float(p["probability"]), int(p["prediction"])) for p in response["predictions"]]
-    outputs = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
+    outputs: dict[Any, Any] = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
     if "probability" in outputs and "prediction" in outputs:
         return [(float(p), int(y)) for p, y in zip(outputs["probability"], outputs["prediction"])]
     return None
@@ -31,8 +31,8 @@ def _percentile(values: list[float], q: float) -> float | None:
 def compare(capture_root: Path, endpoint: str, since: datetime | None = None,
             until: datetime | None = None) -> dict[str, Any]:
     """Agreement of predicted labels, probability differences and latency of production against shadow."""
-    production: dict[str, dict] = {}
-    shadow: dict[str, dict] = {}
+    production: dict[str, dict[str, Any]] = {}
+    shadow: dict[str, dict[str, Any]] = {}
     for rec in read_capture(capture_root, endpoint, since, until):
         (shadow if rec["shadow"] else production)[rec["inference_id"]] = rec
     pairs = [(production[i], shadow[i]) for i in production if i in shadow]

@@ -38,8 +38,8 @@ class MetricsSource(Protocol):
 
 
 class RoutePatcher(Protocol):
-    def state(self) -> dict[str, Any] | None:
-        """The annotation's content: a rollout request, a rollout's state, or None."""
+    def state(self) -> object:
+        """The annotation's content (parsed JSON): a rollout request, a rollout's state, or None."""
 
     def patch(self, weights: dict[str, int], state: dict[str, Any]) -> None:
         """Set the production weights and store the rollout's state, in one change."""
@@ -82,6 +82,7 @@ class Decision:
             return f"{self.endpoint}: {self.note}"
         line = f"{self.endpoint}: {r.phase}, {r.candidate} at {r.share:.0%} of {r.stable}'s traffic"
         if self.changed:
+            assert self.weights is not None  # a change always carries the new weights
             return f"{line}; {r.reason}; weights {' '.join(f'{n}={w}' for n, w in self.weights.items())}"
         seen = ", ".join(f"{n} {s.requests} req {s.errors} 5xx p99 "
                          f"{'-' if s.p99_ms is None else f'{s.p99_ms:.1f} ms'}" for n, s in self.stats.items())
@@ -125,6 +126,7 @@ class Controller:
         if problem:
             note = f"rollout request {json.dumps(dict(request))} ignored: {problem}"
             return Decision(self.spec.name, None, note=note)
+        assert isinstance(stable, str) and isinstance(candidate, str)  # both are among the variant names
         return self._apply(start(stable, candidate, self.spec.policy, self.spec.guardrails, now), {})
 
     def _apply(self, r: Rollout, stats: dict[str, VariantStats]) -> Decision:
@@ -180,7 +182,8 @@ class PrometheusMetrics:
 
         try:
             res = httpx.get(f"{self.url}/api/v1/query", params={"query": query, **params}, timeout=10)
-            return res.json()
+            body: Mapping[str, Any] = res.json()
+            return body
         except (httpx.HTTPError, ValueError) as exc:
             raise ServiceError(f"Prometheus at {self.url}: {exc}") from None
 
@@ -197,7 +200,7 @@ def reweighted(http: Sequence[Mapping[str, Any]], weights: Mapping[str, int],
                hosts: Mapping[str, str]) -> list[dict[str, Any]]:
     """The VirtualService's routes with the weighted route's destinations set to ``weights`` (variant -> weight)."""
     variant_of = {h: v for v, h in hosts.items()}
-    routes = json.loads(json.dumps(list(http)))
+    routes: list[dict[str, Any]] = json.loads(json.dumps(list(http)))
     weighted = next((r for r in routes if r.get("name") == WEIGHTED_ROUTE), None)
     if weighted is None:
         raise InputError(f"the VirtualService has no route named '{WEIGHTED_ROUTE}'",
@@ -208,7 +211,8 @@ def reweighted(http: Sequence[Mapping[str, Any]], weights: Mapping[str, int],
         raise InputError(f"the VirtualService routes no traffic to {', '.join(missing)}",
                          hint="re-render and re-apply the endpoint with every production variant")
     for dest in weighted["route"]:
-        dest["weight"] = weights.get(variant_of.get(dest["destination"]["host"]), 0)
+        variant = variant_of.get(dest["destination"]["host"])
+        dest["weight"] = weights.get(variant, 0) if variant is not None else 0
     return routes
 
 
@@ -226,13 +230,14 @@ class VirtualServiceRoutes:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return getattr(self.api, f"{verb}_namespaced_custom_object")(
+            found: dict[str, Any] = getattr(self.api, f"{verb}_namespaced_custom_object")(
                 self.GROUP, self.VERSION, self.namespace, self.PLURAL, self.name, *args)
+            return found
         except ApiException as exc:
             raise ServiceError(f"VirtualService {self.namespace}/{self.name}: {verb} failed: {exc.status} "
                                f"{exc.reason}") from None
 
-    def state(self) -> dict[str, Any] | None:
+    def state(self) -> object:
         self._seen = self._call("get")
         raw = (self._seen.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
         if not raw:

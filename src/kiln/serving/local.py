@@ -28,6 +28,7 @@ from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
 from kiln.serving.spec import EndpointSpec, Variant
+from kiln.settings import LocalServing
 from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
 
@@ -163,9 +164,18 @@ def check_runtime(ws: Workspace, variant: Variant, where: str) -> None:
                              f"with no ONNX graph; serve it with runtime {DEFAULT_RUNTIME}")
 
 
+def _local_serving(ws: Workspace) -> LocalServing:
+    serving = ws.settings.serving
+    if serving.type != "local":
+        raise InputError(f"settings serving.type is '{serving.type}': endpoints run on this machine with serving "
+                         "type local only",
+                         hint="serve on a cluster with `kiln endpoint render` and `kubectl apply -f` (README: Cluster)")
+    return serving
+
+
 def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
                     runtime: str = DEFAULT_RUNTIME) -> ServiceSpec:
-    host = ws.settings.serving.host
+    host = _local_serving(ws).host
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
         command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", model_uri,
@@ -176,7 +186,7 @@ def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, 
 
 
 def router_service(ws: Workspace, endpoint: str, port: int) -> ServiceSpec:
-    host = ws.settings.serving.host
+    host = _local_serving(ws).host
     config = endpoints_dir(ws) / endpoint / "router.json"
     return ServiceSpec(name=f"endpoint-{endpoint}", host=host, port=port, health_path="/v2/health/ready",
                        setting="serving.base_port",
@@ -215,7 +225,7 @@ def feature_lookup(ws: Workspace, model: str) -> FeatureLookup | None:
 
 def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[str, Any]:
     """The front's ROUTER.json for ``spec`` (see kiln.serving.app)."""
-    host = ws.settings.serving.host
+    host = _local_serving(ws).host
     urls = {n: f"http://{host}:{v.port}" for n, v in state.variants.items()}
     capture = _capture_root(ws, spec)
     lookup = feature_lookup(ws, state.variants[spec.variants[0].name].model)
@@ -249,8 +259,8 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
     if spec.shadow:
         check_runtime(ws, spec.shadow, "shadow")
     pinned = {v.name: pin(ws, v) for v in variants}
-    host = ws.settings.serving.host
-    ports = free_ports(host, ws.settings.serving.base_port, len(variants) + 1, _ports_in_use(ws))
+    host = _local_serving(ws).host
+    ports = free_ports(host, _local_serving(ws).base_port, len(variants) + 1, _ports_in_use(ws))
     state = EndpointState(
         name=spec.name, spec=spec, router_port=ports[0],
         variants={v.name: VariantRecord(model=pinned[v.name], requested=v.model, port=p, runtime=v.runtime,
@@ -353,7 +363,7 @@ def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> t
 
 
 def _front(ws: Workspace, state: EndpointState) -> str:
-    return f"http://{ws.settings.serving.host}:{state.router_port}"
+    return f"http://{_local_serving(ws).host}:{state.router_port}"
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
@@ -381,7 +391,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     if pinned == state.variants[variant].model:
         raise InputError(f"variant {variant} of {name} already serves {pinned}")
     candidate = f"{variant}-next"
-    [port] = free_ports(ws.settings.serving.host, ws.settings.serving.base_port, 1, _ports_in_use(ws))
+    [port] = free_ports(_local_serving(ws).host, _local_serving(ws).base_port, 1, _ports_in_use(ws))
     service = variant_service(ws, name, candidate, pinned, port, runtime)
     progress(f"candidate {candidate}: {pinned} on port {port}")
     start(ws.state_dir, service, progress)

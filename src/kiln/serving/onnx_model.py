@@ -45,7 +45,7 @@ class OnnxModel(KilnModel):
         self.tensor_name, self.width = graph_input.name, graph_input.shape[1]
         self.encoder = Encoder.from_dict(json.loads((folder / ENCODER_FILE).read_text()))
         self.threshold = float(meta["threshold"])
-        self.schema = InputSchema.from_mlflow(mlmodel.get_input_schema())
+        self.schema = InputSchema.from_mlflow(mlmodel.get_input_schema())  # type: ignore[no-untyped-call]  # MLflow leaves Model.get_input_schema unannotated
         self.version = self.model_uri
         self.warm()
         self.ready = True

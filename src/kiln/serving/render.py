@@ -28,7 +28,7 @@ import math
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,10 @@ def endpoint_host(endpoint: str, namespace: str) -> str:
 
 def placeholder_storage_uri(model_uri: str) -> str:
     """`s3://kiln-models/<model>/<version or alias>` for a models:/ URI nobody resolved."""
-    name, version = re.match(r"^models:/([^@/]+)[@/](.+)$", model_uri).groups()
+    match = re.match(r"^models:/([^@/]+)[@/](.+)$", model_uri)
+    if match is None:
+        raise InputError(f"model URI '{model_uri}': expected models:/NAME@ALIAS or models:/NAME/VERSION")
+    name, version = match.groups()
     return f"s3://kiln-models/{name}/{version}"
 
 
@@ -177,7 +180,8 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
                               labels=_labels(spec.name, named, role), annotations=annotations),
         spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
             model=model, logger=logger, min_replicas=1, canary_traffic_percent=canary_percent)))
-    return ApiClient().sanitize_for_serialization(isvc)
+    serialized: dict[str, Any] = ApiClient().sanitize_for_serialization(isvc)
+    return serialized
 
 
 # A Kubernetes API client that also knows KServe's models: each SDK deserializes only its own, and an
@@ -258,7 +262,7 @@ def _config_map(spec: EndpointSpec, namespace: str) -> dict[str, Any]:
 
 def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str) -> list[dict[str, Any]]:
     name = f"kiln-rollout-{spec.name}"
-    meta = {"name": name, "namespace": namespace, "labels": _labels(spec.name, role="controller")}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": _labels(spec.name, role="controller")}
     rules = [{"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "resourceNames": [spec.name],
               "verbs": ["get", "patch"]},
              {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"kiln-endpoint-{spec.name}"],
@@ -325,7 +329,7 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
     return out
 
 
-def check(objs: list[Mapping[str, Any]]) -> None:
+def check(objs: Sequence[Mapping[str, Any]]) -> None:
     """InputError naming the first object that is not valid: Kubernetes schemas, the KServe model, route structure."""
     import kubernetes_validate
 
@@ -380,7 +384,8 @@ def to_yaml(obj: Mapping[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
 
     Dumper.add_representer(str, text)
-    return yaml.dump(dict(obj), Dumper=Dumper, sort_keys=False)
+    dumped: str = yaml.dump(dict(obj), Dumper=Dumper, sort_keys=False)
+    return dumped
 
 
 def _file_name(obj: Mapping[str, Any]) -> str:

@@ -76,10 +76,11 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-async def _send(url: str, bodies: list[dict], ids: list[str], rps: float, progress: Progress) -> list[tuple]:
+async def _send(url: str, bodies: list[dict[str, Any]], ids: list[str], rps: float,
+                progress: Progress) -> list[tuple[int, str, float]]:
     import httpx
 
-    results: list[tuple] = [(0, "", 0.0)] * len(bodies)
+    results: list[tuple[int, str, float]] = [(0, "", 0.0)] * len(bodies)
     gate = asyncio.Semaphore(CONCURRENCY)
     start = time.perf_counter()
     step = max(1, len(bodies) // 10)

@@ -42,6 +42,7 @@ class KilnModel(kserve.Model):
     def warm(self) -> None:
         """Score a row of missing values a few times before reporting ready, so the first requests a
         rollout judges are not slowed by first-call costs (imports, allocations) in the model."""
+        assert self.schema is not None  # load() sets it before warming up
         row = {"instances": [dict.fromkeys(self.schema.names)]}
         for _ in range(WARM_UP_CALLS):
             try:
@@ -51,6 +52,7 @@ class KilnModel(kserve.Model):
 
     def frame(self, payload: Any) -> Any:
         """The request's rows as a validated frame; InvalidInput (a 400) names what is wrong."""
+        assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
         try:
             if isinstance(payload, kserve.InferRequest):
                 return self._v2_frame(payload)
@@ -72,6 +74,7 @@ class KilnModel(kserve.Model):
         if len(sizes) > 1:
             raise RequestError(f"V2 inputs must all have the same length; got {sorted(sizes)}")
         n = sizes.pop() if sizes else 0
+        assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
         return self.schema.frame([{k: v[i] for k, v in columns.items()} for i in range(n)])
 
     def score(self, payload: Any) -> tuple[Any, Any]:

@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kiln.serving.rollout import VariantStats
@@ -35,7 +36,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 class Windows:
     """Thread-safe record of (time, latency, error) per variant over the last HORIZON_SECONDS."""
 
-    def __init__(self, clock=time.monotonic) -> None:  # a zero-argument clock, for tests
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:  # a zero-argument clock, for tests
         self._clock = clock
         self._lock = threading.Lock()
         self._answers: dict[str, deque[tuple[float, float, bool]]] = {}

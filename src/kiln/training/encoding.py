@@ -53,7 +53,7 @@ class Encoder:
         missing = [name for name in self.order if name not in frame.columns]
         if missing:
             raise InputError(f"missing feature columns: {', '.join(missing)}")
-        parts = []
+        parts: list["np.ndarray"] = []
         for name in self.order:
             column = frame[name]
             if name in self.categories:

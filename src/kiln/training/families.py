@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from kiln.errors import InputError
 from kiln.training.onnx_export import mlp_to_onnx
@@ -48,6 +48,7 @@ class Param:
         except (TypeError, ValueError):
             raise InputError(f"parameter '{name}' must be {'an integer' if self.kind == 'int' else 'a number'}; "
                              f"got {value!r}") from None
+        assert self.low is not None and self.high is not None  # a numeric Param is always built with its range
         if not self.low <= number <= self.high:
             raise InputError(f"parameter '{name}' = {number} lies outside [{self.low}, {self.high}]")
         return number
@@ -98,7 +99,8 @@ class LgbmLearner:
             self.booster.update()
 
     def predict_proba(self, x: "np.ndarray") -> "np.ndarray":
-        return self.booster.predict(x)
+        # Booster.predict is typed for every output kind; a binary objective on a dense matrix gives a 1-D array
+        return cast("np.ndarray", self.booster.predict(x))
 
     def save(self, folder: Path) -> str:
         self.booster.save_model(str(folder / "model.lgbm.txt"))
@@ -149,7 +151,7 @@ class MlpLearner:
         self.x, self.y = self._scaled(x), y
 
     def _scaled(self, x: "np.ndarray") -> "np.ndarray":
-        return (x - self.mean) / self.scale
+        return cast("np.ndarray", (x - self.mean) / self.scale)
 
     def step(self) -> None:
         with warnings.catch_warnings():
@@ -157,7 +159,7 @@ class MlpLearner:
             self.model.partial_fit(self.x, self.y, classes=[0, 1])
 
     def predict_proba(self, x: "np.ndarray") -> "np.ndarray":
-        return self.model.predict_proba(self._scaled(x))[:, 1]
+        return cast("np.ndarray", self.model.predict_proba(self._scaled(x))[:, 1])
 
     def state(self) -> bytes:
         return pickle.dumps(self.model)

@@ -5,7 +5,7 @@ Written here because skl2onnx's MLP converter emits ai.onnx.ml operators, which 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +42,7 @@ def mlp_to_onnx(coefs: list["np.ndarray"], intercepts: list["np.ndarray"], mean:
     return probability_model(nodes, inits, width, "kiln_mlp")
 
 
-def probability_model(nodes: list, inits: list, width: int, name: str) -> "onnx.ModelProto":
+def probability_model(nodes: list[Any], inits: list[Any], width: int, name: str) -> "onnx.ModelProto":  # NodeProto, TensorProto
     """A checked model of ``nodes``: FLOAT [batch, width] named INPUT in, FLOAT [batch, 2] named OUTPUT out."""
     import onnx
     from onnx import TensorProto, helper

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kiln.training.encoding import Encoder
 
@@ -46,8 +46,8 @@ class Predictor:
             import numpy as np
 
             x = np.ascontiguousarray(x, dtype=np.float32)  # the ONNX graph takes float32 only
-            return self.runner.run(None, {self.runner.get_inputs()[0].name: x})[0][:, 1]
-        return self.runner.predict(x)
+            return cast("np.ndarray", self.runner.run(None, {self.runner.get_inputs()[0].name: x})[0][:, 1])
+        return cast("np.ndarray", self.runner.predict(x))
 
     def predict_proba(self, frame: "pd.DataFrame") -> "np.ndarray":
         return self.proba_matrix(self.encoder.transform(frame))

@@ -6,21 +6,22 @@ Logged as a model from code (this file), so loading runs no unpickled code.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflow.models
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel  # mlflow.pyfunc.PythonModel; mypy sees mlflow.pyfunc as a LazyLoader
 
 from kiln.training.predictor import Predictor
 
 
-class KilnClassifier(mlflow.pyfunc.PythonModel):
+class KilnClassifier(PythonModel):
     """Loads the saved model folder once; predicts `probability` and `prediction` for rows of features."""
 
-    def load_context(self, context) -> None:  # MLflow's context object
+    def load_context(self, context: Any) -> None:  # mlflow.pyfunc.PythonModelContext
         self.predictor = Predictor.load(Path(context.artifacts["model_folder"]))
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         return self.predictor.predict(model_input)
 
 

@@ -86,7 +86,8 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
         info = mlflow.pyfunc.log_model(name=MODEL_ARTIFACT, python_model=pyfunc.__file__,
                                        artifacts={"model_folder": str(folder)}, signature=signature,
                                        input_example=example)
-    return info.model_uri
+    model_uri: str = info.model_uri
+    return model_uri
 
 
 def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str, Any] | None = None,
@@ -110,7 +111,9 @@ def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str,
                            "split": prep.split.method})
 
         def on_iteration(i: int, valid: dict[str, float | None]) -> None:
-            mlflow.log_metrics({"valid_auc": valid["auc"] or 0.0, "valid_log_loss": valid["log_loss"]}, step=i)
+            log_loss = valid["log_loss"]
+            assert log_loss is not None  # defined for any labels, unlike AUC
+            mlflow.log_metrics({"valid_auc": valid["auc"] or 0.0, "valid_log_loss": log_loss}, step=i)
             if i % 10 == 0 or i == steps:
                 progress(f"iteration {i}/{steps} ({family.unit} each): validation AUC {valid['auc']:.4f}")
 

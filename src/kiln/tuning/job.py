@@ -17,7 +17,7 @@ from kiln.errors import EnvironmentProblem, InputError, Interrupted, WorkspaceEr
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
-from kiln.training.families import get_family
+from kiln.training.families import Param, get_family
 from kiln.training.metrics import calibration_table
 from kiln.training.prepare import fit, prepare
 from kiln.training.run import evaluate, experiment_name, lineage_tags, log_trained_model
@@ -83,7 +83,8 @@ def job_folder(ws: Workspace, job: str) -> Path:
 
 
 def read_job(ws: Workspace, job: str) -> dict[str, Any]:
-    return json.loads((job_folder(ws, job) / "job.json").read_text())
+    record: dict[str, Any] = json.loads((job_folder(ws, job) / "job.json").read_text())
+    return record
 
 
 def check_spec(spec: TuneSpec) -> None:
@@ -103,8 +104,8 @@ def check_spec(spec: TuneSpec) -> None:
     narrowed(family, parse_ranges(spec.ranges))
 
 
-def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict) -> tuple[list[dict], list[float] | None,
-                                                                                     list[dict]]:
+def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, Param]) -> tuple[
+        list[dict[str, Any]], list[float] | None, list[dict[str, Any]]]:
     """(points to run first, their known scores for identical Bayesian, earlier trials that count as evaluated)."""
 
     if spec.warm_start_from is None:
@@ -160,19 +161,20 @@ def _progress_callback(total: int, progress: Progress) -> Any:
             self.done = 0
             self.best: dict[str, float] = {}
 
-        def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
+                            **info: Any) -> None:
             score = result.get(METRIC)
             if score is not None:
                 self.best[trial.trial_id] = max(score, self.best.get(trial.trial_id, float("-inf")))
 
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             self.done += 1
             last = trial.last_result or {}
             progress(f"trial {self.done}/{total} {trial.trial_id}: best validation AUC "
                      f"{self.best.get(trial.trial_id, float('nan')):.4f}; ran {last.get('training_iteration', 0)} "
                      "iterations")
 
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             self.done += 1
             progress(f"trial {self.done}/{total} {trial.trial_id}: FAILED (see {trial.path}/error.txt)")
 
@@ -230,8 +232,8 @@ def _resume_hint(job: str) -> str:
     return f"finish it with `kiln tune --resume {job}`"
 
 
-def _fit_resumable(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data: Any, progress: Progress,
-                   restore: bool) -> TuneResult:
+def _fit_resumable(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, Param], data: Any,
+                   progress: Progress, restore: bool) -> TuneResult:
     """_fit; Ctrl-C at any point leaves the job "running", to be finished with --resume."""
     import ray
 
@@ -246,8 +248,8 @@ def _fit_resumable(ws: Workspace, folder: Path, record: dict[str, Any], params: 
             ray.shutdown()
 
 
-def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data: Any, progress: Progress,
-         restore: bool) -> TuneResult:
+def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, Param], data: Any,
+         progress: Progress, restore: bool) -> TuneResult:
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
@@ -295,7 +297,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict, data
                                 "trials finished", hint=_resume_hint(record["job"]))
     trials = _trial_records(grid, record["started_epoch"]) + list(record["inherited"])
     if not any(t["valid_auc"] is not None and "error" not in t for t in trials):
-        errors = [str(r.error) for r in grid if r.error is not None][:3]
+        errors = [str(r.error) for r in grid if r.error is not None][:3]  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__; Ray declares no __iter__
         raise EnvironmentProblem(f"tuning job {record['job']}: no trial finished; "
                                  + ("; ".join(errors) or "no results"), hint=f"trial logs are under {folder / 'ray'}")
     return _finish(ws, folder, record, trials, prep, data, started, progress)

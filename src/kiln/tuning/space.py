@@ -56,7 +56,9 @@ def ray_space(params: dict[str, Param]) -> dict[str, Any]:
     for name, p in params.items():
         if p.kind == "choice":
             space[name] = tune.choice(list(p.choices))
-        elif p.kind == "int":
+            continue
+        assert p.low is not None and p.high is not None  # a numeric Param is always built with its range
+        if p.kind == "int":
             space[name] = (tune.lograndint if p.log else tune.randint)(int(p.low), int(p.high) + 1)
         else:
             space[name] = (tune.loguniform if p.log else tune.uniform)(p.low, p.high)
@@ -70,7 +72,9 @@ def clip(config: dict[str, Any], params: dict[str, Param]) -> dict[str, Any]:
         value = config.get(name)
         if p.kind == "choice":
             out[name] = value if value in p.choices else p.choices[0]
-        elif value is None:
+            continue
+        assert p.low is not None and p.high is not None  # a numeric Param is always built with its range
+        if value is None:
             out[name] = p.low if not p.log else (p.low * p.high) ** 0.5
         else:
             number = min(max(float(value), p.low), p.high)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler
+    from ray.tune.search import SearchAlgorithm, Searcher
 
 STRATEGIES = {
     "hyperband": "random configurations, HyperBandScheduler: brackets of successive halving (keep a third, "
@@ -33,18 +37,20 @@ def searcher_and_scheduler(strategy: str, max_iterations: int, seed: int, max_co
 
     from kiln.tuning.hyperband import SettlingHyperBand
 
+    search: Searcher | SearchAlgorithm
+    scheduler: TrialScheduler
     if strategy == "bayesian":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         search = OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed),
                               points_to_evaluate=points or None, evaluated_rewards=evaluated or None)
-        return ConcurrencyLimiter(search, max_concurrent=max_concurrent), FIFOScheduler()
+        return ConcurrencyLimiter(search, max_concurrent=max_concurrent), FIFOScheduler()  # type: ignore[no-untyped-call]  # Ray leaves FIFOScheduler.__init__ unannotated
     search = BasicVariantGenerator(points_to_evaluate=points or None, random_state=seed)
     if strategy == "hyperband":
         scheduler = SettlingHyperBand(max_t=max_iterations, reduction_factor=3)
     elif strategy == "asha":
         scheduler = ASHAScheduler(max_t=max_iterations, grace_period=1, reduction_factor=3)
     else:
-        scheduler = FIFOScheduler()
+        scheduler = FIFOScheduler()  # type: ignore[no-untyped-call]  # Ray leaves FIFOScheduler.__init__ unannotated
     return search, scheduler

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
@@ -175,7 +176,7 @@ def local_parameters(pipeline: Any, ws: Workspace, given: dict[str, Any]) -> dic
 
 
 @contextlib.contextmanager
-def _one_log_handler(stream: TextIO) -> Any:
+def _one_log_handler(stream: _Watcher) -> Iterator[None]:
     """One handler on the root logger for the whole run, in place of kfp's per-task swap of handlers, which loses
     records when loop iterations run at once (one thread clears the handlers while another logs)."""
 
@@ -215,7 +216,7 @@ def _keep_outer_outputs_in_loops() -> None:
             iteration.inputs.parameters[name].CopyFrom(spec)
         return iteration
 
-    fixed.kiln_fixed = True  # type: ignore[attr-defined]
+    fixed.kiln_fixed = True  # type: ignore[attr-defined]  # a marker on the function object, checked before patching again
     task_spec_utils.create_parameter_loop_iteration_task_spec = fixed
 
 
@@ -237,8 +238,8 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
     outputs: Any = None
     with open(log_path, "w") as log, warm_steps():
         watcher = _Watcher(log, progress)
-        with (contextlib.redirect_stdout(watcher),  # type: ignore[type-var]
-              _one_log_handler(watcher),  # type: ignore[arg-type]
+        with (contextlib.redirect_stdout(watcher),
+              _one_log_handler(watcher),
               warnings.catch_warnings()):
             # the subprocess runner warns about any image not named "python"; the platform image is not
             warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -262,11 +263,12 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
                    parameters=params, tasks=watcher.records, outputs=_plain(outputs))
     (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
     if failed_task is not None:
-        failure = watcher.failures.get(failed_task)
-        cause = f"{failure['error']}: {failure['message']}" if failure else watcher.errors.get(failed_task, "see the log")
+        announced = watcher.failures.get(failed_task)
+        cause = (f"{announced['error']}: {announced['message']}" if announced
+                 else watcher.errors.get(failed_task, "see the log"))
         raise PipelineFailed(f"pipeline {pipeline.name}, run {run.run}: task {failed_task} failed: {cause}",
                              hint=f"the whole log: {final_log}",
-                             exit_code=int(failure["exit_code"]) if failure else PipelineFailed.exit_code)
+                             exit_code=int(announced["exit_code"]) if announced else PipelineFailed.exit_code)
     return run
 
 

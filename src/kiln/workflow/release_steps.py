@@ -64,7 +64,7 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
         primary = read_state(ws, endpoint).spec.variants[0].name
         say(f"rolling {version} out on {endpoint}'s variant {primary} by its policy")
         rollout = update(ws, endpoint, model, variant=primary, progress=say)
-        phase = rollout.phase
+        phase: str = rollout.phase
         if phase != "promoted":
             raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: {rollout.reason}",
                                hint=f"`kiln endpoint status {endpoint}` shows what the guardrails saw")

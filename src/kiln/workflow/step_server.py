@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import gc
 import importlib
+import io
 import json
 import os
 import runpy
@@ -30,7 +31,7 @@ import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kiln.errors import ServiceError
 
@@ -175,8 +176,8 @@ def _child(conn: socket.socket, fd: int, request: dict[str, Any], preloaded_env:
         os.dup2(fd, 2)
         os.close(fd)
         os.close(devnull)
-        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-        sys.stderr.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+        cast(io.TextIOWrapper, sys.stdout).reconfigure(line_buffering=True)  # typeshed declares them TextIO
+        cast(io.TextIOWrapper, sys.stderr).reconfigure(line_buffering=True)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -203,7 +204,7 @@ def _exit(code: int) -> None:
     module object inherited from the server: that touches each one, and copying those pages took seconds."""
     # What the interpreter does at exit, which os._exit below skips: threading's own exit hooks (thread pools told to
     # stop), non-daemon threads joined, then the exit handlers.
-    threading._shutdown()  # type: ignore[attr-defined]
+    threading._shutdown()  # type: ignore[attr-defined]  # private to threading; typeshed leaves it out
     atexit._run_exitfuncs()
     with contextlib.suppress(Exception):
         sys.stdout.flush()
