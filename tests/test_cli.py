@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from kiln import __version__
 from tests.conftest import clean_env, run_kiln
 
