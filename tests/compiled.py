@@ -19,8 +19,8 @@ class Compiled:
         return self.root / "artifacts" / "compiled" / self.ids[target]
 
 
-def ok(*args: str | Path, timeout: float = 600) -> dict:
-    res = run_kiln(*args, "--json", timeout=timeout)
+def ok(*args: str | Path, timeout: float = 600, isolated: bool = False) -> dict:
+    res = run_kiln(*args, "--json", timeout=timeout, isolated=isolated)
     assert res.code == 0, res.stderr[-3000:]
     return json.loads(res.stdout)
 
