@@ -53,6 +53,7 @@ class StepServer:
     def __init__(self, folder: Path) -> None:
         self.socket_path = folder / "steps.sock"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.running: set[int] = set()  # the steps' processes now running
 
     def start(self) -> None:
         """Start the server and wait until it has imported what the steps need."""
@@ -73,6 +74,10 @@ class StepServer:
         raise ServiceError(f"the pipeline's step server did not start within {READY_SECONDS:.0f} s")
 
     def stop(self) -> None:
+        """Interrupt the steps still running (as Ctrl-C would have, had they been the terminal's), stop the server."""
+        for pid in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -98,11 +103,18 @@ class StepServer:
                 socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [write_end])
             finally:
                 os.close(write_end)
-            with open(read_end, encoding="utf-8", errors="replace") as output:
-                for line in output:
-                    print(line, end="")
-            print("\n")
-            answer = conn.makefile("rb").read()
+            answers = conn.makefile("rb")
+            pid = int(json.loads(answers.readline() or b'{"pid": 0}')["pid"])
+            if pid > 0:  # 0 would name this whole process group to os.kill
+                self.running.add(pid)
+            try:
+                with open(read_end, encoding="utf-8", errors="replace") as output:
+                    for line in output:
+                        print(line, end="")
+                print("\n")
+                answer = answers.read()
+            finally:
+                self.running.discard(pid)
         try:
             return int(json.loads(answer)["exit_code"])
         except (ValueError, KeyError):
@@ -167,6 +179,7 @@ def _child(conn: socket.socket, fd: int, request: dict[str, Any], preloaded_env:
     then it ends as a process does (threads joined, exit handlers run)."""
     code = 1
     try:
+        conn.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")  # so the run can interrupt this step
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setsid()
