@@ -44,6 +44,7 @@ PRELOAD = ("prometheus_client", "kfp.dsl.executor", "kiln.workflow.data_steps", 
            "kiln.workflow.release_steps", "pandas", "numpy", "pyarrow.parquet", "sklearn.model_selection",
            "lightgbm", "mlflow", "mlflow.pyfunc", "mlflow.tracking", "feast", "onnx", "onnxruntime")
 READY_SECONDS = 180.0
+STOP_GRACE_SECONDS = 10.0  # for a step to end after Ctrl-C before it is terminated
 MAX_REQUEST = 16 * 1024 * 1024
 
 
@@ -74,10 +75,15 @@ class StepServer:
         raise ServiceError(f"the pipeline's step server did not start within {READY_SECONDS:.0f} s")
 
     def stop(self) -> None:
-        """Interrupt the steps still running (as Ctrl-C would have, had they been the terminal's), stop the server."""
-        for pid in list(self.running):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
+        """Interrupt the steps still running (as Ctrl-C would have, had they been the terminal's), end those that
+        ignore it after a grace period, stop the server."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            for pid in list(self.running):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
+            while self.running and time.monotonic() < deadline:
+                time.sleep(0.1)  # a step leaves `running` when its output ends
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
