@@ -196,9 +196,9 @@ def test_an_interrupted_job_resumes_and_finishes(ws: Path) -> None:
     while time.monotonic() < deadline:
         new = set(jobs.iterdir()) - before
         job = next(iter(new), None)
-        if job and list(job.glob("ray/*/params.json")):
-            break  # the first trial has started: interrupt mid-job, as Ctrl-C would (its results come too
-            # fast on a quiet machine to wait for one)
+        done = list(job.glob("ray/*/result.json")) if job else []
+        if any(p.read_text().count("\n") >= 2 for p in done):
+            break  # the first trial is under way: interrupt mid-job, as Ctrl-C would
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
