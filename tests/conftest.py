@@ -36,8 +36,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 def run_kiln(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300,
              isolated: bool = False) -> Result:
     """Run `kiln` in this process, as its console script would (same arguments, exit code, stdout and stderr), with
-    ``env`` as the whole environment and ``cwd`` as the folder for the call. ``isolated`` runs it as a process of its
-    own instead: for what needs one (signals, a stuck command's stack dump, engines that must not outlive the call)."""
+    ``env`` as the whole environment and ``cwd`` as the folder for the call (``timeout`` applies to a process only;
+    in process, pytest-timeout bounds the test). ``isolated`` runs it as a process of its own instead: for what needs
+    one (signals, a stuck command's stack dump, engines that must not outlive the call)."""
     if isolated:
         return _run_process([str(a) for a in args], cwd, env, timeout)
     from kiln.cli.main import run

@@ -107,6 +107,10 @@ class StepServer:
             try:
                 conn.connect(str(self.socket_path))
                 socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [write_end])
+            except OSError as exc:
+                os.close(read_end)
+                raise ServiceError(f"the pipeline's step server is not answering: {exc}",
+                                   hint=f"its log: {self.socket_path.with_suffix('.log')}") from exc
             finally:
                 os.close(write_end)
             answers = conn.makefile("rb")
@@ -161,8 +165,10 @@ def warm_steps() -> Iterator[StepServer]:
         yield server
     finally:
         subprocess_task_handler.run_local_subprocess = original
+        died = server.proc is not None and server.proc.poll() is not None
         server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        if not died:  # a server that died keeps its log for the error that names it
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- the server's side -----------------------------------------------------------------------------------------
