@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.registry.tables import StoredVersion, read_versions
 from kiln.tracking import client
 from kiln.workspace import Workspace
 
@@ -97,19 +98,26 @@ def get_version(ws: Workspace, ref: str) -> VersionInfo:
     return _info(c, mv)
 
 
-def _info(c: "MlflowClient", mv: Any) -> VersionInfo:
-    tags = dict(mv.tags)
+def _stored(c: "MlflowClient", mv: Any) -> StoredVersion:
     # Version searches leave aliases out: the registered model's alias map is the one source.
     aliases = [a for a, v in c.get_registered_model(mv.name).aliases.items() if str(v) == str(mv.version)]
-    return VersionInfo(name=mv.name, version=str(mv.version), aliases=sorted(aliases),
-                       approval=tags.get(APPROVAL, PENDING), gate=tags.get(GATE, "unknown"), run_id=mv.run_id,
-                       source=mv.source, created=datetime.fromtimestamp(mv.creation_timestamp / 1000,
-                                                                         UTC).isoformat(timespec="seconds"),
-                       tags=tags, history=json.loads(tags.get(HISTORY, "[]")))
+    return StoredVersion(name=mv.name, version=str(mv.version), run_id=mv.run_id, source=mv.source,
+                         creation_timestamp=mv.creation_timestamp, tags=dict(mv.tags), aliases=sorted(aliases))
 
 
-def list_versions(ws: Workspace, name: str | None = None) -> list[VersionInfo]:
-    """Every version of ``name`` (or of every registered model), newest first."""
+def _version_info(v: StoredVersion) -> VersionInfo:
+    return VersionInfo(name=v.name, version=v.version, aliases=list(v.aliases), approval=v.tags.get(APPROVAL, PENDING),
+                       gate=v.tags.get(GATE, "unknown"), run_id=v.run_id, source=v.source,
+                       created=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+                       tags=dict(v.tags), history=json.loads(v.tags.get(HISTORY, "[]")))
+
+
+def _info(c: "MlflowClient", mv: Any) -> VersionInfo:
+    return _version_info(_stored(c, mv))
+
+
+def stored_versions(ws: Workspace, name: str | None = None) -> list[StoredVersion]:
+    """Every version of ``name`` (or of every registered model) through MLflow's client, by name then newest first."""
     c = _client(ws)
     names = [name] if name else sorted(m.name for m in c.search_registered_models())
     out = []
@@ -117,8 +125,16 @@ def list_versions(ws: Workspace, name: str | None = None) -> list[VersionInfo]:
         versions = c.search_model_versions(f"name='{n}'")
         if name and not versions:
             get_version(ws, f"{n}@{CHAMPION}")  # raises the "no registered model" error with the known names
-        out += [_info(c, mv) for mv in sorted(versions, key=lambda v: -int(v.version))]
+        out += [_stored(c, mv) for mv in sorted(versions, key=lambda v: -int(v.version))]
     return out
+
+
+def list_versions(ws: Workspace, name: str | None = None) -> list[VersionInfo]:
+    """Every version of ``name`` (or of every registered model), newest first."""
+    stored = read_versions(ws.settings.mlflow.tracking_uri, name)
+    if stored is None or (name and not stored):
+        stored = stored_versions(ws, name)
+    return [_version_info(v) for v in stored]
 
 
 def champion_uri(ws: Workspace, name: str) -> str | None:
