@@ -100,9 +100,8 @@ def test_tuning_records_are_kept_and_reused_for_the_same_shapes(compiled: Compil
     from mlflow import MlflowClient
 
     root = compiled.root
-    # Tuning runs in a process of its own, as `kiln compile --tune` does: MetaSchedule's worker pool then starts
-    # from a small process rather than from this one, with every engine the suite has imported.
-    first = ok("compile", "toy/1", "--target", "x86_64", "--tune", "--trials", "10", "-w", root, isolated=True)
+    # In process: `kiln compile --tune` tunes in a fresh process of its own, whatever this one has imported.
+    first = ok("compile", "toy/1", "--target", "x86_64", "--tune", "--trials", "10", "-w", root)
     tuning = first["tuning"]
     assert tuning["tuned"] and not tuning["untuned"] and tuning["trials"] == 10
     assert first["parity"]["max_abs_diff"] <= 1e-5
@@ -112,7 +111,7 @@ def test_tuning_records_are_kept_and_reused_for_the_same_shapes(compiled: Compil
     assert run.data.tags["kiln.tuned"] == "true" and run.data.metrics["tuning_seconds"] > 0
     # Another model with the same layer sizes: every kernel's record is found, nothing is tuned again.
     other = register(root, "mlp")
-    again = ok("compile", other, "--target", "x86_64", "--tune", "-w", root, isolated=True)
+    again = ok("compile", other, "--target", "x86_64", "--tune", "-w", root)
     assert again["tuning"]["tuned"] == [] and len(again["tuning"]["reused"]) == tuning["tasks"]
     assert again["tuning"]["trials"] == 0 and again["parity"]["max_abs_diff"] <= 1e-5
     assert again["seconds"] < first["seconds"] / 2, (again["seconds"], first["seconds"])
@@ -139,10 +138,12 @@ def test_bad_requests_name_what_is_wrong(compiled: Compiled) -> None:
     assert sorted(p.name for p in (compiled.root / "artifacts" / "compiled").iterdir()) == before
 
 
-def test_an_operator_tvm_lacks_is_named() -> None:
+def test_an_operator_tvm_lacks_is_named(tmp_path: Path) -> None:
     from onnx import TensorProto, helper
 
     from kiln.compile.build import CompileFailed, import_graph
+    from kiln.compile.targets import resolve_target
+    from kiln.compile.tuning_process import tune_apart
 
     node = helper.make_node("TreeEnsembleClassifier", ["features"], ["label", "probabilities"],
                             domain="ai.onnx.ml")
@@ -151,6 +152,12 @@ def test_an_operator_tvm_lacks_is_named() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)])
     with pytest.raises(CompileFailed, match=r"ai.onnx.ml.TreeEnsembleClassifier"):
         import_graph(model, 1, 3)
+    # the same error, with its hint, from the process `kiln compile --tune` tunes in; nothing is tuned
+    shown: list[str] = []
+    with pytest.raises(CompileFailed, match=r"ai.onnx.ml.TreeEnsembleClassifier") as raised:
+        tune_apart(model, 3, (1,), resolve_target("x86_64"), tmp_path / "db", 4, False, shown.append)
+    assert raised.value.hint == "export the model with standard ONNX operators"
+    assert shown == [] and not (tmp_path / "db").exists()
 
 
 def test_parity_failure_reports_the_numbers(compiled: Compiled) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln import tracking
-from kiln.compile.build import BuiltLibrary, build_library, import_graph
+from kiln.compile.build import BuiltLibrary, build_library
 from kiln.compile.bundle import ENCODER, ManifestDraft, write_bundle
 from kiln.compile.keys import fingerprint, signing_key
 from kiln.compile.parity import check_parity
@@ -19,7 +19,8 @@ from kiln.compile.runner import CompiledModel
 from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_source
 from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
-from kiln.compile.tuning import DEFAULT_TRIALS, check_tunable, lower, tune, tuning_dir, tuning_target
+from kiln.compile.tuning import DEFAULT_TRIALS, check_tunable, tuning_dir
+from kiln.compile.tuning_process import tune_apart
 from kiln.errors import InputError
 from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
@@ -103,9 +104,8 @@ def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int
           progress: Progress) -> dict[str, Any]:
     """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
 
-    tvm_target = tuning_target(target)
-    modules = [lower(import_graph(source.graph, batch, source.width), tvm_target) for batch in BATCH_SIZES]
-    return vars(tune(modules, tvm_target, tuning_dir(ws, target), trials, progress, again))
+    return vars(tune_apart(source.graph, source.width, BATCH_SIZES, target, tuning_dir(ws, target), trials, again,
+                           progress))
 
 
 def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Progress,
