@@ -181,8 +181,8 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
     drift_halfway(rows, DEMO_DRIFT, seed=DEMO_SEED).to_parquet(traffic, index=False)
     ctx.progress(f"traffic whose second half drifts: {', '.join(DEMO_DRIFT)} moved by -1.5 deviations")
     sent = replay(ws, DEMO_ENDPOINT, traffic, rps=200, progress=ctx.progress)
-    wait_for_capture(capture_root(ws, DEMO_ENDPOINT), DEMO_ENDPOINT, start, sent["rows"], ctx.progress)
-    ingest_labels(ws, DEMO_ENDPOINT, Path(sent["log"]))  # the replay log holds each request's true label
+    wait_for_capture(capture_root(ws, DEMO_ENDPOINT), DEMO_ENDPOINT, start, sent.rows, ctx.progress)
+    ingest_labels(ws, DEMO_ENDPOINT, sent.log)  # the replay log holds each request's true label
     result = run_monitor(ws, DEMO_ENDPOINT, since=start, progress=ctx.progress)
     found = [f"{v['monitor']}: {v['feature']} {v['metric']} {v['observed']} (threshold {v['threshold']})"
              for v in result["violations"]]

@@ -8,16 +8,18 @@ from pathlib import Path
 import typer
 from rich.progress import Progress
 
-from kiln.cli.command import WorkspaceOption, local_workspace
+from kiln.cli.command import WorkspaceOption, local_workspace, respond
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.errors import InputError
 from kiln.serving.batch import batch_transform as run_batch_transform
+from kiln.serving.compare import ShadowComparison
 from kiln.serving.local import compare_shadow, decide, endpoint_status, list_endpoints
 from kiln.serving.local import delete as delete_endpoint
 from kiln.serving.local import deploy as deploy_endpoint
 from kiln.serving.local import invoke as invoke_endpoint
 from kiln.serving.local import update as update_endpoint
 from kiln.serving.render import render as render_endpoint
+from kiln.serving.replay import ReplayReport
 from kiln.serving.replay import replay as replay_dataset
 from kiln.serving.spec import load_spec, single_model_spec
 from kiln.tracking import client
@@ -207,19 +209,18 @@ def batch_transform(
 def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
             as_json: bool = JsonOption) -> None:
     """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
+    respond(workspace, as_json, lambda ws: compare_shadow(ws, name), _render_comparison, local=True, engines=False)
 
-    doc = compare_shadow(local_workspace(workspace), name)
-    if as_json:
-        print_json(doc)
-        return
-    agreement = "-" if doc["label_agreement"] is None else f"{doc['label_agreement']:.1%}"
-    diff = "-" if doc["probability_mean_abs_diff"] is None else f"{doc['probability_mean_abs_diff']:.4f}"
-    out.print(f"endpoint {name}: {doc['requests']} requests ({doc['rows']} rows) answered by "
-              f"{', '.join(doc['production_variants'])} and shadow {doc['shadow_variant']}", markup=False)
+
+def _render_comparison(c: ShadowComparison) -> None:
+    agreement = "-" if c.label_agreement is None else f"{c.label_agreement:.1%}"
+    diff = "-" if c.probability_mean_abs_diff is None else f"{c.probability_mean_abs_diff:.4f}"
+    out.print(f"endpoint {c.endpoint}: {c.requests} requests ({c.rows} rows) answered by "
+              f"{', '.join(c.production_variants)} and shadow {c.shadow_variant}", markup=False)
     out.print(f"  predicted labels agree on {agreement}; mean |probability difference| {diff}", markup=False)
-    for side, lat in doc["latency"].items():
-        out.print(f"  {side:<10} p50 {lat['p50_ms']:.1f} ms  p99 {lat['p99_ms']:.1f} ms  "
-                  f"server errors {doc['server_errors'][side]}", markup=False)
+    for side, lat in c.latency.items():
+        out.print(f"  {side:<10} p50 {lat.p50_ms:.1f} ms  p99 {lat.p99_ms:.1f} ms  "
+                  f"server errors {c.server_errors[side]}", markup=False)
 
 
 @app.command("replay")
@@ -233,19 +234,18 @@ def replay(
     as_json: bool = JsonOption,
 ) -> None:
     """Send a dataset through the endpoint as live traffic; a log of what was sent is kept for ground truth."""
+    respond(workspace, as_json, lambda ws: replay_dataset(ws, name, data, limit, rps, progress), _render_replay,
+            local=True)
 
-    with engine_output():
-        doc = replay_dataset(local_workspace(workspace), name, data, limit, rps, progress)
-    if as_json:
-        print_json(doc)
-        return
-    statuses = ", ".join(f"{k}: {v}" for k, v in doc["statuses"].items())
-    out.print(f"replayed {doc['rows']} rows through {name} in {doc['seconds']} s ({doc['requests_per_s']} "
+
+def _render_replay(r: ReplayReport) -> None:
+    statuses = ", ".join(f"{k}: {v}" for k, v in r.statuses.items())
+    out.print(f"replayed {r.rows} rows through {r.endpoint} in {r.seconds} s ({r.requests_per_s} "
               f"requests/s); statuses {statuses}", markup=False)
-    if doc["p50_ms"] is not None:
-        out.print(f"  p50 {doc['p50_ms']} ms  p99 {doc['p99_ms']} ms; answered by "
-                  + ", ".join(f"{k} {v}" for k, v in doc["variants"].items()), markup=False)
-    out.print(f"  sent-requests log: {doc['log']}", markup=False)
+    if r.p50_ms is not None:
+        out.print(f"  p50 {r.p50_ms} ms  p99 {r.p99_ms} ms; answered by "
+                  + ", ".join(f"{k} {v}" for k, v in r.variants.items()), markup=False)
+    out.print(f"  sent-requests log: {r.log}", markup=False)
 
 
 @app.command("render")

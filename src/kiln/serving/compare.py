@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kiln.errors import InputError
 from kiln.serving.capture import read_capture
+
+Side = Literal["production", "shadow"]
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One side's latency over the compared requests."""
+
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    """Production against shadow on the requests both answered (`kiln endpoint compare`)."""
+
+    endpoint: str
+    requests: int  # requests with both a production and a shadow answer
+    rows: int  # rows of those whose answers both sides gave as Kiln answers of the same length
+    production_variants: list[str]
+    shadow_variant: str
+    label_agreement: float | None  # None when no row could be compared
+    probability_mean_abs_diff: float | None
+    probability_max_abs_diff: float | None
+    server_errors: dict[Side, int]  # 5xx answers per side
+    latency: dict[Side, Latency]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _scores(response: Any) -> list[tuple[float, int]] | None:
@@ -23,13 +53,13 @@ def _scores(response: Any) -> list[tuple[float, int]] | None:
     return None
 
 
-def _percentile(values: list[float], q: float) -> float | None:
+def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] if ordered else None
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def compare(capture_root: Path, endpoint: str, since: datetime | None = None,
-            until: datetime | None = None) -> dict[str, Any]:
+            until: datetime | None = None) -> ShadowComparison:
     """Agreement of predicted labels, probability differences and latency of production against shadow."""
     production: dict[str, dict[str, Any]] = {}
     shadow: dict[str, dict[str, Any]] = {}
@@ -41,7 +71,7 @@ def compare(capture_root: Path, endpoint: str, since: datetime | None = None,
                          hint="the endpoint needs a shadow variant and capture on, and traffic through it")
     rows = agree = 0
     diffs: list[float] = []
-    failed = {"production": 0, "shadow": 0}
+    failed: dict[Side, int] = {"production": 0, "shadow": 0}
     for prod, shad in pairs:
         a, b = _scores(prod["response"]), _scores(shad["response"])
         failed["production"] += prod["status"] >= 500
@@ -52,15 +82,16 @@ def compare(capture_root: Path, endpoint: str, since: datetime | None = None,
             rows += 1
             agree += ya == yb
             diffs.append(abs(pa - pb))
-    latency = {side: {"p50_ms": _percentile([pair[k]["latency_ms"] for pair in pairs], 50),
-                      "p99_ms": _percentile([pair[k]["latency_ms"] for pair in pairs], 99)}
-               for side, k in (("production", 0), ("shadow", 1))}
-    return {
-        "endpoint": endpoint, "requests": len(pairs), "rows": rows,
-        "production_variants": sorted({p["variant"] for p, _ in pairs}),
-        "shadow_variant": pairs[0][1]["variant"],
-        "label_agreement": agree / rows if rows else None,
-        "probability_mean_abs_diff": sum(diffs) / len(diffs) if diffs else None,
-        "probability_max_abs_diff": max(diffs) if diffs else None,
-        "server_errors": failed, "latency": latency,
-    }
+    sides: tuple[tuple[Side, int], ...] = (("production", 0), ("shadow", 1))
+    latency = {side: Latency(p50_ms=_percentile([pair[k]["latency_ms"] for pair in pairs], 50),
+                             p99_ms=_percentile([pair[k]["latency_ms"] for pair in pairs], 99))
+               for side, k in sides}
+    return ShadowComparison(
+        endpoint=endpoint, requests=len(pairs), rows=rows,
+        production_variants=sorted({p["variant"] for p, _ in pairs}),
+        shadow_variant=pairs[0][1]["variant"],
+        label_agreement=agree / rows if rows else None,
+        probability_mean_abs_diff=sum(diffs) / len(diffs) if diffs else None,
+        probability_max_abs_diff=max(diffs) if diffs else None,
+        server_errors=failed, latency=latency,
+    )

@@ -23,7 +23,7 @@ from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec, free_ports, pid_file, start, status, stop
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
-from kiln.serving.compare import compare
+from kiln.serving.compare import ShadowComparison, compare
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
@@ -468,7 +468,7 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
     return RolloutReport.from_dict(res.json())
 
 
-def compare_shadow(ws: Workspace, name: str) -> dict[str, Any]:
+def compare_shadow(ws: Workspace, name: str) -> ShadowComparison:
     """`kiln endpoint compare`: the endpoint's captured production and shadow answers, side by side."""
 
     state = read_state(ws, name)

@@ -13,6 +13,7 @@ import math
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,27 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CONCURRENCY = 32  # requests in flight at most; a slow endpoint makes the replay fall behind, not pile up
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """A dataset sent through an endpoint (`kiln endpoint replay`): what came back, and the log of what was sent."""
+
+    endpoint: str
+    replay: str  # the run's name; each request's inference id starts with it
+    rows: int
+    seconds: float
+    requests_per_s: float | None
+    statuses: dict[str, int]  # HTTP status (0: no answer) -> requests
+    variants: dict[str, int]  # variant -> requests it answered with 200
+    p50_ms: float | None  # over the requests answered with 200; None when there were none
+    p99_ms: float | None
+    log: Path  # the sent-requests log (parquet): inference id, status, variant, latency and the non-input columns
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "replay": self.replay, "rows": self.rows, "seconds": self.seconds,
+                "requests_per_s": self.requests_per_s, "statuses": self.statuses, "variants": self.variants,
+                "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "log": str(self.log)}
 
 
 def model_inputs(ws: Workspace, model: str) -> list[str]:
@@ -105,7 +127,7 @@ async def _send(url: str, bodies: list[dict[str, Any]], ids: list[str], rps: flo
 
 
 def replay(ws: Workspace, name: str, data: Path, limit: int | None = None, rps: float = 50.0,
-           progress: Progress = no_progress) -> dict[str, Any]:
+           progress: Progress = no_progress) -> ReplayReport:
     import numpy as np
     import pandas as pd
 
@@ -141,12 +163,12 @@ def replay(ws: Workspace, name: str, data: Path, limit: int | None = None, rps: 
     log.to_parquet(path, index=False)
     answered = log[log["status"] == 200]
     latency = answered["latency_ms"].to_numpy()
-    return {
-        "endpoint": name, "replay": run, "rows": len(log), "seconds": round(seconds, 2),
-        "requests_per_s": round(len(log) / seconds, 1) if seconds else None,
-        "statuses": {str(k): int(v) for k, v in log["status"].value_counts().sort_index().items()},
-        "variants": {str(k): int(v) for k, v in answered["variant"].value_counts().items()},
-        "p50_ms": round(float(np.percentile(latency, 50)), 2) if len(latency) else None,
-        "p99_ms": round(float(np.percentile(latency, 99)), 2) if len(latency) else None,
-        "log": str(path),
-    }
+    return ReplayReport(
+        endpoint=name, replay=run, rows=len(log), seconds=round(seconds, 2),
+        requests_per_s=round(len(log) / seconds, 1) if seconds else None,
+        statuses={str(k): int(v) for k, v in log["status"].value_counts().sort_index().items()},
+        variants={str(k): int(v) for k, v in answered["variant"].value_counts().items()},
+        p50_ms=round(float(np.percentile(latency, 50)), 2) if len(latency) else None,
+        p99_ms=round(float(np.percentile(latency, 99)), 2) if len(latency) else None,
+        log=path,
+    )
