@@ -1,9 +1,10 @@
 """The endpoint front as an ASGI app (Starlette on uvicorn), and its process entry point.
 
 Usage: python -m kiln.serving.app --config ROUTER.json --port PORT [--host 127.0.0.1]
-ROUTER.json: {"endpoint", "variants": {name: url}, "shares": {name: share}, "shadow": {"name", "url"} | null,
-"shadow_percent", "max_body_bytes", "token_env", "capture": {"root", "sample_percent", "flush_seconds"} | null,
-"policy", "guardrails", "rollout_state", "features": {"url", "service", "join_key"} | null}
+ROUTER.json, as kiln.serving.local.RouterConfig writes it: {"endpoint", "variants": {name: url}, "shares":
+{name: share}, "shadow": {"name", "url"} | null, "shadow_percent", "max_body_bytes", "token_env", "capture":
+{"root", "sample_percent", "flush_seconds"} | null, "policy", "guardrails", "rollout_state", "features": {"url",
+"service", "join_key"} | null}
 
 The routes live in kiln.serving.routes by concern (inference, control, metrics); every refusal they raise is a
 kiln.serving.errors.RequestRefused, answered by the one exception handler registered here.

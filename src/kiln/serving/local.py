@@ -25,9 +25,9 @@ from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.serving.compare import ShadowComparison, compare
 from kiln.serving.rollout import RolloutReport
-from kiln.serving.router import FeatureLookup
+from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
-from kiln.serving.spec import EndpointSpec, Variant
+from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant
 from kiln.settings import LocalServing
 from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
@@ -109,6 +109,43 @@ class EndpointStatus:
         return {"name": self.name, "url": self.url, "processes": self.processes,
                 "variants": {n: v.model_dump(mode="json") for n, v in self.variants.items()}, "live": self.live,
                 "rollout": self.rollout.model_dump(mode="json") if self.rollout else None}
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    """What the front captures, and where: a folder of the capture store."""
+
+    root: str
+    sample_percent: float
+    flush_seconds: float
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """The front's ROUTER.json, which kiln.serving.app reads: its variants, traffic policy, capture and limits."""
+
+    endpoint: str
+    variants: dict[str, str]  # production variant -> its model server's URL
+    shares: dict[str, float]
+    shadow: Route | None
+    shadow_percent: float
+    max_body_bytes: int
+    token_env: str | None  # the variable holding the bearer token the front requires
+    capture: CaptureConfig | None
+    policy: Policy
+    guardrails: Guardrails
+    rollout_state: Path  # where the front keeps its last rollout report
+    features: FeatureLookup | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's JSON document, keys in field order."""
+        # By hand, not dataclasses.asdict: asdict copies the pydantic policy and guardrails instead of dumping them.
+        return {"endpoint": self.endpoint, "variants": self.variants, "shares": self.shares,
+                "shadow": asdict(self.shadow) if self.shadow else None, "shadow_percent": self.shadow_percent,
+                "max_body_bytes": self.max_body_bytes, "token_env": self.token_env,
+                "capture": asdict(self.capture) if self.capture else None,
+                "policy": self.policy.model_dump(), "guardrails": self.guardrails.model_dump(),
+                "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None}
 
 
 def endpoints_dir(ws: Workspace) -> Path:
@@ -223,26 +260,24 @@ def feature_lookup(ws: Workspace, model: str) -> FeatureLookup | None:
     return FeatureLookup(url=f"http://{fs.host}:{fs.port}", service=service, join_key=plan.join_key)
 
 
-def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[str, Any]:
-    """The front's ROUTER.json for ``spec`` (see kiln.serving.app)."""
+def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> RouterConfig:
+    """The front's ROUTER.json for ``spec`` as deployed in ``state`` (see kiln.serving.app)."""
     host = _local_serving(ws).host
     urls = {n: f"http://{host}:{v.port}" for n, v in state.variants.items()}
     capture = _capture_root(ws, spec)
-    lookup = feature_lookup(ws, state.variants[spec.variants[0].name].model)
-    return {
-        "endpoint": spec.name,
-        "variants": {v.name: urls[v.name] for v in spec.variants},
-        "shares": spec.shares(),
-        "shadow": {"name": spec.shadow.name, "url": urls[spec.shadow.name]} if spec.shadow else None,
-        "shadow_percent": spec.shadow.sample_percent if spec.shadow else 0.0,
-        "max_body_bytes": spec.max_body_bytes,
-        "token_env": spec.auth.bearer_token_env if spec.auth else None,
-        "capture": {"root": capture, "sample_percent": spec.capture.sample_percent,
-                    "flush_seconds": spec.capture.flush_seconds} if capture else None,
-        "policy": spec.policy.model_dump(), "guardrails": spec.guardrails.model_dump(),
-        "rollout_state": str(endpoints_dir(ws) / spec.name / "rollout.json"),
-        "features": asdict(lookup) if lookup else None,
-    }
+    return RouterConfig(
+        endpoint=spec.name,
+        variants={v.name: urls[v.name] for v in spec.variants},
+        shares=spec.shares(),
+        shadow=Route(spec.shadow.name, urls[spec.shadow.name]) if spec.shadow else None,
+        shadow_percent=spec.shadow.sample_percent if spec.shadow else 0.0,
+        max_body_bytes=spec.max_body_bytes,
+        token_env=spec.auth.bearer_token_env if spec.auth else None,
+        capture=CaptureConfig(capture, spec.capture.sample_percent, spec.capture.flush_seconds) if capture else None,
+        policy=spec.policy, guardrails=spec.guardrails,
+        rollout_state=endpoints_dir(ws) / spec.name / "rollout.json",
+        features=feature_lookup(ws, state.variants[spec.variants[0].name].model),
+    )
 
 
 def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) -> Deployment:
@@ -274,7 +309,7 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
             progress(f"variant {v.name}: {pinned[v.name]} on port {service.port}")
             start(ws.state_dir, service, progress)
             started.append(service)
-        write_json_atomic(folder / "router.json", router_config(ws, spec, state))
+        write_json_atomic(folder / "router.json", router_config(ws, spec, state).to_dict())
         front = router_service(ws, spec.name, ports[0])
         start(ws.state_dir, front, progress)
         started.append(front)
@@ -449,7 +484,7 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     for v in [*state.spec.variants, *([state.spec.shadow] if state.spec.shadow else [])]:
         if v.name == variant:
             v.model = serving.model
-    write_json_atomic(endpoints_dir(ws) / name / "router.json", router_config(ws, state.spec, state))
+    write_json_atomic(endpoints_dir(ws) / name / "router.json", router_config(ws, state.spec, state).to_dict())
     write_state(ws, state)
     return rollout
 
