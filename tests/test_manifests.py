@@ -113,7 +113,7 @@ def test_ray_version_is_the_image_one() -> None:
 
 def test_base_endpoint_is_what_kiln_endpoint_render_writes(tmp_path: Path) -> None:
     spec = load_spec(MANIFESTS / "base" / "churn-endpoint.yaml")
-    written = rendering.render(spec, tmp_path / "out", namespace="kiln")
+    written = rendering.render(spec, tmp_path / "out", namespace="kiln").files
     base = MANIFESTS / "base" / "endpoint"
     assert sorted(p.name for p in written) == sorted(p.name for p in base.iterdir())
     for path in written:

@@ -56,7 +56,7 @@ def load(path: Path) -> dict[str, Any]:
 def test_render_writes_one_checked_object_per_file(tmp_path: Path) -> None:
     spec = make_spec()
     out = tmp_path / "out"
-    paths = render(spec, out, storage_uris={"blue": "s3://models/churn/3/artifacts"})
+    paths = render(spec, out, storage_uris={"blue": "s3://models/churn/3/artifacts"}).files
     assert sorted(p.name for p in paths) == sorted(p.name for p in out.iterdir()) == sorted([
         "inferenceservice-churn-blue.yaml", "inferenceservice-churn-green.yaml", "inferenceservice-churn-dark.yaml",
         "virtualservice-churn.yaml", "service-churn.yaml", "configmap-kiln-endpoint-churn.yaml"])
@@ -130,7 +130,7 @@ def test_the_validators_are_live() -> None:
 
 
 def test_the_controller_objects_pass_the_kubernetes_schemas(tmp_path: Path) -> None:
-    paths = render(make_spec(), tmp_path / "out", namespace="ml", image="registry.example/kiln:0.1.0")
+    paths = render(make_spec(), tmp_path / "out", namespace="ml", image="registry.example/kiln:0.1.0").files
     kinds = {load(p)["kind"] for p in paths}
     assert {"Deployment", "ServiceAccount", "Role", "RoleBinding"} <= kinds
     deployment = load(tmp_path / "out" / "deployment-kiln-rollout-churn.yaml")
@@ -143,7 +143,7 @@ def test_the_controller_objects_pass_the_kubernetes_schemas(tmp_path: Path) -> N
 def test_equal_weights_give_whole_percents_summing_to_100(tmp_path: Path) -> None:
     assert weights_for(None, {"a": 1, "b": 1, "c": 1}) == {"a": 34, "b": 33, "c": 33}
     spec = make_spec(variants=[{"name": n, "model": "models:/churn/1", "weight": 1} for n in ("a", "b", "c")])
-    vs = load(render(spec, tmp_path / "out")[0].parent / "virtualservice-churn.yaml")
+    vs = load(render(spec, tmp_path / "out").files[0].parent / "virtualservice-churn.yaml")
     weighted = next(r for r in vs["spec"]["http"] if r["name"] == "weighted")
     assert sorted(d["weight"] for d in weighted["route"]) == [33, 33, 34]
 
@@ -158,7 +158,7 @@ def test_weights_are_whole_percents_within_one_of_the_share(weights: list[float]
 
 def test_kserve_canary_is_one_inference_service(tmp_path: Path) -> None:
     spec = make_spec(shadow=None)
-    paths = render(spec, tmp_path / "out", kserve_canary=True)
+    paths = render(spec, tmp_path / "out", kserve_canary=True).files
     isvcs = [as_inference_service(load(p)) for p in paths if p.name.startswith("inferenceservice-")]
     assert len(isvcs) == 1
     (isvc,) = isvcs
@@ -181,7 +181,7 @@ def test_an_existing_folder_with_files_is_refused_and_left_alone(tmp_path: Path)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert len(render(make_spec(), empty)) == 6, "an empty folder is fine"
+    assert len(render(make_spec(), empty).files) == 6, "an empty folder is fine"
 
 
 def test_a_failure_part_way_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import Progress
 
-from kiln.cli.command import WorkspaceOption, local_workspace, respond
+from kiln.cli.command import WorkspaceOption, local_workspace, respond, show
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.errors import InputError
 from kiln.serving.batch import batch_transform as run_batch_transform
 from kiln.serving.compare import ShadowComparison
-from kiln.serving.local import compare_shadow, decide, endpoint_status, list_endpoints
+from kiln.serving.local import Deleted, EndpointList, compare_shadow, decide, endpoint_status, list_endpoints
 from kiln.serving.local import delete as delete_endpoint
 from kiln.serving.local import deploy as deploy_endpoint
 from kiln.serving.local import invoke as invoke_endpoint
 from kiln.serving.local import update as update_endpoint
+from kiln.serving.render import RenderedEndpoint
 from kiln.serving.render import render as render_endpoint
 from kiln.serving.replay import ReplayReport
 from kiln.serving.replay import replay as replay_dataset
@@ -95,11 +97,12 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
 def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Endpoints deployed in this workspace."""
 
-    names = list_endpoints(local_workspace(workspace))
-    if as_json:
-        print_json({"endpoints": names})
-        return
-    out.print("\n".join(names) if names else "no endpoints (deploy one with `kiln endpoint deploy`)", markup=False)
+    respond(workspace, as_json, lambda ws: EndpointList(list_endpoints(ws)), _render_list, local=True, engines=False)
+
+
+def _render_list(listed: EndpointList) -> None:
+    out.print("\n".join(listed.endpoints) if listed.endpoints else
+              "no endpoints (deploy one with `kiln endpoint deploy`)", markup=False)
 
 
 @app.command("invoke")
@@ -112,16 +115,20 @@ def invoke(
 ) -> None:
     """Send one request through the endpoint's front and print the answer (JSON)."""
 
+    body = _request_body(data)
+    answered = respond(workspace, as_json, lambda ws: invoke_endpoint(ws, name, body, variant), print_json,
+                       local=True, engines=False)
+    if answered.status >= 400:
+        raise typer.Exit(1 if answered.status < 500 else 2)
+
+
+def _request_body(data: str) -> Any:
+    """``--data``: JSON, or @FILE holding it."""
     text = Path(data[1:]).read_text() if data.startswith("@") else data
     try:
-        body = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"--data is not valid JSON: {exc}") from None
-    status, answer, headers = invoke_endpoint(local_workspace(workspace), name, body, variant)
-    print_json({"status": status, "variant": headers.get("x-kiln-variant"),
-                "inference_id": headers.get("x-kiln-inference-id"), "answer": answer})
-    if status >= 400:
-        raise typer.Exit(1 if status < 500 else 2)
 
 
 @app.command("delete")
@@ -129,12 +136,12 @@ def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
            as_json: bool = JsonOption) -> None:
     """Stop the endpoint's processes and forget it (its captured data stays)."""
 
-    stopped = delete_endpoint(local_workspace(workspace), name)
-    if as_json:
-        print_json({"endpoint": name, "stopped": stopped})
-        return
-    out.print(f"deleted endpoint {name}; stopped {', '.join(stopped) or 'nothing (no process was running)'}",
-              markup=False)
+    respond(workspace, as_json, lambda ws: delete_endpoint(ws, name), _render_deleted, local=True, engines=False)
+
+
+def _render_deleted(deleted: Deleted) -> None:
+    out.print(f"deleted endpoint {deleted.endpoint}; stopped "
+              f"{', '.join(deleted.stopped) or 'nothing (no process was running)'}", markup=False)
 
 
 @app.command("update")
@@ -209,6 +216,7 @@ def batch_transform(
 def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
             as_json: bool = JsonOption) -> None:
     """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
+
     respond(workspace, as_json, lambda ws: compare_shadow(ws, name), _render_comparison, local=True, engines=False)
 
 
@@ -234,6 +242,7 @@ def replay(
     as_json: bool = JsonOption,
 ) -> None:
     """Send a dataset through the endpoint as live traffic; a log of what was sent is kept for ground truth."""
+
     respond(workspace, as_json, lambda ws: replay_dataset(ws, name, data, limit, rps, progress), _render_replay,
             local=True)
 
@@ -263,21 +272,28 @@ def render(
 ) -> None:
     """Write the cluster objects: an InferenceService per variant, Istio routing with mirroring, the controller."""
 
-    uris = {}
-    for item in storage:
-        variant, sep, uri = item.partition("=")
-        if not sep or not variant or not uri:
-            raise InputError(f"--storage {item!r}: expected VARIANT=URI")
-        uris[variant] = uri
+    uris = _storage_uris(storage)
     spec = load_spec(spec_file)
     unknown = sorted(set(uris) - {v.name for v in spec.variants} - ({spec.shadow.name} if spec.shadow else set()))
     if unknown:
         raise InputError(f"--storage: no variant {', '.join(unknown)} in {spec_file}")
-    paths = render_endpoint(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
-                kserve_canary=kserve_canary)
-    if as_json:
-        print_json({"endpoint": spec.name, "files": [str(p) for p in paths]})
-        return
-    out.print(f"wrote {len(paths)} objects for endpoint {spec.name} to {out_dir} (validated):", markup=False)
-    for path in paths:
+    show(render_endpoint(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
+                         kserve_canary=kserve_canary), as_json, _render_rendered)
+
+
+def _storage_uris(items: list[str]) -> dict[str, str]:
+    """``--storage VARIANT=URI`` options as URIs by variant."""
+    uris = {}
+    for item in items:
+        variant, sep, uri = item.partition("=")
+        if not sep or not variant or not uri:
+            raise InputError(f"--storage {item!r}: expected VARIANT=URI")
+        uris[variant] = uri
+    return uris
+
+
+def _render_rendered(rendered: RenderedEndpoint) -> None:
+    out.print(f"wrote {len(rendered.files)} objects for endpoint {rendered.endpoint} to {rendered.folder} "
+              "(validated):", markup=False)
+    for path in rendered.files:
         out.print(f"  {path}", markup=False)

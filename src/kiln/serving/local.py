@@ -148,6 +148,41 @@ class RouterConfig:
                 "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None}
 
 
+@dataclass(frozen=True)
+class EndpointList:
+    """The endpoints deployed in a workspace (`kiln endpoint list`)."""
+
+    endpoints: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoints": self.endpoints}
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """An endpoint forgotten (`kiln endpoint delete`) and the processes of it that were running and are stopped."""
+
+    endpoint: str
+    stopped: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "stopped": self.stopped}
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One request through an endpoint's front and what it answered (`kiln endpoint invoke`)."""
+
+    status: int
+    variant: str | None  # the variant that answered, as the front names it (x-kiln-variant)
+    inference_id: str | None  # the id its capture records carry (x-kiln-inference-id)
+    answer: Any  # the answer's JSON body
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "variant": self.variant, "inference_id": self.inference_id,
+                "answer": self.answer}
+
+
 def endpoints_dir(ws: Workspace) -> Path:
     return ws.state_dir / "endpoints"
 
@@ -370,10 +405,11 @@ def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
                           rollout=state.rollout)
 
 
-def delete(ws: Workspace, name: str) -> list[str]:
+def delete(ws: Workspace, name: str) -> Deleted:
+    """Stop the endpoint's processes and forget it (its captured data stays)."""
     stopped = [s.name for s in services(ws, name) if stop(ws.state_dir, s)]
     shutil.rmtree(endpoints_dir(ws) / name, ignore_errors=True)
-    return stopped
+    return Deleted(name, stopped)
 
 
 def all_services(ws: Workspace) -> list[ServiceSpec]:
@@ -385,7 +421,8 @@ def list_endpoints(ws: Workspace) -> list[str]:
     return sorted(p.parent.name for p in endpoints_dir(ws).glob("*/endpoint.json"))
 
 
-def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> tuple[int, Any, dict[str, str]]:
+def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> Invocation:
+    """Send ``body`` through the endpoint's front (to ``variant`` only, if given)."""
     import httpx
 
     url = f"{_front(ws, read_state(ws, name))}/v1/models/{name}:predict"
@@ -394,7 +431,8 @@ def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> t
         res = httpx.post(url, json=body, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         raise ServiceError(f"endpoint {name} at {url}: {exc}", hint=f"`kiln endpoint status {name}`") from None
-    return res.status_code, res.json(), dict(res.headers)
+    return Invocation(res.status_code, res.headers.get("x-kiln-variant"), res.headers.get("x-kiln-inference-id"),
+                      res.json())
 
 
 def _front(ws: Workspace, state: EndpointState) -> str:

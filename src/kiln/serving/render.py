@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -392,10 +393,22 @@ def _file_name(obj: Mapping[str, Any]) -> str:
     return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
 
 
+@dataclass(frozen=True)
+class RenderedEndpoint:
+    """An endpoint's cluster objects written to a folder, one YAML file each (`kiln endpoint render`)."""
+
+    endpoint: str
+    folder: Path
+    files: list[Path]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "files": [str(p) for p in self.files]}
+
+
 def render(spec: EndpointSpec, out_dir: Path, *, namespace: str = "kiln", storage_uris: dict[str, str] | None = None,
            image: str | None = None, kserve_canary: bool = False,
-           prometheus: str = DEFAULT_PROMETHEUS) -> list[Path]:
-    """Write the endpoint's cluster objects to ``out_dir`` (absent or empty), one YAML file each; their paths."""
+           prometheus: str = DEFAULT_PROMETHEUS) -> RenderedEndpoint:
+    """Write the endpoint's cluster objects to ``out_dir`` (absent or empty), one YAML file each."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"{out_dir}: already exists and is not an empty folder",
@@ -414,4 +427,4 @@ def render(spec: EndpointSpec, out_dir: Path, *, namespace: str = "kiln", storag
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return [out_dir / _file_name(obj) for obj in objs]
+    return RenderedEndpoint(spec.name, out_dir, [out_dir / _file_name(obj) for obj in objs])
