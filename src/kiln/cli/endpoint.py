@@ -9,12 +9,22 @@ from typing import Any
 import typer
 from rich.progress import Progress
 
-from kiln.cli.command import WorkspaceOption, local_workspace, respond, show
+from kiln.cli.command import WorkspaceOption, respond, show
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.errors import InputError
+from kiln.serving.batch import BatchResult
 from kiln.serving.batch import batch_transform as run_batch_transform
 from kiln.serving.compare import ShadowComparison
-from kiln.serving.local import Deleted, EndpointList, compare_shadow, decide, endpoint_status, list_endpoints
+from kiln.serving.local import (
+    Deleted,
+    Deployment,
+    EndpointList,
+    EndpointStatus,
+    compare_shadow,
+    decide,
+    endpoint_status,
+    list_endpoints,
+)
 from kiln.serving.local import delete as delete_endpoint
 from kiln.serving.local import deploy as deploy_endpoint
 from kiln.serving.local import invoke as invoke_endpoint
@@ -23,7 +33,8 @@ from kiln.serving.render import RenderedEndpoint
 from kiln.serving.render import render as render_endpoint
 from kiln.serving.replay import ReplayReport
 from kiln.serving.replay import replay as replay_dataset
-from kiln.serving.spec import load_spec, single_model_spec
+from kiln.serving.rollout import RolloutReport
+from kiln.serving.spec import EndpointSpec, load_spec, single_model_spec
 from kiln.tracking import client
 from kiln.workspace import open_workspace
 
@@ -43,20 +54,23 @@ def deploy(
 ) -> None:
     """Start an endpoint's variants and its front on loopback; model aliases are pinned to versions."""
 
+    spec = _spec(spec_file, model, name)
+    respond(workspace, as_json, lambda ws: deploy_endpoint(ws, spec, progress), _render_deployment, local=True)
+
+
+def _spec(spec_file: Path | None, model: str | None, name: str | None) -> EndpointSpec:
+    """The spec file's endpoint, or the one-variant endpoint of ``--model`` (named ``--name``)."""
     if (spec_file is None) == (model is None):
         raise InputError("give an endpoint spec file or --model URI (one of them)")
     if spec_file is not None:
-        spec = load_spec(spec_file)
-    else:
-        assert model is not None  # checked above: exactly one of the two was given
-        spec = single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
-    ws = local_workspace(workspace)
-    with engine_output():
-        deployed = deploy_endpoint(ws, spec, progress)
-    if as_json:
-        print_json(deployed.to_dict())
-        return
-    out.print(f"endpoint {spec.name}: {deployed.url}/v1/models/{spec.name}:predict", markup=False)
+        return load_spec(spec_file)
+    assert model is not None  # checked above: exactly one of the two was given
+    return single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
+
+
+def _render_deployment(deployed: Deployment) -> None:
+    name = deployed.state.name
+    out.print(f"endpoint {name}: {deployed.url}/v1/models/{name}:predict", markup=False)
     for variant, info in deployed.state.variants.items():
         out.print(f"  {variant:<12} {info.role:<10} {info.model:<24} port {info.port}", markup=False)
 
@@ -66,11 +80,11 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
            as_json: bool = JsonOption) -> None:
     """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
 
-    doc = endpoint_status(local_workspace(workspace), name)
-    if as_json:
-        print_json(doc.to_dict())
-        return
-    out.print(f"endpoint {name}: {doc.url}", markup=False)
+    respond(workspace, as_json, lambda ws: endpoint_status(ws, name), _render_status, local=True, engines=False)
+
+
+def _render_status(doc: EndpointStatus) -> None:
+    out.print(f"endpoint {doc.name}: {doc.url}", markup=False)
     live = doc.live
     shares = live.get("shares", {})
     rows: dict[str, tuple[str, str]] = {variant: (info.model, info.role) for variant, info in doc.variants.items()}
@@ -82,7 +96,7 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
         p50 = f"{s['p50_ms']:.1f}" if s.get("p50_ms") is not None else "-"
         p99 = f"{s['p99_ms']:.1f}" if s.get("p99_ms") is not None else "-"
         errors = f"{s['errors'] / s['requests']:.1%}" if s.get("requests") else "-"
-        proc = doc.processes.get(f"endpoint-{name}-{variant}", "?")
+        proc = doc.processes.get(f"endpoint-{doc.name}-{variant}", "?")
         out.print(f"  {variant:<12} {share:>7}  {model:<22} {proc:<9} {s.get('requests_per_second', 0):7.1f} "
                   f"req/s  errors {errors:>6}  p50 {p50} ms  p99 {p99} ms", markup=False)
     if live.get("rollout") and not live["rollout"]["done"]:
@@ -156,20 +170,17 @@ def update(
 ) -> None:
     """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails."""
 
-    with engine_output():
-        rollout = update_endpoint(local_workspace(workspace), name, model, variant, wait, progress)
-    if as_json:
-        print_json(rollout.to_dict())
-        return
+    respond(workspace, as_json, lambda ws: update_endpoint(ws, name, model, variant, wait, progress),
+            lambda rollout: _render_rollout(name, rollout), local=True)
+
+
+def _render_rollout(name: str, rollout: RolloutReport) -> None:
     out.print(f"endpoint {name}: {rollout.phase} ({rollout.reason})", markup=False)
 
 
 def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
-    rollout = decide(local_workspace(workspace), name, action, reason)
-    if as_json:
-        print_json(rollout.to_dict())
-        return
-    out.print(f"endpoint {name}: {rollout.phase} ({rollout.reason})", markup=False)
+    respond(workspace, as_json, lambda ws: decide(ws, name, action, reason),
+            lambda rollout: _render_rollout(name, rollout), local=True, engines=False)
 
 
 @app.command("promote")
@@ -205,9 +216,10 @@ def batch_transform(
         task = bar.add_task("scoring", total=None)
         result = run_batch_transform(model, input_path, output, batch_size, id_column,
                      lambda done, total: bar.update(task, completed=done, total=total))
-    if as_json:
-        print_json(result)
-        return
+    show(result, as_json, _render_batch)
+
+
+def _render_batch(result: BatchResult) -> None:
     out.print(f"scored {result.rows} rows with {result.model} into {result.output} ({result.parts} parts"
               + (f", {result.skipped_parts} already done" if result.skipped_parts else "") + ")", markup=False)
 
