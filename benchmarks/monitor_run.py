@@ -101,12 +101,12 @@ def measure(args) -> tuple[list[Figure], dict]:
             t0 = time.perf_counter()
             result = run_monitor(ws, "bench", model="bench/1", capture=capture)
             seconds[n] = time.perf_counter() - t0
-            drift = result["monitors"]["data_drift"]
-            notes[f"{n:,} rows: read (s)"] = result["read_seconds"]
-            notes[f"{n:,} rows: drifted"] = ", ".join(drift["drifted"]) or "none"
-            notes[f"{n:,} rows: drift measured on"] = drift.get("note") or f"all {drift['rows']:,} rows"
-            notes[f"{n:,} rows: violations"] = len(result["violations"])
-            assert set(DRIFTED) <= set(drift["drifted"]), f"the drift on {DRIFTED} was missed at {n} rows"
+            drift = result.monitors.data_drift
+            notes[f"{n:,} rows: read (s)"] = result.read_seconds
+            notes[f"{n:,} rows: drifted"] = ", ".join(drift.drifted) or "none"
+            notes[f"{n:,} rows: drift measured on"] = drift.note or f"all {drift.rows:,} rows"
+            notes[f"{n:,} rows: violations"] = len(result.violations)
+            assert set(DRIFTED) <= set(drift.drifted), f"the drift on {DRIFTED} was missed at {n} rows"
             shutil.rmtree(capture)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -184,17 +184,18 @@ def _monitor(ctx: DemoContext) -> dict[str, Any]:
     wait_for_capture(capture_root(ws, DEMO_ENDPOINT), DEMO_ENDPOINT, start, sent.rows, ctx.progress)
     ingest_labels(ws, DEMO_ENDPOINT, sent.log)  # the replay log holds each request's true label
     result = run_monitor(ws, DEMO_ENDPOINT, since=start, progress=ctx.progress)
-    found = [f"{v['monitor']}: {v['feature']} {v['metric']} {v['observed']} (threshold {v['threshold']})"
-             for v in result["violations"]]
-    monitors = result["monitors"]
-    quality = monitors.get("model_quality", {}).get("observed") or {}
-    ctx.report = result["report"]
-    return {"requests": result["records"], "model": result["model"], "status": result["status"],
+    found = [f"{v.monitor}: {v.feature} {v.metric} {v.observed} (threshold {v.threshold})" for v in result.violations]
+    monitors = result.monitors  # None: no traffic in the window
+    quality = (monitors.model_quality.observed if monitors else None) or {}
+    drifted = (monitors.data_drift.drifted if monitors else None) or []
+    ndcg = monitors.attribution_drift.ndcg if monitors else None
+    ctx.report = result.report
+    return {"requests": result.records, "model": result.model, "status": result.status,
             "violations": len(found), **{f"violation {i}": text for i, text in enumerate(found, 1)},
-            "drifted_features": ", ".join(monitors.get("data_drift", {}).get("drifted", [])) or "none",
+            "drifted_features": ", ".join(drifted) or "none",
             "live_auc": round(quality["roc_auc"], 4) if quality.get("roc_auc") else "-",
-            "attribution_ndcg": monitors.get("attribution_drift", {}).get("ndcg", "-"),
-            "report": result["report"], "violations_file": result["violations_file"],
+            "attribution_ndcg": "-" if ndcg is None else ndcg,
+            "report": result.report, "violations_file": result.violations_file,
             "history": "`kiln up`, then Evidently's UI at "
                        f"http://{ws.settings.services.evidently.host}:{ws.settings.services.evidently.port}"}
 

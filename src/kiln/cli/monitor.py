@@ -3,24 +3,70 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from kiln import IMAGE
-from kiln.cli.command import WorkspaceOption
+from kiln.cli.command import WorkspaceOption, respond
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.errors import InputError
 from kiln.monitoring import schedule as schedules
 from kiln.monitoring.baseline import create_baseline
 from kiln.monitoring.job import monitor_job
 from kiln.monitoring.labels import ingest_labels
+from kiln.monitoring.run import MonitorRun
 from kiln.monitoring.window import parse_time
 from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Model Monitor (Evidently): baseline, run, labels, schedule.", no_args_is_help=True,
                   rich_markup_mode=None)
 EndpointOption = typer.Option(..., "--endpoint", "-e", help="The endpoint whose capture is monitored.")
+
+
+def _say(text: str) -> None:
+    out.print(text, markup=False)
+
+
+def render_run(result: MonitorRun) -> None:
+    """A monitor run for people: status, what each monitor found, the violations, where the outputs went."""
+    monitors = result.monitors
+    if monitors is None:
+        window = result.window.to_dict()
+        _say(f"{result.endpoint}: no data - {result.message} "
+             f"(since {window['since'] or 'the start'}, until {window['until']})")
+        return
+    _say(f"{result.endpoint} ({result.model}): {result.records} requests, {result.rows} rows "
+         f"-> {len(result.violations)} violation(s)")
+    drift = monitors.data_drift
+    if drift.columns:
+        drifted = drift.drifted or []
+        _say(f"  data drift: {len(drifted)} of {len(drift.columns)} features drifted"
+             + (f" ({', '.join(drifted)})" if drifted else "") + (f"; {drift.note}" if drift.note else ""))
+    quality, bias, attribution = monitors.model_quality, monitors.bias_drift, monitors.attribution_drift
+    if quality.observed:
+        o, b = quality.observed, quality.baseline
+        _say(f"  model quality: AUC {o['roc_auc'] or float('nan'):.4f} (baseline {b['roc_auc'] or float('nan'):.4f}) "
+             f"on {quality.rows} labelled rows")
+    else:
+        _say(f"  model quality: {quality.note or '-'}")
+    if bias.facets:
+        _say(f"  bias drift: {sum(f['judged'] for f in bias.facets)} facet(s) judged on {bias.rows} labelled rows")
+    else:
+        _say(f"  bias drift: {bias.note or '-'}")
+    if attribution.ndcg is not None:
+        _say(f"  attribution drift: NDCG {attribution.ndcg:.4f} (threshold {attribution.threshold}) on "
+             f"{attribution.rows} rows")
+    else:
+        _say(f"  attribution drift: {attribution.note or '-'}")
+    for v in result.violations:
+        _say(f"  VIOLATION {v.monitor}: {v.feature} {v.metric} = {v.observed} (threshold {v.threshold}): {v.detail}")
+    for alert in result.alerts or []:
+        _say(f"  alert to {alert.url}: {'sent' if alert.ok else 'FAILED'} ({alert.status or alert.error})")
+    if result.retrain:
+        _say(f"  retraining: {result.retrain.summary}")
+    _say(f"  report: {result.report}")
+    _say(f"  violations: {result.violations_file}")
+    _say(f"  metrics: {result.metrics}")
 
 
 @app.command("baseline")
@@ -52,47 +98,6 @@ def baseline(
     out.print(f"  top SHAP features: {', '.join(result['top_features'])}", markup=False)
 
 
-def print_run(result: dict[str, Any]) -> None:
-    """A monitor run for people: status, what each monitor found, the violations, where the outputs went."""
-    if result["status"] == "no_data":
-        window = result["window"]
-        out.print(f"{result['endpoint']}: no data - {result['message']} "
-                  f"(since {window['since'] or 'the start'}, until {window['until']})", markup=False)
-        return
-    monitors = result["monitors"]
-    out.print(f"{result['endpoint']} ({result['model']}): {result['records']} requests, {result['rows']} rows "
-              f"-> {len(result['violations'])} violation(s)", markup=False)
-    drift = monitors["data_drift"]
-    if drift.get("columns"):
-        out.print(f"  data drift: {len(drift['drifted'])} of {len(drift['columns'])} features drifted"
-                  + (f" ({', '.join(drift['drifted'])})" if drift["drifted"] else "")
-                  + (f"; {drift['note']}" if drift.get("note") else ""), markup=False)
-    for key in ("model_quality", "bias_drift", "attribution_drift"):
-        section = monitors[key]
-        if key == "model_quality" and section.get("observed"):
-            o, b = section["observed"], section["baseline"]
-            line = f"AUC {o['roc_auc'] or float('nan'):.4f} (baseline {b['roc_auc'] or float('nan'):.4f}) " \
-                   f"on {section['rows']} labelled rows"
-        elif key == "attribution_drift" and section.get("ndcg") is not None:
-            line = f"NDCG {section['ndcg']:.4f} (threshold {section['threshold']}) on {section['rows']} rows"
-        elif key == "bias_drift" and section.get("facets"):
-            line = f"{sum(f['judged'] for f in section['facets'])} facet(s) judged on {section['rows']} labelled rows"
-        else:
-            line = section.get("note", "-")
-        out.print(f"  {key.replace('_', ' ')}: {line}", markup=False)
-    for v in result["violations"]:
-        out.print(f"  VIOLATION {v['monitor']}: {v['feature']} {v['metric']} = {v['observed']}"
-                  f" (threshold {v['threshold']}): {v['detail']}", markup=False)
-    for alert in result.get("alerts", []):
-        out.print(f"  alert to {alert['url']}: {'sent' if alert['ok'] else 'FAILED'} "
-                  f"({alert.get('status') or alert.get('error')})", markup=False)
-    if result.get("retrain"):
-        out.print(f"  retraining: {result['retrain'].get('summary', result['retrain'])}", markup=False)
-    out.print(f"  report: {result['report']}", markup=False)
-    out.print(f"  violations: {result['violations_file']}", markup=False)
-    out.print(f"  metrics: {result['metrics']}", markup=False)
-
-
 @app.command("run")
 def run(
     endpoint: str = EndpointOption,
@@ -108,15 +113,9 @@ def run(
     as_json: bool = JsonOption,
 ) -> None:
     """Run the four monitors over the endpoint's capture: data quality and drift, model quality, bias, attribution."""
-
-    ws = open_workspace(workspace)
-    start, end = parse_time(since, "--since"), parse_time(until, "--until")
-    with engine_output():
-        result = monitor_job(ws, endpoint, start, end, webhook, on_violation, progress)
-    if as_json:
-        print_json(result)
-        return
-    print_run(result)
+    respond(workspace, as_json, lambda ws: monitor_job(ws, endpoint, parse_time(since, "--since"),
+                                                       parse_time(until, "--until"), webhook, on_violation, progress),
+            render_run)
 
 
 @app.command("labels")

@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln.monitoring.run import MonitorRun
 
 TIMEOUT_SECONDS = 10.0
 
 
-def alert_payload(result: dict[str, Any]) -> dict[str, Any]:
-    return {"source": "kiln-monitor", "endpoint": result["endpoint"], "run": result["run"],
-            "model": result["model"], "window": result["window"], "rows": result["rows"],
-            "violations": result["violations"], "report": result.get("report")}
+@dataclass(frozen=True)
+class Alert:
+    """One webhook's answer: its HTTP status, or the error that kept the alert from arriving."""
+
+    url: str
+    status: int | None
+    ok: bool
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"url": self.url, "status": self.status, "ok": self.ok}
+        if self.error is not None:
+            data["error"] = self.error
+        return data
 
 
-def send_alerts(urls: list[str], result: dict[str, Any]) -> list[dict[str, Any]]:
+def alert_payload(run: MonitorRun) -> dict[str, Any]:
+    return {"source": "kiln-monitor", "endpoint": run.endpoint, "run": run.run, "model": run.model,
+            "window": run.window.to_dict(), "rows": run.rows, "violations": [v.to_dict() for v in run.violations],
+            "report": run.report}
+
+
+def send_alerts(urls: list[str], run: MonitorRun) -> list[Alert]:
     """POST the alert to every URL; a webhook that fails is reported in the result, never raised."""
     import httpx
 
-    payload = alert_payload(result)
+    payload = alert_payload(run)
     sent = []
     for url in urls:
         try:
             res = httpx.post(url, json=payload, timeout=TIMEOUT_SECONDS)
-            sent.append({"url": url, "status": res.status_code, "ok": res.is_success})
+            sent.append(Alert(url, res.status_code, res.is_success))
         except httpx.HTTPError as exc:
-            sent.append({"url": url, "status": None, "ok": False, "error": str(exc) or type(exc).__name__})
+            sent.append(Alert(url, None, False, str(exc) or type(exc).__name__))
     return sent

@@ -1,4 +1,4 @@
-"""What a monitor reads of an endpoint: the model version it serves and where its capture is."""
+"""What a monitor reads of an endpoint (the model version it serves, where its capture is) and where it writes."""
 
 from __future__ import annotations
 
@@ -21,3 +21,8 @@ def capture_root(ws: Workspace, endpoint: str) -> Path:
         raise InputError(f"endpoint {endpoint} captures nothing (capture.enabled is false): nothing to monitor",
                          hint="turn capture on in its spec and deploy it again")
     return Path(root)
+
+
+def reports_folder(ws: Workspace, endpoint: str) -> Path:
+    """The endpoint's monitor runs: one folder each."""
+    return ws.folder("reports") / "monitor" / endpoint

@@ -3,15 +3,13 @@ schedule and the cluster's CronJob all run this."""
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 from kiln.errors import KilnError
-from kiln.monitoring.alerts import send_alerts
-from kiln.monitoring.retrain import check_action, retrain
-from kiln.monitoring.run import run_monitor
+from kiln.monitoring.alerts import Alert, send_alerts
+from kiln.monitoring.retrain import RetrainFailure, Retraining, check_action, retrain
+from kiln.monitoring.run import MonitorRun, run_monitor, write_result
 from kiln.monitoring.schedule import check_webhooks
 from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
@@ -19,21 +17,26 @@ from kiln.workspace import Workspace
 
 def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
                 webhooks: list[str] | tuple[str, ...] = (), on_violation: str | None = None,
-                progress: Progress = no_progress) -> dict[str, Any]:
+                progress: Progress = no_progress) -> MonitorRun:
 
     check_action(on_violation)
     check_webhooks(list(webhooks))
     result = run_monitor(ws, endpoint, since, until, progress)
-    if result["violations"]:
-        urls = list(dict.fromkeys([*ws.settings.monitoring.webhooks, *webhooks]))
-        if urls:
-            progress(f"alerting {len(urls)} webhook(s)")
-            result["alerts"] = send_alerts(urls, result)
-        if on_violation == "retrain":
-            try:
-                result["retrain"] = retrain(ws, result["model"], progress)
-            except KilnError as exc:  # the run's findings stand; the failed retraining is part of them
-                result["retrain"] = {"error": str(exc), "summary": f"FAILED: {exc}"}
-    if "alerts" in result or "retrain" in result:
-        Path(result["outputs"], "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if not result.violations:
+        return result
+    alerts: list[Alert] | None = None
+    retrained: Retraining | RetrainFailure | None = None
+    urls = list(dict.fromkeys([*ws.settings.monitoring.webhooks, *webhooks]))
+    if urls:
+        progress(f"alerting {len(urls)} webhook(s)")
+        alerts = send_alerts(urls, result)
+    if on_violation == "retrain":
+        try:
+            retrained = retrain(ws, result.model, progress)
+        except KilnError as exc:  # the run's findings stand; the failed retraining is part of them
+            retrained = RetrainFailure(str(exc))
+    if alerts is None and retrained is None:
+        return result
+    result = replace(result, alerts=alerts, retrain=retrained)
+    write_result(result)
     return result

@@ -6,6 +6,7 @@ same steps as pipeline components).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,46 @@ from kiln.workspace import Workspace
 ACTIONS = ("retrain",)
 
 
+@dataclass(frozen=True)
+class Retraining:
+    """A retrained version: where it came from, what it trained on, and how it was registered."""
+
+    source: str  # the retrained version, NAME/VERSION
+    training_set: str
+    rows: int
+    run_id: str
+    version: str  # the new version, NAME/VERSION
+    aliases: list[str]
+    gate: str
+    test_auc: float | None
+    summary: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": self.source, "training_set": self.training_set, "rows": self.rows, "run_id": self.run_id,
+                "version": self.version, "aliases": self.aliases, "gate": self.gate, "test_auc": self.test_auc,
+                "summary": self.summary}
+
+
+@dataclass(frozen=True)
+class RetrainFailure:
+    """A retraining that failed: the run's findings stand, and this is one of them."""
+
+    error: str
+
+    @property
+    def summary(self) -> str:
+        return f"FAILED: {self.error}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.error, "summary": self.summary}
+
+
 def check_action(action: str | None) -> None:
     if action is not None and action not in ACTIONS:
         raise InputError(f"--on-violation '{action}': the only action is 'retrain'")
 
 
-def retrain(ws: Workspace, model: str, progress: Progress = no_progress) -> dict[str, Any]:
+def retrain(ws: Workspace, model: str, progress: Progress = no_progress) -> Retraining:
     """Retrain ``model`` (NAME/VERSION) on a training set rebuilt from its labels and today's feature store."""
 
     info = get_version(ws, model)
@@ -50,8 +85,7 @@ def retrain(ws: Workspace, model: str, progress: Progress = no_progress) -> dict
     trained = train(ws, Path(built.path), family_name, params=params, seed=seed, progress=progress)
     version = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri).version
     ref = f"{version.name}/{version.version}"
-    return {"from": model, "training_set": built.path, "rows": built.rows, "run_id": trained.run_id,
-            "version": ref, "aliases": version.aliases, "gate": version.gate,
-            "test_auc": trained.metrics["test"]["auc"],
-            "summary": f"{ref} registered ({', '.join(version.aliases) or 'no alias'}; gate {version.gate}) "
-                       f"from {built.rows} rows"}
+    return Retraining(model, built.path, built.rows, trained.run_id, ref, version.aliases, version.gate,
+                      trained.metrics["test"]["auc"],
+                      f"{ref} registered ({', '.join(version.aliases) or 'no alias'}; gate {version.gate}) "
+                      f"from {built.rows} rows")

@@ -13,17 +13,19 @@ import json
 import shutil
 import time
 import uuid
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from kiln.clarify.facets import with_facets
+from kiln.monitoring.alerts import Alert
 from kiln.monitoring.attribution import global_ranking, importances, ndcg
 from kiln.monitoring.baseline import THRESHOLD, create_baseline
 from kiln.monitoring.bias_drift import bias_drift
 from kiln.monitoring.constraints import check_constraints
 from kiln.monitoring.drift import drift_violations, measure_drift
-from kiln.monitoring.endpoint import capture_root, served_version
+from kiln.monitoring.endpoint import capture_root, reports_folder, served_version
 from kiln.monitoring.history import add_snapshots
 from kiln.monitoring.labels import read_labels
 from kiln.monitoring.metrics import write_metrics
@@ -31,6 +33,7 @@ from kiln.monitoring.quality import classification_quality, quality_violations
 from kiln.monitoring.report import write_report
 from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic, read_traffic
 from kiln.monitoring.violations import Violation
+from kiln.monitoring.window import Window
 from kiln.progress import Progress, no_progress
 from kiln.training.data import TIME_COLUMN, load_training_set
 from kiln.training.scoring import PREDICTED
@@ -40,14 +43,150 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from kiln.monitoring.baseline import Baseline
+    from kiln.monitoring.retrain import RetrainFailure, Retraining
 
 LABEL = "label"
 BIAS_ROWS = 20_000  # labelled rows bias drift bootstraps at most (a uniform sample above it; the result says so)
+RESULT_FILE, REPORT_FILE, VIOLATIONS_FILE, METRICS_FILE = "result.json", "report.html", "violations.json", "metrics.prom"
+
+Status = Literal["ok", "violations", "no_data"]
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A monitor's findings: the fields that apply to this run (a field left None is not part of it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+@dataclass(frozen=True)
+class DataQuality(_Section):
+    rows: int
+    unparseable_requests: int
+    features: dict[str, dict[str, Any]]  # per feature: what the window showed against the baseline's constraints
+
+
+@dataclass(frozen=True)
+class DataDrift(_Section):
+    """Drift per feature; only a note when the window has no rows to measure."""
+
+    rows: int | None = None  # rows measured
+    columns: list[dict[str, Any]] | None = None  # {"feature", "type", "method", "score", "threshold", "drifted"}
+    drifted: list[str] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelQuality(_Section):
+    """Quality on labelled live rows beside the baseline's; no ``observed`` (a note instead) when too few are labelled."""
+
+    rows: int
+    baseline: dict[str, Any]
+    observed: dict[str, Any] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class BiasDrift(_Section):
+    """Bias metrics by facet on labelled live rows; only a note when there are no facets or labels to judge by."""
+
+    rows: int | None = None
+    facets: list[dict[str, Any]] | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class AttributionDrift(_Section):
+    """The live SHAP ranking against the baseline's; only rows and a note when too few rows were answered."""
+
+    rows: int
+    ndcg: float | None = None
+    threshold: float | None = None
+    ranking: list[dict[str, Any]] | None = None  # {"feature", "baseline", "observed"}: mean |SHAP| before and now
+    explainer: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Monitors:
+    data_quality: DataQuality
+    data_drift: DataDrift
+    model_quality: ModelQuality
+    bias_drift: BiasDrift
+    attribution_drift: AttributionDrift
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name).to_dict() for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class MonitorRun:
+    """A monitor run: its window and traffic, what each monitor found, the violations and where the outputs went."""
+
+    endpoint: str
+    run: str
+    model: str  # NAME/VERSION
+    baseline: str  # the baseline's folder
+    baseline_made: bool
+    window: Window
+    records: int
+    rows: int
+    shadow_records_skipped: int
+    variants: dict[str, int]  # requests per variant
+    read_seconds: float
+    status: Status
+    monitors: Monitors | None  # None when the window has no data
+    violations: list[Violation]
+    finished_unix: float
+    report: str | None  # None when the window has no data
+    metrics: str
+    violations_file: str
+    outputs: str  # the run's folder
+    message: str | None = None  # why there is no data
+    evidently_project: str | None = None  # set when Evidently snapshots were stored
+    alerts: list[Alert] | None = None  # the monitor job's, on violations with webhooks
+    retrain: Retraining | RetrainFailure | None = None  # the monitor job's, on violations with --on-violation retrain
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "endpoint": self.endpoint, "run": self.run, "model": self.model, "baseline": self.baseline,
+            "baseline_made": self.baseline_made, "window": self.window.to_dict(), "records": self.records,
+            "rows": self.rows, "shadow_records_skipped": self.shadow_records_skipped, "variants": self.variants,
+            "read_seconds": self.read_seconds,
+        }
+        violations = [v.to_dict() for v in self.violations]
+        if self.monitors is None:  # the keys of a run without data come in the order its documents always had
+            data.update(status=self.status, violations=violations, monitors={}, report=self.report,
+                        message=self.message, finished_unix=self.finished_unix)
+        else:
+            data.update(status=self.status, monitors=self.monitors.to_dict(), violations=violations,
+                        finished_unix=self.finished_unix, report=self.report)
+            if self.evidently_project is not None:
+                data["evidently_project"] = self.evidently_project
+        data.update(metrics=self.metrics, violations_file=self.violations_file, outputs=self.outputs)
+        if self.alerts is not None:
+            data["alerts"] = [a.to_dict() for a in self.alerts]
+        if self.retrain is not None:
+            data["retrain"] = self.retrain.to_dict()
+        return data
+
+
+def write_result(run: MonitorRun, name_outputs: bool = True) -> Path:
+    """Write the run's result.json in its folder. A run writes it without ``outputs`` (the folder it is in); the
+    monitor job, writing it again with alerts or retraining, keeps it."""
+
+    data = run.to_dict()
+    if not name_outputs:
+        del data["outputs"]
+    path = Path(run.outputs, RESULT_FILE)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
 
 
 def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
                 progress: Progress = no_progress, model: str | None = None,
-                capture: Path | None = None) -> dict[str, Any]:
+                capture: Path | None = None) -> MonitorRun:
     """Run every monitor over ``endpoint``'s capture in [since, until) and write the run's outputs.
 
     ``model`` (NAME/VERSION) and ``capture`` (the capture root) default to what the deployed endpoint serves
@@ -61,87 +200,85 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
         progress(f"made the baseline of {model} (it had none): {baseline.folder}")
     root = capture or capture_root(ws, endpoint)
     run = f"monitor-{until.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    out = ws.folder("reports") / "monitor" / endpoint / run
+    out = reports_folder(ws, endpoint) / run
     out.mkdir(parents=True, exist_ok=True)
     progress(f"reading {endpoint}'s capture" + (f" since {since.isoformat(timespec='seconds')}" if since else ""))
     started = time.perf_counter()
     traffic = read_traffic(root, endpoint, baseline.kinds, since, until)
-    result: dict[str, Any] = {
-        "endpoint": endpoint, "run": run, "model": model, "baseline": str(baseline.folder), "baseline_made": made,
-        "window": {"since": since.isoformat() if since else None, "until": until.isoformat()},
-        "records": traffic.records, "rows": traffic.rows, "shadow_records_skipped": traffic.shadow_records,
-        "variants": {str(k): int(v) for k, v in traffic.frame["variant"].value_counts().items()},
-        "read_seconds": round(time.perf_counter() - started, 2),
-    }
-    if traffic.records == 0:
-        result.update(status="no_data", violations=[], monitors={}, report=None,
-                      message=f"no captured requests for endpoint {endpoint} in the window")
-        return _finish(ws, result, out, [])
+    variants = {str(k): int(v) for k, v in traffic.frame["variant"].value_counts().items()}
+    read_seconds = round(time.perf_counter() - started, 2)
+    monitors: Monitors | None = None
     violations: list[Violation] = []
     snapshots: list[tuple[str, Any]] = []
-    monitors: dict[str, Any] = {}
-    monitors["data_quality"], found = _data_quality(baseline, traffic, ws)
+    if traffic.records:
+        monitors, violations, snapshots = _monitor(ws, endpoint, run, baseline, traffic, out, progress)
+    finished = time.time()
+    result = MonitorRun(
+        endpoint=endpoint, run=run, model=model, baseline=str(baseline.folder), baseline_made=made,
+        window=Window(since, until), records=traffic.records, rows=traffic.rows,
+        shadow_records_skipped=traffic.shadow_records, variants=variants, read_seconds=read_seconds,
+        status="no_data" if monitors is None else "violations" if violations else "ok", monitors=monitors,
+        violations=violations, finished_unix=finished, report=None if monitors is None else str(out / REPORT_FILE),
+        metrics=str(out / METRICS_FILE), violations_file=str(out / VIOLATIONS_FILE), outputs=str(out),
+        message=f"no captured requests for endpoint {endpoint} in the window" if monitors is None else None,
+        evidently_project=add_snapshots(ws, endpoint, snapshots) if snapshots else None)
+    if result.report is not None:
+        write_report(result, Path(result.report))
+    metrics = write_metrics(result, Path(result.metrics))
+    latest = ws.folder("monitoring") / "metrics" / f"{endpoint}.prom"
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(metrics, latest)  # the textfile collector's file: always the latest run
+    Path(result.violations_file).write_text(json.dumps([v.to_dict() for v in violations], indent=2) + "\n")
+    write_result(result, name_outputs=False)
+    return result
+
+
+def _monitor(ws: Workspace, endpoint: str, run: str, baseline: "Baseline", traffic: Traffic, out: Path,
+             progress: Progress) -> tuple[Monitors, list[Violation], list[tuple[str, Any]]]:
+    """(each monitor's findings, the violations, Evidently's snapshots) of a window with traffic."""
+
+    violations: list[Violation] = []
+    snapshots: list[tuple[str, Any]] = []
+    data_quality, found = _data_quality(baseline, traffic, ws)
     violations += found
-    monitors["data_drift"], found, snapshot = _data_drift(baseline, traffic, ws, progress)
+    data_drift, found, snapshot = _data_drift(baseline, traffic, ws, progress)
     violations += found
     if snapshot is not None:
         snapshot.save_html(str(out / "data_drift.html"))
         snapshots.append((f"{run} data drift", snapshot))
     labelled = _labelled(ws, endpoint, baseline, traffic)
-    monitors["model_quality"], found, snapshot = _model_quality(baseline, labelled, ws, progress)
+    model_quality, found, snapshot = _model_quality(baseline, labelled, ws, progress)
     violations += found
     if snapshot is not None:
         snapshot.save_html(str(out / "model_quality.html"))
         snapshots.append((f"{run} model quality", snapshot))
-    monitors["bias_drift"], found = _bias(ws, baseline, labelled, progress)
+    bias, found = _bias(ws, baseline, labelled, progress)
     violations += found
-    monitors["attribution_drift"], found = _attribution(baseline, traffic, ws, progress)
+    attribution, found = _attribution(baseline, traffic, ws, progress)
     violations += found
-    result.update(status="violations" if violations else "ok", monitors=monitors,
-                  violations=[v.to_dict() for v in violations])
-    return _finish(ws, result, out, snapshots)
+    return Monitors(data_quality, data_drift, model_quality, bias, attribution), violations, snapshots
 
 
-def _finish(ws: Workspace, result: dict[str, Any], out: Path, snapshots: list[tuple[str, Any]]) -> dict[str, Any]:
-    result["finished_unix"] = time.time()
-    if result["status"] != "no_data":
-        result["report"] = str(write_report(result, out))
-    if snapshots:
-        result["evidently_project"] = add_snapshots(ws, result["endpoint"], snapshots)
-    metrics = write_metrics(result, out / "metrics.prom")
-    latest = ws.folder("monitoring") / "metrics" / f"{result['endpoint']}.prom"
-    latest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(metrics, latest)  # the textfile collector's file: always the latest run
-    result["metrics"] = str(metrics)
-    (out / "violations.json").write_text(json.dumps(result["violations"], indent=2) + "\n")
-    result["violations_file"] = str(out / "violations.json")
-    (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    result["outputs"] = str(out)
-    return result
-
-
-def _data_quality(baseline: "Baseline", traffic: Traffic, ws: Workspace) -> tuple[dict[str, Any], list[Violation]]:
+def _data_quality(baseline: "Baseline", traffic: Traffic, ws: Workspace) -> tuple[DataQuality, list[Violation]]:
     found, observed = check_constraints(baseline.features, traffic, ws.settings.monitoring)
-    return {"rows": traffic.rows, "unparseable_requests": traffic.unparseable, "features": observed}, found
+    return DataQuality(traffic.rows, traffic.unparseable, observed), found
 
 
 def _data_drift(baseline: "Baseline", traffic: Traffic, ws: Workspace,
-                progress: Progress) -> tuple[dict[str, Any], list[Violation], Any]:
+                progress: Progress) -> tuple[DataDrift, list[Violation], Any]:
 
     limits = ws.settings.monitoring
     if traffic.rows == 0:
-        return {"note": "no readable rows in the window"}, [], None
+        return DataDrift(note="no readable rows in the window"), [], None
     progress(f"data drift of {traffic.rows} rows (Evidently)")
     reference = baseline.reference()
     drift = measure_drift(reference, traffic.frame, baseline.kinds, limits.drift_threshold, limits.drift_sample_rows)
-    section: dict[str, Any] = {"rows": drift.rows, "columns": drift.columns, "drifted": drift.drifted}
     notes = []
     if drift.sampled_from:
         notes.append(f"measured on a uniform sample of {drift.rows} of the window's {drift.sampled_from} rows")
     if traffic.rows < limits.min_rows:
         notes.append(f"only {traffic.rows} rows: drift scores this small are noisy")
-    if notes:
-        section["note"] = "; ".join(notes)
+    section = DataDrift(drift.rows, drift.columns, drift.drifted, "; ".join(notes) or None)
     return section, drift_violations(drift, reference, traffic.frame), drift.snapshot
 
 
@@ -157,32 +294,32 @@ def _labelled(ws: Workspace, endpoint: str, baseline: "Baseline", traffic: Traff
 
 
 def _model_quality(baseline: "Baseline", labelled: "pd.DataFrame | None", ws: Workspace,
-                   progress: Progress) -> tuple[dict[str, Any], list[Violation], Any]:
+                   progress: Progress) -> tuple[ModelQuality, list[Violation], Any]:
 
     limits = ws.settings.monitoring
     base = baseline.data["model_quality"]
     if labelled is None or labelled.empty:
-        return {"rows": 0, "baseline": base, "note": "no ground-truth labels for this window's predictions "
-                "(add them with `kiln monitor labels PATH`)"}, [], None
+        return ModelQuality(0, base, note="no ground-truth labels for this window's predictions "
+                            "(add them with `kiln monitor labels PATH`)"), [], None
     if len(labelled) < limits.min_rows:
-        return {"rows": len(labelled), "baseline": base, "note": f"{len(labelled)} labelled rows: fewer than "
-                f"{limits.min_rows}, reported only"}, [], None
+        return ModelQuality(len(labelled), base, note=f"{len(labelled)} labelled rows: fewer than "
+                            f"{limits.min_rows}, reported only"), [], None
     progress(f"model quality on {len(labelled)} labelled rows (Evidently)")
     observed, snapshot = classification_quality(labelled[LABEL].to_numpy(), labelled[PROBABILITY].to_numpy(),
                                                 base.get("threshold", THRESHOLD))
     observed["rows"] = len(labelled)
     found = quality_violations(base, observed, limits.quality_metrics, limits.quality_tolerance)
-    return {"rows": len(labelled), "baseline": base, "observed": observed}, found, snapshot
+    return ModelQuality(len(labelled), base, observed), found, snapshot
 
 
 def _bias(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame | None",
-          progress: Progress) -> tuple[dict[str, Any], list[Violation]]:
+          progress: Progress) -> tuple[BiasDrift, list[Violation]]:
 
     base = baseline.data["bias"]
     if not base.get("protected"):
-        return {"note": base.get("note") or "the model's dataset has no protected columns"}, []
+        return BiasDrift(note=base.get("note") or "the model's dataset has no protected columns"), []
     if labelled is None or labelled.empty:
-        return {"note": "no ground-truth labels for this window's predictions"}, []
+        return BiasDrift(note="no ground-truth labels for this window's predictions"), []
     sampled = len(labelled) > BIAS_ROWS
     if sampled:
         labelled = labelled.sample(n=BIAS_ROWS, random_state=0)
@@ -191,7 +328,7 @@ def _bias(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame | None",
     facets, found, note = bias_drift(base, frame, ws.settings.monitoring)
     if sampled:
         note = "; ".join(filter(None, [note, f"measured on a uniform sample of {BIAS_ROWS} labelled rows"]))
-    return {"rows": len(frame), "facets": facets, **({"note": note} if note else {})}, found
+    return BiasDrift(len(frame), facets, note or None), found
 
 
 def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", protected: list[str],
@@ -213,13 +350,13 @@ def _with_facets(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame", 
 
 
 def _attribution(baseline: "Baseline", traffic: Traffic, ws: Workspace,
-                 progress: Progress) -> tuple[dict[str, Any], list[Violation]]:
+                 progress: Progress) -> tuple[AttributionDrift, list[Violation]]:
 
     limits = ws.settings.monitoring
     answered = traffic.frame[traffic.frame[PROBABILITY].notna()]
     if len(answered) < limits.min_rows:
-        return {"rows": len(answered), "note": f"{len(answered)} answered rows: fewer than {limits.min_rows}, "
-                "too few for a SHAP ranking"}, []
+        return AttributionDrift(len(answered), note=f"{len(answered)} answered rows: fewer than {limits.min_rows}, "
+                                "too few for a SHAP ranking"), []
     rows = answered.sample(n=min(limits.attribution_rows, len(answered)), random_state=0)
     progress(f"SHAP ranking of {len(rows)} live rows")
     live = global_ranking(baseline.data["model_uri"], rows[list(baseline.features)].reset_index(drop=True))
@@ -227,8 +364,7 @@ def _attribution(baseline: "Baseline", traffic: Traffic, ws: Workspace,
     score = round(ndcg(before, now), 6)
     ranking = [{"feature": f, "baseline": round(before[f], 6), "observed": round(now.get(f, 0.0), 6)}
                for f in sorted(before, key=lambda f: -before[f])]
-    section = {"rows": len(rows), "ndcg": score, "threshold": limits.ndcg_threshold, "ranking": ranking,
-               "explainer": live["explainer"]}
+    section = AttributionDrift(len(rows), score, limits.ndcg_threshold, ranking, live["explainer"])
     found = []
     if score < limits.ndcg_threshold:
         top_before = ", ".join(r["feature"] for r in baseline.data["attribution"]["ranking"][:3])

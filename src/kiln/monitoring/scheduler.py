@@ -20,6 +20,7 @@ from typing import Any
 from kiln.files import write_json_atomic
 from kiln.monitoring.job import monitor_job
 from kiln.monitoring.schedule import read_schedule, state_file
+from kiln.monitoring.window import Window
 from kiln.workspace import open_workspace
 
 log = logging.getLogger("kiln.monitor.scheduler")
@@ -76,15 +77,15 @@ def main(argv: list[str] | None = None) -> None:
         try:
             result = monitor_job(ws, args.endpoint, since, until, schedule["webhooks"], schedule["on_violation"],
                                  progress=log.info)
-            status.update(last_run=result["run"], last_status=result["status"], last_rows=result["rows"],
-                          last_violations=len(result["violations"]), last_report=result.get("report"),
-                          last_outputs=result.get("outputs"), last_error=None)
-            log.info("%s: %s, %d violation(s)", result["run"], result["status"], len(result["violations"]))
+            status.update(last_run=result.run, last_status=result.status, last_rows=result.rows,
+                          last_violations=len(result.violations), last_report=result.report,
+                          last_outputs=result.outputs, last_error=None)
+            log.info("%s: %s, %d violation(s)", result.run, result.status, len(result.violations))
         except Exception as exc:  # noqa: BLE001 - one failed run is reported; the schedule goes on
             status.update(last_status="failed", last_error=f"{type(exc).__name__}: {exc}")
             log.error("monitor run failed:\n%s", traceback.format_exc())
         status["runs"] += 1
-        status["last_window"] = {"since": since.isoformat(), "until": until.isoformat()}
+        status["last_window"] = Window(since, until).to_dict()
         since = until
 
 

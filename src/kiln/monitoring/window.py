@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from kiln.errors import InputError
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The time a monitor run covers: [since, until); no ``since`` is from the first captured request."""
+
+    since: datetime | None
+    until: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"since": self.since.isoformat() if self.since else None, "until": self.until.isoformat()}
 
 
 def parse_duration(text: str, option: str) -> timedelta:

@@ -108,14 +108,14 @@ def monitor_step(workspace: str, endpoint: str, since: str) -> StepResult:
 
     result = run_monitor(open_workspace(Path(workspace)), endpoint, since=parse_time(since or None, "since"),
                          progress=say)
-    violations = result["violations"]
-    say(f"{result['records']} requests, {len(violations)} violations" +
-        "".join(f"\n  {v['monitor']}: {v['feature']} {v['metric']}" for v in violations))
-    monitors = result.get("monitors", {})
-    quality = (monitors.get("model_quality") or {}).get("observed") or {}
-    metrics = {"requests": result["records"], "violations": len(violations),
-               "drifted_features": len((monitors.get("data_drift") or {}).get("drifted", [])),
+    violations = result.violations
+    say(f"{result.records} requests, {len(violations)} violations" +
+        "".join(f"\n  {v.monitor}: {v.feature} {v.metric}" for v in violations))
+    monitors = result.monitors  # None: no traffic in the window
+    quality = (monitors.model_quality.observed if monitors else None) or {}
+    drifted = (monitors.data_drift.drifted if monitors else None) or []
+    metrics = {"requests": result.records, "violations": len(violations), "drifted_features": len(drifted),
                **{f"live_{k}": v for k, v in quality.items() if isinstance(v, (int, float))}}
-    return StepResult(value=len(violations), metrics=metrics, html=result.get("report"),
-                      metadata={"run": result["run"], "status": result["status"], "model": result["model"],
-                                "report": result.get("report"), "violations_file": result.get("violations_file")})
+    return StepResult(value=len(violations), metrics=metrics, html=result.report,
+                      metadata={"run": result.run, "status": result.status, "model": result.model,
+                                "report": result.report, "violations_file": result.violations_file})
