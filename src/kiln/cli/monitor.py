@@ -13,7 +13,7 @@ from kiln.errors import InputError
 from kiln.monitoring import schedule as schedules
 from kiln.monitoring.baseline import create_baseline
 from kiln.monitoring.job import monitor_job
-from kiln.monitoring.labels import ingest_labels
+from kiln.monitoring.labels import IngestedLabels, ingest_labels
 from kiln.monitoring.run import MonitorRun
 from kiln.monitoring.window import parse_time
 from kiln.workspace import open_workspace
@@ -67,6 +67,10 @@ def render_run(result: MonitorRun) -> None:
     _say(f"  report: {result.report}")
     _say(f"  violations: {result.violations_file}")
     _say(f"  metrics: {result.metrics}")
+
+
+def _render_labels(stored: IngestedLabels) -> None:
+    _say(f"{stored.rows} labels for {stored.endpoint} stored (positive rate {stored.positive_rate}): {stored.file}")
 
 
 @app.command("baseline")
@@ -130,14 +134,8 @@ def labels(
     as_json: bool = JsonOption,
 ) -> None:
     """Ingest ground-truth labels; monitor runs join them to captured predictions by inference id."""
-
-    ws = open_workspace(workspace)
-    result = ingest_labels(ws, endpoint, path, label, id_column)
-    if as_json:
-        print_json(result)
-        return
-    out.print(f"{result['rows']} labels for {endpoint} stored (positive rate {result['positive_rate']}): "
-              f"{result['file']}", markup=False)
+    respond(workspace, as_json, lambda ws: ingest_labels(ws, endpoint, path, label, id_column), _render_labels,
+            engines=False)
 
 
 @app.command("schedule")

@@ -7,6 +7,7 @@ attributes) are kept: the bias monitor reads facets from them.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,20 @@ if TYPE_CHECKING:
 
 ID, LABEL = "inference_id", "label"
 MAX_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class IngestedLabels:
+    """A labels file stored for an endpoint: how many labels, their positive rate, where they went and came from."""
+
+    endpoint: str
+    rows: int
+    positive_rate: float
+    file: str
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def labels_folder(ws: Workspace, endpoint: str) -> Path:
@@ -43,7 +58,7 @@ def _read(path: Path) -> "pd.DataFrame":
 
 
 def ingest_labels(ws: Workspace, endpoint: str, path: Path, label: str | None = None,
-                  id_column: str = ID) -> dict[str, Any]:
+                  id_column: str = ID) -> IngestedLabels:
     """Check and store a file of ground-truth labels; nothing is stored unless every row is usable."""
     import pandas as pd
 
@@ -77,8 +92,7 @@ def ingest_labels(ws: Workspace, endpoint: str, path: Path, label: str | None = 
     target = folder / f"labels-{stamp}.parquet"
     with staged_file(target) as stage:
         out.to_parquet(stage, index=False)
-    return {"endpoint": endpoint, "rows": len(out), "positive_rate": round(float(out[LABEL].mean()), 4),
-            "file": str(target), "source": str(path)}
+    return IngestedLabels(endpoint, len(out), round(float(out[LABEL].mean()), 4), str(target), str(path))
 
 
 def read_labels(ws: Workspace, endpoint: str) -> "pd.DataFrame | None":
