@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from kiln import IMAGE
-from kiln.cli.command import WorkspaceOption, respond
+from kiln.cli.command import WorkspaceOption, respond, show
 from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
 from kiln.errors import InputError
 from kiln.monitoring import schedule as schedules
@@ -15,6 +16,7 @@ from kiln.monitoring.baseline import create_baseline
 from kiln.monitoring.job import monitor_job
 from kiln.monitoring.labels import IngestedLabels, ingest_labels
 from kiln.monitoring.run import MonitorRun
+from kiln.monitoring.schedule import ScheduleStatus, StartedSchedule, StoppedSchedule
 from kiln.monitoring.window import parse_time
 from kiln.workspace import open_workspace
 
@@ -71,6 +73,33 @@ def render_run(result: MonitorRun) -> None:
 
 def _render_labels(stored: IngestedLabels) -> None:
     _say(f"{stored.rows} labels for {stored.endpoint} stored (positive rate {stored.positive_rate}): {stored.file}")
+
+
+def _render_schedules(listed: list[ScheduleStatus]) -> None:
+    for s in listed:
+        last = s.last
+        _say(f"{s.schedule.endpoint}: every {s.schedule.every}, {s.state}; runs {last.get('runs', 0)}, last "
+             f"{last.get('last_status', '-')} ({last.get('last_violations', 0)} violations), next "
+             f"{last.get('next_run', '-')}")
+    if not listed:
+        _say("no monitor schedules")
+
+
+def _render_cronjob(cronjob: dict[str, Any]) -> None:
+    import yaml
+
+    typer.echo(yaml.safe_dump(cronjob, sort_keys=False), nl=False)
+
+
+def _render_stopped(stopped: StoppedSchedule) -> None:
+    _say(f"monitor schedule of {stopped.endpoint} stopped")
+
+
+def _render_started(made: StartedSchedule) -> None:
+    endpoint = made.schedule.endpoint
+    _say(f"monitoring {endpoint} every {made.schedule.every} in the background ({made.service}, {made.url}/v1/status); "
+         f"log: {made.log}")
+    _say(f"  reports: {made.reports}/; stop with `kiln monitor schedule -e {endpoint} --stop`")
 
 
 @app.command("baseline")
@@ -155,44 +184,15 @@ def schedule(
     as_json: bool = JsonOption,
 ) -> None:
     """Run the monitors in the background every interval (locally); --render gives the cluster's CronJob."""
-
     if list_all:
-        listed = schedules.list_schedules(open_workspace(workspace))
-        if as_json:
-            print_json(listed)
-            return
-        for s in listed or []:
-            out.print(f"{s['endpoint']}: every {s['every']}, {s['state']}; runs {s.get('runs', 0)}, last "
-                      f"{s.get('last_status', '-')} ({s.get('last_violations', 0)} violations), next "
-                      f"{s.get('next_run', '-')}", markup=False)
-        if not listed:
-            out.print("no monitor schedules", markup=False)
-        return
-    if endpoint is None:
+        respond(workspace, as_json, schedules.list_schedules, _render_schedules, engines=False)
+    elif endpoint is None:
         raise InputError("give --endpoint NAME (or --list)")
-    if render:
-        import yaml
-
-        cronjob = schedules.render_cronjob(endpoint, every, image, on_violation=on_violation)
-        if as_json:
-            print_json(cronjob)
-        else:
-            typer.echo(yaml.safe_dump(cronjob, sort_keys=False), nl=False)
-        return
-
-    ws = open_workspace(workspace)
-    if stop:
-        schedules.delete_schedule(ws, endpoint)
-        if as_json:
-            print_json({"endpoint": endpoint, "stopped": True})
-        else:
-            out.print(f"monitor schedule of {endpoint} stopped", markup=False)
-        return
-    made = schedules.create_schedule(ws, endpoint, every, webhook, on_violation, progress)
-    if as_json:
-        print_json(made)
-        return
-    out.print(f"monitoring {endpoint} every {every} in the background ({made['service']}, {made['url']}/v1/status); "
-              f"log: {made['log']}", markup=False)
-    out.print(f"  reports: {ws.folder('reports') / 'monitor' / endpoint}/; stop with "
-              f"`kiln monitor schedule -e {endpoint} --stop`", markup=False)
+    elif render:
+        show(schedules.render_cronjob(endpoint, every, image, on_violation=on_violation), as_json, _render_cronjob)
+    elif stop:
+        respond(workspace, as_json, lambda ws: schedules.delete_schedule(ws, endpoint), _render_stopped, engines=False)
+    else:
+        respond(workspace, as_json,
+                lambda ws: schedules.create_schedule(ws, endpoint, every, webhook, on_violation, progress),
+                _render_started, engines=False)

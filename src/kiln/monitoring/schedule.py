@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from kiln.errors import InputError
 from kiln.files import write_json_atomic
-from kiln.monitoring.endpoint import capture_root
+from kiln.monitoring.endpoint import capture_root, reports_folder
 from kiln.monitoring.retrain import check_action
 from kiln.monitoring.window import parse_duration
 from kiln.process import ServiceSpec, free_ports, start, status, stop
@@ -24,6 +25,56 @@ from kiln.workspace import CLUSTER_WORKSPACE, Workspace
 
 FIRST_PORT = 6590
 MIN_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A monitor schedule, as its file holds it."""
+
+    endpoint: str
+    every: str  # the interval as given: 30s, 15m, 1h, 1d
+    every_seconds: float
+    webhooks: list[str]
+    on_violation: str | None
+    port: int  # the scheduler process's /health and /v1/status
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StartedSchedule:
+    """A schedule whose process runs: its service name, URL and log, and the folder its runs' reports go to."""
+
+    schedule: Schedule
+    service: str
+    url: str
+    log: str
+    reports: Path  # for people; not in the JSON document, which never named it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.schedule.to_dict(), "service": self.service, "url": self.url, "log": self.log}
+
+
+@dataclass(frozen=True)
+class ScheduleStatus:
+    """A schedule, the state of its process and what the scheduler last wrote of its runs."""
+
+    schedule: Schedule
+    state: str  # running | unhealthy | stopped
+    last: dict[str, Any]  # the scheduler's state file (runs, next_run, last_status, ...); {} before its first write
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.schedule.to_dict(), "state": self.state, **self.last}
+
+
+@dataclass(frozen=True)
+class StoppedSchedule:
+    endpoint: str
+    stopped: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def schedules_folder(ws: Workspace) -> Path:
@@ -38,25 +89,28 @@ def state_file(ws: Workspace, endpoint: str) -> Path:
     return schedules_folder(ws) / f"{endpoint}.state.json"
 
 
-def read_schedule(ws: Workspace, endpoint: str) -> dict[str, Any] | None:
+def _load(path: Path) -> Schedule:
+    return Schedule(**json.loads(path.read_text()))
+
+
+def read_schedule(ws: Workspace, endpoint: str) -> Schedule | None:
     path = schedule_file(ws, endpoint)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _load(path) if path.is_file() else None
 
 
-def service(ws: Workspace, schedule: dict[str, Any]) -> ServiceSpec:
+def service(ws: Workspace, schedule: Schedule) -> ServiceSpec:
     host = ws.settings.services.mlflow.host
     return ServiceSpec(
-        name=f"monitor-{schedule['endpoint']}",
+        name=f"monitor-{schedule.endpoint}",
         command=[sys.executable, "-m", "kiln.monitoring.scheduler", "--workspace", str(ws.root),
-                 "--endpoint", schedule["endpoint"], "--host", host, "--port", str(schedule["port"])],
-        host=host, port=schedule["port"], health_path="/health", setting=f"monitor schedule {schedule['endpoint']}",
+                 "--endpoint", schedule.endpoint, "--host", host, "--port", str(schedule.port)],
+        host=host, port=schedule.port, health_path="/health", setting=f"monitor schedule {schedule.endpoint}",
         start_timeout=60.0,
     )
 
 
-def all_schedules(ws: Workspace) -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(schedules_folder(ws).glob("*.json"))
-            if not p.name.endswith(".state.json")]
+def all_schedules(ws: Workspace) -> list[Schedule]:
+    return [_load(p) for p in sorted(schedules_folder(ws).glob("*.json")) if not p.name.endswith(".state.json")]
 
 
 def schedule_services(ws: Workspace) -> list[ServiceSpec]:
@@ -64,7 +118,7 @@ def schedule_services(ws: Workspace) -> list[ServiceSpec]:
 
 
 def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str], on_violation: str | None,
-                    progress: Progress = no_progress) -> dict[str, Any]:
+                    progress: Progress = no_progress) -> StartedSchedule:
     """Write the schedule and start (or restart) its process; the first run comes one interval from now."""
 
     seconds = parse_duration(every, "--every").total_seconds()
@@ -76,16 +130,15 @@ def create_schedule(ws: Workspace, endpoint: str, every: str, webhooks: list[str
     old = read_schedule(ws, endpoint)
     if old is not None:
         stop(ws.state_dir, service(ws, old))
-    taken = {s["port"] for s in all_schedules(ws) if s["endpoint"] != endpoint}
+    taken = {s.port for s in all_schedules(ws) if s.endpoint != endpoint}
     [port] = free_ports(ws.settings.services.mlflow.host, FIRST_PORT, 1, taken)
-    schedule = {"endpoint": endpoint, "every": every, "every_seconds": seconds, "webhooks": webhooks,
-                "on_violation": on_violation, "port": port}
-    write_json_atomic(schedule_file(ws, endpoint), schedule, default=str)
+    schedule = Schedule(endpoint, every, seconds, webhooks, on_violation, port)
+    write_json_atomic(schedule_file(ws, endpoint), schedule.to_dict(), default=str)
     state, _ = start(ws.state_dir, service(ws, schedule), progress)
-    return {**schedule, "service": state.name, "url": state.url, "log": state.log}
+    return StartedSchedule(schedule, state.name, state.url, state.log, reports_folder(ws, endpoint))
 
 
-def delete_schedule(ws: Workspace, endpoint: str) -> bool:
+def delete_schedule(ws: Workspace, endpoint: str) -> StoppedSchedule:
     """Stop the schedule's process and forget it (its runs' reports stay)."""
 
     schedule = read_schedule(ws, endpoint)
@@ -94,15 +147,15 @@ def delete_schedule(ws: Workspace, endpoint: str) -> bool:
                          hint="list them with `kiln monitor schedule --list`")
     stop(ws.state_dir, service(ws, schedule))
     schedule_file(ws, endpoint).unlink()
-    return True
+    return StoppedSchedule(endpoint)
 
 
-def list_schedules(ws: Workspace) -> list[dict[str, Any]]:
+def list_schedules(ws: Workspace) -> list[ScheduleStatus]:
     out = []
     for schedule in all_schedules(ws):
-        state = state_file(ws, schedule["endpoint"])
+        state = state_file(ws, schedule.endpoint)
         last = json.loads(state.read_text()) if state.is_file() else {}
-        out.append({**schedule, "state": status(ws.state_dir, service(ws, schedule)).state, **last})
+        out.append(ScheduleStatus(schedule, status(ws.state_dir, service(ws, schedule)).state, last))
     return out
 
 

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     schedule = read_schedule(ws, args.endpoint)
     if schedule is None:
         raise SystemExit(f"no monitor schedule for endpoint {args.endpoint}")
-    every = timedelta(seconds=schedule["every_seconds"])
-    status: dict[str, Any] = {"endpoint": args.endpoint, "every": schedule["every"], "runs": 0}
+    every = timedelta(seconds=schedule.every_seconds)
+    status: dict[str, Any] = {"endpoint": args.endpoint, "every": schedule.every, "runs": 0}
     _serve(args.host, args.port, status)
     settle = timedelta(seconds=SETTLE_SECONDS)
     since = datetime.now(UTC) - settle
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         until = datetime.now(UTC) - settle
         log.info("monitoring %s from %s to %s", args.endpoint, since.isoformat(), until.isoformat())
         try:
-            result = monitor_job(ws, args.endpoint, since, until, schedule["webhooks"], schedule["on_violation"],
+            result = monitor_job(ws, args.endpoint, since, until, schedule.webhooks, schedule.on_violation,
                                  progress=log.info)
             status.update(last_run=result.run, last_status=result.status, last_rows=result.rows,
                           last_violations=len(result.violations), last_report=result.report,
