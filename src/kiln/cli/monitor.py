@@ -9,16 +9,15 @@ import typer
 
 from kiln import IMAGE
 from kiln.cli.command import WorkspaceOption, respond, show
-from kiln.cli.output import JsonOption, engine_output, out, print_json, progress
+from kiln.cli.output import JsonOption, out, progress
 from kiln.errors import InputError
 from kiln.monitoring import schedule as schedules
-from kiln.monitoring.baseline import create_baseline
+from kiln.monitoring.baseline import BaselineSummary, summarize_baseline
 from kiln.monitoring.job import monitor_job
 from kiln.monitoring.labels import IngestedLabels, ingest_labels
 from kiln.monitoring.run import MonitorRun
 from kiln.monitoring.schedule import ScheduleStatus, StartedSchedule, StoppedSchedule
 from kiln.monitoring.window import parse_time
-from kiln.workspace import open_workspace
 
 app = typer.Typer(help="Model Monitor (Evidently): baseline, run, labels, schedule.", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -27,6 +26,16 @@ EndpointOption = typer.Option(..., "--endpoint", "-e", help="The endpoint whose 
 
 def _say(text: str) -> None:
     out.print(text, markup=False)
+
+
+def _render_baseline(made: BaselineSummary) -> None:
+    verb = "made" if made.made else "exists (use --rebaseline to make it again)"
+    _say(f"baseline of {made.model} {verb}: {made.folder}")
+    q = made.model_quality
+    _say(f"  {made.rows} training rows, {made.features} features; held-out AUC "
+         f"{q['roc_auc'] or float('nan'):.4f}, accuracy {q['accuracy']:.4f}")
+    _say(f"  facets: {', '.join(made.facets) or 'none'}")
+    _say(f"  top SHAP features: {', '.join(made.top_features)}")
 
 
 def render_run(result: MonitorRun) -> None:
@@ -110,25 +119,7 @@ def baseline(
     as_json: bool = JsonOption,
 ) -> None:
     """Statistics and constraints of the training data, holdout quality, bias by facet and the SHAP ranking."""
-
-    ws = open_workspace(workspace)
-    with engine_output():
-        made, created = create_baseline(ws, model, rebaseline, progress)
-    data = made.data
-    result = {"model": made.model, "made": created, "folder": str(made.folder), "rows": data["rows"],
-              "features": len(data["features"]), "model_quality": data["model_quality"],
-              "facets": [g["facet"] for g in data["bias"]["facets"]],
-              "top_features": [r["feature"] for r in data["attribution"]["ranking"][:5]]}
-    if as_json:
-        print_json(result)
-        return
-    verb = "made" if created else "exists (use --rebaseline to make it again)"
-    out.print(f"baseline of {made.model} {verb}: {made.folder}", markup=False)
-    q = data["model_quality"]
-    out.print(f"  {data['rows']} training rows, {len(data['features'])} features; held-out AUC "
-              f"{q['roc_auc'] or float('nan'):.4f}, accuracy {q['accuracy']:.4f}", markup=False)
-    out.print(f"  facets: {', '.join(result['facets']) or 'none'}", markup=False)
-    out.print(f"  top SHAP features: {', '.join(result['top_features'])}", markup=False)
+    respond(workspace, as_json, lambda ws: summarize_baseline(ws, model, rebaseline, progress), _render_baseline)
 
 
 @app.command("run")

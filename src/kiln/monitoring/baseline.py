@@ -63,6 +63,33 @@ class Baseline:
         return pd.read_parquet(self.folder / REFERENCE_FILE)
 
 
+@dataclass(frozen=True)
+class BaselineSummary:
+    """A baseline in brief: its size, the held-out quality, the facets and the top SHAP features; ``made`` now or
+    kept from before."""
+
+    model: str  # NAME/VERSION
+    made: bool
+    folder: Path
+    rows: int  # training rows
+    features: int
+    model_quality: dict[str, Any]  # on the held-out rows: roc_auc, accuracy, ...
+    facets: list[str]
+    top_features: list[str]  # the first five of the SHAP ranking
+
+    @classmethod
+    def of(cls, baseline: Baseline, made: bool) -> BaselineSummary:
+        data = baseline.data
+        return cls(baseline.model, made, baseline.folder, data["rows"], len(data["features"]), data["model_quality"],
+                   [g["facet"] for g in data["bias"]["facets"]],
+                   [r["feature"] for r in data["attribution"]["ranking"][:5]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "made": self.made, "folder": str(self.folder), "rows": self.rows,
+                "features": self.features, "model_quality": self.model_quality, "facets": self.facets,
+                "top_features": self.top_features}
+
+
 def baseline_folder(ws: Workspace, name: str, version: str) -> Path:
     return ws.folder("monitoring") / "baselines" / f"{name}-v{version}"
 
@@ -100,6 +127,12 @@ def create_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
         c.log_artifacts(info.run_id, str(folder), "monitoring/baseline")
         c.set_model_version_tag(info.name, info.version, "kiln.monitor_baseline", str(folder))
     return Baseline(folder, data), True
+
+
+def summarize_baseline(ws: Workspace, model_ref: str, rebaseline: bool = False,
+                       progress: Progress = no_progress) -> BaselineSummary:
+    """`create_baseline`, in brief."""
+    return BaselineSummary.of(*create_baseline(ws, model_ref, rebaseline, progress))
 
 
 def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: Progress) -> dict[str, Any]:
