@@ -158,3 +158,32 @@ def test_an_empty_capture_reads_as_no_rows(tmp_path: Path) -> None:
     traffic = read_traffic(tmp_path, "toy", {"x": "numeric"})
     assert (traffic.records, traffic.rows) == (0, 0)
     assert check_constraints({"x": {"type": "numeric", "missing_share": 0.0}}, traffic, LIMITS)[0] == []
+
+
+def test_metrics_do_not_depend_on_an_environment_feast_changed(tmp_path: Path) -> None:
+    """Feast's import sets PROMETHEUS_MULTIPROC_DIR; a run's metrics are still written once that variable is gone."""
+    import subprocess
+    import sys
+
+    script = f"""
+import os
+from datetime import datetime, UTC
+from pathlib import Path
+import feast.metrics  # sets PROMETHEUS_MULTIPROC_DIR, then prometheus_client keeps gauges in files there
+import prometheus_client
+os.environ.pop("PROMETHEUS_MULTIPROC_DIR")  # an environment put back, as a caller restoring its own does
+from kiln.monitoring.metrics import write_metrics
+from kiln.monitoring.run import MonitorRun
+from kiln.monitoring.window import Window
+run = MonitorRun(endpoint="e", run="r", model="m/1", baseline="b", baseline_made=False,
+                 window=Window(None, datetime(2026, 1, 1, tzinfo=UTC)), records=3, rows=5, shadow_records_skipped=0,
+                 variants={{}}, read_seconds=0.1, status="no_data", monitors=None, violations=[], finished_unix=17.0,
+                 report=None, metrics="", violations_file="", outputs="")
+write_metrics(run, Path({str(tmp_path / 'metrics.prom')!r}))
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = (tmp_path / "metrics.prom").read_text()
+    assert 'kiln_monitor_rows{endpoint="e"} 5.0' in text
+    assert 'kiln_monitor_last_run_timestamp_seconds{endpoint="e"} 17.0' in text
+    assert 'kiln_monitor_violations{endpoint="e",monitor="data_drift"} 0.0' in text
