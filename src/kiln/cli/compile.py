@@ -46,14 +46,14 @@ def compile_(
 def _render_compiled(result: CompileResult) -> None:
     out.print(f"compiled {result.model} for {result.target} in {result.seconds:.1f} s: {result.id}", markup=False)
     if result.parity:
-        out.print(f"  parity with ONNX Runtime: max |diff| {result.parity['max_abs_diff']:.2e} on "
-                  f"{result.parity['rows']} rows", markup=False)
+        out.print(f"  parity with ONNX Runtime: max |diff| {result.parity.max_abs_diff:.2e} on "
+                  f"{result.parity.rows} rows", markup=False)
     if result.tuning:
         t = result.tuning
-        left = f", {len(t['untuned'])} left on TVM's default schedule" if t["untuned"] else ""
-        done = f"{len(t['tuned'])} kernel(s) tuned with {t['trials']} trials in {t['seconds']:.0f} s, " \
-            if t["tuned"] else "nothing to tune, "
-        out.print(f"  tuning: {done}{len(t['reused'])} kernel(s) reused from {t['database']}{left}", markup=False)
+        left = f", {len(t.untuned)} left on TVM's default schedule" if t.untuned else ""
+        done = f"{len(t.tuned)} kernel(s) tuned with {t.trials} trials in {t.seconds:.0f} s, " \
+            if t.tuned else "nothing to tune, "
+        out.print(f"  tuning: {done}{len(t.reused)} kernel(s) reused from {t.database}{left}", markup=False)
     for note in result.notes:
         out.print(f"  note: {note}", markup=False)
     out.print(f"  bundle: {result.path}", markup=False)

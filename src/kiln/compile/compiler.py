@@ -6,7 +6,7 @@ import json
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +14,12 @@ from kiln import tracking
 from kiln.compile.build import BuiltLibrary, build_library
 from kiln.compile.bundle import ENCODER, ManifestDraft, write_bundle
 from kiln.compile.keys import fingerprint, signing_key
-from kiln.compile.parity import check_parity
+from kiln.compile.parity import Parity, check_parity
 from kiln.compile.runner import CompiledModel
 from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_source
 from kiln.compile.store import compiled_root
 from kiln.compile.targets import CompileTarget, resolve_target
-from kiln.compile.tuning import DEFAULT_TRIALS, check_tunable, tuning_dir
+from kiln.compile.tuning import DEFAULT_TRIALS, TuningReport, check_tunable, tuning_dir
 from kiln.compile.tuning_process import tune_apart
 from kiln.errors import InputError
 from kiln.progress import Progress, no_progress
@@ -49,8 +49,8 @@ class CompileResult:
     model: str
     target: str
     libraries: dict[str, str]
-    parity: dict[str, Any] | None
-    tuning: dict[str, Any] | None
+    parity: Parity | None  # None where the target does not run here
+    tuning: TuningReport | None  # None without --tune
     seconds: float
     mlflow_run_id: str
     notes: list[str] = field(default_factory=list)
@@ -77,12 +77,12 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
     building.mkdir()
     try:
         tuning = _tune(ws, source, target, options.trials, options.retune, progress) if options.tune else None
-        libraries = _build_all(source, target, building, progress, Path(tuning["database"]) if tuning else None)
+        libraries = _build_all(source, target, building, progress, Path(tuning.database) if tuning else None)
         parity, notes = None, []
         if target.runs_here:
             progress(f"parity against ONNX Runtime on {len(sample)} held-out rows")
             compiled = CompiledModel({lib.batch: lib.path for lib in libraries})
-            parity = vars(check_parity(source.graph, compiled, sample))
+            parity = check_parity(source.graph, compiled, sample)
         else:
             why = "there is no GPU here" if target.name == "cuda" else f"this machine is not {target.machine}"
             notes.append(f"the {target.name} libraries were built and inspected, not run: {why}")
@@ -101,11 +101,11 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
 
 
 def _tune(ws: Workspace, source: SourceModel, target: CompileTarget, trials: int, again: bool,
-          progress: Progress) -> dict[str, Any]:
+          progress: Progress) -> TuningReport:
     """MetaSchedule over the kernels of every batch size at once, in one budget of trials."""
 
-    return vars(tune_apart(source.graph, source.width, BATCH_SIZES, target, tuning_dir(ws, target), trials, again,
-                           progress))
+    return tune_apart(source.graph, source.width, BATCH_SIZES, target, tuning_dir(ws, target), trials, again,
+                      progress)
 
 
 def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progress: Progress,
@@ -119,8 +119,8 @@ def _build_all(source: SourceModel, target: CompileTarget, folder: Path, progres
     return libraries
 
 
-def _draft(source: SourceModel, target: CompileTarget, libraries: list[BuiltLibrary], parity: dict[str, Any] | None,
-           tuning: dict[str, Any] | None, notes: list[str], expires_days: float) -> ManifestDraft:
+def _draft(source: SourceModel, target: CompileTarget, libraries: list[BuiltLibrary], parity: Parity | None,
+           tuning: TuningReport | None, notes: list[str], expires_days: float) -> ManifestDraft:
     import tvm
 
     return ManifestDraft(
@@ -134,7 +134,7 @@ def _draft(source: SourceModel, target: CompileTarget, libraries: list[BuiltLibr
                 "columns": ["probability_0", "probability_1"]},
         libraries={str(lib.batch): lib.path.name for lib in libraries},
         expires_days=expires_days,
-        details={"parity": parity, "tuning": tuning, "notes": notes,
+        details={"parity": asdict(parity) if parity else None, "tuning": asdict(tuning) if tuning else None, "notes": notes,
                  "compile_seconds": {str(lib.batch): round(lib.seconds, 2) for lib in libraries},
                  "cuda": {str(lib.batch): lib.details for lib in libraries} if target.name == "cuda" else None},
     )

@@ -26,8 +26,8 @@ def compile_step(workspace: str, version: str, target: str, bundle_out: str) -> 
     shutil.copytree(result.path, bundle_out, dirs_exist_ok=True)
     metrics = {"seconds": result.seconds}
     if result.parity:
-        metrics["parity_max_abs_diff"] = result.parity["max_abs_diff"]
-    say(f"{target}: artifact {result.id}" + (f", parity {result.parity['max_abs_diff']:.1e}" if result.parity else
+        metrics["parity_max_abs_diff"] = result.parity.max_abs_diff
+    say(f"{target}: artifact {result.id}" + (f", parity {result.parity.max_abs_diff:.1e}" if result.parity else
                                               " (not run here: parity unchecked)"))
     return StepResult(value=result.id, metrics=metrics,
                       metadata={"artifact_id": result.id, "target": target, "model": result.model,
