@@ -23,6 +23,19 @@ def ok(*args: str | Path, timeout: float = 600) -> dict:
     return json.loads(res.stdout)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_ray():
+    """One Ray for the module's in-process tuning jobs: a job uses the Ray its process already runs and leaves it
+    running (a job that starts Ray stops it, which `test_outside_data` goes through), so it starts once, not per job."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with 1,500 generated customers ingested; lenient AUC drop so only a clearly worse model fails."""
