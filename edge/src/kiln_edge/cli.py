@@ -58,7 +58,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0 if agent.model else 1
     server = start_server(agent, args.port)
     port = server.server_address[1]
-    (args.state / "port").write_text(f"{port}\n")
+    staged = args.state / ".port"
+    staged.write_text(f"{port}\n")
+    staged.replace(args.state / "port")  # whole or absent: whoever waits for the file never reads it half-written
     log(f"serving predictions on http://127.0.0.1:{port}/v1/predict")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
