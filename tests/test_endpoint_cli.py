@@ -60,7 +60,8 @@ def test_deploy_invoke_status_restart_and_delete(ws: Path) -> None:
     ok("down", "-w", ws)
     with pytest.raises(httpx.HTTPError):
         httpx.get(status["url"] + "/v2/health/ready", timeout=2)
-    ok("up", "-w", ws)
+    assert {s["name"] for s in ok("up", "endpoint-toy", "-w", ws)["services"]} == \
+        {"endpoint-toy", "endpoint-toy-blue", "endpoint-toy-green", "endpoint-toy-shadow"}, "the endpoint alone"
     assert ok("endpoint", "invoke", "toy", "--data", json.dumps({"instances": ROWS}), "-w", ws)["status"] == 200
 
     captured = list((ws / "capture" / "endpoint=toy").glob("hour=*/*.jsonl"))

@@ -67,9 +67,15 @@ def test_up_status_down(workspace: Path) -> None:
 
     status = run_kiln("status", "-w", workspace, "--json")
     assert status.code == 0 and {s["state"] for s in services(status.stdout).values()} == {"running"}
+    res = run_kiln("down", "features", "mlfow", "-w", workspace)
+    assert res.code == 1 and "no local process named mlfow" in res.stderr and "mlflow, features" in res.stderr
+    down = run_kiln("down", "evidently", "-w", workspace, "--json")
+    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["evidently"]
+    states = {name: s["state"] for name, s in services(run_kiln("status", "-w", workspace, "--json").stdout).items()}
+    assert states == {"mlflow": "running", "features": "running", "artifacts": "running", "evidently": "stopped"}
 
     down = run_kiln("down", "-w", workspace, "--json")
-    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["evidently", "artifacts", "features", "mlflow"]
+    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["artifacts", "features", "mlflow"]
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/health", timeout=2)
     status = run_kiln("status", "-w", workspace)
@@ -110,8 +116,9 @@ def test_feature_server_answers_online_reads(tmp_path: Path, churn_dataset: Path
     ws = make_workspace(tmp_path / "ws", free_port())
     assert run_kiln("features", "ingest", churn_dataset, "-w", ws).code == 0
     try:
-        res = run_kiln("up", "-w", ws, "--json")
+        res = run_kiln("up", "features", "-w", ws, "--json")
         assert res.code == 0, res.stderr
+        assert list(services(res.stdout)) == ["features"]
         url = str(services(res.stdout)["features"]["url"])
         body = {"feature_service": "churn_v1", "entities": {"customer_id": [7]}}
         answer = httpx.post(url + "/get-online-features", json=body, timeout=10).json()

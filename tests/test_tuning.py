@@ -100,7 +100,7 @@ def test_trials_show_in_the_mlflow_ui(ws: Path, tuned: dict) -> None:
     import httpx
 
     try:
-        up = ok("up", "-w", ws)
+        up = ok("up", "mlflow", "-w", ws)
         url = next(s["url"] for s in up["services"] if s["name"] == "mlflow")
         experiment = httpx.get(f"{url}/api/2.0/mlflow/experiments/get-by-name",
                                params={"experiment_name": tuned["experiment"]}, timeout=30).json()

@@ -127,19 +127,51 @@ def status(state_dir: Path, spec: ServiceSpec) -> ServiceState:
 
 def start(state_dir: Path, spec: ServiceSpec, progress: Progress = no_progress) -> tuple[ServiceState, bool]:
     """Start ``spec`` unless it already runs; returns its state and whether it was started now."""
-    current = status(state_dir, spec)
-    if current.state == "running":
-        return current, False
-    if current.state == "unhealthy":
-        progress(f"{spec.name}: process {current.pid} is up but not healthy yet; waiting")
-        assert current.pid is not None  # "unhealthy" is only reported from a pid record
-        return _wait_healthy(state_dir, spec, current.pid), False
-    if not port_free(spec.host, spec.port):
-        raise PortInUse(
-            f"{spec.name}: port {spec.port} on {spec.host} is already taken by another process",
-            hint=f"stop that process, or choose another port with {spec.setting} in kiln.yaml "
-            f"(or KILN_{spec.setting.upper().replace('.', '__')})",
-        )
+    [(state, started)] = start_all(state_dir, [spec], progress)
+    return state, started
+
+
+def start_all(state_dir: Path, specs: list[ServiceSpec], progress: Progress = no_progress
+              ) -> list[tuple[ServiceState, bool]]:
+    """Start those of ``specs`` that do not run, side by side, and wait until each is healthy; returns each one's
+    state and whether it was started now, in the order given. A taken port is refused before anything starts; a
+    service that does not come up is stopped and its error raised once the others were waited for (those that came
+    up keep running)."""
+    current = {spec.name: status(state_dir, spec) for spec in specs}
+    for spec in specs:
+        if current[spec.name].state == "stopped" and not port_free(spec.host, spec.port):
+            raise PortInUse(
+                f"{spec.name}: port {spec.port} on {spec.host} is already taken by another process",
+                hint=f"stop that process, or choose another port with {spec.setting} in kiln.yaml "
+                f"(or KILN_{spec.setting.upper().replace('.', '__')})",
+            )
+    launched: dict[str, subprocess.Popen[bytes]] = {}
+    for spec in sorted(specs, key=lambda s: s.prepare is not None):  # the others start while these prepare
+        if current[spec.name].state == "stopped":
+            launched[spec.name] = _launch(state_dir, spec, progress)
+    states: list[tuple[ServiceState, bool]] = []
+    failure: ServiceError | None = None
+    for spec in specs:
+        state = current[spec.name]
+        if state.state == "running":
+            states.append((state, False))
+            continue
+        proc = launched.get(spec.name)
+        if proc is None:
+            progress(f"{spec.name}: process {state.pid} is up but not healthy yet; waiting")
+        pid = proc.pid if proc is not None else state.pid
+        assert pid is not None  # "unhealthy" is only reported from a pid record
+        try:
+            states.append((_wait_healthy(state_dir, spec, pid, proc), proc is not None))
+        except ServiceError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return states
+
+
+def _launch(state_dir: Path, spec: ServiceSpec, progress: Progress) -> subprocess.Popen[bytes]:
+    """Prepare and start the process, detached in its own group, and record its pid; does not wait."""
     if spec.prepare is not None:
         progress(f"{spec.name}: preparing")
         spec.prepare()
@@ -162,7 +194,7 @@ def start(state_dir: Path, spec: ServiceSpec, progress: Progress = no_progress) 
               "port": spec.port, "command": spec.command, "started_at": time.time()}
     write_text_atomic(pid_file(state_dir, spec.name), json.dumps(record))
     progress(f"{spec.name}: started (pid {proc.pid}), waiting for {spec.url}{spec.health_path}")
-    return _wait_healthy(state_dir, spec, proc.pid, proc), True
+    return proc
 
 
 def _wait_healthy(state_dir: Path, spec: ServiceSpec, pid: int, proc: subprocess.Popen[bytes] | None = None) -> ServiceState:
@@ -183,24 +215,34 @@ def _wait_healthy(state_dir: Path, spec: ServiceSpec, pid: int, proc: subprocess
 
 def stop(state_dir: Path, spec: ServiceSpec) -> bool:
     """Stop the service's whole process group; returns whether anything was running."""
+    return bool(stop_all(state_dir, [spec]))
+
+
+def stop_all(state_dir: Path, specs: list[ServiceSpec]) -> list[str]:
+    """Stop each service's whole process group, all signalled at once and waited for together (a group still there
+    after the grace period is killed); returns the names of those that were running, in the order given."""
     import psutil
 
-    record = _read_pid(state_dir, spec.name)
-    pid_file(state_dir, spec.name).unlink(missing_ok=True)
-    if record is None:
-        return False
-    pid = int(record["pid"])
-    try:
-        pgid = os.getpgid(pid)
-        group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return True
-    _, alive = psutil.wait_procs(group, timeout=STOP_GRACE_SECONDS)
+    running: list[str] = []
+    groups: list[int] = []
+    for spec in specs:
+        record = _read_pid(state_dir, spec.name)
+        pid_file(state_dir, spec.name).unlink(missing_ok=True)
+        if record is None:
+            continue
+        running.append(spec.name)
+        pgid = _pgid(int(record["pid"]))
+        if pgid is not None:
+            groups.append(pgid)
+    members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) in groups] if groups else []
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(members, timeout=STOP_GRACE_SECONDS)
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    return True
+    return running
 
 
 def _pgid(pid: int) -> int | None:

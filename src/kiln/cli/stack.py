@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
+
 from kiln.cli.command import WorkspaceOption, respond
 from kiln.cli.output import JsonOption, out, progress
 from kiln.stack.lifecycle import StackState, Stopped, bring_down, bring_up, stack_state
@@ -21,9 +23,15 @@ def _render_stopped(result: Stopped) -> None:
     out.print(f"stopped: {', '.join(result.stopped)}" if result.stopped else "nothing was running")
 
 
-def up(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
-    """Start the local services (MLflow UI, ...) and deployed endpoints on loopback; running ones are left as is."""
-    respond(workspace, as_json, lambda ws: bring_up(ws, progress), _render_states, local=True, engines=False)
+NAMES_HELP = "Only these processes, as `kiln status` names them (an endpoint's front brings its variants along)."
+
+
+def up(names: list[str] = typer.Argument(None, help=NAMES_HELP, metavar="[NAME]...", show_default=False),
+       workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Start the local services (MLflow UI, ...), deployed endpoints and monitor schedules on loopback (all, or those
+    named); running ones are left as is."""
+    respond(workspace, as_json, lambda ws: bring_up(ws, progress, names or ()), _render_states, local=True,
+            engines=False)
 
 
 def status(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
@@ -31,6 +39,7 @@ def status(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption)
     respond(workspace, as_json, stack_state, _render_states, local=True, engines=False)
 
 
-def down(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
-    """Stop the local services and the deployed endpoints' processes of the workspace."""
-    respond(workspace, as_json, bring_down, _render_stopped, local=True, engines=False)
+def down(names: list[str] = typer.Argument(None, help=NAMES_HELP, metavar="[NAME]...", show_default=False),
+         workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Stop the local services, the deployed endpoints' processes and the monitor schedules (all, or those named)."""
+    respond(workspace, as_json, lambda ws: bring_down(ws, names or ()), _render_stopped, local=True, engines=False)

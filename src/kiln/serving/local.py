@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from kiln import tracking
 from kiln.errors import InputError, ServiceError, WorkspaceError
 from kiln.features.repo import plan_by_service
 from kiln.files import write_json_atomic
-from kiln.process import ServiceSpec, free_ports, pid_file, start, status, stop
+from kiln.process import ServiceSpec, free_ports, pid_file, start, start_all, status, stop, stop_all
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.serving.compare import ShadowComparison, compare
@@ -337,20 +338,17 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
                                         role="shadow" if spec.shadow is v else "production")
                   for v, p in zip(variants, ports[1:])})
     folder = endpoints_dir(ws) / spec.name
-    started: list[ServiceSpec] = []
+    front = router_service(ws, spec.name, ports[0])
+    processes = [front]
+    for v in variants:
+        processes.append(variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port,
+                                         v.runtime))
+        progress(f"variant {v.name}: {pinned[v.name]} on port {processes[-1].port}")
     try:
-        for v in variants:
-            service = variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port, v.runtime)
-            progress(f"variant {v.name}: {pinned[v.name]} on port {service.port}")
-            start(ws.state_dir, service, progress)
-            started.append(service)
         write_json_atomic(folder / "router.json", router_config(ws, spec, state).to_dict())
-        front = router_service(ws, spec.name, ports[0])
-        start(ws.state_dir, front, progress)
-        started.append(front)
+        start_all(ws.state_dir, processes, progress)  # the front needs no variant to start
     except BaseException:
-        for service in reversed(started):
-            stop(ws.state_dir, service)
+        stop_all(ws.state_dir, processes)
         shutil.rmtree(folder, ignore_errors=True)
         raise
     write_state(ws, state)
@@ -371,16 +369,6 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
     state = read_state(ws, name)
     return [router_service(ws, name, state.router_port),
             *(variant_service(ws, name, v, info.model, info.port, info.runtime) for v, info in state.variants.items())]
-
-
-def start_deployed(ws: Workspace, progress: Progress = no_progress) -> list[Any]:
-    """Start the processes of every deployed endpoint that is not running (`kiln up`); returns their states."""
-
-    states = []
-    for name in list_endpoints(ws):
-        for service in reversed(services(ws, name)):  # variants first, then the front
-            states.append(start(ws.state_dir, service, progress)[0])
-    return states
 
 
 def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
@@ -407,14 +395,14 @@ def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
 
 def delete(ws: Workspace, name: str) -> Deleted:
     """Stop the endpoint's processes and forget it (its captured data stays)."""
-    stopped = [s.name for s in services(ws, name) if stop(ws.state_dir, s)]
+    stopped = stop_all(ws.state_dir, services(ws, name))
     shutil.rmtree(endpoints_dir(ws) / name, ignore_errors=True)
     return Deleted(name, stopped)
 
 
-def all_services(ws: Workspace) -> list[ServiceSpec]:
-    """The processes of every deployed endpoint (front first)."""
-    return [s for name in list_endpoints(ws) for s in services(ws, name)]
+def all_services(ws: Workspace, endpoints: Iterable[str] | None = None) -> list[ServiceSpec]:
+    """The processes of every deployed endpoint (or of ``endpoints``), each front first."""
+    return [s for name in (list_endpoints(ws) if endpoints is None else endpoints) for s in services(ws, name)]
 
 
 def list_endpoints(ws: Workspace) -> list[str]:
