@@ -143,15 +143,18 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
     return build(tmp_path_factory.mktemp("compiled") / "ws")
 
 
-# Two pytest workers run modules side by side (`-n 2 --dist loadgroup` in pyproject). Modules that start endpoints
-# or the local stack on the workspace's default ports share one worker, one after another; the modules using the
-# session's compiled bundles share another, so those are built once. Every other module is a group of its own.
-SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_serving", "test_endpoint_rollout",
-                "test_endpoint_router"}
+# Two pytest workers run modules side by side (`-n 2 --dist loadgroup` in pyproject). Modules whose endpoints take
+# ports counting up from a base (`serving.base_port`), or that start the local stack, share one worker, one after
+# another: two scans from nearby bases could pick the same free port before either binds it (modules that only bind
+# ports the kernel hands out run anywhere). The modules using the session's compiled bundles share another, so those
+# are built once. Every other module is a group of its own.
+SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_endpoint_rollout"}
 COMPILED = {"test_compile", "test_edge"}
 K8S_TOOLS = {"test_chart", "test_manifests", "test_kind"}  # one worker fetches helm and kubectl into the cache
-# The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end.
-LONGEST_FIRST = ["ports", "test_main_job", "compiled", "test_tuning", "test_outside_data", "test_pipelines"]
+# The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end
+# (pyproject keeps this order: pytest-xdist would otherwise hand out the groups with the most tests first).
+LONGEST_FIRST = ["test_main_job", "ports", "test_tuning", "compiled", "test_monitor", "test_endpoint_router",
+                 "test_pipelines", "test_outside_data"]
 
 
 # tryfirst: the groups must be marked before pytest-xdist reads them in its own collection hook (test_suite_groups

@@ -29,6 +29,13 @@ def train_and_register(root: Path, name: str = "toy") -> None:
     assert res.code == 0, res.stderr[-2000:]
 
 
+def store_env(root: Path) -> dict[str, str]:
+    """The workspace's MLflow store for a server process (MLflow leaves the URIs an earlier test set in
+    `os.environ`)."""
+    uri = f"sqlite:///{root}/models/mlflow.db"
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+
+
 def serving_workspace(root: Path) -> Path:
     """A workspace with `toy` registered, every port it may bind free (services and endpoints)."""
     train_and_register(root)
@@ -43,7 +50,7 @@ def serving_workspace(root: Path) -> Path:
 def start_server(args: list[str], root: Path, ready_path: str, log_name: str) -> tuple[subprocess.Popen, str]:
     """A server process (python -m ...) on a free loopback port, once ``ready_path`` answers 200."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/models/mlflow.db"}
+    env = {**os.environ, **store_env(root)}
     log = (root / log_name).open("w")
     proc = subprocess.Popen([sys.executable, "-m", *args, str(port)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
@@ -206,7 +213,7 @@ def test_the_onnx_runtime_answers_as_the_registered_mlp(onnx_served) -> None:
 
 def test_the_onnx_runtime_refuses_a_tree_model(served) -> None:
     _, root = served
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/models/mlflow.db"}
+    env = {**os.environ, **store_env(root)}
     res = subprocess.run([sys.executable, "-m", "kiln.serving.server", "--name", "toy", "--model-uri",
                           "models:/toy@challenger", "--runtime", "onnx", "--http-port", str(free_port())],
                          env=env, capture_output=True, text=True, timeout=120)

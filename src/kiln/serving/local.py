@@ -254,7 +254,8 @@ def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, 
         command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", model_uri,
                  "--runtime", runtime, "--http-port", str(port), "--host", host],
         host=host, port=port, health_path=f"/v2/models/{endpoint}/ready", setting="serving.base_port",
-        env={"MLFLOW_TRACKING_URI": ws.settings.mlflow.tracking_uri},
+        # both: MLflow keeps the last URIs a process set in its environment, and children inherit them
+        env=dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), ws.settings.mlflow.tracking_uri),
     )
 
 
