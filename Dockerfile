@@ -1,8 +1,10 @@
 # The platform image, tagged kiln:0.1.0 (kiln.IMAGE): every KFP component, the monitor CronJob and the servers run it.
-# Build it where a container engine runs (these project machines have none, so it is not built in CI here):
+# `make images` builds it and the edge image (scripts/images.sh); by hand:
 #   docker build -t kiln:0.1.0 .
 # then push it where the cluster pulls from, and compile pipelines with that name if it differs.
-FROM python:3.11.11-slim-bookworm
+# BASE: a Debian bookworm image with Python 3.11 and venv; `make images` uses one made from Debian packages.
+ARG BASE=python:3.11.11-slim-bookworm
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -12,17 +14,21 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/kiln
-# The locked dependencies first (versions and hashes), so a code change does not reinstall them.
-COPY requirements-bootstrap.lock requirements.lock ./
-RUN python -m venv /opt/venv \
+# The locked dependencies first (versions and hashes), so a code change does not reinstall them. Bytecode is compiled
+# here: the root filesystem is read-only where the image runs, and MLflow alone takes seconds to compile at each start.
+# A CA bundle in .build/ (scripts/images.sh puts the host's there) is used for the downloads only.
+COPY requirements-bootstrap.lock requirements.lock .build/host-ca.cr[t] ./
+RUN if [ -f host-ca.crt ]; then export PIP_CERT="$PWD/host-ca.crt" SSL_CERT_FILE="$PWD/host-ca.crt"; fi \
+    && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements-bootstrap.lock \
-    && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes requirements.lock
+    && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes --compile-bytecode requirements.lock \
+    && rm -f host-ca.crt
 
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY components ./components
 COPY pipelines ./pipelines
-RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps --no-build-isolation . \
+RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --no-deps --no-build-isolation --compile-bytecode . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin kiln
 
 # KFP's lightweight components start `python3 -m kfp.dsl.executor_main`: the environment's python3 comes first.

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # for the emulated ARM device the tests run the edge agent on. Installed once, skipped when present.
 SYSTEM_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap
 
-.PHONY: setup system demo test lock layers clean
+.PHONY: setup system images demo test lock layers clean
 
 setup: system $(STAMP)
 
@@ -35,9 +35,15 @@ $(STAMP): requirements.lock requirements-bootstrap.lock pyproject.toml edge/pypr
 demo: setup
 	$(BIN)/kiln demo --workspace $(WORKSPACE)
 
-## The test suite (slow tests included).
+## Kiln's images (platform and edge agent), on a base made here from Debian packages; a Docker engine is started for
+## the build only when none answers (scripts/docker-engine.sh), and stopped after it.
+images: system
+	scripts/docker-engine.sh run scripts/images.sh
+
+## The test suite (slow tests included): the images are built (or found up to date) first, and the suite runs with a
+## Docker engine, started and stopped as for `images`.
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	scripts/docker-engine.sh run sh -c 'scripts/images.sh && $(BIN)/python -m pytest $(PYTEST_ARGS)'
 
 ## Layer check alone (also part of the test suite).
 layers: setup

@@ -136,6 +136,21 @@ def telco_csv() -> Path:
 
 
 @pytest.fixture(scope="session")
+def images():
+    """Kiln's platform and edge images, with a Docker engine answering (tests/containers.py)."""
+    from tests.containers import build_images
+
+    return build_images()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without workers): the end of all
+        from tests.containers import stop_engine
+
+        stop_engine()
+
+
+@pytest.fixture(scope="session")
 def compiled(tmp_path_factory: pytest.TempPathFactory):
     """An MLP registered as toy/1 and compiled for x86_64 and aarch64 (not published)."""
     from tests.compiled import build
