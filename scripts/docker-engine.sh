@@ -22,17 +22,20 @@ ensure_installed() {
     exit 2
   fi
   echo "installing Debian's docker.io" >&2
-  # policy-rc.d 101: the package's scripts start no service (this script starts the engine itself).
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  trap 'rm -f /usr/sbin/policy-rc.d' RETURN
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io >/dev/null
+  # A policy-rc.d that exits 101 keeps the package's scripts from starting a service (this script starts the engine
+  # itself); one the host already has is left as it is.
+  local policy=/usr/sbin/policy-rc.d ours="" status=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1; fi
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io; } \
+    >"$STATE/install.log" 2>&1 || status=$?
+  [ -z "$ours" ] || rm -f "$policy"
+  [ "$status" = 0 ] || { echo "error: installing docker.io failed; log: $STATE/install.log" >&2; exit 2; }
 }
 
 up() {
   if answers; then echo "running"; return; fi
-  ensure_installed
   mkdir -p "$STATE"
+  ensure_installed
   local before_forward
   before_forward=$(cat /proc/sys/net/ipv4/ip_forward)
   # setsid: its own session, so a Ctrl-C meant for the command `run` wraps does not reach the engine.
