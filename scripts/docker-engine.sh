@@ -79,6 +79,7 @@ case "${1:-}" in
   run)
     shift
     started=$(up | tail -1)
+    if [ "$started" = started ]; then trap 'down >/dev/null; exit 130' INT TERM; fi  # interrupted: stopped all the same
     status=0
     "$@" || status=$?
     if [ "$started" = started ]; then down >/dev/null; fi
