@@ -30,6 +30,21 @@ def ws(tmp_path: Path):
     run_kiln("down", "-w", root)
 
 
+def serving_processes(ws: Path) -> list[int]:
+    """Model servers and fronts running over this workspace's store or config."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + " ".join(proc.environ().values())
+        except psutil.Error:
+            continue
+        if "kiln.serving." in text and str(ws) in text:
+            found.append(proc.info["pid"])
+    return found
+
+
 def ok(*args) -> dict:
     res = run_kiln(*args, "--json")
     assert res.code == 0, res.stderr[-3000:]
@@ -43,6 +58,7 @@ def test_deploy_invoke_status_restart_and_delete(ws: Path) -> None:
         {"blue": "models:/toy/1", "green": "models:/toy/1", "shadow": "models:/toy/1"}, "aliases are pinned"
     res = run_kiln("endpoint", "deploy", ws / "toy.yaml", "-w", ws)
     assert res.code == 1 and "already deployed" in res.stderr
+    assert len(serving_processes(ws)) == 4, "the front and three variants"
 
     answers = [ok("endpoint", "invoke", "toy", "--data", json.dumps({"instances": ROWS}), "-w", ws)
                for _ in range(3)]
@@ -99,5 +115,17 @@ def test_a_deploy_that_cannot_start_leaves_nothing_behind(ws: Path) -> None:
         assert res.code == 1 and needle in res.stderr, res.stderr
     res = run_kiln("endpoint", "status", "nope", "-w", ws)
     assert res.code == 1 and "no endpoint 'nope'" in res.stderr
+
+    # Variants start side by side: one whose model cannot load fails the deploy, and the one that came up is stopped.
+    run = ok("train", "-t", ws / "train.parquet", "-f", "lgbm", "--iterations", "2", "-w", ws)
+    broken = ok("models", "register", run["run_id"], "--name", "toy", "-w", ws)["version"]["version"]
+    [mlmodel] = (ws / "models").glob(f"artifacts/**/{run['model_uri'].rsplit('/', 1)[-1]}/artifacts/MLmodel")
+    mlmodel.unlink()
+    (ws / "half.yaml").write_text(f"name: toy\nvariants:\n  - {{name: good, model: 'models:/toy/1', weight: 1}}\n"
+                                  f"  - {{name: bad, model: 'models:/toy/{broken}', weight: 1}}\n")
+    res = run_kiln("endpoint", "deploy", ws / "half.yaml", "-w", ws)
+    assert res.code == 2 and "endpoint-toy-bad exited while starting" in res.stderr, res.stderr[-2000:]
+    assert (ws / ".kiln" / "logs" / "endpoint-toy-good.log").stat().st_size > 0, "the good variant was started"
+    assert not serving_processes(ws), "and stopped again"
     assert ok("endpoint", "list", "-w", ws)["endpoints"] == []
     assert not any(s["name"].startswith("endpoint-") for s in ok("status", "-w", ws)["services"])
