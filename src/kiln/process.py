@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.containers import ContainerSetup, start_service
 from kiln.errors import PortInUse, ServiceError
 from kiln.files import write_text_atomic
 from kiln.progress import Progress, no_progress
@@ -145,7 +146,7 @@ def start_all(state_dir: Path, specs: list[ServiceSpec], progress: Progress = no
                 hint=f"stop that process, or choose another port with {spec.setting} in kiln.yaml "
                 f"(or KILN_{spec.setting.upper().replace('.', '__')})",
             )
-    launched: dict[str, subprocess.Popen[bytes]] = {}
+    launched: dict[str, tuple[int, subprocess.Popen[bytes] | None]] = {}
     for spec in sorted(specs, key=lambda s: s.prepare is not None):  # the others start while these prepare
         if current[spec.name].state == "stopped":
             launched[spec.name] = _launch(state_dir, spec, progress)
@@ -156,13 +157,12 @@ def start_all(state_dir: Path, specs: list[ServiceSpec], progress: Progress = no
         if state.state == "running":
             states.append((state, False))
             continue
-        proc = launched.get(spec.name)
-        if proc is None:
+        pid, proc = launched.get(spec.name, (state.pid, None))
+        if spec.name not in launched:
             progress(f"{spec.name}: process {state.pid} is up but not healthy yet; waiting")
-        pid = proc.pid if proc is not None else state.pid
         assert pid is not None  # "unhealthy" is only reported from a pid record
         try:
-            states.append((_wait_healthy(state_dir, spec, pid, proc), proc is not None))
+            states.append((_wait_healthy(state_dir, spec, pid, proc), spec.name in launched))
         except ServiceError as exc:
             failure = failure or exc
     if failure is not None:
@@ -170,31 +170,41 @@ def start_all(state_dir: Path, specs: list[ServiceSpec], progress: Progress = no
     return states
 
 
-def _launch(state_dir: Path, spec: ServiceSpec, progress: Progress) -> subprocess.Popen[bytes]:
-    """Prepare and start the process, detached in its own group, and record its pid; does not wait."""
+def _launch(state_dir: Path, spec: ServiceSpec, progress: Progress) -> tuple[int, subprocess.Popen[bytes] | None]:
+    """Prepare and start the service, detached in its own group (in a pipeline step's container: a container of its
+    own), and record its pid; does not wait. Its pid back, and its process when it is a child of this one."""
     if spec.prepare is not None:
         progress(f"{spec.name}: preparing")
         spec.prepare()
     for sub in ("run", "logs"):
         (state_dir / sub).mkdir(parents=True, exist_ok=True)
     log = log_file(state_dir, spec.name)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            spec.command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, so stop() reaches every worker
-            env={**os.environ, **spec.env},
-            cwd=state_dir,
-        )
+    proc: subprocess.Popen[bytes] | None = None
+    if (setup := ContainerSetup.from_env()) is not None:
+        pid = start_service(setup, spec.name, spec.command, spec.env, state_dir, log)
+    else:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                spec.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, so stop() reaches every worker
+                env={**os.environ, **spec.env},
+                cwd=state_dir,
+            )
+        pid = proc.pid
     import psutil
 
-    record = {"pid": proc.pid, "create_time": psutil.Process(proc.pid).create_time(), "host": spec.host,
+    try:
+        created = psutil.Process(pid).create_time()
+    except psutil.Error:
+        created = 0.0  # gone already: the wait for its health reports it exited, with its log
+    record = {"pid": pid, "create_time": created, "host": spec.host,
               "port": spec.port, "command": spec.command, "started_at": time.time()}
     write_text_atomic(pid_file(state_dir, spec.name), json.dumps(record))
-    progress(f"{spec.name}: started (pid {proc.pid}), waiting for {spec.url}{spec.health_path}")
-    return proc
+    progress(f"{spec.name}: started (pid {pid}), waiting for {spec.url}{spec.health_path}")
+    return pid, proc
 
 
 def _wait_healthy(state_dir: Path, spec: ServiceSpec, pid: int, proc: subprocess.Popen[bytes] | None = None) -> ServiceState:

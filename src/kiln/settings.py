@@ -23,7 +23,7 @@ from kiln.errors import SettingsError
 SETTINGS_FILE = "kiln.yaml"
 ENV_PREFIX = "KILN_"
 # KILN_* variables that are not settings keys but are read elsewhere.
-NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE"}
+NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE", "KILN_SERVICE_CONTAINER"}
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 

@@ -92,12 +92,15 @@ def run(
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, repeatable; lists as a,b,c or JSON."),
     host: str | None = typer.Option(None, "--host", help="Submit to the KFP API server at this URL instead of "
                                        "running here."),
+    runner: str = typer.Option("subprocess", "--runner", help="Run each step here as a process (subprocess) or in "
+                               "a container of the platform image (docker: `make images` builds it)."),
     workspace_pvc: str | None = WorkspacePvcOption,
     secret_env: list[str] = SecretEnvOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Run a pipeline here (each step a process, outputs under WS/pipelines/runs), or submit it with --host."""
+    """Run a pipeline here (each step a process or a container, outputs under WS/pipelines/runs), or submit it
+    with --host."""
     pipeline = load_pipeline(name)
     params = coerce_parameters(pipeline, _parse_params(param))
     if host:
@@ -106,7 +109,7 @@ def run(
         return
     if workspace_pvc or secret_env:
         raise InputError("--workspace-pvc and --secret-env are for a cluster: give --host too")
-    respond(workspace, as_json, lambda ws: run_local(ws, pipeline, params, progress), _render_run)
+    respond(workspace, as_json, lambda ws: run_local(ws, pipeline, params, progress, runner), _render_run)
 
 
 def _render_submitted(result: SubmittedRun) -> None:
@@ -114,7 +117,8 @@ def _render_submitted(result: SubmittedRun) -> None:
 
 
 def _render_run(result: LocalRun) -> None:
-    out.print(f"{result.pipeline}: {result.status} in {result.seconds:.0f} s (run {result.run})", markup=False)
+    out.print(f"{result.pipeline}: {result.status} in {result.seconds:.0f} s (run {result.run}, {result.runner} "
+              f"runner)", markup=False)
     for task in result.tasks:
         out.print(f"  {task.name:<22} {task.status.lower():<8} {task.seconds:6.1f} s", markup=False)
     out.print(f"  outputs: {result.root}\n  log: {result.log}", markup=False)

@@ -1,4 +1,5 @@
-"""Run a pipeline on this machine with kfp.local's SubprocessRunner: every task a process of this environment."""
+"""Run a pipeline on this machine with kfp.local: every task a process of this environment (SubprocessRunner, each
+step a fork of a warm step server) or a container of the platform image (DockerRunner, `kiln.workflow.docker_steps`)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 
 from kiln.errors import InputError, PipelineFailed
 from kiln.progress import Progress, no_progress
+from kiln.workflow.docker_steps import containers_of, step_containers
 from kiln.workflow.result import FAILED_MARK, MARK
 from kiln.workflow.step_server import warm_steps
 from kiln.workspace import (  # pipelines' defaults name it; locally it is -w
@@ -44,6 +46,7 @@ class TaskRecord:
 class LocalRun:
     pipeline: str
     run: str
+    runner: str
     status: str
     seconds: float
     root: str
@@ -220,23 +223,31 @@ def _keep_outer_outputs_in_loops() -> None:
     task_spec_utils.create_parameter_loop_iteration_task_spec = fixed
 
 
+RUNNERS = ("subprocess", "docker")
+
+
 def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
-              progress: Progress = no_progress) -> LocalRun:
-    """Run ``pipeline`` here; outputs under WS/pipelines/runs/RUN, the whole log beside them."""
+              progress: Progress = no_progress, runner: str = "subprocess") -> LocalRun:
+    """Run ``pipeline`` here, each step a process (``runner`` subprocess) or a container of the platform image
+    (docker); outputs under WS/pipelines/runs/RUN, the whole log beside them."""
 
     from kfp import local
 
+    if runner not in RUNNERS:
+        raise InputError(f"--runner {runner}: expected one of {', '.join(RUNNERS)}")
+    steps = step_containers(ws) if runner == "docker" else None  # the engine and image checked before anything runs
     root = ws.folder("pipelines") / "runs"
     root.mkdir(parents=True, exist_ok=True)
     params = local_parameters(pipeline, ws, params)
     before = set(root.iterdir())
     log_path = root / f".{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     _keep_outer_outputs_in_loops()
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True)
+    kfp_runner = (local.DockerRunner(**steps.run_args) if steps else local.SubprocessRunner(use_venv=False))
+    local.init(runner=kfp_runner, pipeline_root=str(root), raise_on_error=True)
     started = time.perf_counter()
     failure: str | None = None
     outputs: Any = None
-    with open(log_path, "w") as log, warm_steps():
+    with open(log_path, "w") as log, (containers_of(steps) if steps else warm_steps()):
         watcher = _Watcher(log, progress)
         with (contextlib.redirect_stdout(watcher),
               _one_log_handler(watcher),
@@ -258,7 +269,7 @@ def run_local(ws: Workspace, pipeline: Any, params: dict[str, Any],
     folder.mkdir(exist_ok=True)
     final_log = folder / "pipeline.log"
     log_path.replace(final_log)
-    run = LocalRun(pipeline=pipeline.name, run=folder.name, status="FAILURE" if failure else "SUCCESS",
+    run = LocalRun(pipeline=pipeline.name, run=folder.name, runner=runner, status="FAILURE" if failure else "SUCCESS",
                    seconds=round(time.perf_counter() - started, 1), root=str(folder), log=str(final_log),
                    parameters=params, tasks=watcher.records, outputs=_plain(outputs))
     (folder / "run.json").write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
