@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,3 +34,21 @@ def registered_workspace(root: Path, frame: "pd.DataFrame", features: list[str],
     run = kiln("train", "-t", path, *train_args, ws=ws)["run_id"]
     kiln("models", "register", run, "--name", "bench", ws=ws)
     return ws
+
+
+def churn_workspace(root: Path, customers: int, days: int, seed: int = 3) -> tuple[Any, Path]:
+    """A new workspace at ROOT with a generated churn dataset in data/churn; the workspace and the dataset's folder."""
+    from datetime import date
+
+    from kiln.data.dataset import staged_dataset, write_dataset
+    from kiln.data.generate import GenerateOptions, generate_churn
+    from kiln.data.schema import CHURN_SCHEMA
+    from kiln.workspace import init_workspace
+
+    ws = init_workspace(root).workspace
+    data = ws.root / "data" / "churn"
+    with staged_dataset(data, overwrite=False) as stage:
+        frames, stats = generate_churn(GenerateOptions(customers=customers, days=days, seed=seed,
+                                                       end=date(2026, 10, 1)))
+        write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"seed": seed}, stats)
+    return ws, data

@@ -13,13 +13,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 
+from _kiln import churn_workspace
 from _report import Figure, parser, run_measured
 
-END = date(2026, 10, 1)
 GOAL = "ratio <= 0.5"
 _T0 = time.perf_counter()
 
@@ -35,18 +34,10 @@ def cold_steps() -> Iterator[None]:
 
 
 def run_once(root: Path, customers: int, days: int, warm: bool) -> dict[str, float]:
-    from kiln.data.dataset import staged_dataset, write_dataset
-    from kiln.data.generate import GenerateOptions, generate_churn
-    from kiln.data.schema import CHURN_SCHEMA
     from kiln.workflow import local_run
     from kiln.workflow.catalog import load_pipeline
-    from kiln.workspace import init_workspace
 
-    ws = init_workspace(root / ("warm" if warm else "cold") / "ws").workspace
-    data = ws.root / "data" / "churn"
-    with staged_dataset(data, overwrite=False) as stage:
-        frames, stats = generate_churn(GenerateOptions(customers=customers, days=days, seed=3, end=END))
-        write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"seed": 3}, stats)
+    ws, data = churn_workspace(root / ("warm" if warm else "cold") / "ws", customers, days)
     original = local_run.warm_steps
     if not warm:
         local_run.warm_steps = cold_steps  # type: ignore[assignment]

@@ -46,14 +46,14 @@ def test_churn_training_runs_each_step_in_a_container_and_deploys_its_servers_as
         assert sorted(t for t in tasks if t.startswith("compile-model")) == ["compile-model", "compile-model #2"]
         assert len([t for t in tasks if t.startswith("publish-artifact")]) == 2
         log = Path(run["log"]).read_text()
-        assert log.count(f"step container ") == len(tasks) and f" of {images.platform}" in log
+        assert log.count("step container ") == len(tasks) and f" of {images.platform}" in log
         published = {p.name for p in (ws / "artifacts" / "published" / "targets").iterdir()}
         assert {"x86_64", "aarch64"} <= published, published
         # the endpoint outlives the deploy step's container: its front and variant are containers of their own
         status = kiln("endpoint", "status", "churn", "-w", ws, "--json")
         assert status.code == 0, status.stderr
         assert set(json.loads(status.stdout)["processes"].values()) == {"running"}, status.stdout
-        served = containers(f"kiln.pipeline-run")
+        served = containers("kiln.pipeline-run")
         assert len([n for n in served if n.startswith("kiln-endpoint-churn")]) == 2, served
         assert not [n for n in served if not n.startswith("kiln-")], "the step containers were removed"
         # what the steps wrote stays the caller's

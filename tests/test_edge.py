@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,8 @@ import numpy as np
 import pytest
 
 from tests.compiled import Compiled, ok
+from tests.containers import Images, docker
+from tests.test_images import RESTRICTED
 from tests.test_serving import ROWS
 from tests.test_stack import free_port
 
@@ -317,3 +320,42 @@ def test_emulated_arm_device_pulls_verifies_runs_and_reports(dist, tmp_path: Pat
         proc.terminate()
         proc.wait(30)
         log.close()
+
+
+def test_an_edge_container_pulls_from_the_distribution_points_container_verifies_and_predicts(
+        dist, images: Images, tmp_path: Path) -> None:
+    """Both sides as their images run them: the distribution point in the platform image as the chart's pod (the
+    workspace at /kiln/workspace, read-only root, no capabilities), the agent in the edge image as user 10002 with
+    its state on the image's volume."""
+    compiled, _ = dist
+    port = free_port()
+    name = f"kiln-dist-{port}"
+    volume = f"kiln-edge-state-{port}"
+    docker("run", "-d", "--name", name, *RESTRICTED, "--user", f"{os.getuid()}:{os.getgid()}", "--tmpfs", "/tmp",
+           "-e", "HOME=/tmp", "-v", f"{compiled.root}:/kiln/workspace", images.platform, "python", "-m",
+           "kiln.fleet.server", "--workspace", "/kiln/workspace", "--host", "127.0.0.1", "--port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, docker("logs", name, check=False).stderr[-3000:]
+            time.sleep(0.5)
+        key = compiled.root / "artifacts" / "signing-key.pub"
+        edge = ("run", "--rm", *RESTRICTED, "-v", f"{volume}:/var/lib/kiln-edge", "-v", f"{key}:/etc/kiln/trust.pub:ro")
+        pulled = docker(*edge, images.edge, "run", "--server", url, "--device-id", "edge-box", "--target", "x86_64",
+                        "--trust", "/etc/kiln/trust.pub", "--state", "/var/lib/kiln-edge", "--once")
+        assert compiled.ids["x86_64"] in pulled.stdout + pulled.stderr
+        answer = subprocess.run(["docker", *edge, "-i", images.edge, "predict", "--state", "/var/lib/kiln-edge"],
+                                input=json.dumps({"instances": ROWS}), capture_output=True, text=True, timeout=120)
+        assert answer.returncode == 0, answer.stderr
+        got = [p["probability"] for p in json.loads(answer.stdout)["predictions"]]
+        assert got == pytest.approx(platform_probabilities(compiled, ROWS).tolist(), abs=1e-5)
+        devices = ok("edge", "devices", "-w", compiled.root)
+        box = next(d for d in devices if d["device_id"] == "edge-box")
+        assert box["active"] == compiled.ids["x86_64"] and box["status"] == "ok"
+    finally:
+        docker("rm", "-f", name, check=False)
+        docker("volume", "rm", "-f", volume, check=False)

@@ -1,5 +1,6 @@
 """The main job (`kiln demo`): the churn_training pipeline run locally end to end, then serving, monitoring and the
-edge; then the monitor_retrain pipeline over the drifted traffic the main job left behind."""
+edge; then the monitor_retrain pipeline over the drifted traffic the main job left behind, each of its steps in a
+container of the platform image (`--runner docker`), rolling out on the endpoint the main job deployed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import clean_env, run_kiln
+from tests.containers import Images, docker
 from tests.test_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -97,14 +99,16 @@ def test_the_main_job_runs_the_training_pipeline_then_serves_monitors_and_reache
     assert Path(summary["model_card"]).is_file()
 
 
-def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_version(main_job) -> None:
+def test_monitor_retrain_in_containers_on_drifted_capture_registers_and_rolls_out_a_new_version(
+        main_job, images: Images) -> None:
     ws, _, _ = main_job
     before = versions(ws)
-    res = kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--param", "since=30m", "--param", "trials=2",
-               "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json", timeout=900)
+    res = kiln("pipeline", "run", "monitor_retrain", "-w", ws, "--runner", "docker", "--param", "since=30m",
+               "--param", "trials=2", "--param", "max_iterations=3", "--param", "max_auc_drop=0.05", "--json",
+               timeout=900)
     assert res.code == 0, res.stderr[-6000:]
     run = json.loads(res.stdout)
-    assert run["status"] == "SUCCESS" and run["pipeline"] == "monitor-retrain"
+    assert run["status"] == "SUCCESS" and run["pipeline"] == "monitor-retrain" and run["runner"] == "docker"
     tasks = [t["name"] for t in run["tasks"]]
     assert tasks[0] == "run-monitor" and "register-model" in tasks and "deploy-endpoint" in tasks
     monitored = executor_output(Path(run["root"]), "run-monitor")
@@ -119,3 +123,10 @@ def test_monitor_retrain_on_drifted_capture_registers_and_rolls_out_a_new_versio
     status = kiln("endpoint", "status", "churn", "-w", ws, "--json")
     assert status.code == 0, status.stderr
     assert json.loads(status.stdout)["variants"]["primary"]["model"] == f"models:/{new[0]}"
+    # the new variant is a container the step started, and the endpoint's record of it names that container
+    [served] = docker("ps", "--filter", "name=kiln-endpoint-churn-primary", "--format", "{{.Names}}").stdout.split()
+    record = json.loads((ws / ".kiln" / "run" / "endpoint-churn-primary.pid").read_text())
+    assert docker("inspect", "-f", "{{.State.Pid}}", served).stdout.strip() == str(record["pid"])
+    body = main_job[1]["summary"]["try_it"].split("-d '")[1].split("' ")[0]  # the request the main job suggests
+    answer = kiln("endpoint", "invoke", "churn", "-w", ws, "--variant", "primary", "--data", body)
+    assert answer.code == 0 and json.loads(answer.stdout)["status"] == 200, answer.stdout + answer.stderr
