@@ -31,7 +31,7 @@ CHART = ROOT / "charts" / "kiln"
 NAMESPACE = "kubeflow"
 VALUES = {"default": [], "kind": ["-f", CHART / "values-kind.yaml"],
           "production": ["-f", CHART / "values-production.yaml"]}
-EXPOSED = ("mlflow", "feature-server", "evidently", "distribution")
+EXPOSED = ("mlflow", "feature-server", "evidently", "distribution", "capture")
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +116,16 @@ def test_defaults_install_every_service_with_its_service_and_test_pod(
     objs = rendered["default"]
     components = {o["metadata"]["labels"]["app.kubernetes.io/component"]
                   for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
-    assert {"mlflow", "feature-server", "evidently", "distribution", "postgresql", "redis", "minio"} <= components
+    assert {"mlflow", "feature-server", "evidently", "distribution", "capture", "postgresql", "redis",
+            "minio"} <= components
     services = {o["metadata"]["name"] for o in by(objs, "Service")}
-    # The names kiln.yaml's cluster profile and the rendered endpoints address.
-    assert {"kiln-mlflow", "kiln-redis", "kiln-postgresql", "kiln-minio"} <= services
+    # The names kiln.yaml's cluster profile and the rendered endpoints address (the payload logger posts to the
+    # collector on port 80, in the namespace README installs the chart in).
+    assert {"kiln-mlflow", "kiln-redis", "kiln-postgresql", "kiln-minio", "kiln-capture"} <= services
+    from kiln.serving.render import DEFAULT_CAPTURE
+
+    [capture] = [o for o in by(objs, "Service") if o["metadata"]["name"] == "kiln-capture"]
+    assert DEFAULT_CAPTURE == "http://kiln-capture.kubeflow.svc.cluster.local" and capture["spec"]["ports"][0]["port"] == 80
     tests = {o["metadata"]["name"] for o in by(objs, "Pod") if o["metadata"]["annotations"]["helm.sh/hook"] == "test"}
     assert tests == {f"kiln-{c}-test" for c in EXPOSED}
     for pod in by(objs, "Pod"):

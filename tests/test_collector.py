@@ -94,7 +94,7 @@ def test_request_and_response_events_become_one_capture_record_in_either_order(c
 
 
 def test_an_unanswered_request_is_written_alone_after_the_pairing_window(collector) -> None:
-    ws, url, proc = collector
+    ws, url, _ = collector
     lonely = str(uuid.uuid4())
     assert event(f"{url}/churn/primary", REQUEST, lonely, ROW).status_code == 202
     deadline = time.monotonic() + 15

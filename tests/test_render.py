@@ -76,7 +76,9 @@ def test_render_writes_one_checked_object_per_file(tmp_path: Path) -> None:
                                         "kiln.dev/role": "shadow" if name == "dark" else "production"}
         predictor = isvc.spec.predictor
         assert predictor.logger.mode == "all"
-        assert predictor.logger.url == f"http://kiln-capture.kiln.svc.cluster.local/churn/{name}"
+        # the chart's collector in its own namespace; the shadow's records say they are the shadow's
+        assert predictor.logger.url == (f"http://kiln-capture.kubeflow.svc.cluster.local/churn/{name}"
+                                        + ("?shadow=true" if name == "dark" else ""))
         assert predictor.model.resources.requests and predictor.model.resources.limits
         assert predictor.canary_traffic_percent is None
         isvcs[name] = isvc

@@ -29,7 +29,7 @@ from kiln.serving.local import delete as delete_endpoint
 from kiln.serving.local import deploy as deploy_endpoint
 from kiln.serving.local import invoke as invoke_endpoint
 from kiln.serving.local import update as update_endpoint
-from kiln.serving.render import RenderedEndpoint
+from kiln.serving.render import DEFAULT_CAPTURE, RenderedEndpoint
 from kiln.serving.render import render as render_endpoint
 from kiln.serving.replay import ReplayReport
 from kiln.serving.replay import replay as replay_dataset
@@ -280,6 +280,8 @@ def render(
                                         "(Deployment, ServiceAccount, Role)."),
     kserve_canary: bool = typer.Option(False, "--kserve-canary", help="Two variants as one InferenceService with "
                                        "KServe's canaryTrafficPercent instead of Istio weights."),
+    capture_url: str = typer.Option(DEFAULT_CAPTURE, "--capture-url", help="The chart's capture collector, where "
+                                    "KServe's payload logger posts (its Service in the chart's namespace)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Write the cluster objects: an InferenceService per variant, Istio routing with mirroring, the controller."""
@@ -290,7 +292,7 @@ def render(
     if unknown:
         raise InputError(f"--storage: no variant {', '.join(unknown)} in {spec_file}")
     show(render_endpoint(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
-                         kserve_canary=kserve_canary), as_json, _render_rendered)
+                         kserve_canary=kserve_canary, capture_url=capture_url), as_json, _render_rendered)
 
 
 def _storage_uris(items: list[str]) -> dict[str, str]:

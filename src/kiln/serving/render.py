@@ -49,7 +49,9 @@ PREDICTOR_SUFFIX = "-predictor"
 MAX_ISVC_NAME = 63 - len(PREDICTOR_SUFFIX)
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 WEIGHTED_ROUTE = "weighted"  # the VirtualService route the controller re-weights
-CAPTURE_SERVICE = "kiln-capture"  # the chart's in-cluster capture collector; it applies capture.sample_percent
+# The chart's capture collector (release `kiln` in namespace `kubeflow`, as README installs it); it applies
+# capture.sample_percent. `--capture-url` names another release's.
+DEFAULT_CAPTURE = "http://kiln-capture.kubeflow.svc.cluster.local"
 DEFAULT_PROMETHEUS = "http://prometheus.istio-system.svc.cluster.local:9090"  # where Istio's Prometheus add-on listens
 PART_OF = {"app.kubernetes.io/part-of": "kiln"}
 
@@ -133,7 +135,8 @@ def _check_name(spec: EndpointSpec, variant: str) -> str:
 
 
 def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespace: str, storage_uri: str,
-                       canary_percent: int | None = None, serves_as: str | None = None) -> dict[str, Any]:
+                       capture_url: str, canary_percent: int | None = None,
+                       serves_as: str | None = None) -> dict[str, Any]:
     from kserve import (
         V1beta1InferenceService,
         V1beta1InferenceServiceSpec,
@@ -165,7 +168,7 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
                              resources=V1ResourceRequirements(**RESOURCES), security_context=security)
     logger = None
     if spec.capture.enabled:
-        url = f"http://{CAPTURE_SERVICE}.{namespace}.svc.cluster.local/{spec.name}/{variant.name}"
+        url = f"{capture_url.rstrip('/')}/{spec.name}/{variant.name}" + ("?shadow=true" if role == "shadow" else "")
         logger = V1beta1LoggerSpec(mode="all", url=url)
     annotations = {"kiln.dev/model": variant.model}
     if canary_percent is None:
@@ -291,11 +294,13 @@ def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str)
 
 def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mapping[str, str] | None = None,
             image: str | None = None, kserve_canary: bool = False,
-            prometheus: str = DEFAULT_PROMETHEUS) -> list[dict[str, Any]]:
+            prometheus: str = DEFAULT_PROMETHEUS, capture_url: str = DEFAULT_CAPTURE) -> list[dict[str, Any]]:
     """The cluster objects for ``spec`` as plain dicts, checked (see the module docstring); nothing is written."""
     if not re.match(NAME, namespace) or len(namespace) > 63:
         raise InputError(f"namespace '{namespace}' is not a DNS label",
                          hint="at most 63 lower-case letters, digits and dashes, a letter or digit at each end")
+    if not re.match(r"^https?://[A-Za-z0-9.-]+(:\d+)?/?$", capture_url):
+        raise InputError(f"capture URL '{capture_url}': expected http://HOST[:PORT], the capture collector's Service")
     storage_uris = dict(storage_uris or {})
     every = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
     unknown = sorted(set(storage_uris) - {v.name for v in every})
@@ -317,11 +322,12 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
         percent = weights_for(None, {v.name: v.weight for v in spec.variants})[second.name]
         # Applied over the live `<endpoint>-<first>`: its new revision serves the second variant's model and takes
         # `percent`; KServe keeps the previous revision (the first variant's model) for the rest.
-        out = [_inference_service(spec, second, "production", namespace, storage(second), percent, first.name)]
+        out = [_inference_service(spec, second, "production", namespace, storage(second), capture_url, percent,
+                                  first.name)]
     else:
-        out = [_inference_service(spec, v, "production", namespace, storage(v)) for v in spec.variants]
+        out = [_inference_service(spec, v, "production", namespace, storage(v), capture_url) for v in spec.variants]
         if spec.shadow is not None:
-            out.append(_inference_service(spec, spec.shadow, "shadow", namespace, storage(spec.shadow)))
+            out.append(_inference_service(spec, spec.shadow, "shadow", namespace, storage(spec.shadow), capture_url))
         out += [_virtual_service(spec, namespace), _endpoint_service(spec, namespace)]
         if image is not None:
             out += _controller(spec, namespace, image, prometheus)
@@ -407,14 +413,14 @@ class RenderedEndpoint:
 
 def render(spec: EndpointSpec, out_dir: Path, *, namespace: str = "kiln", storage_uris: dict[str, str] | None = None,
            image: str | None = None, kserve_canary: bool = False,
-           prometheus: str = DEFAULT_PROMETHEUS) -> RenderedEndpoint:
+           prometheus: str = DEFAULT_PROMETHEUS, capture_url: str = DEFAULT_CAPTURE) -> RenderedEndpoint:
     """Write the endpoint's cluster objects to ``out_dir`` (absent or empty), one YAML file each."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"{out_dir}: already exists and is not an empty folder",
                          hint="name a new folder, or empty this one, so no stale object is applied with the new")
     objs = objects(spec, namespace=namespace, storage_uris=storage_uris, image=image, kserve_canary=kserve_canary,
-                   prometheus=prometheus)
+                   prometheus=prometheus, capture_url=capture_url)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
