@@ -24,25 +24,15 @@ NAMESPACE = "kiln"
 USER = 10001  # the chart's runAsUser, runAsGroup and fsGroup
 
 
-def create_databases(*names: str) -> None:
+def postgres(*statements: str) -> None:
+    """Run statements as PostgreSQL's superuser (trust auth on loopback), each outside a transaction."""
     import psycopg2
 
     conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
-        for name in names:
-            cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-
-
-def drop_databases(*names: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for name in names:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for statement in statements:
+            cur.execute(statement)
     conn.close()
 
 
@@ -74,12 +64,12 @@ def cluster(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         secrets = {"kiln-object-store": {"access-key-id": s3.access_key, "secret-access-key": s3.secret_key},
                    "kiln-postgresql": {"password": "unused-with-trust-auth"}}
         pods = Cluster(objs, secrets, {"kiln-workspace": workspace}, root / "scratch", NAMESPACE)
-        create_databases(*databases.values())
+        postgres(*(f'CREATE DATABASE "{name}"' for name in databases.values()))
         try:
             yield pods, s3, ports
         finally:
             pods.remove_all()
-            drop_databases(*databases.values())
+            postgres(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in databases.values()))
 
 
 def deployments(pods: Cluster) -> dict[str, Workload]:
