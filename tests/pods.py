@@ -178,9 +178,13 @@ class Cluster:
             names.append(name)
         return names
 
-    def run(self, workload: Workload, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """Run a Job's (or a CronJob's one run's) single container to its end: its exit code and output."""
+    def run(self, workload: Workload, timeout: float = 600,
+            command: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a Job's (or a CronJob's one run's) single container to its end: its exit code and output. ``command``
+        runs something else in a pod set up the same way."""
         [container] = workload.pod["containers"]
+        if command is not None:
+            container = {**container, "command": command, "args": []}
         name = f"job-{workload.name}-{uuid.uuid4().hex[:6]}"
         entry, rest = self.command(container)
         self.started.append(name)

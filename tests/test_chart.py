@@ -176,9 +176,9 @@ def test_chart_settings_load_as_kiln_settings(rendered: dict[str, list[dict[str,
 def test_monitor_cronjob_matches_what_kiln_renders(helm: Path, every: str) -> None:
     objs = template(helm, "--set", "monitors.schedules[0].endpoint=churn", "--set",
                     f"monitors.schedules[0].every={every}", "--set",
-                    "monitors.schedules[0].onViolation=monitor_retrain")
+                    "monitors.schedules[0].onViolation=retrain")
     [job] = by(objs, "CronJob")
-    ours = render_cronjob("churn", every, "kiln:0.1.0", namespace=NAMESPACE, on_violation="monitor_retrain")
+    ours = render_cronjob("churn", every, "kiln:0.1.0", namespace=NAMESPACE, on_violation="retrain")
     assert job["spec"]["schedule"] == cron_expression(every) == ours["spec"]["schedule"]
     # The whole object agrees, but for what the chart adds from its values: the release's standard labels, the
     # image pull policy and the S3 endpoint and region (Kiln's CronJob reads those from kiln.yaml). Helm leaves the

@@ -1,13 +1,16 @@
 """The chart's workloads as their pods would run them (tests/pods.py), from `helm template` with values for this
 machine: the built images, PostgreSQL and Redis on loopback, S3 from SeaweedFS on loopback, as production's values
-point at external stores. Each Deployment passes its readiness probe and does its work; the pipeline upload Job,
-with no KFP API server here, fails saying so."""
+point at external stores. Each Deployment passes its readiness probe and does its work; the churn_training pipeline
+runs on the chart's settings in a pod like a step's, the monitor CronJob's run reads what the capture collector's
+pod wrote; the pipeline upload Job, with no KFP API server here, fails saying so."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,6 +57,8 @@ def cluster(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "--set", "redis.enabled=false", "--set", "redis.external.address=127.0.0.1:6379",
             "--set", f"featureServer.project=pods_{tag}", "--set", "mlflow.workers=1",
             "--set", "pipelines.host=http://127.0.0.1:9",  # no KFP API server runs here
+            "--set", "ray.address=local",  # no Ray cluster here: tuning runs inside the step, as values-kind has it
+            "--set", "monitors.schedules[0].endpoint=churn", "--set", "monitors.schedules[0].every=1h",
             *(a for k, p in ports.items() for a in ("--set", f"{k}.port={p}")),
         ]
         objs = documents(run(tools()["helm"], "template", "kiln", CHART, "--namespace", NAMESPACE, *values).stdout)
@@ -76,14 +81,21 @@ def deployments(pods: Cluster) -> dict[str, Workload]:
     return {w.name: w for w in pods.workloads() if w.kind == "Deployment"}
 
 
-def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(cluster) -> None:
+@pytest.fixture(scope="module")
+def servers(cluster) -> tuple[Cluster, S3, dict, dict[str, list[str]], dict[str, float]]:
+    """Every Deployment started at once, as an install would, and waited for: their containers and readiness."""
     pods, s3, ports = cluster
     found = deployments(pods)
-    assert set(found) == {"kiln-mlflow", "kiln-feature-server", "kiln-evidently", "kiln-distribution",
-                          "kiln-capture"}, "with external stores, Kiln's own servers only"
-    started = {name: pods.start(w) for name, w in found.items()}  # all at once, as a rollout would
+    started = {name: pods.start(w) for name, w in found.items()}
     ready = {name: pods.wait_ready(found[name], names[0], found[name].pod["containers"][0])
              for name, names in started.items()}
+    return pods, s3, ports, started, ready
+
+
+def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(servers) -> None:
+    pods, s3, ports, started, ready = servers
+    assert set(started) == {"kiln-mlflow", "kiln-feature-server", "kiln-evidently", "kiln-distribution",
+                            "kiln-capture"}, "with external stores, Kiln's own servers only"
     assert all(seconds < 300 for seconds in ready.values()), ready
 
     # MLflow's pod keeps runs in PostgreSQL and proxies artifacts to S3
@@ -99,16 +111,12 @@ def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(clu
     assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys
 
     # the capture collector's pod writes what KServe's logger posts onto the workspace volume, as the pod's user
-    url = f"http://127.0.0.1:{ports['capture']}/churn/primary"
+    url = f"http://127.0.0.1:{ports['capture']}/other/primary"
     inference_id = str(uuid.uuid4())
     assert event(url, REQUEST, inference_id, ROW).status_code == 202
     assert event(url, RESPONSE, inference_id, ANSWER).status_code == 202
-    [capture] = started["kiln-capture"]
-    from tests.containers import docker
-
-    docker("stop", "-t", "20", capture)
-    files = list((pods.claims["kiln-workspace"] / "capture" / "endpoint=churn").rglob("*.jsonl"))
-    assert files and files[0].stat().st_uid == USER
+    files = wait_for_files(pods.claims["kiln-workspace"] / "capture" / "endpoint=other")
+    assert files[0].stat().st_uid == USER
     assert json.loads(files[0].read_text().splitlines()[0])["response"] == ANSWER
 
     # the distribution point and the feature server answer their APIs
@@ -123,3 +131,51 @@ def test_the_pipeline_upload_job_without_a_kfp_api_server_fails_naming_it(cluste
     res = pods.run(job)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "KFP API server at http://127.0.0.1:9" in res.stderr, res.stderr[-2000:]
+
+
+def wait_for_files(folder: Path, seconds: float = 20) -> list[Path]:
+    """The capture files under ``folder`` once the collector has flushed (every 2 s)."""
+    deadline = time.monotonic() + seconds
+    while not (files := sorted(folder.rglob("*.jsonl"))):
+        assert time.monotonic() < deadline, f"nothing written under {folder}"
+        time.sleep(0.5)
+    return files
+
+
+def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_collectors_capture(servers) -> None:
+    """churn_training in a pod set up as the CronJob's (the chart's settings: MLflow's server with PostgreSQL and
+    S3, Feast's SQL registry and Redis; each step a process of the pod, where KFP would give each its own pod), the
+    version promoted; then requests and answers posted to the collector's pod, and the CronJob's own run."""
+    pods, s3, ports, _, _ = servers
+    [cron] = [w for w in pods.workloads() if w.kind == "CronJob"]
+    workspace = pods.claims["kiln-workspace"]
+    train = ("mkdir -p /kiln/workspace/data && kiln data generate --out /kiln/workspace/data/churn --customers 2000 "
+             "--days 90 && kiln pipeline run churn_training -w /kiln/workspace -p deploy=false -p trials=2 "
+             "-p max_iterations=3 -p targets=x86_64 -p explain_rows=50 && kiln models promote churn/1 -w "
+             "/kiln/workspace")
+    res = pods.run(cron, command=["sh", "-c", train])
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "churn version 1 is the champion" in res.stdout
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="kiln", Prefix="mlflow/").get("Contents", [])]
+    assert any(k.endswith("MLmodel") for k in keys), "the model's files went to S3 through MLflow's server"
+
+    import pandas as pd
+
+    [training_set] = workspace.glob("pipelines/runs/*/build-training-set/training_set/training_set.parquet")
+    frame = pd.read_parquet(training_set).drop(columns=["customer_id", "label_timestamp", "churned"]).head(150)
+    url = f"http://127.0.0.1:{ports['capture']}/churn/primary"
+    for row in json.loads(frame.to_json(orient="records")):
+        inference_id = str(uuid.uuid4())
+        assert event(url, REQUEST, inference_id, {"instances": [row]}).status_code == 202
+        answer = {"predictions": [{"probability": 0.2, "prediction": 0}]}
+        assert event(url, RESPONSE, inference_id, answer).status_code == 202
+    wait_for_files(workspace / "capture" / "endpoint=churn")
+    time.sleep(3)  # the collector's last batch
+
+    res = pods.run(cron)  # the CronJob's own command: kiln monitor run --endpoint churn --model churn@champion ...
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    run = json.loads(res.stdout)
+    assert run["model"] == "churn/1" and run["records"] == 150 and run["status"] in ("ok", "violations")
+    outputs = workspace / Path(run["outputs"]).relative_to("/kiln/workspace")
+    assert (outputs / "report.html").is_file() and (outputs / "metrics.prom").is_file()
+

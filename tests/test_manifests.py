@@ -122,13 +122,13 @@ def test_base_endpoint_is_what_kiln_endpoint_render_writes(tmp_path: Path) -> No
 
 def test_base_monitor_is_what_kiln_monitor_schedule_renders(built: dict[str, list[dict[str, Any]]]) -> None:
     # The file is the command's output, byte for byte: after changing the renderer, run the command again.
-    command = ("monitor", "schedule", "--endpoint", "churn", "--every", "1h", "--on-violation", "monitor_retrain",
+    command = ("monitor", "schedule", "--endpoint", "churn", "--every", "1h", "--on-violation", "retrain",
                "--render")
     result = run_kiln(*command)
     assert result.code == 0, result.stderr
     path = MANIFESTS / "base" / "monitor" / "cronjob-kiln-monitor-churn.yaml"
     assert path.read_text() == result.stdout, f"regenerate it: kiln {' '.join(command)} > {path.relative_to(ROOT)}"
-    assert yaml.safe_load(result.stdout) == render_cronjob("churn", "1h", "kiln:0.1.0", on_violation="monitor_retrain")
+    assert yaml.safe_load(result.stdout) == render_cronjob("churn", "1h", "kiln:0.1.0", on_violation="retrain")
     # The base's monitor/ kustomization runs it beside the chart, in the chart's namespace.
     for overlay in OVERLAYS:
         [cron] = [o for o in built[overlay] if o["kind"] == "CronJob"]

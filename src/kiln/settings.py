@@ -223,7 +223,7 @@ class Settings(BaseSettings):
             if section.type in ("sqlite", "file", "local"):
                 section.path = _under(self.workspace, section.path)
         # Any URI (s3://, mlflow-artifacts:/ for a server that proxies artifacts) is kept as written.
-        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", self.mlflow.artifact_root):
+        if not is_uri(self.mlflow.artifact_root):
             self.mlflow.artifact_root = _under(self.workspace, self.mlflow.artifact_root)
         return self
 
@@ -285,6 +285,11 @@ class _YamlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return copy.deepcopy(_YAML_DATA.get() or {})
+
+
+def is_uri(text: str) -> bool:
+    """A URI with a scheme (s3://..., mlflow-artifacts:/...), not a path; one letter is a Windows drive, not a scheme."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", text) is not None
 
 
 def _under(root: Path, path: str) -> str:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kiln import __version__
 from kiln.errors import ServiceError
+from kiln.settings import is_uri
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def experiment_id(ws: Workspace, name: str) -> str:
         if found is not None:
             return found.experiment_id
         root = ws.settings.mlflow.artifact_root
-        location = root if "://" in root else Path(root).resolve().as_uri()
+        location = root.rstrip("/") if is_uri(root) else Path(root).resolve().as_uri()
         return c.create_experiment(name, artifact_location=f"{location}/{name}")
     except Exception as exc:  # engine errors become Kiln's at this boundary
         if type(exc).__name__ == "MlflowException" or isinstance(exc, OSError):

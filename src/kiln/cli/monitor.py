@@ -133,12 +133,15 @@ def run(
                                       "added to settings monitoring.webhooks)."),
     on_violation: str | None = typer.Option(None, "--on-violation", help="'retrain': on violations, retrain "
                                                "on fresh data and register the result as challenger."),
+    model: str | None = typer.Option(None, "--model", help="NAME/VERSION or NAME@ALIAS the endpoint serves; "
+                                        "needed for an endpoint a cluster serves (default: the local endpoint's)."),
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Run the four monitors over the endpoint's capture: data quality and drift, model quality, bias, attribution."""
     respond(workspace, as_json, lambda ws: monitor_job(ws, endpoint, parse_time(since, "--since"),
-                                                       parse_time(until, "--until"), webhook, on_violation, progress),
+                                                       parse_time(until, "--until"), webhook, on_violation, progress,
+                                                       model),
             render_run)
 
 
@@ -171,6 +174,8 @@ def schedule(
                                 "cluster instead of starting it here."),
     image: str = typer.Option(IMAGE, "--image", help="Image of the rendered CronJob: the platform image, "
                               "as your cluster pulls it."),
+    model: str | None = typer.Option(None, "--model", help="With --render: the model the cluster's endpoint serves "
+                                        "(default: ENDPOINT@champion)."),
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -180,7 +185,8 @@ def schedule(
     elif endpoint is None:
         raise InputError("give --endpoint NAME (or --list)")
     elif render:
-        show(schedules.render_cronjob(endpoint, every, image, on_violation=on_violation), as_json, _render_cronjob)
+        show(schedules.render_cronjob(endpoint, every, image, on_violation=on_violation, model=model), as_json,
+             _render_cronjob)
     elif stop:
         respond(workspace, as_json, lambda ws: schedules.delete_schedule(ws, endpoint), _render_stopped, engines=False)
     else:

@@ -5,17 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiln.errors import InputError
-from kiln.serving.local import _capture_root, read_state
+from kiln.registry.versions import get_version
+from kiln.serving.local import _capture_root, list_endpoints, read_state
 from kiln.workspace import Workspace
 
 
-def served_version(ws: Workspace, endpoint: str) -> str:
-    """NAME/VERSION served by the endpoint's primary variant (its first)."""
+def served_version(ws: Workspace, endpoint: str, model: str | None = None) -> str:
+    """NAME/VERSION of ``model`` (NAME/VERSION or NAME@ALIAS) when given, else the one the local endpoint's primary
+    variant (its first) serves. An endpoint served elsewhere (KServe in a cluster) needs ``model``."""
 
+    if model is not None:
+        info = get_version(ws, model)
+        return f"{info.name}/{info.version}"
+    if endpoint not in list_endpoints(ws) and ws.settings.serving.type != "local":
+        raise InputError(f"endpoint {endpoint} is served by {ws.settings.serving.type}, not here: say which model "
+                         f"it serves", hint=f"--model {endpoint}@champion, or NAME/VERSION")
     return read_state(ws, endpoint).primary.model.removeprefix("models:/")
 
 
 def capture_root(ws: Workspace, endpoint: str) -> Path:
+    """Where the endpoint's capture is: its spec's destination for a local endpoint, else the workspace's capture
+    store (where a cluster's capture collector writes)."""
+    if endpoint not in list_endpoints(ws) and ws.settings.serving.type != "local":
+        store = ws.settings.capture
+        if store.type != "local":
+            raise InputError(f"capture.type is {store.type}: monitors read capture from a folder only (S3 not yet)")
+        return Path(store.path)
     root = _capture_root(ws, read_state(ws, endpoint).spec)
     if root is None:
         raise InputError(f"endpoint {endpoint} captures nothing (capture.enabled is false): nothing to monitor",

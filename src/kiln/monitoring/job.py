@@ -17,11 +17,11 @@ from kiln.workspace import Workspace
 
 def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
                 webhooks: list[str] | tuple[str, ...] = (), on_violation: str | None = None,
-                progress: Progress = no_progress) -> MonitorRun:
+                progress: Progress = no_progress, model: str | None = None) -> MonitorRun:
 
     check_action(on_violation)
     check_webhooks(list(webhooks))
-    result = run_monitor(ws, endpoint, since, until, progress)
+    result = run_monitor(ws, endpoint, since, until, progress, model=model)
     if not result.violations:
         return result
     alerts: list[Alert] | None = None

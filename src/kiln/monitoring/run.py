@@ -189,12 +189,13 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
                 capture: Path | None = None) -> MonitorRun:
     """Run every monitor over ``endpoint``'s capture in [since, until) and write the run's outputs.
 
-    ``model`` (NAME/VERSION) and ``capture`` (the capture root) default to what the deployed endpoint serves
-    and writes; given, they monitor a capture store no local endpoint owns (a cluster's, a benchmark's).
+    ``model`` (NAME/VERSION or NAME@ALIAS) and ``capture`` (the capture root) default to what the deployed endpoint
+    serves and writes; given, they monitor a capture store no local endpoint owns (a cluster's, a benchmark's). An
+    endpoint a cluster serves is read from the workspace's capture store, where the chart's collector writes.
     """
 
     until = until or datetime.now(UTC)
-    model = model or served_version(ws, endpoint)
+    model = served_version(ws, endpoint, model)
     baseline, made = create_baseline(ws, model, progress=progress)
     if made:
         progress(f"made the baseline of {model} (it had none): {baseline.folder}")

@@ -184,13 +184,16 @@ def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
 
 
 def render_cronjob(endpoint: str, every: str, image: str, namespace: str = "kiln",
-                   on_violation: str | None = None, release: str = "kiln") -> dict[str, Any]:
+                   on_violation: str | None = None, release: str = "kiln", model: str | None = None) -> dict[str, Any]:
     """The Kubernetes CronJob that runs this schedule's job in a cluster: the Helm chart's monitor CronJob.
 
     It expects what the chart (release ``release``) installs: the workspace volume `<release>-workspace`, kiln.yaml
     in the ConfigMap `<release>-settings`, the Secrets `<release>-postgresql` and `<release>-object-store`.
     """
-    command = ["kiln", "monitor", "run", "--endpoint", endpoint, "--since", every, "--json"]
+    check_action(on_violation)
+    # A cluster's endpoint is not a local one: the run is told the model it serves (its champion unless said).
+    command = ["kiln", "monitor", "run", "--endpoint", endpoint, "--model", model or f"{endpoint}@champion",
+               "--since", every, "--json"]
     if on_violation:
         command += ["--on-violation", on_violation]
     command += ["--workspace", CLUSTER_WORKSPACE]

@@ -9,6 +9,7 @@ from pathlib import Path
 from kiln.features.repo import apply_if_changed, repo_path
 from kiln.monitoring.history import evidently_folder
 from kiln.process import ServiceSpec
+from kiln.settings import is_uri
 from kiln.workspace import Workspace
 
 
@@ -16,7 +17,7 @@ def mlflow_server(ws: Workspace) -> ServiceSpec:
     """MLflow tracking server and UI over the workspace's own tracking store."""
     s = ws.settings
     artifact_root = s.mlflow.artifact_root
-    if "://" not in artifact_root:
+    if not is_uri(artifact_root):
         Path(artifact_root).mkdir(parents=True, exist_ok=True)
     return ServiceSpec(
         name="mlflow",

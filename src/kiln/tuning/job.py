@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln import tracking
-from kiln.errors import EnvironmentProblem, InputError, Interrupted, WorkspaceError
+from kiln.errors import EnvironmentProblem, InputError, Interrupted, ServiceError, WorkspaceError
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
@@ -148,7 +148,12 @@ def _start_ray(ws: Workspace) -> None:
     if settings.address == "local":
         ray.init(num_cpus=settings.num_cpus, **kwargs)
     else:
-        ray.init(address=settings.address, **kwargs)
+        try:
+            ray.init(address=settings.address, **kwargs)
+        except ConnectionError as exc:
+            raise ServiceError(f"no Ray cluster answers at ray.address {settings.address} ({exc})",
+                               hint="start the Ray cluster (manifests/overlays/production), or set ray.address: "
+                                    "local to tune inside the step") from None
 
 
 def _progress_callback(total: int, progress: Progress) -> Any:
