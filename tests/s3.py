@@ -52,7 +52,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     (folder / "data").mkdir(exist_ok=True)
     args = [str(WEED), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
-            f"-s3.port={store.endpoint.rsplit(':', 1)[1]}", f"-s3.config={config}", "-iam=false",
+            f"-s3.port={store.endpoint.rsplit(':', 1)[1]}", f"-s3.config={config}", "-iam=false", "-s3.autoCreateBucket=false",
             "-volume.max=20", *(f"-{name}={free_port()}" for name in PORTS)]
     log = (folder / "weed.log").open("wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)

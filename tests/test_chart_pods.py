@@ -19,7 +19,7 @@ from tests.containers import Images
 from tests.pods import Cluster, Workload, own
 from tests.s3 import S3, s3_server
 from tests.test_chart import CHART, documents, run
-from tests.test_collector import ANSWER, REQUEST, RESPONSE, ROW, event
+from tests.test_collector import ANSWER, post_pair
 from tests.test_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -111,10 +111,7 @@ def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(ser
     assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys
 
     # the capture collector's pod writes what KServe's logger posts onto the workspace volume, as the pod's user
-    url = f"http://127.0.0.1:{ports['capture']}/other/primary"
-    inference_id = str(uuid.uuid4())
-    assert event(url, REQUEST, inference_id, ROW).status_code == 202
-    assert event(url, RESPONSE, inference_id, ANSWER).status_code == 202
+    post_pair(f"http://127.0.0.1:{ports['capture']}/other/primary")
     files = wait_for_files(pods.claims["kiln-workspace"] / "capture" / "endpoint=other")
     assert files[0].stat().st_uid == USER
     assert json.loads(files[0].read_text().splitlines()[0])["response"] == ANSWER
@@ -165,10 +162,7 @@ def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_coll
     frame = pd.read_parquet(training_set).drop(columns=["customer_id", "label_timestamp", "churned"]).head(150)
     url = f"http://127.0.0.1:{ports['capture']}/churn/primary"
     for row in json.loads(frame.to_json(orient="records")):
-        inference_id = str(uuid.uuid4())
-        assert event(url, REQUEST, inference_id, {"instances": [row]}).status_code == 202
-        answer = {"predictions": [{"probability": 0.2, "prediction": 0}]}
-        assert event(url, RESPONSE, inference_id, answer).status_code == 202
+        post_pair(url, {"instances": [row]}, {"predictions": [{"probability": 0.2, "prediction": 0}]})
     wait_for_files(workspace / "capture" / "endpoint=churn")
     time.sleep(3)  # the collector's last batch
 

@@ -38,6 +38,14 @@ def event(url: str, kind: str, inference_id: str, body: object, at: str | None =
     return httpx.post(url, content=data, headers={k: v for k, v in sent.items() if v is not None}, timeout=10)
 
 
+def post_pair(url: str, request: object = ROW, response: object = ANSWER) -> str:
+    """A request and its response under a new inference id, both accepted; the id."""
+    inference_id = str(uuid.uuid4())
+    assert event(url, REQUEST, inference_id, request).status_code == 202
+    assert event(url, RESPONSE, inference_id, response).status_code == 202
+    return inference_id
+
+
 def wait_healthy(url: str, proc_or_name: subprocess.Popen | str, seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -141,9 +149,7 @@ def test_the_collector_runs_in_the_platform_image_as_the_charts_pod(images: Imag
     try:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, name)
-        inference_id = str(uuid.uuid4())
-        assert event(f"{url}/churn/primary", REQUEST, inference_id, ROW).status_code == 202
-        assert event(f"{url}/churn/primary", RESPONSE, inference_id, ANSWER).status_code == 202
+        inference_id = post_pair(f"{url}/churn/primary")
         docker("stop", "-t", "20", name)  # SIGTERM: what is buffered is written before it ends
         [record] = captured(ws, "churn")
         assert record["inference_id"] == inference_id and record["response"] == ANSWER

@@ -7,6 +7,7 @@ from pathlib import Path
 from kiln.errors import InputError
 from kiln.registry.versions import get_version
 from kiln.serving.local import _capture_root, list_endpoints, read_state
+from kiln.storage import is_s3
 from kiln.workspace import Workspace
 
 
@@ -23,19 +24,17 @@ def served_version(ws: Workspace, endpoint: str, model: str | None = None) -> st
     return read_state(ws, endpoint).primary.model.removeprefix("models:/")
 
 
-def capture_root(ws: Workspace, endpoint: str) -> Path:
-    """Where the endpoint's capture is: its spec's destination for a local endpoint, else the workspace's capture
-    store (where a cluster's capture collector writes)."""
+def capture_root(ws: Workspace, endpoint: str) -> Path | str:
+    """Where the endpoint's capture is (a folder, or an s3:// prefix): its spec's destination for a local endpoint,
+    else the workspace's capture store (where a cluster's capture collector writes)."""
     if endpoint not in list_endpoints(ws) and ws.settings.serving.type != "local":
         store = ws.settings.capture
-        if store.type != "local":
-            raise InputError(f"capture.type is {store.type}: monitors read capture from a folder only (S3 not yet)")
-        return Path(store.path)
+        return store.uri if store.type == "s3" else Path(store.path)
     root = _capture_root(ws, read_state(ws, endpoint).spec)
     if root is None:
         raise InputError(f"endpoint {endpoint} captures nothing (capture.enabled is false): nothing to monitor",
                          hint="turn capture on in its spec and deploy it again")
-    return Path(root)
+    return root if is_s3(root) else Path(root)
 
 
 def reports_folder(ws: Workspace, endpoint: str) -> Path:

@@ -35,6 +35,7 @@ from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic, read_t
 from kiln.monitoring.violations import Violation
 from kiln.monitoring.window import Window
 from kiln.progress import Progress, no_progress
+from kiln.serving.local import capture_endpoint_url
 from kiln.training.data import TIME_COLUMN, load_training_set
 from kiln.training.scoring import PREDICTED
 from kiln.workspace import Workspace
@@ -186,7 +187,7 @@ def write_result(run: MonitorRun, name_outputs: bool = True) -> Path:
 
 def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, until: datetime | None = None,
                 progress: Progress = no_progress, model: str | None = None,
-                capture: Path | None = None) -> MonitorRun:
+                capture: Path | str | None = None) -> MonitorRun:
     """Run every monitor over ``endpoint``'s capture in [since, until) and write the run's outputs.
 
     ``model`` (NAME/VERSION or NAME@ALIAS) and ``capture`` (the capture root) default to what the deployed endpoint
@@ -205,7 +206,7 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     out.mkdir(parents=True, exist_ok=True)
     progress(f"reading {endpoint}'s capture" + (f" since {since.isoformat(timespec='seconds')}" if since else ""))
     started = time.perf_counter()
-    traffic = read_traffic(root, endpoint, baseline.kinds, since, until)
+    traffic = read_traffic(root, endpoint, baseline.kinds, since, until, capture_endpoint_url(ws))
     variants = {str(k): int(v) for k, v in traffic.frame["variant"].value_counts().items()}
     read_seconds = round(time.perf_counter() - started, 2)
     monitors: Monitors | None = None

@@ -81,8 +81,8 @@ def _answers(response: Any, n: int) -> list[tuple[float | None, int | None]]:
     return out if len(out) == n else empty
 
 
-def read_traffic(capture_root: Path, endpoint: str, features: dict[str, str], since: datetime | None = None,
-                 until: datetime | None = None) -> Traffic:
+def read_traffic(capture_root: Path | str, endpoint: str, features: dict[str, str], since: datetime | None = None,
+                 until: datetime | None = None, endpoint_url: str | None = None) -> Traffic:
     """Production traffic of ``endpoint`` in [since, until); ``features`` maps name -> "numeric" | "categorical"."""
     import pandas as pd
 
@@ -90,7 +90,7 @@ def read_traffic(capture_root: Path, endpoint: str, features: dict[str, str], si
     expected = set(names)
     columns: dict[str, list[Any]] = {n: [] for n in (*names, *META)}
     traffic = Traffic(frame=pd.DataFrame(), records=0, shadow_records=0, unparseable=0)
-    for rec in read_capture(capture_root, endpoint, since, until):
+    for rec in read_capture(capture_root, endpoint, since, until, endpoint_url):
         if rec.get("shadow"):
             traffic.shadow_records += 1
             continue

@@ -51,8 +51,8 @@ def router_from_config(config: dict[str, Any]) -> Router:
         features=FeatureLookup(**config["features"]) if config.get("features") else None,
     )
     cap = config.get("capture")
-    capture = CaptureWriter(Path(cap["root"]), state.endpoint, cap.get("flush_seconds", 2.0),
-                            cap.get("sample_percent", 100.0)) if cap else None
+    capture = CaptureWriter(cap["root"], state.endpoint, cap.get("flush_seconds", 2.0),
+                            cap.get("sample_percent", 100.0), endpoint_url=cap.get("endpoint_url")) if cap else None
     return Router(state, Windows(), capture)
 
 

@@ -2,8 +2,10 @@
 
 Records are JSON lines under CAPTURE/endpoint=NAME/hour=YYYY-MM-DDTHH/, one file per writer process. JSON lines
 rather than parquet: a batch is appended and fsynced, so a crash loses at most the batch in memory and can tear
-only the last line, which readers skip. (KServe's payload logger posts to an HTTP sink in a cluster; locally
-the same records go straight to the store.)
+only the last line, which readers skip. On S3 (CAPTURE is s3://BUCKET/PREFIX) an object cannot be appended to:
+each batch is an object of its own, visible whole or not at all, so a crash loses at most the batch in memory there
+too, and a batch the store refused is kept and written with the next. (KServe's payload logger posts to the capture
+collector in a cluster, kiln.serving.collector; locally the front writes here itself.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from kiln.errors import ServiceError
 from kiln.progress import Progress, no_progress
+from kiln.storage import S3Store, is_s3
 
 MAX_BUFFER = 50_000  # records held in memory at most; beyond it new records are counted as dropped
 
@@ -42,15 +45,17 @@ class CaptureRecord:
 class CaptureWriter:
     """Buffers records (sampled) and appends them to the capture store from a background thread."""
 
-    def __init__(self, root: Path, endpoint: str, flush_seconds: float = 2.0, sample_percent: float = 100.0,
-                 seed: int | None = None) -> None:
+    def __init__(self, root: Path | str, endpoint: str, flush_seconds: float = 2.0, sample_percent: float = 100.0,
+                 seed: int | None = None, endpoint_url: str | None = None) -> None:
+        self.s3 = S3Store(str(root), endpoint_url) if is_s3(root) else None
         self.root, self.endpoint = Path(root), endpoint
+        self._batches = 0  # S3: each batch its own object, numbered
         self.flush_seconds, self.sample = flush_seconds, sample_percent / 100
         self._buffer: deque[CaptureRecord] = deque()
         self._random = random.Random(seed)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one flush at a time (the thread's, or close()'s)
-        self.written = self.dropped = 0
+        self.written = self.dropped = self.failed_flushes = 0
         self._file_name = f"capture-{os.getpid()}-{int(time.time() * 1000)}.jsonl"
         self._thread = threading.Thread(target=self._run, name=f"capture-{endpoint}", daemon=True)
         self._thread.start()
@@ -83,6 +88,8 @@ class CaptureWriter:
                     if isinstance(row[key], (bytes, bytearray)):
                         row[key] = parsed(row[key])  # decoded here, off the request path
                 by_hour.setdefault(rec.timestamp[:13], []).append(json.dumps(row, default=str))
+            if self.s3 is not None:
+                return self._put(batch, by_hour)
             for hour, lines in by_hour.items():
                 folder = self.root / f"endpoint={self.endpoint}" / f"hour={hour}"
                 folder.mkdir(parents=True, exist_ok=True)
@@ -92,6 +99,26 @@ class CaptureWriter:
                     os.fsync(f.fileno())
             self.written += len(batch)
             return len(batch)
+
+    def _put(self, batch: list[CaptureRecord], by_hour: dict[str, list[str]]) -> int:
+        """One object per hour of the batch; a batch the store refused goes back to the front of the queue."""
+        assert self.s3 is not None
+        done: list[str] = []
+        try:
+            for hour, lines in by_hour.items():
+                self._batches += 1
+                key = f"endpoint={self.endpoint}/hour={hour}/{self._file_name[:-6]}-{self._batches:06d}.jsonl"
+                self.s3.put(key, ("\n".join(lines) + "\n").encode())
+                done.append(hour)
+        except ServiceError:
+            self.failed_flushes += 1
+            kept = [r for r in batch if r.timestamp[:13] not in done]
+            self._buffer.extendleft(reversed(kept))
+            written = len(batch) - len(kept)
+            self.written += written
+            return written
+        self.written += len(batch)
+        return len(batch)
 
     def close(self) -> None:
         self._stop.set()
@@ -111,16 +138,19 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def read_capture(root: Path, endpoint: str, since: datetime | None = None,
-                 until: datetime | None = None) -> Iterator[dict[str, Any]]:
+def read_capture(root: Path | str, endpoint: str, since: datetime | None = None,
+                 until: datetime | None = None, endpoint_url: str | None = None) -> Iterator[dict[str, Any]]:
     """Every record of ``endpoint`` in [since, until), oldest hour first; a torn last line (a crash) is skipped."""
-    base = Path(root) / f"endpoint={endpoint}"
-    if not base.is_dir():
-        return
     lo = since.astimezone(UTC).isoformat() if since else ""
     hi = until.astimezone(UTC).isoformat() if until else "~"
     import orjson  # several times faster than json on the large windows monitors read
 
+    if is_s3(root):
+        yield from _read_s3(S3Store(str(root), endpoint_url), endpoint, lo, hi)
+        return
+    base = Path(root) / f"endpoint={endpoint}"
+    if not base.is_dir():
+        return
     for folder in sorted(base.glob("hour=*")):
         hour = folder.name.removeprefix("hour=")
         if hour < lo[:13] or hour > hi[:13]:
@@ -136,7 +166,23 @@ def read_capture(root: Path, endpoint: str, since: datetime | None = None,
                         yield rec
 
 
-def wait_for_capture(root: Path, endpoint: str, since: datetime, expected: int,
+def _read_s3(store: S3Store, endpoint: str, lo: str, hi: str) -> Iterator[dict[str, Any]]:
+    import orjson
+
+    for key in store.keys(f"endpoint={endpoint}/hour="):
+        hour = key.split("/")[1].removeprefix("hour=")
+        if hour < lo[:13] or hour > hi[:13] or not key.endswith(".jsonl"):
+            continue
+        for line in store.get(key).splitlines():
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if lo <= rec["timestamp"] < hi:
+                yield rec
+
+
+def wait_for_capture(root: Path | str, endpoint: str, since: datetime, expected: int,
                      progress: Progress = no_progress, timeout: float = 60.0) -> int:
     """Wait until ``endpoint``'s capture holds ``expected`` production records since ``since`` (the front's writer
     flushes in the background, later under load); how many it holds back, or ServiceError after ``timeout``."""

@@ -1,6 +1,6 @@
 """The capture collector: the HTTP sink KServe's payload logger posts CloudEvents to, in a cluster. It writes the
-same capture records, in the same layout, as a local endpoint's front (kiln.serving.capture), so the monitors read
-either alike.
+same capture records, in the same layout, as a local endpoint's front (kiln.serving.capture), to the workspace's
+capture store (a folder, or S3), so the monitors read either alike.
 
 POST /ENDPOINT/VARIANT[?shadow=true]   one CloudEvent in binary mode, as KServe's logger sends it: headers ce-id
                                        (the inference id, shared by a request and its response), ce-type
@@ -37,7 +37,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from kiln.errors import InputError
 from kiln.serving.capture import CaptureRecord, CaptureWriter
 from kiln.workspace import open_workspace
 
@@ -69,9 +68,10 @@ class _Pair:
 class Collector:
     """Pairs the events of each inference id and hands whole records to one capture writer per endpoint."""
 
-    def __init__(self, root: Path, sample_percent: float = 100.0, pair_seconds: float = 60.0,
-                 flush_seconds: float = 2.0) -> None:
+    def __init__(self, root: Path | str, sample_percent: float = 100.0, pair_seconds: float = 60.0,
+                 flush_seconds: float = 2.0, endpoint_url: str | None = None) -> None:
         self.root, self.sample, self.pair_seconds, self.flush_seconds = root, sample_percent, pair_seconds, flush_seconds
+        self.endpoint_url = endpoint_url
         self.waiting: dict[str, _Pair] = {}
         self.writers: dict[str, CaptureWriter] = {}
         self.done: dict[str, float] = {}  # ids written lately, so a repeated event is not written twice
@@ -123,7 +123,8 @@ class Collector:
                    if pair.request and pair.response else 0.0)
         writer = self.writers.get(pair.endpoint)
         if writer is None:
-            writer = self.writers[pair.endpoint] = CaptureWriter(self.root, pair.endpoint, self.flush_seconds)
+            writer = self.writers[pair.endpoint] = CaptureWriter(self.root, pair.endpoint, self.flush_seconds,
+                                                                 endpoint_url=self.endpoint_url)
         writer.record(CaptureRecord(
             inference_id=inference_id, timestamp=first.at.isoformat(timespec="microseconds"), endpoint=pair.endpoint,
             variant=pair.variant, shadow=pair.shadow, request=pair.request.body if pair.request else None,
@@ -230,10 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 < args.sample_percent <= 100:
         raise SystemExit(f"--sample-percent {args.sample_percent}: expected more than 0 and at most 100")
     store = open_workspace(args.workspace).settings.capture
-    if store.type != "local":
-        raise SystemExit(InputError(f"capture.type is {store.type}: the collector writes to a folder only (S3 not "
-                                    "yet)").message)
-    collector = Collector(Path(store.path), args.sample_percent, args.pair_seconds)
+    collector = (Collector(store.uri, args.sample_percent, args.pair_seconds, endpoint_url=store.endpoint_url)
+                 if store.type == "s3" else Collector(Path(store.path), args.sample_percent, args.pair_seconds))
     uvicorn.run(build_app(collector), host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

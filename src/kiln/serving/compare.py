@@ -58,12 +58,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
-def compare(capture_root: Path, endpoint: str, since: datetime | None = None,
-            until: datetime | None = None) -> ShadowComparison:
+def compare(capture_root: Path | str, endpoint: str, since: datetime | None = None,
+            until: datetime | None = None, endpoint_url: str | None = None) -> ShadowComparison:
     """Agreement of predicted labels, probability differences and latency of production against shadow."""
     production: dict[str, dict[str, Any]] = {}
     shadow: dict[str, dict[str, Any]] = {}
-    for rec in read_capture(capture_root, endpoint, since, until):
+    for rec in read_capture(capture_root, endpoint, since, until, endpoint_url):
         (shadow if rec["shadow"] else production)[rec["inference_id"]] = rec
     pairs = [(production[i], shadow[i]) for i in production if i in shadow]
     if not pairs:

@@ -30,6 +30,7 @@ from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
 from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant
 from kiln.settings import LocalServing
+from kiln.storage import is_s3
 from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
 
@@ -114,11 +115,12 @@ class EndpointStatus:
 
 @dataclass(frozen=True)
 class CaptureConfig:
-    """What the front captures, and where: a folder of the capture store."""
+    """What the front captures, and where: a folder or an s3:// prefix (with its S3 API's URL, when not AWS's)."""
 
     root: str
     sample_percent: float
     flush_seconds: float
+    endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -269,17 +271,22 @@ def router_service(ws: Workspace, endpoint: str, port: int) -> ServiceSpec:
 
 
 def _capture_root(ws: Workspace, spec: EndpointSpec) -> str | None:
+    """Where the endpoint's capture goes: its spec's destination, else the workspace's capture store (a folder or an
+    s3:// prefix)."""
     if not spec.capture.enabled:
         return None
     if spec.capture.destination:
-        if "://" in spec.capture.destination:
-            raise InputError(f"capture.destination {spec.capture.destination}: local endpoints write to a folder; "
-                             "an s3:// destination is not supported yet")
+        if "://" in spec.capture.destination and not is_s3(spec.capture.destination):
+            raise InputError(f"capture.destination {spec.capture.destination}: expected a folder or s3://BUCKET/PREFIX")
         return spec.capture.destination
     store = ws.settings.capture
-    if store.type != "local":
-        raise InputError("settings capture.type is s3: local endpoints write capture to a folder only (not yet S3)")
-    return store.path
+    return store.uri if store.type == "s3" else store.path
+
+
+def capture_endpoint_url(ws: Workspace) -> str | None:
+    """The S3 API the capture store's settings name (None: AWS, or AWS_ENDPOINT_URL_S3)."""
+    store = ws.settings.capture
+    return store.endpoint_url if store.type == "s3" else None
 
 
 def feature_lookup(ws: Workspace, model: str) -> FeatureLookup | None:
@@ -310,7 +317,8 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> Ro
         shadow_percent=spec.shadow.sample_percent if spec.shadow else 0.0,
         max_body_bytes=spec.max_body_bytes,
         token_env=spec.auth.bearer_token_env if spec.auth else None,
-        capture=CaptureConfig(capture, spec.capture.sample_percent, spec.capture.flush_seconds) if capture else None,
+        capture=CaptureConfig(capture, spec.capture.sample_percent, spec.capture.flush_seconds,
+                              capture_endpoint_url(ws)) if capture else None,
         policy=spec.policy, guardrails=spec.guardrails,
         rollout_state=endpoints_dir(ws) / spec.name / "rollout.json",
         features=feature_lookup(ws, state.variants[spec.variants[0].name].model),
@@ -537,4 +545,4 @@ def compare_shadow(ws: Workspace, name: str) -> ShadowComparison:
     root = _capture_root(ws, state.spec)
     if root is None:
         raise InputError(f"endpoint {name} captures nothing (capture.enabled is false): there is nothing to compare")
-    return compare(Path(root), name)
+    return compare(root if is_s3(root) else Path(root), name, endpoint_url=capture_endpoint_url(ws))
