@@ -136,6 +136,23 @@ def telco_csv() -> Path:
 
 
 @pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3 API on loopback (SeaweedFS, tests/s3.py) for the session, with a bucket `kiln`."""
+    from tests.s3 import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3"), buckets=("kiln",)) as store:
+        yield store
+
+
+@pytest.fixture
+def aws(s3, monkeypatch: pytest.MonkeyPatch):
+    """The session's S3 store, named by the usual AWS variables for this test."""
+    for key, value in s3.env().items():
+        monkeypatch.setenv(key, value)
+    return s3
+
+
+@pytest.fixture(scope="session")
 def images():
     """Kiln's platform and edge images, with a Docker engine answering (tests/containers.py)."""
     from tests.containers import build_images

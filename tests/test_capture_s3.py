@@ -12,27 +12,13 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 
 from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso, read_capture
 from tests.conftest import run_kiln
-from tests.s3 import S3, s3_server
+from tests.s3 import S3
 from tests.test_collector import ANSWER, post_pair, wait_healthy
 from tests.test_stack import free_port
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory):
-    with s3_server(tmp_path_factory.mktemp("s3"), buckets=("capture",)) as store:
-        yield store
-
-
-@pytest.fixture
-def aws(s3: S3, monkeypatch: pytest.MonkeyPatch) -> S3:
-    for key, value in s3.env().items():
-        monkeypatch.setenv(key, value)
-    return s3
 
 
 def record(i: int, endpoint: str = "churn") -> CaptureRecord:
@@ -42,14 +28,15 @@ def record(i: int, endpoint: str = "churn") -> CaptureRecord:
 
 
 def test_batches_become_objects_that_read_back_as_the_same_records(aws: S3) -> None:
-    root = f"s3://capture/run-{uuid.uuid4().hex[:6]}"
+    root = f"s3://kiln/run-{uuid.uuid4().hex[:6]}"
     writer = CaptureWriter(root, "churn", flush_seconds=3600)
     for i in range(30):
         writer.record(record(i))
         if i % 10 == 9:
             assert writer.flush() == 10
     writer.close()
-    keys = [o["Key"] for o in aws.client().list_objects_v2(Bucket="capture", Prefix=root[13:]).get("Contents", [])]
+    listed = aws.client().list_objects_v2(Bucket="kiln", Prefix=root.removeprefix("s3://kiln/"))
+    keys = [o["Key"] for o in listed.get("Contents", [])]
     assert len(keys) == 3 and all("/endpoint=churn/hour=" in k and k.endswith(".jsonl") for k in keys), keys
     got = list(read_capture(root, "churn"))
     assert [r["inference_id"] for r in got] == [f"id-{i}" for i in range(30)]
@@ -71,7 +58,7 @@ def test_a_batch_the_store_refuses_is_kept_and_written_with_the_next(aws: S3) ->
 
 
 def test_a_killed_writer_loses_at_most_its_last_batch(aws: S3, tmp_path: Path) -> None:
-    root = f"s3://capture/killed-{uuid.uuid4().hex[:6]}"
+    root = f"s3://kiln/killed-{uuid.uuid4().hex[:6]}"
     script = textwrap.dedent(f"""
         import sys
         from tests.test_capture_s3 import record
@@ -102,7 +89,7 @@ def test_a_killed_writer_loses_at_most_its_last_batch(aws: S3, tmp_path: Path) -
 def test_the_collector_writes_to_the_workspaces_s3_capture_store(aws: S3, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     assert run_kiln("init", ws).code == 0
-    prefix = f"s3://capture/collected-{uuid.uuid4().hex[:6]}"
+    prefix = f"s3://kiln/collected-{uuid.uuid4().hex[:6]}"
     settings = yaml.safe_load((ws / "kiln.yaml").read_text())
     settings["capture"] = {"type": "s3", "uri": prefix, "endpoint_url": aws.endpoint}
     (ws / "kiln.yaml").write_text(yaml.safe_dump(settings))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -167,6 +169,32 @@ def test_batch_transform_keeps_ids_and_resumes(served, tmp_path: Path) -> None:
                    "--output", tmp_path / "never", "-w", root)
     assert res.code == 1 and "missing feature columns the model needs: plan" in res.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_batch_transform_reads_and_writes_s3(served, aws, tmp_path: Path) -> None:
+    """Input and output on the S3 API (SeaweedFS): each part an object, the same resume, a missing key named."""
+    _, root = served
+    rows = synthetic(n=1500, seed=5)[["customer_id", *FEATURES]]
+    buffer = io.BytesIO()
+    rows.to_parquet(buffer, index=False)
+    run = uuid.uuid4().hex[:6]
+    aws.client().put_object(Bucket="kiln", Key=f"batch-{run}/in.parquet", Body=buffer.getvalue())
+    args = ("batch-transform", "--model", "models:/toy@challenger", "--input", f"s3://kiln/batch-{run}/in.parquet",
+            "--output", f"s3://kiln/batch-{run}/scored", "--batch-size", "1000", "--id-column", "customer_id",
+            "-w", root, "--json")
+    res = run_kiln(*args)
+    assert res.code == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout)["output"] == f"s3://kiln/batch-{run}/scored"
+    listed = aws.client().list_objects_v2(Bucket="kiln", Prefix=f"batch-{run}/scored/")["Contents"]
+    assert sorted(o["Key"].rsplit("/", 1)[1] for o in listed) == ["_manifest.json", "part-00000.parquet",
+                                                                   "part-00001.parquet"]
+    from kiln.serving.batch import read_output
+
+    assert read_output(f"s3://kiln/batch-{run}/scored")["customer_id"].tolist() == rows["customer_id"].tolist()
+    res = run_kiln(*args)
+    assert res.code == 0 and json.loads(res.stdout)["skipped_parts"] == 2, "a rerun finds every part there"
+    res = run_kiln(*args[:4], f"s3://kiln/batch-{run}/nothing.parquet", *args[5:])
+    assert res.code == 1 and f"--input s3://kiln/batch-{run}/nothing.parquet" in res.stderr, res.stderr
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ class Store(Protocol):
 
     def get(self, key: str) -> bytes: ...
 
-    def keys(self, prefix: str = "") -> list[str]: ...
+    def list_keys(self, prefix: str = "") -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class FolderStore:
     def get(self, key: str) -> bytes:
         return (self.root / key).read_bytes()
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         base = self.root / prefix if prefix.endswith("/") else self.root
         if not base.is_dir():
             return []
@@ -86,7 +86,7 @@ class S3Store:
             Bucket=self.bucket, Key=self._key(key))["Body"].read())
         return body
 
-    def keys(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         def listed() -> list[str]:
             pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
                                                                           Prefix=self._key(prefix))
@@ -110,3 +110,14 @@ class S3Store:
 def open_store(location: str | Path, endpoint_url: str | None = None) -> FolderStore | S3Store:
     """The store at ``location``: an s3:// URI, or a folder."""
     return S3Store(str(location), endpoint_url) if is_s3(location) else FolderStore(Path(location))
+
+
+def read_object(location: str | Path, endpoint_url: str | None = None) -> bytes:
+    """The bytes of one file: a path, or s3://BUCKET/KEY."""
+    if not is_s3(location):
+        return Path(location).read_bytes()
+    m = S3_URI.match(str(location))
+    if not m or not m.group("prefix"):
+        raise InputError(f"{location}: not an S3 object", hint="s3://BUCKET/KEY")
+    return S3Store(f"s3://{m.group('bucket')}", endpoint_url).get(m.group("prefix"))
+

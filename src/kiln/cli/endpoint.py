@@ -201,8 +201,10 @@ def rollback(name: str = typer.Argument(..., help="Endpoint name."),
 
 def batch_transform(
     model: str = typer.Option(..., "--model", "-m", help="models:/NAME@ALIAS or models:/NAME/VERSION."),
-    input_path: Path = typer.Option(..., "--input", "-i", help="Parquet or CSV of feature rows."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder for the scored parts (resumable)."),
+    input_path: str = typer.Option(..., "--input", "-i", help="Parquet or CSV of feature rows: a path or "
+                                   "s3://BUCKET/KEY."),
+    output: str = typer.Option(..., "--output", "-o", help="Folder or s3://BUCKET/PREFIX for the scored parts "
+                               "(resumable)."),
     batch_size: int = typer.Option(1000, "--batch-size", help="Rows per mini-batch."),
     id_column: str | None = typer.Option(None, "--id-column", help="Column each output row keeps (default: "
                                             "the row number)."),

@@ -169,7 +169,7 @@ def read_capture(root: Path | str, endpoint: str, since: datetime | None = None,
 def _read_s3(store: S3Store, endpoint: str, lo: str, hi: str) -> Iterator[dict[str, Any]]:
     import orjson
 
-    for key in store.keys(f"endpoint={endpoint}/hour="):
+    for key in store.list_keys(f"endpoint={endpoint}/hour="):
         hour = key.split("/")[1].removeprefix("hour=")
         if hour < lo[:13] or hour > hi[:13] or not key.endswith(".jsonl"):
             continue
