@@ -4,6 +4,7 @@ capture collector writes there when the workspace's capture store is S3."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -108,3 +109,38 @@ def test_the_collector_writes_to_the_workspaces_s3_capture_store(aws: S3, tmp_pa
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_monitor_run_reads_s3_capture_and_publishes_its_report_to_the_s3_artifacts_store(
+        aws: S3, tmp_path: Path) -> None:
+    """A workspace whose capture and artifacts stores are on S3, monitoring a model an endpoint elsewhere serves."""
+    from tests.compiled import register
+    from tests.test_training import FEATURES, synthetic
+
+    ws = tmp_path / "ws"
+    assert run_kiln("init", ws).code == 0
+    run = uuid.uuid4().hex[:6]
+    settings = yaml.safe_load((ws / "kiln.yaml").read_text())
+    settings["capture"] = {"type": "s3", "uri": f"s3://kiln/{run}/capture", "endpoint_url": aws.endpoint}
+    settings["artifacts"] = {"type": "s3", "uri": f"s3://kiln/{run}/artifacts", "endpoint_url": aws.endpoint}
+    (ws / "kiln.yaml").write_text(yaml.safe_dump(settings))
+    version = register(ws, "lgbm")
+    rows = synthetic(n=120, seed=9)[FEATURES]
+    writer = CaptureWriter(f"s3://kiln/{run}/capture", "toy", flush_seconds=3600, endpoint_url=aws.endpoint)
+    for i, row in enumerate(json.loads(rows.to_json(orient="records"))):
+        writer.record(CaptureRecord(inference_id=f"r{i}", timestamp=now_iso(), endpoint="toy", variant="primary",
+                                    shadow=False, request={"instances": [row]},
+                                    response={"predictions": [{"probability": 0.4, "prediction": 0}]},
+                                    status=200, latency_ms=2.0))
+    assert writer.flush() == 120
+    writer.close()
+    res = run_kiln("monitor", "run", "--endpoint", "toy", "--model", version, "-w", ws, "--json", timeout=600)
+    assert res.code == 0, res.stderr[-3000:]
+    result = json.loads(res.stdout)
+    assert result["records"] == 120 and result["model"] == version
+    prefix = f"{run}/artifacts/reports/monitor/toy/{result['run']}/"
+    assert result["published"] == f"s3://kiln/{prefix.rstrip('/')}"
+    names = {o["Key"][len(prefix):] for o in aws.client().list_objects_v2(Bucket="kiln", Prefix=prefix)["Contents"]}
+    assert {"result.json", "report.html", "metrics.prom", "violations.json"} <= names, names
+    published = json.loads(aws.client().get_object(Bucket="kiln", Key=prefix + "result.json")["Body"].read())
+    assert published["run"] == result["run"] and published["records"] == 120

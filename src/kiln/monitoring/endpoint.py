@@ -28,13 +28,18 @@ def capture_root(ws: Workspace, endpoint: str) -> Path | str:
     """Where the endpoint's capture is (a folder, or an s3:// prefix): its spec's destination for a local endpoint,
     else the workspace's capture store (where a cluster's capture collector writes)."""
     if endpoint not in list_endpoints(ws) and ws.settings.serving.type != "local":
-        store = ws.settings.capture
-        return store.uri if store.type == "s3" else Path(store.path)
+        return workspace_capture(ws)
     root = _capture_root(ws, read_state(ws, endpoint).spec)
     if root is None:
         raise InputError(f"endpoint {endpoint} captures nothing (capture.enabled is false): nothing to monitor",
                          hint="turn capture on in its spec and deploy it again")
     return root if is_s3(root) else Path(root)
+
+
+def workspace_capture(ws: Workspace) -> Path | str:
+    """The workspace's capture store: a folder, or an s3:// prefix."""
+    store = ws.settings.capture
+    return store.uri if store.type == "s3" else Path(store.path)
 
 
 def reports_folder(ws: Workspace, endpoint: str) -> Path:

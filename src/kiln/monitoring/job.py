@@ -9,7 +9,7 @@ from datetime import datetime
 from kiln.errors import KilnError
 from kiln.monitoring.alerts import Alert, send_alerts
 from kiln.monitoring.retrain import RetrainFailure, Retraining, check_action, retrain
-from kiln.monitoring.run import MonitorRun, run_monitor, write_result
+from kiln.monitoring.run import MonitorRun, publish_outputs, run_monitor, write_result
 from kiln.monitoring.schedule import check_webhooks
 from kiln.progress import Progress, no_progress
 from kiln.workspace import Workspace
@@ -39,4 +39,5 @@ def monitor_job(ws: Workspace, endpoint: str, since: datetime | None = None, unt
         return result
     result = replace(result, alerts=alerts, retrain=retrained)
     write_result(result)
+    publish_outputs(ws, result)
     return result

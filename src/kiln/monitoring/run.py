@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +25,7 @@ from kiln.monitoring.baseline import THRESHOLD, create_baseline
 from kiln.monitoring.bias_drift import bias_drift
 from kiln.monitoring.constraints import check_constraints
 from kiln.monitoring.drift import drift_violations, measure_drift
-from kiln.monitoring.endpoint import capture_root, reports_folder, served_version
+from kiln.monitoring.endpoint import capture_root, reports_folder, served_version, workspace_capture
 from kiln.monitoring.history import add_snapshots
 from kiln.monitoring.labels import read_labels
 from kiln.monitoring.metrics import write_metrics
@@ -35,7 +35,8 @@ from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic, read_t
 from kiln.monitoring.violations import Violation
 from kiln.monitoring.window import Window
 from kiln.progress import Progress, no_progress
-from kiln.serving.local import capture_endpoint_url
+from kiln.serving.local import capture_endpoint_url, list_endpoints
+from kiln.storage import S3Store
 from kiln.training.data import TIME_COLUMN, load_training_set
 from kiln.training.scoring import PREDICTED
 from kiln.workspace import Workspace
@@ -148,6 +149,7 @@ class MonitorRun:
     evidently_project: str | None = None  # set when Evidently snapshots were stored
     alerts: list[Alert] | None = None  # the monitor job's, on violations with webhooks
     retrain: Retraining | RetrainFailure | None = None  # the monitor job's, on violations with --on-violation retrain
+    published: str | None = None  # the s3:// prefix holding a copy of the outputs (artifacts store on S3)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -166,6 +168,8 @@ class MonitorRun:
             if self.evidently_project is not None:
                 data["evidently_project"] = self.evidently_project
         data.update(metrics=self.metrics, violations_file=self.violations_file, outputs=self.outputs)
+        if self.published is not None:
+            data["published"] = self.published
         if self.alerts is not None:
             data["alerts"] = [a.to_dict() for a in self.alerts]
         if self.retrain is not None:
@@ -196,11 +200,13 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     """
 
     until = until or datetime.now(UTC)
-    model = served_version(ws, endpoint, model)
+    given_model, model = model, served_version(ws, endpoint, model)
     baseline, made = create_baseline(ws, model, progress=progress)
     if made:
         progress(f"made the baseline of {model} (it had none): {baseline.folder}")
-    root = capture or capture_root(ws, endpoint)
+    # an endpoint served elsewhere, named with its model: the workspace's capture store, where its capture goes
+    served_elsewhere = given_model is not None and endpoint not in list_endpoints(ws)
+    root = capture or (workspace_capture(ws) if served_elsewhere else capture_root(ws, endpoint))
     run = f"monitor-{until.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     out = reports_folder(ws, endpoint) / run
     out.mkdir(parents=True, exist_ok=True)
@@ -231,8 +237,29 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     latest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(metrics, latest)  # the textfile collector's file: always the latest run
     Path(result.violations_file).write_text(json.dumps([v.to_dict() for v in violations], indent=2) + "\n")
+    result = replace(result, published=published_prefix(ws, endpoint, run))
     write_result(result, name_outputs=False)
+    publish_outputs(ws, result)
     return result
+
+
+def published_prefix(ws: Workspace, endpoint: str, run: str) -> str | None:
+    """Where a run's outputs are copied: under the artifacts store when it is on S3, else nowhere."""
+    store = ws.settings.artifacts
+    return f"{store.uri.rstrip('/')}/reports/monitor/{endpoint}/{run}" if store.type == "s3" else None
+
+
+def publish_outputs(ws: Workspace, result: MonitorRun) -> None:
+    """Copy the run's folder to its S3 prefix, each file one object, result.json last (a reader that finds it finds
+    the rest)."""
+    if result.published is None:
+        return
+    store = S3Store(result.published, ws.settings.artifacts.endpoint_url if ws.settings.artifacts.type == "s3"
+                    else None)
+    folder = Path(result.outputs)
+    files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.name == RESULT_FILE)
+    for path in files:
+        store.put(path.relative_to(folder).as_posix(), path.read_bytes())
 
 
 def _monitor(ws: Workspace, endpoint: str, run: str, baseline: "Baseline", traffic: Traffic, out: Path,
