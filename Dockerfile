@@ -14,14 +14,15 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/kiln
-# The locked dependencies first (versions and hashes), so a code change does not reinstall them. Bytecode is compiled
-# here: the root filesystem is read-only where the image runs, and MLflow alone takes seconds to compile at each start.
+# The locked dependencies first (versions and hashes), so a code change does not reinstall them: the runtime lock has
+# requirements.lock's pins without the test tools. Bytecode is compiled here: the root filesystem is read-only where
+# the image runs, and MLflow alone takes seconds to compile at each start.
 # A CA bundle in .build/ (scripts/images.sh puts the host's there) is used for the downloads only.
-COPY requirements-bootstrap.lock requirements.lock .build/host-ca.cr[t] ./
+COPY requirements-bootstrap.lock requirements-runtime.lock .build/host-ca.cr[t] ./
 RUN if [ -f host-ca.crt ]; then export PIP_CERT="$PWD/host-ca.crt" SSL_CERT_FILE="$PWD/host-ca.crt"; fi \
     && python -m venv /opt/venv \
     && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements-bootstrap.lock \
-    && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes --compile-bytecode requirements.lock \
+    && /opt/venv/bin/uv pip sync --python /opt/venv/bin/python --require-hashes --compile-bytecode requirements-runtime.lock \
     && rm -f host-ca.crt
 
 COPY pyproject.toml README.md ./

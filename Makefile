@@ -53,6 +53,9 @@ layers: setup
 lock: setup
 	$(BIN)/uv pip compile pyproject.toml --extra test --extra build --python-version 3.11 --generate-hashes \
 		--no-header -o requirements.lock
+	@# The platform image's: the same pins, without the test tools.
+	$(BIN)/uv pip compile pyproject.toml --extra build --python-version 3.11 --generate-hashes --no-header \
+		-c requirements.lock -o requirements-runtime.lock
 	$(BIN)/uv pip compile requirements-bootstrap.in --python-version 3.11 --generate-hashes --no-header \
 		-o requirements-bootstrap.lock
 

