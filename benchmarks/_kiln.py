@@ -52,3 +52,11 @@ def churn_workspace(root: Path, customers: int, days: int, seed: int = 3) -> tup
                                                        end=date(2026, 10, 1)))
         write_dataset(stage, "churn", CHURN_SCHEMA, frames, {"seed": seed}, stats)
     return ws, data
+
+
+def step_times(run: Any, total: float) -> dict[str, float]:
+    """Each task's seconds of a local pipeline run, and the whole run's as "whole run"."""
+    times = {task.name: task.seconds for task in run.tasks}
+    times["whole run"] = total
+    return times
+

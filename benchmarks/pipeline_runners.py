@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _kiln import churn_workspace
+from _kiln import churn_workspace, step_times
 from _report import Figure, parser, run_measured
 
 GOAL = "ratio <= 2"
@@ -36,9 +36,7 @@ def run_once(root: Path, customers: int, days: int, runner: str) -> dict[str, fl
     t0 = time.perf_counter()
     run = run_local(ws, load_pipeline("churn_training"), {"data": str(data), **PARAMS}, log, runner)
     total = time.perf_counter() - t0
-    times = {task.name: task.seconds for task in run.tasks}
-    times["whole run"] = total
-    return times
+    return step_times(run, total)
 
 
 def measure(args: Any) -> tuple[list[Figure], dict[str, Any]]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _kiln import churn_workspace
+from _kiln import churn_workspace, step_times
 from _report import Figure, parser, run_measured
 
 GOAL = "ratio <= 0.5"
@@ -48,9 +48,7 @@ def run_once(root: Path, customers: int, days: int, warm: bool) -> dict[str, flo
         total = time.perf_counter() - t0
     finally:
         local_run.warm_steps = original
-    times = {task.name: task.seconds for task in run.tasks}
-    times["whole run"] = total
-    return times
+    return step_times(run, total)
 
 
 def measure(args: Any) -> tuple[list[Figure], dict[str, Any]]:

@@ -195,6 +195,11 @@ def test_batch_transform_reads_and_writes_s3(served, aws, tmp_path: Path) -> Non
     assert res.code == 0 and json.loads(res.stdout)["skipped_parts"] == 2, "a rerun finds every part there"
     res = run_kiln(*args[:4], f"s3://kiln/batch-{run}/nothing.parquet", *args[5:])
     assert res.code == 1 and f"--input s3://kiln/batch-{run}/nothing.parquet" in res.stderr, res.stderr
+    res = run_kiln(*args[:4], "s3://Not_A_Bucket/in.parquet", *args[5:])
+    assert res.code == 1 and "--input s3://Not_A_Bucket/in.parquet: not an S3 object" in res.stderr, res.stderr
+    (tmp_path / "a-file").write_text("x")
+    res = run_kiln(*args[:6], tmp_path / "a-file", *args[7:])
+    assert res.code == 1 and "a file, not a folder" in res.stderr and (tmp_path / "a-file").read_text() == "x"
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,9 @@ def _read(location: str) -> tuple["pd.DataFrame", bytes]:
         raise InputError(f"--input {location}: no such file")
     try:
         data = read_object(location)
-    except ServiceError as exc:
+    except InputError as exc:  # a malformed s3:// URI; its message names it
+        raise InputError(f"--input {exc.message}", hint=exc.hint) from None
+    except ServiceError as exc:  # the store refused the read
         raise InputError(f"--input {location}: {exc.message}", hint=exc.hint) from None
     try:
         frame = pd.read_csv(io.BytesIO(data)) if location.lower().endswith(".csv") else pd.read_parquet(
@@ -82,7 +84,12 @@ def batch_transform(model_uri: str, input_path: Path | str, output: Path | str, 
         raise InputError(f"--input {name}: missing feature columns the model needs: {exc.args[0]}") from None
     key = id_column or ROW_COLUMN
     fingerprint = _fingerprint(data, model_uri, batch_size, key)
-    store = open_store(output)
+    if not is_s3(output) and Path(output).exists() and not Path(output).is_dir():
+        raise InputError(f"--output {output}: a file, not a folder", hint="name a folder (new or this job's)")
+    try:
+        store = open_store(output)
+    except InputError as exc:
+        raise InputError(f"--output {exc.message}", hint=exc.hint) from None
     done = set(store.list_keys())
     if MANIFEST in done:
         previous = json.loads(store.get(MANIFEST))
