@@ -75,7 +75,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:
     finally:
         proc.terminate()
         try:
-            proc.wait(20)
+            proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +159,18 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@contextlib.contextmanager
+def online_store_locked(ws: Workspace) -> Iterator[None]:
+    """Another process holding the SQLite online store's write lock: an ingestion's online push fails."""
+    holder = sqlite3.connect(ws.settings.features.online_store.path, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 def test_failed_ingestion_leaves_both_stores_as_they_were(ws: Workspace, small: Path, tmp_path: Path) -> None:
     ingest(ws, small)
     offline = Path(ws.settings.features.offline_store.path)
@@ -165,15 +179,8 @@ def test_failed_ingestion_leaves_both_stores_as_they_were(ws: Workspace, small: 
     later = write_churn(tmp_path / "later", [customer(1), customer(3)], [event(1, day(7, 9), 100.0),
                                                                          event(3, day(7, 9), 5.0)],
                         [{"customer_id": 1, "label_timestamp": day(8), "churned": 0}])
-    # Another process holds the online store's write lock, so the online push fails.
-    holder = sqlite3.connect(ws.settings.features.online_store.path, timeout=0)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        with pytest.raises(EnvironmentProblem, match="rolled back"):
-            ingest(ws, later)
-    finally:
-        holder.rollback()
-        holder.close()
+    with online_store_locked(ws), pytest.raises(EnvironmentProblem, match="rolled back"):
+        ingest(ws, later)
     assert snapshot(offline) == before_files
     assert get_online(ws, ["1", "2"], "churn_v1") == before_online
     with pytest.raises(InputError, match="unknown customer_id"):

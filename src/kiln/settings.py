@@ -62,6 +62,7 @@ class SqlRegistry(Section):
 class FileOfflineStore(Section):
     type: Literal["file"] = "file"
     path: str = Field(description="A folder or s3:// prefix holding the parquet offline store.")
+    endpoint_url: str | None = Field(None, description="S3-compatible API (MinIO, Ceph) of an s3:// path; None for AWS.")
 
 
 class FeatureStoreSettings(Section):
@@ -264,7 +265,8 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         "features": {
             "online_store": {"type": "redis", "connection_string": "kiln-redis:6379"},
             "registry": {"type": "sql", "path": "postgresql+psycopg2://kiln@kiln-postgresql:5432/feast"},
-            "offline_store": {"type": "file", "path": "s3://kiln/features/offline"},
+            "offline_store": {"type": "file", "path": "s3://kiln/features/offline",
+                              "endpoint_url": "http://kiln-minio:9000"},
         },
         "artifacts": {"type": "s3", "uri": "s3://kiln/artifacts", "endpoint_url": "http://kiln-minio:9000"},
         "capture": {"type": "s3", "uri": "s3://kiln/capture", "endpoint_url": "http://kiln-minio:9000"},

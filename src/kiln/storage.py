@@ -8,7 +8,10 @@ An object is written whole or not at all in both: a folder writes it beside its 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,13 +29,28 @@ def is_s3(location: str | Path) -> bool:
 class Store(Protocol):
     """Keys are relative, '/'-separated paths under the store's root."""
 
-    location: str
+    @property
+    def location(self) -> str: ...
 
     def put(self, key: str, data: bytes) -> None: ...
 
     def get(self, key: str) -> bytes: ...
 
     def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def copy(self, source: str, target: str) -> None:
+        """Replace ``target`` with ``source``'s content in one step; ``source`` stays."""
+
+    def move(self, source: str, target: str) -> None:
+        """Replace ``target`` with ``source`` in one step; ``source`` is gone afterwards."""
+
+    def delete(self, key: str) -> None:
+        """Remove one object; one that is not there is not an error."""
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix`` (ending in '/')."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +73,45 @@ class FolderStore:
             return []
         found = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
         return sorted(k for k in found if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
+
+    def copy(self, source: str, target: str) -> None:
+        src, dst = self.root / source, self.root / target
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        stage = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            try:
+                os.link(src, stage)  # objects are only ever replaced, never changed in place: a link is a copy
+            except OSError:
+                shutil.copy2(src, stage)
+            os.replace(stage, dst)
+        finally:
+            stage.unlink(missing_ok=True)
+
+    def move(self, source: str, target: str) -> None:
+        dst = self.root / target
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.root / source, dst)
+        self._prune((self.root / source).parent)
+
+    def delete(self, key: str) -> None:
+        (self.root / key).unlink(missing_ok=True)
+        self._prune((self.root / key).parent)
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.root / prefix, ignore_errors=True)
+        self._prune((self.root / prefix).parent)
+
+    def _prune(self, folder: Path) -> None:
+        """Remove ``folder`` and its parents while they are empty, up to the root: a store has no empty folders."""
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
 
 
 class S3Store:
@@ -96,15 +153,48 @@ class S3Store:
         found: list[str] = self._call("list", prefix, listed)
         return found
 
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._error("read", key, exc) from None
+
+    def copy(self, source: str, target: str) -> None:
+        # A server-side copy: the new object appears whole, as a PUT does.
+        self._call("copy", source, lambda: self.client.copy_object(
+            Bucket=self.bucket, Key=self._key(target), CopySource={"Bucket": self.bucket, "Key": self._key(source)}))
+
+    def move(self, source: str, target: str) -> None:
+        self.copy(source, target)
+        self.delete(source)
+
+    def delete(self, key: str) -> None:
+        self._call("delete", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=self._key(key)))
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = self.list_keys(prefix)
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
+            batch = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
+            self._call("delete", prefix, lambda b=batch: self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+
     def _call(self, what: str, key: str, action: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return action()
         except (BotoCoreError, ClientError) as exc:
-            raise ServiceError(f"S3: cannot {what} {self.location}/{key}: {exc}",
-                               hint="check the bucket and the AWS_* variables (AWS_ENDPOINT_URL_S3 for an S3 API "
-                                    "other than AWS)") from None
+            raise self._error(what, key, exc) from None
+
+    def _error(self, what: str, key: str, exc: Exception) -> ServiceError:
+        return ServiceError(f"S3: cannot {what} {self.location}/{key}: {exc}",
+                            hint="check the bucket and the AWS_* variables (AWS_ENDPOINT_URL_S3 for an S3 API "
+                                 "other than AWS)")
 
 
 def open_store(location: str | Path, endpoint_url: str | None = None) -> FolderStore | S3Store:

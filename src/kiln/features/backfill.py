@@ -17,7 +17,7 @@ from kiln.data.dataset import open_dataset
 from kiln.errors import DatasetError, InputError
 from kiln.features.definitions import FeaturePlan
 from kiln.features.ingest import partition_of, write_both_stores
-from kiln.features.offline import read_partitions
+from kiln.features.offline import offline_store, read_partitions
 from kiln.features.repo import open_store, plan_dataset, registered_datasets
 from kiln.workspace import Workspace
 
@@ -94,8 +94,8 @@ def backfill(ws: Workspace, view: str, data_path: Path) -> BackfillReport:
             raise InputError(f"{data_path}: column '{col}' does not fit the feature's type {fields[col]}: {exc}") \
                 from None
 
-    root = Path(ws.settings.features.offline_store.path)
-    stored = read_partitions(root / plan.dataset / table)
+    root = offline_store(ws)
+    stored = read_partitions(root, f"{plan.dataset}/{table}")
     if stored is None or stored.empty:
         raise InputError(f"view '{view}' has no stored rows yet", hint="ingest a dataset first")
     if plan.join_type == "Int64":

@@ -9,7 +9,7 @@ from typing import Any
 
 from kiln.data.dataset import open_dataset
 from kiln.errors import EnvironmentProblem
-from kiln.features.offline import read_partitions
+from kiln.features.offline import offline_store, read_partitions
 from kiln.features.repo import open_store, plan_dataset, registered_datasets
 from kiln.workspace import Workspace
 
@@ -38,14 +38,14 @@ def check_consistency(ws: Workspace, sample: int = 100, seed: int = 0) -> Consis
     import pandas as pd
 
     store = open_store(ws)
-    root = Path(ws.settings.features.offline_store.path)
+    root = offline_store(ws)
     report = ConsistencyReport()
     for entry in registered_datasets(ws).values():
         plan = plan_dataset(ws, open_dataset(Path(entry["path"])))
         for table, view in (("profile", plan.profile_view), ("activity", plan.activity_view)):
             if view is None:
                 continue
-            offline = read_partitions(root / plan.dataset / table)
+            offline = read_partitions(root, f"{plan.dataset}/{table}")
             if offline is None or offline.empty:
                 continue
             newest = offline.sort_values("event_timestamp").drop_duplicates(plan.join_key, keep="last")

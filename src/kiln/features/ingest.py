@@ -19,9 +19,10 @@ from kiln.data.validate import validate_dataset
 from kiln.errors import EnvironmentProblem, KilnError
 from kiln.features.aggregates import HISTORY_DAYS, activity
 from kiln.features.definitions import FeaturePlan
-from kiln.features.offline import OfflineChange, partition_values, read_partitions
+from kiln.features.offline import OfflineChange, offline_store, partition_values, read_partitions
 from kiln.features.repo import add_dataset, apply_if_changed, open_store, plan_dataset
 from kiln.progress import Progress, no_progress
+from kiln.storage import Store
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -48,10 +49,7 @@ def ingest(ws: Workspace, path: Path, progress: Progress = no_progress) -> Inges
     report = validate_dataset(path)
     dataset = open_dataset(path)
     plan = plan_dataset(ws, dataset)
-    root = Path(ws.settings.features.offline_store.path)
-    if "://" in str(ws.settings.features.offline_store.path):
-        raise EnvironmentProblem("ingestion into an s3:// offline store is not supported yet",
-                                 hint="use a local folder for features.offline_store.path")
+    root = offline_store(ws)
     progress("computing profile rows and windowed aggregates")
     tables = _tables(dataset, plan, root)
 
@@ -70,7 +68,7 @@ def ingest(ws: Workspace, path: Path, progress: Progress = no_progress) -> Inges
 Tables = dict[str, tuple["pd.DataFrame", "pd.Series"]]  # table -> (its rows, each row's partition)
 
 
-def write_both_stores(ws: Workspace, plan: FeaturePlan, root: Path, tables: Tables,
+def write_both_stores(ws: Workspace, plan: FeaturePlan, root: Store, tables: Tables,
                       progress: Progress = no_progress) -> tuple[dict[str, int], ...]:
     """Swap the staged partitions into the offline store and push the newest rows online, all or nothing.
 
@@ -83,7 +81,7 @@ def write_both_stores(ws: Workspace, plan: FeaturePlan, root: Path, tables: Tabl
     try:
         progress("staging the offline store")
         for name, (frame, partition_of) in tables.items():
-            partitions[name] = change.stage(root / plan.dataset / name, frame, partition_of)
+            partitions[name] = change.stage(f"{plan.dataset}/{name}", frame, partition_of)
             rows[name] = len(frame)
         snapshot.take()
         change.commit()
@@ -125,7 +123,7 @@ def partition_of(table: str, frame: "pd.DataFrame") -> "pd.Series":
     return frame["event_timestamp"].dt.strftime("%Y-%m-%d")
 
 
-def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> Tables:
+def _tables(dataset: Dataset, plan: FeaturePlan, root: Store) -> Tables:
     """Each offline table's full new partitions, with the partition value of every row."""
     import pandas as pd
 
@@ -134,7 +132,7 @@ def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> Tables:
     ts_col = dataset.schema.table("entities").timestamp or "event_timestamp"
     profile = entities.rename(columns={ts_col: "event_timestamp"}) if ts_col != "event_timestamp" else entities
     profile = profile[[key, "event_timestamp", *[n for n, _ in plan.profile_features]]]
-    profile = _merge_with_existing(root / plan.dataset / "profile", profile, partition_of("profile", profile),
+    profile = _merge_with_existing(root, f"{plan.dataset}/profile", profile, partition_of("profile", profile),
                                    [key, "event_timestamp"])
     out = {"profile": (profile, partition_of("profile", profile))}
     if plan.activity_view is None:
@@ -145,26 +143,25 @@ def _tables(dataset: Dataset, plan: FeaturePlan, root: Path) -> Tables:
         return out
     day = events["event_timestamp"].dt.floor("D")
     new_days = pd.DatetimeIndex(day.unique()).sort_values()
-    raw = _merge_with_existing(root / plan.dataset / "events", events, partition_of("events", events),
+    raw = _merge_with_existing(root, f"{plan.dataset}/events", events, partition_of("events", events),
                                [key, "event_timestamp"])
     # Windows of the days this data touches reach back HISTORY_DAYS; late data also changes the
     # HISTORY_DAYS days after it, so those are read and recomputed too.
     lo, hi = new_days.min() - pd.Timedelta(days=HISTORY_DAYS), new_days.max() + pd.Timedelta(days=HISTORY_DAYS)
-    stored = set(partition_values(root / plan.dataset / "events"))
+    stored = set(partition_values(root, f"{plan.dataset}/events"))
     span = [d.strftime("%Y-%m-%d") for d in pd.date_range(lo, hi, freq="D")]
-    history = read_partitions(root / plan.dataset / "events", [d for d in span if d in stored])
+    history = read_partitions(root, f"{plan.dataset}/events", [d for d in span if d in stored])
     window = raw if history is None else pd.concat([history, raw], ignore_index=True)
     window = window.drop_duplicates([key, "event_timestamp"], keep="last")
     emit = pd.date_range(new_days.min(), hi, freq="D")
     acts = activity(window, entities, key, emit_days=emit)
     out["events"] = (raw, partition_of("events", raw))
-    activity_dir = root / plan.dataset / "activity"
-    acts = _merge_with_existing(activity_dir, acts, partition_of("activity", acts), [key, "event_timestamp"])
+    acts = _merge_with_existing(root, f"{plan.dataset}/activity", acts, partition_of("activity", acts), [key, "event_timestamp"])
     out["activity"] = (acts, partition_of("activity", acts))
     return out
 
 
-def _merge_with_existing(table_dir: Path, new: "pd.DataFrame", partition_of: "pd.Series",
+def _merge_with_existing(root: Store, table: str, new: "pd.DataFrame", partition_of: "pd.Series",
                          key: list[str]) -> "pd.DataFrame":
     """The full contents of every partition ``new`` touches: stored rows, then new ones winning on key.
 
@@ -174,7 +171,7 @@ def _merge_with_existing(table_dir: Path, new: "pd.DataFrame", partition_of: "pd
     import pandas as pd
 
     touched = sorted(partition_of.unique())
-    existing = read_partitions(table_dir, touched)
+    existing = read_partitions(root, table, touched)
     if existing is None:
         return new.reset_index(drop=True)
     extra = [c for c in existing.columns if c not in new.columns]
@@ -184,7 +181,7 @@ def _merge_with_existing(table_dir: Path, new: "pd.DataFrame", partition_of: "pd
     return merged.drop_duplicates(key, keep="last").reset_index(drop=True)
 
 
-def _newest(plan: FeaturePlan, tables: dict[str, tuple["pd.DataFrame", "pd.Series"]], root: Path) -> dict[str, "pd.DataFrame"]:
+def _newest(plan: FeaturePlan, tables: dict[str, tuple["pd.DataFrame", "pd.Series"]], root: Store) -> dict[str, "pd.DataFrame"]:
     """Per view, each entity's newest row among the written ones, unless the store holds a newer one."""
     key = plan.join_key
     out = {}
@@ -193,7 +190,7 @@ def _newest(plan: FeaturePlan, tables: dict[str, tuple["pd.DataFrame", "pd.Serie
             continue
         frame = tables[table][0]
         latest = frame.sort_values("event_timestamp").drop_duplicates(key, keep="last")
-        stored = read_partitions(root / plan.dataset / table)
+        stored = read_partitions(root, f"{plan.dataset}/{table}")
         if stored is not None:
             newest_stored = stored.groupby(key)["event_timestamp"].max()
             keep = latest["event_timestamp"] >= latest[key].map(newest_stored).fillna(latest["event_timestamp"])

@@ -1,105 +1,116 @@
 """The offline store's files: parquet tables partitioned by date, changed a whole partition at a time.
 
-A change is staged into a hidden folder first; committing swaps each partition folder into
-place (the old one kept aside until the end), and rolling back swaps them back, so a failed
-ingestion leaves every partition exactly as it was.
+The store is a folder or an S3 prefix (``features.offline_store.path``). Each partition is one object,
+``TABLE/date=VALUE/part-0.parquet``. A change is staged under a hidden prefix first; committing keeps a
+copy of each live partition aside and replaces it with the staged one (a rename on disk, a server-side
+copy on S3: readers see the old partition or the new one, never half of either), and rolling back puts
+the copies back, so a failed ingestion leaves every partition exactly as it was.
 """
 
 from __future__ import annotations
 
-import shutil
+import io
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kiln.errors import EnvironmentProblem
+from kiln import storage
+from kiln.errors import EnvironmentProblem, ServiceError
+from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
     import pandas as pd
 
 PARTITION = "date"
+PART = "part-0.parquet"
+
+
+def offline_store(ws: Workspace) -> storage.FolderStore | storage.S3Store:
+    offline = ws.settings.features.offline_store
+    return storage.open_store(offline.path, offline.endpoint_url)
 
 
 @dataclass
 class PartitionChange:
-    """Staged partitions of one table, and what committing them moved."""
+    """Staged partitions of one table, and what committing them replaced."""
 
-    table_dir: Path
-    staged: dict[str, Path] = field(default_factory=dict)  # partition value -> staged folder
-    swapped: list[tuple[Path, Path | None]] = field(default_factory=list)  # (live folder, old folder kept aside)
+    table: str  # DATASET/TABLE
+    staged: dict[str, str] = field(default_factory=dict)  # partition value -> staged key
+    swapped: list[tuple[str, str | None]] = field(default_factory=list)  # (live key, copy of the old one kept aside)
 
 
 class OfflineChange:
     """Every partition an ingestion rewrites, staged, then committed or rolled back together."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.stage_dir = root / f".staging-{uuid.uuid4().hex[:8]}"
+    def __init__(self, store: storage.Store) -> None:
+        self.store = store
+        self.stage_prefix = f".staging-{uuid.uuid4().hex[:8]}/"
         self.tables: list[PartitionChange] = []
 
-    def stage(self, table_dir: Path, frame: "pd.DataFrame", partition_of: "pd.Series") -> int:
+    def stage(self, table: str, frame: "pd.DataFrame", partition_of: "pd.Series") -> int:
         """Stage ``frame``'s rows grouped by ``partition_of`` (strings); returns the partition count."""
-        change = PartitionChange(table_dir)
+        change = PartitionChange(table)
         for value, rows in frame.groupby(partition_of.to_numpy(), sort=True):
-            target = self.stage_dir / table_dir.relative_to(self.root) / f"{PARTITION}={value}"
-            target.mkdir(parents=True)
+            buffer = io.BytesIO()
             # Microsecond timestamps: DuckDB cannot compare nanosecond ones with a time zone.
-            rows.reset_index(drop=True).to_parquet(target / "part-0.parquet", index=False, coerce_timestamps="us",
+            rows.reset_index(drop=True).to_parquet(buffer, index=False, coerce_timestamps="us",
                                                    allow_truncated_timestamps=True)
-            change.staged[str(value)] = target
+            key = f"{self.stage_prefix}{table}/{PARTITION}={value}/{PART}"
+            self.store.put(key, buffer.getvalue())
+            change.staged[str(value)] = key
         self.tables.append(change)
         return len(change.staged)
 
     def commit(self) -> None:
-        trash = self.stage_dir / ".old"
-        trash.mkdir(parents=True, exist_ok=True)
         try:
             for change in self.tables:
-                change.table_dir.mkdir(parents=True, exist_ok=True)
                 for value, staged in change.staged.items():
-                    live = change.table_dir / f"{PARTITION}={value}"
+                    live = f"{change.table}/{PARTITION}={value}/{PART}"
                     old = None
-                    if live.exists():
-                        old = trash / f"{uuid.uuid4().hex[:8]}"
-                        live.rename(old)
+                    if self.store.exists(live):
+                        old = f"{self.stage_prefix}.old/{uuid.uuid4().hex[:8]}"
+                        self.store.copy(live, old)
                     change.swapped.append((live, old))
-                    staged.rename(live)
-        except OSError as exc:
+                    self.store.move(staged, live)
+        except (OSError, ServiceError) as exc:
             self.rollback()
-            raise EnvironmentProblem(f"could not write the offline store under {self.root}: {exc}") from exc
+            raise EnvironmentProblem(f"could not write the offline store {self.store.location}: {exc}") from exc
 
     def rollback(self) -> None:
         for change in self.tables:
             for live, old in reversed(change.swapped):
-                if live.exists():
-                    shutil.rmtree(live)
-                if old is not None:
-                    old.rename(live)
+                if old is None:
+                    self.store.delete(live)
+                else:
+                    self.store.move(old, live)
             change.swapped.clear()
         self.discard()
 
     def discard(self) -> None:
-        shutil.rmtree(self.stage_dir, ignore_errors=True)
+        self.store.delete_prefix(self.stage_prefix)
 
 
-def read_partitions(table_dir: Path, values: list[str] | None = None) -> "pd.DataFrame | None":
-    """Rows of the given partitions (all if None) of a table, without the partition column."""
+def _partition_keys(store: storage.Store, table: str) -> dict[str, list[str]]:
+    """Partition value -> its parquet objects, for one DATASET/TABLE."""
+    found: dict[str, list[str]] = {}
+    for key in store.list_keys(f"{table}/"):
+        folder, _, name = key[len(table) + 1:].partition("/")
+        if folder.startswith(f"{PARTITION}=") and name.endswith(".parquet") and "/" not in name:
+            found.setdefault(folder.split("=", 1)[1], []).append(key)
+    return found
+
+
+def read_partitions(store: storage.Store, table: str, values: list[str] | None = None) -> "pd.DataFrame | None":
+    """Rows of the given partitions (all if None) of DATASET/TABLE, without the partition column."""
     import pandas as pd
 
-    if not table_dir.exists():
-        return None
-    folders = sorted(p for p in table_dir.glob(f"{PARTITION}=*") if p.is_dir())
-    if values is not None:
-        wanted = {f"{PARTITION}={v}" for v in values}
-        folders = [p for p in folders if p.name in wanted]
-    frames = [pd.read_parquet(f) for p in folders for f in sorted(p.glob("*.parquet"))]
+    parts = _partition_keys(store, table)
+    wanted = sorted(parts) if values is None else [v for v in sorted(set(values)) if v in parts]
+    frames = [pd.read_parquet(io.BytesIO(store.get(key))) for v in wanted for key in sorted(parts[v])]
     if not frames:
         return None
     return pd.concat(frames, ignore_index=True)
 
 
-def partition_values(table_dir: Path) -> list[str]:
-    if not table_dir.exists():
-        return []
-    return sorted(p.name.split("=", 1)[1] for p in table_dir.glob(f"{PARTITION}=*") if p.is_dir())
+def partition_values(store: storage.Store, table: str) -> list[str]:
+    return sorted(_partition_keys(store, table))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from kiln.data.dataset import Dataset, open_dataset
 from kiln.errors import EnvironmentProblem, InputError
 from kiln.features.definitions import FeaturePlan, definitions_file, plan_for, render
+from kiln.features.query_engine import use_offline_store
 from kiln.files import write_json_atomic, write_text_atomic
 from kiln.settings import Settings
 from kiln.workspace import Workspace
@@ -160,6 +161,7 @@ def open_store(ws: Workspace) -> "FeatureStore":
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(ibis|feast)(\.|$)")
 
     repo = write_repo_config(ws)
+    use_offline_store(ws.settings.features.offline_store)
     try:
         return FeatureStore(repo_path=str(repo))
     except Exception as exc:  # Feast raises many types for a bad config or unreachable store
