@@ -52,9 +52,12 @@ build() {  # build TAG DOCKERFILE CONTEXT
   cp /etc/ssl/certs/ca-certificates.crt "$context/.build/host-ca.crt"
   started=$(date +%s)
   say "building $tag on $BASE"
-  docker build --network host --build-arg "BASE=$BASE" -t "$tag" -f "$dockerfile" "$context" \
-    >"$CACHE/build-${tag%%:*}.log" 2>&1 \
-    || { echo "error: building $tag failed; the log ends:" >&2; tail -30 "$CACHE/build-${tag%%:*}.log" >&2; exit 2; }
+  local log="$CACHE/build-${tag%%:*}.log"
+  docker build --network host --build-arg "BASE=$BASE" -t "$tag" -f "$dockerfile" "$context" >"$log" 2>&1 || {
+    # Debian's engine now and then cannot mount a layer it has just committed; the steps done are cached, so again.
+    grep -q "error creating overlay mount" "$log" && say "the engine could not mount a layer; building $tag again" \
+      && docker build --network host --build-arg "BASE=$BASE" -t "$tag" -f "$dockerfile" "$context" >"$log" 2>&1
+  } || { echo "error: building $tag failed; the log ends:" >&2; tail -30 "$log" >&2; exit 2; }
   printf '%s built in %s s, %s\n' "$tag" "$(( $(date +%s) - started ))" \
     "$(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.2f GB", $1 / 1e9}')"
 }

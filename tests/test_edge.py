@@ -11,15 +11,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from tests.compiled import Compiled, ok
 from tests.containers import Images, docker
+from tests.s3 import S3
 from tests.test_images import RESTRICTED
 from tests.test_serving import ROWS
 from tests.test_stack import free_port
@@ -32,19 +36,34 @@ def dist(compiled: Compiled):
     """Both bundles published; the distribution point on a free port."""
     for target in ("x86_64", "aarch64"):
         ok("artifacts", "publish", compiled.ids[target], "-w", compiled.root)
+    with distribution_point(compiled.root) as url:
+        yield compiled, url
+
+
+@contextlib.contextmanager
+def distribution_point(workspace: Path):
+    """`python -m kiln.fleet.server` for ``workspace`` on a free port; its URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kiln.fleet.server", "--workspace", str(compiled.root),
+    proc = subprocess.Popen([sys.executable, "-m", "kiln.fleet.server", "--workspace", str(workspace),
                              "--port", str(port)], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(f"{url}/v1/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    yield compiled, url
-    proc.terminate()
-    proc.wait(10)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_up(url, lambda: f"exit code {proc.poll()}")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def wait_up(url: str, why: Callable[[], str], seconds: float = 60) -> None:
+    """Until ``url``/v1/health answers; ``why`` says what went wrong when it never does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                return
+        assert time.monotonic() < deadline, f"the distribution point at {url} did not answer: {why()}"
+        time.sleep(0.3)
 
 
 def agent_for(url: str, compiled: Compiled, state: Path, key: Path | None = None, target: str = "x86_64",
@@ -336,13 +355,7 @@ def test_an_edge_container_pulls_from_the_distribution_points_container_verifies
            "kiln.fleet.server", "--workspace", "/kiln/workspace", "--host", "127.0.0.1", "--port", str(port))
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, docker("logs", name, check=False).stderr[-3000:]
-            time.sleep(0.5)
+        wait_up(url, lambda: docker("logs", name, check=False).stderr[-3000:])
         key = compiled.root / "artifacts" / "signing-key.pub"
         edge = ("run", "--rm", *RESTRICTED, "-v", f"{volume}:/var/lib/kiln-edge", "-v", f"{key}:/etc/kiln/trust.pub:ro")
         pulled = docker(*edge, images.edge, "run", "--server", url, "--device-id", "edge-box", "--target", "x86_64",
@@ -359,3 +372,42 @@ def test_an_edge_container_pulls_from_the_distribution_points_container_verifies
     finally:
         docker("rm", "-f", name, check=False)
         docker("volume", "rm", "-f", volume, check=False)
+
+
+def test_compiled_and_published_bundles_on_s3_reach_a_device(compiled: Compiled, aws: S3, tmp_path: Path) -> None:
+    """With the artifacts store on S3: `kiln compile` copies the bundle there, a workspace without it brings it back,
+    publishing writes the bundle and then its target's pointer as objects, and the distribution point serves a device
+    from the store alone."""
+    root = tmp_path / "ws"
+    shutil.copytree(compiled.root, root, ignore=shutil.ignore_patterns("compiled", "published"))
+    prefix = f"edge-{uuid.uuid4().hex[:8]}"
+    settings = yaml.safe_load((root / "kiln.yaml").read_text())
+    settings["artifacts"] = {"type": "s3", "uri": f"s3://kiln/{prefix}"}
+    (root / "kiln.yaml").write_text(yaml.safe_dump(settings))
+    model = json.loads((compiled.bundle("x86_64") / "manifest.json").read_text())["model"]
+
+    built = ok("compile", f"{model['name']}/{model['version']}", "--target", "x86_64", "-w", root)
+    local = {p.name for p in Path(built["path"]).iterdir()}
+    assert set(object_names(aws, f"{prefix}/compiled/{built['id']}/")) == local
+
+    shutil.rmtree(root / "artifacts" / "compiled")  # a workspace (a pod) that did not compile it
+    listed = ok("artifacts", "list", "-w", root)
+    assert [a["id"] for a in listed] == [built["id"]] and not listed[0]["published"]
+    published = ok("artifacts", "publish", built["id"], "-w", root)[0]
+    assert published["location"] == f"s3://kiln/{prefix}/published/bundles/{built['id']}"
+    assert set(object_names(aws, f"{prefix}/published/bundles/{built['id']}/")) == local
+    assert not (root / "artifacts" / "published").exists(), "the distribution point is the S3 store"
+
+    with distribution_point(root) as url:
+        assert httpx.get(f"{url}/v1/artifacts/{built['id']}/nope.so").status_code == 404
+        part = httpx.get(f"{url}/v1/artifacts/{built['id']}/manifest.json", headers={"Range": "bytes=0-9"})
+        assert part.status_code == 206 and len(part.content) == 10  # devices resume downloads from the store too
+        agent = agent_for(url, compiled, tmp_path / "dev-s3", key=root / "artifacts" / "signing-key.pub")
+        assert agent.poll() == built["id"]
+        got = [p["probability"] for p in agent.predict(ROWS)["predictions"]]
+        assert got == pytest.approx(platform_probabilities(compiled, ROWS).tolist(), abs=1e-5)
+
+
+def object_names(store: S3, prefix: str) -> list[str]:
+    listed = store.client().list_objects_v2(Bucket="kiln", Prefix=prefix).get("Contents", [])
+    return [o["Key"].rsplit("/", 1)[1] for o in listed]

@@ -112,4 +112,4 @@ def publish(
 def _render_published(results: list[Published]) -> None:
     for r in results:
         where = "now latest" if r.latest else f"kept; {r.newer_latest} is newer and stays latest"
-        out.print(f"published {r.id} for {r.target} ({where}): {r.path}", markup=False)
+        out.print(f"published {r.id} for {r.target} ({where}): {r.location}", markup=False)

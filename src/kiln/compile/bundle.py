@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
-from kiln.files import staged_folder
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -128,9 +126,3 @@ def verify_bundle(folder: Path, public: "Ed25519PublicKey", now: datetime | None
     if expires and datetime.fromisoformat(expires) <= (now or utc_now()):
         problems.append(f"expired at {expires}")
     return Verdict(manifest.get("id", folder.name), not problems, problems, manifest)
-
-
-def copy_bundle(source: Path, dest: Path) -> None:
-    """Copy a bundle into place whole: written beside ``dest`` first, then renamed."""
-    with staged_folder(dest) as stage:
-        shutil.copytree(source, stage, dirs_exist_ok=True)

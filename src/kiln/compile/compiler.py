@@ -17,12 +17,13 @@ from kiln.compile.keys import fingerprint, signing_key
 from kiln.compile.parity import Parity, check_parity
 from kiln.compile.runner import CompiledModel
 from kiln.compile.source import SourceModel, file_sample, holdout_sample, load_source
-from kiln.compile.store import compiled_root
+from kiln.compile.store import artifacts_store, compiled_root, store_bundle
 from kiln.compile.targets import CompileTarget, resolve_target
 from kiln.compile.tuning import DEFAULT_TRIALS, TuningReport, check_tunable, tuning_dir
 from kiln.compile.tuning_process import tune_apart
 from kiln.errors import InputError
 from kiln.progress import Progress, no_progress
+from kiln.storage import S3Store
 from kiln.workspace import Workspace
 
 BATCH_SIZES = (1, 256)  # one library each: a single row, and the batch large requests are cut into
@@ -89,6 +90,10 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
         (building / ENCODER).write_text(_json(source.encoder))
         draft = _draft(source, target, libraries, parity, tuning, notes, options.expires_days)
         manifest = write_bundle(building, draft, key, fingerprint(key.public_key()))
+        store = artifacts_store(ws)
+        if isinstance(store, S3Store):
+            progress(f"copying the bundle to {store.location}/compiled/{manifest['id']}")
+            store_bundle(store, building, f"compiled/{manifest['id']}")
         final = root / manifest["id"]
         building.rename(final)
     except BaseException:

@@ -20,12 +20,13 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from kiln.compile.keys import public_key_path
-from kiln.compile.store import latest_published, published_root
+from kiln.compile.store import latest_published, published_file
 from kiln.errors import InputError
 from kiln.fleet.devices import DEVICE_ID, check_heartbeat, fleet_db, list_devices, record_heartbeat
 from kiln.fleet.samples import write_samples
@@ -58,7 +59,6 @@ class _TooLarge(Exception):
 
 
 def build_app(ws: Workspace) -> Starlette:
-    bundles = published_root(ws) / "bundles"
     db = fleet_db(ws)
 
     async def health(_: Request) -> Response:
@@ -66,7 +66,7 @@ def build_app(ws: Workspace) -> Starlette:
 
     async def latest(request: Request) -> Response:
         target = request.path_params["target"]
-        found = latest_published(ws, target) if NAME.match(target) else None
+        found = await run_in_threadpool(latest_published, ws, target) if NAME.match(target) else None
         if found is None:
             return _error(404, f"no artifact is published for target '{target[:40]}'")
         return JSONResponse(found)
@@ -75,8 +75,8 @@ def build_app(ws: Workspace) -> Starlette:
         artifact, name = request.path_params["artifact"], request.path_params["name"]
         if not (NAME.match(artifact) and NAME.match(name)):
             return _error(400, "artifact id and file name: letters, digits, '.', '_' and '-' only")
-        path = bundles / artifact / name
-        if not path.is_file():
+        path = await run_in_threadpool(published_file, ws, artifact, name)
+        if path is None:
             return _error(404, f"no file '{name}' in published artifact '{artifact}'")
         return FileResponse(path)
 

@@ -41,7 +41,7 @@ def publish_step(workspace: str, artifact_id: str) -> StepResult:
     published = publish_artifact(open_workspace(Path(workspace)), artifact_id)
     kept = "" if published.latest else f" (a newer {published.newer_latest} stays latest)"
     say(f"published {artifact_id} for {published.target}{kept}")
-    return StepResult(value=str(published.path), metadata=published.to_dict())
+    return StepResult(value=published.location, metadata=published.to_dict())
 
 
 @step
