@@ -1,8 +1,9 @@
 """The chart's workloads as their pods would run them (tests/pods.py), from `helm template` with values for this
-machine: the built images, PostgreSQL and Redis on loopback, S3 from SeaweedFS on loopback, as production's values
-point at external stores. Each Deployment passes its readiness probe and does its work; the churn_training pipeline
-runs on the chart's settings in a pod like a step's, the monitor CronJob's run reads what the capture collector's
-pod wrote; the pipeline upload Job, with no KFP API server here, fails saying so."""
+machine: the built images, PostgreSQL and Redis on loopback, S3 from SeaweedFS on loopback holding the workspace's
+shared data (`objectStore.workspaceData`), as production's values point at external stores. Each Deployment passes
+its readiness probe and does its work; the churn_training pipeline runs on the chart's settings in a pod like a
+step's (offline feature store, bundles and their distribution point on S3), the monitor CronJob's run reads what the
+capture collector's pod wrote to S3; the pipeline upload Job, with no KFP API server here, fails saying so."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def cluster(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         values = [
             "--set", f"image.repository={images.platform.split(':')[0]}", "--set", "image.pullPolicy=Never",
             "--set", "minio.enabled=false", "--set", f"objectStore.endpoint={s3.endpoint}",
+            "--set", "objectStore.workspaceData=true",
             "--set", "postgresql.enabled=false", "--set", "postgresql.external.host=127.0.0.1",
             "--set", "postgresql.user=postgres", "--set", f"postgresql.mlflowDatabase={databases['mlflow']}",
             "--set", f"postgresql.feastDatabase={databases['feast']}",
@@ -107,14 +109,13 @@ def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(ser
     note = pods.scratch / "note.txt"
     note.write_text("an artifact through the server")
     client.log_artifact(run_id, str(note))
-    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="kiln", Prefix="mlflow/").get("Contents", [])]
-    assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys), keys
+    assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys(s3, "mlflow/")), keys(s3, "mlflow/")
 
-    # the capture collector's pod writes what KServe's logger posts onto the workspace volume, as the pod's user
+    # the capture collector's pod writes what KServe's logger posts into the bucket
     post_pair(f"http://127.0.0.1:{ports['capture']}/other/primary")
-    files = wait_for_files(pods.claims["kiln-workspace"] / "capture" / "endpoint=other")
-    assert files[0].stat().st_uid == USER
-    assert json.loads(files[0].read_text().splitlines()[0])["response"] == ANSWER
+    [key] = wait_for_objects(s3, "capture/endpoint=other/")
+    body = s3.client().get_object(Bucket="kiln", Key=key)["Body"].read().decode()
+    assert json.loads(body.splitlines()[0])["response"] == ANSWER
 
     # the distribution point and the feature server answer their APIs
     assert httpx.get(f"http://127.0.0.1:{ports['distribution']}/v1/devices", timeout=10).status_code == 200
@@ -130,13 +131,18 @@ def test_the_pipeline_upload_job_without_a_kfp_api_server_fails_naming_it(cluste
     assert "KFP API server at http://127.0.0.1:9" in res.stderr, res.stderr[-2000:]
 
 
-def wait_for_files(folder: Path, seconds: float = 20) -> list[Path]:
-    """The capture files under ``folder`` once the collector has flushed (every 2 s)."""
+def keys(s3: S3, prefix: str) -> list[str]:
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def wait_for_objects(s3: S3, prefix: str, seconds: float = 20) -> list[str]:
+    """The capture objects under ``prefix`` once the collector has flushed (every 2 s)."""
     deadline = time.monotonic() + seconds
-    while not (files := sorted(folder.rglob("*.jsonl"))):
-        assert time.monotonic() < deadline, f"nothing written under {folder}"
+    while not (found := keys(s3, prefix)):
+        assert time.monotonic() < deadline, f"nothing written under s3://kiln/{prefix}"
         time.sleep(0.5)
-    return files
+    return found
 
 
 def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_collectors_capture(servers) -> None:
@@ -153,8 +159,14 @@ def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_coll
     res = pods.run(cron, command=["sh", "-c", train])
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert "churn version 1 is the champion" in res.stdout
-    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket="kiln", Prefix="mlflow/").get("Contents", [])]
-    assert any(k.endswith("MLmodel") for k in keys), "the model's files went to S3 through MLflow's server"
+    assert any(k.endswith("MLmodel") for k in keys(s3, "mlflow/")), "the model's files went to S3 through MLflow"
+    assert any(k.startswith("features/offline/churn/events/date=") for k in keys(s3, "features/offline/")), \
+        "the offline feature store is in the bucket"
+    latest = json.loads(s3.client().get_object(Bucket="kiln", Key="artifacts/published/targets/x86_64/latest.json")
+                        ["Body"].read())
+    assert keys(s3, f"artifacts/compiled/{latest['id']}/") and keys(s3, f"artifacts/published/bundles/{latest['id']}/")
+    served = httpx.get(f"http://127.0.0.1:{ports['distribution']}/v1/targets/x86_64/latest", timeout=10)
+    assert served.status_code == 200 and served.json()["id"] == latest["id"], "the distribution point serves it"
 
     import pandas as pd
 
@@ -163,7 +175,7 @@ def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_coll
     url = f"http://127.0.0.1:{ports['capture']}/churn/primary"
     for row in json.loads(frame.to_json(orient="records")):
         post_pair(url, {"instances": [row]}, {"predictions": [{"probability": 0.2, "prediction": 0}]})
-    wait_for_files(workspace / "capture" / "endpoint=churn")
+    wait_for_objects(s3, "capture/endpoint=churn/")
     time.sleep(3)  # the collector's last batch
 
     res = pods.run(cron)  # the CronJob's own command: kiln monitor run --endpoint churn --model churn@champion ...
@@ -172,4 +184,6 @@ def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_coll
     assert run["model"] == "churn/1" and run["records"] == 150 and run["status"] in ("ok", "violations")
     outputs = workspace / Path(run["outputs"]).relative_to("/kiln/workspace")
     assert (outputs / "report.html").is_file() and (outputs / "metrics.prom").is_file()
+    published = run["published"].removeprefix("s3://kiln/")
+    assert {f"{published}/report.html", f"{published}/result.json"} <= set(keys(s3, published + "/"))
 
