@@ -393,7 +393,8 @@ def test_compiled_and_published_bundles_on_s3_reach_a_device(compiled: Compiled,
     shutil.rmtree(root / "artifacts" / "compiled")  # a workspace (a pod) that did not compile it
     listed = ok("artifacts", "list", "-w", root)
     assert [a["id"] for a in listed] == [built["id"]] and not listed[0]["published"]
-    published = ok("artifacts", "publish", built["id"], "-w", root)[0]
+    shutil.rmtree(root / "artifacts" / "compiled")
+    published = ok("artifacts", "publish", built["id"], "-w", root)[0]  # brings back the one it needs
     assert published["location"] == f"s3://kiln/{prefix}/published/bundles/{built['id']}"
     assert set(object_names(aws, f"{prefix}/published/bundles/{built['id']}/")) == local
     assert not (root / "artifacts" / "published").exists(), "the distribution point is the S3 store"

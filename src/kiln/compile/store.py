@@ -121,12 +121,13 @@ def published_file(ws: Workspace, artifact_id: str, name: str) -> Path | None:
     return cached
 
 
-def _sync_from_store(ws: Workspace) -> None:
-    """Bring bundles the S3 artifacts store holds and this workspace's folder lacks (compiled elsewhere)."""
+def _sync_from_store(ws: Workspace, only: str | None = None) -> None:
+    """Bring bundles (or the one ``only`` names) the S3 artifacts store holds and this workspace's folder lacks
+    (compiled elsewhere)."""
     store = artifacts_store(ws)
     if not isinstance(store, S3Store):
         return
-    for key in store.list_keys("compiled/"):
+    for key in store.list_keys(f"compiled/{only}/" if only else "compiled/"):
         artifact_id, _, name = key.removeprefix("compiled/").partition("/")
         if name == MANIFEST and not (compiled_root(ws) / artifact_id / MANIFEST).is_file():
             _fetch_bundle(store, f"compiled/{artifact_id}", compiled_root(ws) / artifact_id)
@@ -154,7 +155,7 @@ def list_artifacts(ws: Workspace) -> list[ArtifactInfo]:
 def find_artifact(ws: Workspace, artifact_id: str) -> Path:
     folder = compiled_root(ws) / artifact_id
     if not (folder / MANIFEST).is_file() and "/" not in artifact_id and not artifact_id.startswith("."):
-        _sync_from_store(ws)
+        _sync_from_store(ws, artifact_id)
     if "/" in artifact_id or artifact_id.startswith(".") or not (folder / MANIFEST).is_file():
         known = [a.id for a in list_artifacts(ws)][:10]
         raise InputError(f"no compiled artifact '{artifact_id}'",
