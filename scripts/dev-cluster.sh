@@ -2,8 +2,9 @@
 # A local Kubernetes for Kiln's cluster path, built from Debian's own `kubernetes` source package (no distribution
 # can be downloaded here).
 #   scripts/dev-cluster.sh build    # the binaries, once per machine, into the cache (about 10 min on 2 cores)
-#   scripts/dev-cluster.sh up       # build if needed, start etcd and the control plane on loopback (RBAC on);
-#                                   # prints the cluster's kubeconfig (cluster-admin) as its last line
+#   scripts/dev-cluster.sh up       # build if needed, start etcd and the control plane on loopback (RBAC on) and one
+#                                   # node (containerd, kubelet) with Kiln's images imported; prints the cluster's
+#                                   # kubeconfig (cluster-admin) as its last line
 #   scripts/dev-cluster.sh status   # exit 0 while the API server answers
 #   scripts/dev-cluster.sh down     # stop everything `up` started
 # The binaries are Kubernetes 1.20.2 (bookworm's package) built with Debian's Go; one vendored module is swapped for
@@ -16,14 +17,22 @@ HOME_K8S=$CACHE/kubernetes/v$VERSION
 BIN=$HOME_K8S/bin
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 BUILD_PACKAGES=(golang-go golang-github-modern-go-reflect2-dev dpkg-dev)
-RUN_PACKAGES=(etcd-server)
+RUN_PACKAGES=(etcd-server containerd runc containernetworking-plugins)
+HERE=$(cd "$(dirname "$0")" && pwd)
+NODE=kiln-dev
+BRIDGE=kiln-dev0
+POD_RANGE=10.244.0.0/24
+BRIDGE_IP=10.244.0.1
+PAUSE=kiln-pause:1
+IMAGES=(kiln:0.1.0 kiln-edge:0.1.0)
 STATE=${KILN_DEV_CLUSTER:-$CACHE/dev-cluster}
 API_PORT=${KILN_DEV_CLUSTER_PORT:-16443}
 ETCD_PORT=$((API_PORT + 1))
 ETCD_PEER_PORT=$((API_PORT + 2))
+KUBELET_PORT=$((API_PORT + 3))
 SERVICE_RANGE=10.96.0.0/24
 SERVICE_API_IP=10.96.0.1
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler)  # in start order
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)  # in start order
 
 say() { echo "… $*" >&2; }
 
@@ -95,6 +104,13 @@ build() {
   echo "$BIN"
 }
 
+sign() {  # sign DIR NAME SUBJECT EXTENSIONS: a key and a certificate from the cluster's CA
+  openssl req -newkey rsa:2048 -nodes -subj "$3" -keyout "$1/$2.key" -out "$1/$2.csr" 2>/dev/null
+  printf "$4\n" >"$1/$2.ext"
+  openssl x509 -req -in "$1/$2.csr" -CA "$1/ca.crt" -CAkey "$1/ca.key" -CAcreateserial -days 3650 -extfile "$1/$2.ext" \
+    -out "$1/$2.crt" 2>/dev/null
+}
+
 # The cluster's CA, the API server's serving certificate, the service-account key pair and one token per identity.
 pki() {
   local d=$STATE/pki
@@ -102,11 +118,10 @@ pki() {
   mkdir -p "$d" && chmod 700 "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kiln-dev-cluster-ca" -keyout "$d/ca.key" \
     -out "$d/ca.crt" 2>/dev/null
-  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$d/apiserver.key" -out "$d/apiserver.csr" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
-    "$SERVICE_API_IP" >"$d/apiserver.ext"
-  openssl x509 -req -in "$d/apiserver.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 3650 \
-    -extfile "$d/apiserver.ext" -out "$d/apiserver.crt" 2>/dev/null
+  sign "$d" apiserver "/CN=kube-apiserver" "subjectAltName=IP:127.0.0.1,IP:$BRIDGE_IP,IP:$SERVICE_API_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth"
+  sign "$d" kubelet "/CN=$NODE" "subjectAltName=IP:$BRIDGE_IP,DNS:$NODE\nextendedKeyUsage=serverAuth"
+  # the API server's client certificate towards the kubelet (logs, exec), a cluster-admin
+  sign "$d" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "extendedKeyUsage=clientAuth"
   openssl genrsa -out "$d/sa.key" 2048 2>/dev/null
   openssl rsa -in "$d/sa.key" -pubout -out "$d/sa.pub" 2>/dev/null
   local tokens=$d/tokens.csv.partial
@@ -114,6 +129,7 @@ pki() {
   printf '%s,kiln-admin,kiln-admin,"system:masters"\n' "$(openssl rand -hex 16)" >>"$tokens"
   printf '%s,system:kube-controller-manager,system:kube-controller-manager\n' "$(openssl rand -hex 16)" >>"$tokens"
   printf '%s,system:kube-scheduler,system:kube-scheduler\n' "$(openssl rand -hex 16)" >>"$tokens"
+  printf '%s,system:node:%s,system:node:%s,"system:nodes"\n' "$(openssl rand -hex 16)" "$NODE" "$NODE" >>"$tokens"
   chmod 600 "$d"/*.key "$tokens"
   mv "$tokens" "$d/tokens.csv"
 }
@@ -170,6 +186,113 @@ wait_until() {  # wait_until SECONDS COMPONENT CHECK...
 
 etcd_ready() { curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" >/dev/null 2>&1; }
 
+# The node's network: a bridge of its own for pods, with no route out (pods get a route to the bridge only).
+bridge_up() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 && return
+  ip link add "$BRIDGE" type bridge
+  ip addr add "$BRIDGE_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  touch "$STATE/run/bridge.created"
+}
+
+node_config() {
+  mkdir -p "$STATE/cni" "$STATE/containerd" "$STATE/kubelet"
+  cat >"$STATE/cni/10-kiln-dev.conflist" <<EOF_CNI
+{"cniVersion": "0.4.0", "name": "kiln-dev", "plugins": [
+  {"type": "bridge", "bridge": "$BRIDGE", "isGateway": false, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_RANGE", "gateway": "$BRIDGE_IP"}]],
+            "routes": [{"dst": "$SERVICE_RANGE", "gw": "$BRIDGE_IP"}], "dataDir": "$STATE/cni-ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+EOF_CNI
+  # restrict_oom_score_adj: no CAP_SYS_RESOURCE in this sandbox; without it runc cannot start a container.
+  cat >"$STATE/containerd.toml" <<EOF_CONTAINERD
+version = 2
+root = "$STATE/containerd/root"
+state = "/run/kiln-dev-containerd"
+[grpc]
+  address = "$STATE/run/containerd.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE/cni"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+EOF_CONTAINERD
+  cat >"$STATE/kubelet.yaml" <<EOF_KUBELET
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: $BRIDGE_IP
+port: $KUBELET_PORT
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: 0
+tlsCertFile: $STATE/pki/kubelet.crt
+tlsPrivateKeyFile: $STATE/pki/kubelet.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $STATE/pki/ca.crt}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+makeIPTablesUtilChains: false
+failSwapOn: false
+resolvConf: ""
+serializeImagePulls: false
+evictionHard: {memory.available: 200Mi, nodefs.available: 5%, imagefs.available: 5%}
+EOF_KUBELET
+  kubeconfig "system:node:$NODE" "$STATE/kubelet.kubeconfig"
+}
+
+ctr_() { ctr --address "$STATE/run/containerd.sock" --namespace k8s.io "$@"; }
+
+# Kiln's images (and the sandbox image, made from the same base) from the Docker engine into the node, each only when
+# the engine's copy changed since the last import. Run inside `docker-engine.sh run`.
+import_images() {
+  "$HERE/images.sh" >&2
+  printf 'FROM kiln-base:bookworm\nCMD ["sleep", "infinity"]\n' \
+    | DOCKER_BUILDKIT=0 docker build -q -t "$PAUSE" - >/dev/null 2>"$STATE/log/pause-image.log" \
+    || { echo "error: building $PAUSE failed; log: $STATE/log/pause-image.log" >&2; exit 2; }
+  local image id
+  for image in "$PAUSE" "${IMAGES[@]}"; do
+    id=$(docker image inspect -f '{{.Id}}' "$image")
+    [ "$(cat "$STATE/run/imported-${image//[:\/]/_}" 2>/dev/null)" = "$id" ] && continue
+    say "importing $image into the node"
+    docker save "$image" | ctr_ images import - >/dev/null
+    echo "$id" >"$STATE/run/imported-${image//[:\/]/_}"
+  done
+}
+
+node_ready() {
+  curl -sf --max-time 5 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
+    "https://127.0.0.1:$API_PORT/api/v1/nodes/$NODE" 2>/dev/null | python3 -c '
+import json, sys
+node = json.load(sys.stdin)
+sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"]) else 1)' 2>/dev/null
+}
+
+host_network() { cat /proc/sys/net/ipv4/ip_forward; iptables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9:]*\]//'; }
+
+node_up() {
+  # What the host's network is before the node starts: nothing of it may change while the cluster runs.
+  [ -f "$STATE/run/host.before" ] || host_network >"$STATE/run/host.before"
+  [ -f "$STATE/run/netns.before" ] || ip netns list 2>/dev/null | awk '{print $1}' >"$STATE/run/netns.before"
+  bridge_up
+  node_config
+  start containerd containerd --config "$STATE/containerd.toml"
+  wait_until 30 containerd ctr_ version
+  "$HERE/docker-engine.sh" run "$0" import-images
+  start kubelet "$BIN/kubelet" --config "$STATE/kubelet.yaml" --kubeconfig "$STATE/kubelet.kubeconfig" \
+    --container-runtime remote --container-runtime-endpoint "unix://$STATE/run/containerd.sock" \
+    --root-dir "$STATE/kubelet" --hostname-override "$NODE" --node-ip "$BRIDGE_IP" --cert-dir "$STATE/pki"
+  wait_until 120 kubelet node_ready
+  host_network | cmp -s - "$STATE/run/host.before" || {
+    echo "error: the node changed the host's forwarding or firewall rules; stopping the cluster" >&2
+    host_network | diff "$STATE/run/host.before" - >&2 || true
+    down >/dev/null; exit 2; }
+}
+
 up() {
   build >/dev/null
   ensure_packages "${RUN_PACKAGES[@]}"
@@ -190,7 +313,8 @@ up() {
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc --api-audiences https://kubernetes.default.svc \
     --service-cluster-ip-range "$SERVICE_RANGE" --allow-privileged=false \
-    --kubelet-preferred-address-types InternalIP --profiling=false
+    --kubelet-preferred-address-types InternalIP --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key "$pki/apiserver-kubelet-client.key" --profiling=false
   wait_until 90 kube-apiserver api_ready
   kubeconfig kiln-admin "$STATE/admin.kubeconfig"
   kubeconfig system:kube-controller-manager "$STATE/controller-manager.kubeconfig"
@@ -204,14 +328,61 @@ up() {
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig "$STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 0 --port 0 --leader-elect=false --profiling=false
-  sleep 2
+  say "starting the node: containerd and the kubelet, pods on $BRIDGE ($POD_RANGE)"
+  node_up
   local c
   for c in "${COMPONENTS[@]}"; do alive "$c" || { echo "error: $c exited; log: $STATE/log/$c.log" >&2; down >/dev/null; exit 2; }; done
   echo "$STATE/admin.kubeconfig"
 }
 
+api() {  # api METHOD PATH: the API server as cluster-admin
+  curl -sf --max-time 10 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
+    -X "$1" "https://127.0.0.1:$API_PORT$2" >/dev/null 2>&1
+}
+
+# Every pod deleted through the API first, so the kubelet takes each down as a cluster would (networks released,
+# volumes unmounted); whatever is left is taken down by hand below.
+drain() {
+  alive kube-apiserver && alive kubelet || return 0
+  local ns
+  for ns in $(curl -sf --max-time 10 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
+                "https://127.0.0.1:$API_PORT/api/v1/namespaces" | python3 -c '
+import json, sys
+print(" ".join(n["metadata"]["name"] for n in json.load(sys.stdin)["items"]))'); do
+    api DELETE "/api/v1/namespaces/$ns/pods?gracePeriodSeconds=0" || true
+  done
+  for _ in $(seq 1 60); do
+    [ -z "$(ctr_ tasks ls -q 2>/dev/null)" ] && return
+    sleep 0.5
+  done
+}
+
+# What the node leaves on the host: containers' shims, mounts, network namespaces, the bridge.
+node_cleanup() {
+  pkill -KILL -f "containerd-shim-runc-v2 .*-address $STATE/run/containerd.sock" 2>/dev/null || true
+  local mnt
+  awk -v a="$STATE/" -v b="/run/kiln-dev-containerd/" 'index($2, a) == 1 || index($2, b) == 1 {print $2}' /proc/mounts \
+    | sort -r | while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
+  for mnt in $(ip netns list 2>/dev/null | awk '$1 ~ /^cni-/ {print $1}'); do
+    grep -qx "$mnt" "$STATE/run/netns.before" 2>/dev/null || ip netns delete "$mnt" 2>/dev/null || true
+  done
+  rm -f "$STATE/run/netns.before"
+  if [ -f "$STATE/run/host.before" ]; then  # put back forwarding and the firewall rules if anything changed them
+    host_network | cmp -s - "$STATE/run/host.before" || {
+      head -1 "$STATE/run/host.before" >/proc/sys/net/ipv4/ip_forward
+      tail -n +2 "$STATE/run/host.before" | iptables-restore; }
+    rm -f "$STATE/run/host.before"
+  fi
+  rm -rf "$STATE/cni-ipam" /run/kiln-dev-containerd
+  if [ -f "$STATE/run/bridge.created" ]; then
+    ip link delete "$BRIDGE" 2>/dev/null || true
+    rm -f "$STATE/run/bridge.created"
+  fi
+}
+
 down() {
   local i c pid
+  drain
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     c=${COMPONENTS[$i]}
     [ -f "$STATE/run/$c.pid" ] || continue
@@ -223,13 +394,15 @@ down() {
     fi
     rm -f "$STATE/run/$c.pid"
   done
+  node_cleanup
   echo "stopped"
 }
 
 case "${1:-}" in
   build) build ;;
   up) up ;;
-  status) [ -f "$STATE/pki/tokens.csv" ] && api_ready ;;
+  import-images) import_images ;;
+  status) [ -f "$STATE/pki/tokens.csv" ] && api_ready || exit 1 ;;
   down) down ;;
   *) echo "usage: $0 build|up|status|down" >&2; exit 2 ;;
 esac
