@@ -40,10 +40,12 @@ demo: setup
 images: system
 	scripts/docker-engine.sh run scripts/images.sh
 
-## The test suite (slow tests included): the images are built (or found up to date) first, and the suite runs with a
+## The test suite (slow tests included): the images are built (or found up to date) and Kubernetes built once from
+## Debian's source (scripts/dev-cluster.sh build, about 6 minutes the first time) first, and the suite runs with a
 ## Docker engine, started and stopped as for `images`.
 test: setup
-	scripts/docker-engine.sh run sh -c 'scripts/images.sh && $(BIN)/python -m pytest $(PYTEST_ARGS)'
+	scripts/docker-engine.sh run sh -c 'scripts/images.sh && scripts/dev-cluster.sh build >/dev/null && \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)'
 
 ## Layer check alone (also part of the test suite).
 layers: setup

@@ -168,6 +168,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.fixture(scope="session")
+def kube():
+    """The local Kubernetes (scripts/dev-cluster.sh): control plane and one node with Kiln's images."""
+    from tests.cluster import dev_cluster
+
+    with dev_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def compiled(tmp_path_factory: pytest.TempPathFactory):
     """An MLP registered as toy/1 and compiled for x86_64 and aarch64 (not published)."""
     from tests.compiled import build
@@ -182,7 +191,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
 # are built once. Every other module is a group of its own.
 SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_endpoint_rollout"}
 COMPILED = {"test_compile", "test_edge"}
-K8S_TOOLS = {"test_chart", "test_manifests", "test_kind"}  # one worker fetches helm and kubectl into the cache
+# One worker fetches helm and kubectl into the cache, and runs the modules on the local Kubernetes.
+K8S_TOOLS = {"test_chart", "test_manifests", "test_kind", "test_dev_cluster"}
 # The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end
 # (pyproject keeps this order: pytest-xdist would otherwise hand out the groups with the most tests first).
 LONGEST_FIRST = ["test_main_job", "ports", "test_tuning", "compiled", "test_docker_pipelines", "test_chart_pods",
