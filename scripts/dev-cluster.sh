@@ -32,7 +32,7 @@ ETCD_PEER_PORT=$((API_PORT + 2))
 KUBELET_PORT=$((API_PORT + 3))
 SERVICE_RANGE=10.96.0.0/24
 SERVICE_API_IP=10.96.0.1
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet)  # in start order
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)  # start order
 
 say() { echo "… $*" >&2; }
 
@@ -130,6 +130,7 @@ pki() {
   printf '%s,system:kube-controller-manager,system:kube-controller-manager\n' "$(openssl rand -hex 16)" >>"$tokens"
   printf '%s,system:kube-scheduler,system:kube-scheduler\n' "$(openssl rand -hex 16)" >>"$tokens"
   printf '%s,system:node:%s,system:node:%s,"system:nodes"\n' "$(openssl rand -hex 16)" "$NODE" "$NODE" >>"$tokens"
+  printf '%s,system:kube-proxy,system:kube-proxy\n' "$(openssl rand -hex 16)" >>"$tokens"
   chmod 600 "$d"/*.key "$tokens"
   mv "$tokens" "$d/tokens.csv"
 }
@@ -272,7 +273,12 @@ node = json.load(sys.stdin)
 sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"]) else 1)' 2>/dev/null
 }
 
-host_network() { cat /proc/sys/net/ipv4/ip_forward; iptables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9:]*\]//'; }
+SYSCTLS=(net/ipv4/ip_forward net/ipv4/conf/all/route_localnet)  # what the node's Services change while it runs
+host_network() {
+  local k
+  for k in "${SYSCTLS[@]}"; do echo "$k=$(cat "/proc/sys/$k")"; done
+  iptables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9:]*\]//'
+}
 
 node_up() {
   # What the host's network is before the node starts: nothing of it may change while the cluster runs.
@@ -287,10 +293,34 @@ node_up() {
     --container-runtime remote --container-runtime-endpoint "unix://$STATE/run/containerd.sock" \
     --root-dir "$STATE/kubelet" --hostname-override "$NODE" --node-ip "$BRIDGE_IP" --cert-dir "$STATE/pki"
   wait_until 120 kubelet node_ready
-  host_network | cmp -s - "$STATE/run/host.before" || {
+  alive kube-proxy || host_network | cmp -s - "$STATE/run/host.before" || {
     echo "error: the node changed the host's forwarding or firewall rules; stopping the cluster" >&2
     host_network | diff "$STATE/run/host.before" - >&2 || true
     down >/dev/null; exit 2; }
+  # Services: kube-proxy's iptables rules turn a service address into a pod's on the bridge, which the host then
+  # forwards from one bridge port to another: forwarding is on while the cluster runs, and two rules of the script's
+  # own keep it to the bridge (nothing from a pod leaves through another interface, nothing comes in to one). Down
+  # removes kube-proxy's rules (--cleanup) and the script's, and puts the switches back as they were.
+  guard_forwarding
+  echo 1 >/proc/sys/net/ipv4/ip_forward
+  kubeconfig system:kube-proxy "$STATE/kube-proxy.kubeconfig"
+  start kube-proxy "$BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.kubeconfig" --proxy-mode iptables \
+    --bind-address "$BRIDGE_IP" --hostname-override "$NODE" --cluster-cidr "$POD_RANGE" \
+    --healthz-bind-address "127.0.0.1:$((API_PORT + 4))" --metrics-bind-address "127.0.0.1:$((API_PORT + 5))" \
+    --conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0
+  wait_until 30 kube-proxy curl -sf --max-time 2 "http://127.0.0.1:$((API_PORT + 4))/healthz" -o /dev/null
+  guard_forwarding  # again, above the rules kube-proxy put first
+}
+
+GUARD="kiln dev-cluster: pods stay on the bridge"
+guard_forwarding() {
+  local rule
+  for rule in "-i $BRIDGE ! -o $BRIDGE" "! -i $BRIDGE -o $BRIDGE"; do
+    # shellcheck disable=SC2086  # the rule's words
+    while iptables -D FORWARD $rule -m comment --comment "$GUARD" -j DROP 2>/dev/null; do :; done
+    # shellcheck disable=SC2086
+    iptables -I FORWARD 1 $rule -m comment --comment "$GUARD" -j DROP
+  done
 }
 
 up() {
@@ -367,10 +397,11 @@ node_cleanup() {
     grep -qx "$mnt" "$STATE/run/netns.before" 2>/dev/null || ip netns delete "$mnt" 2>/dev/null || true
   done
   rm -f "$STATE/run/netns.before"
-  if [ -f "$STATE/run/host.before" ]; then  # put back forwarding and the firewall rules if anything changed them
+  if [ -f "$STATE/run/host.before" ]; then  # put back the switches and the firewall rules as they were
     host_network | cmp -s - "$STATE/run/host.before" || {
-      head -1 "$STATE/run/host.before" >/proc/sys/net/ipv4/ip_forward
-      tail -n +2 "$STATE/run/host.before" | iptables-restore; }
+      local k
+      for k in "${SYSCTLS[@]}"; do grep "^$k=" "$STATE/run/host.before" | cut -d= -f2 >"/proc/sys/$k"; done
+      grep -v "^net/" "$STATE/run/host.before" | iptables-restore; }
     rm -f "$STATE/run/host.before"
   fi
   rm -rf "$STATE/cni-ipam" /run/kiln-dev-containerd
@@ -394,6 +425,7 @@ down() {
     fi
     rm -f "$STATE/run/$c.pid"
   done
+  "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   node_cleanup
   echo "stopped"
 }

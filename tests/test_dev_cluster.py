@@ -62,3 +62,35 @@ def test_a_pod_of_the_platform_image_runs_as_the_charts_pods_and_cannot_reach_ou
         assert kube.run("exec", name, "--", "python", "-c", probe).stdout.strip() == "ENETUNREACH"
     finally:
         kube.run("delete", "pod", name, "--grace-period=0", "--wait=false", check=False)
+
+
+def test_a_service_reaches_its_pod_by_the_address_kubernetes_gives_pods(kube: Kube) -> None:
+    """No cluster DNS here: a pod finds a Service by the WEB_SERVICE_HOST variable the kubelet sets, and kube-proxy
+    takes the connection to the pod behind it."""
+    pod_security, container_security = chart_security()
+    tag = uuid.uuid4().hex[:6]
+    server = {"name": "web", "image": "kiln:0.1.0", "imagePullPolicy": "Never",
+              "command": ["python", "-m", "http.server", "8000", "--directory", "/etc"],
+              "readinessProbe": {"httpGet": {"path": "/hostname", "port": 8000}, "periodSeconds": 2},
+              "securityContext": container_security}
+    kube.apply(
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"web-{tag}", "labels": {"app": f"web-{tag}"}},
+         "spec": {"securityContext": pod_security, "containers": [server]}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"web-{tag}"},
+         "spec": {"selector": {"app": f"web-{tag}"}, "ports": [{"port": 80, "targetPort": 8000}]}})
+    client = f"client-{tag}"
+    variable = f"WEB_{tag.upper()}_SERVICE_HOST"
+    fetch = (f"import os, urllib.request\n"
+             f"print(urllib.request.urlopen('http://' + os.environ['{variable}'] + '/hostname', timeout=10).read()"
+             f".decode().strip())")
+    try:
+        kube.run("wait", "--for=condition=Ready", f"pod/web-{tag}", "--timeout=180s")
+        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": client},
+                    "spec": {"securityContext": pod_security, "restartPolicy": "Never", "containers": [
+                        {"name": "client", "image": "kiln:0.1.0", "imagePullPolicy": "Never",
+                         "command": ["python", "-c", fetch], "securityContext": container_security}]}})
+        kube.run("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{client}", "--timeout=180s")
+        assert kube.run("logs", client).stdout.strip() == f"web-{tag}", "the answer came from the pod behind it"
+    finally:
+        kube.run("delete", "pod", f"web-{tag}", client, "--grace-period=0", "--wait=false", check=False)
+        kube.run("delete", "service", f"web-{tag}", "--wait=false", check=False)
