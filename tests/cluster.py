@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,8 @@ def host_network() -> tuple[str, list[str]]:
     """The host's forwarding switch and firewall chains: what the cluster must leave as it found."""
     forward = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    return forward, sorted(line for line in rules.splitlines() if line.startswith((":", "-")))
+    uncounted = (re.sub(r" \[\d+:\d+\]", "", line) for line in rules.splitlines())  # without packet counters
+    return forward, sorted(line for line in uncounted if line.startswith((":", "-")))
 
 
 @contextlib.contextmanager
