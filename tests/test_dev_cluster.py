@@ -3,12 +3,14 @@ enforces RBAC, its node runs Kiln's image the way the chart's pods run it, and p
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 import yaml
 
 from tests.cluster import Kube
+from tests.cluster_checks import documents, run
 from tests.test_chart import CHART
 
 pytestmark = pytest.mark.slow
@@ -94,3 +96,34 @@ def test_a_service_reaches_its_pod_by_the_address_kubernetes_gives_pods(kube: Ku
     finally:
         kube.run("delete", "pod", f"web-{tag}", client, "--grace-period=0", "--wait=false", check=False)
         kube.run("delete", "service", f"web-{tag}", "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("values", ["values.yaml", "values-kind.yaml", "values-production.yaml"])
+def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_dry_run(kube: Kube,
+                                                                                        values: str) -> None:
+    """The chart rendered for the live API server's version (CronJob falls back to batch/v1beta1 before 1.21), then
+    every object sent to it with `kubectl apply --dry-run=server`: schemas, defaulting and admission all run."""
+    from tests.k8s_tools import tools
+
+    server = json.loads(kube.run("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    release = f"dry-{uuid.uuid4().hex[:6]}"
+    rendered = run(tools()["helm"], "template", "kiln", CHART, "--namespace", release, "--kube-version", server,
+                   "-f", CHART / values).stdout
+    objects = documents(rendered)
+    cronjobs = [o for o in objects if o["kind"] == "CronJob"]
+    assert all(c["apiVersion"] == "batch/v1beta1" for c in cronjobs), "CronJob is batch/v1 only from 1.21"
+    for o in objects:  # as `helm install -n RELEASE` places them
+        o["metadata"].setdefault("namespace", release)
+    namespaces = {o["metadata"]["namespace"] for o in objects}
+    existing = {n["metadata"]["name"] for n in kube.get("namespaces")["items"]}
+    made = sorted(namespaces - existing)
+    for namespace in made:
+        kube.run("create", "namespace", namespace)
+    try:
+        res = kube.run("apply", "--dry-run=server", "-f", "-", check=False,
+                       input="\n---\n".join(json.dumps(o) for o in objects))
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert res.stdout.count("(server dry run)") == len(objects), res.stdout
+    finally:
+        for namespace in made:
+            kube.run("delete", "namespace", namespace, "--wait=false", check=False)

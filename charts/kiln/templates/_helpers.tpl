@@ -297,3 +297,8 @@ spec:
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* CronJob's API group version on the cluster being installed on: batch/v1 from Kubernetes 1.21, v1beta1 before. */}}
+{{- define "kiln.cronJobApiVersion" -}}
+{{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version }}batch/v1{{ else }}batch/v1beta1{{ end }}
+{{- end }}
