@@ -115,6 +115,7 @@ sign() {  # sign DIR NAME SUBJECT EXTENSIONS: a key and a certificate from the c
 pki() {
   local d=$STATE/pki
   [ -f "$d/tokens.csv" ] && return
+  rm -rf "$STATE/etcd" && mkdir -p "$STATE/etcd"  # a new CA and keys make a new cluster: nothing of an old one stays
   mkdir -p "$d" && chmod 700 "$d"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=kiln-dev-cluster-ca" -keyout "$d/ca.key" \
     -out "$d/ca.crt" 2>/dev/null
@@ -373,12 +374,12 @@ api() {  # api METHOD PATH: the API server as cluster-admin
 # Every pod deleted through the API first, so the kubelet takes each down as a cluster would (networks released,
 # volumes unmounted); whatever is left is taken down by hand below.
 drain() {
-  alive kube-apiserver && alive kubelet || return 0
+  alive kube-apiserver && alive kubelet && [ -f "$STATE/pki/tokens.csv" ] || return 0
   local ns
   for ns in $(curl -sf --max-time 10 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
                 "https://127.0.0.1:$API_PORT/api/v1/namespaces" | python3 -c '
 import json, sys
-print(" ".join(n["metadata"]["name"] for n in json.load(sys.stdin)["items"]))'); do
+print(" ".join(n["metadata"]["name"] for n in json.load(sys.stdin)["items"]))' 2>/dev/null); do
     api DELETE "/api/v1/namespaces/$ns/pods?gracePeriodSeconds=0" || true
   done
   for _ in $(seq 1 60); do
