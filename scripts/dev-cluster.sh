@@ -7,9 +7,14 @@
 #                                   # kubeconfig (cluster-admin) as its last line
 #   scripts/dev-cluster.sh status   # exit 0 while the API server answers
 #   scripts/dev-cluster.sh down     # stop everything `up` started
+# Pods reach the host's own PostgreSQL and Redis (which listen on loopback only) at the bridge address, through relays
+# the script starts (KILN_DEV_CLUSTER_RELAYS: the ports, default "5432 6379"); and one volume (a folder under the
+# cluster's state, for a claim without a storage class: the chart's workspace) is there for the taking.
 # The binaries are Kubernetes 1.20.2 (bookworm's package) built with Debian's Go; one vendored module is swapped for
 # Debian's newer copy (reflect2 1.0.1 crashes on Go 1.18 and later). Nothing is kept but the binaries.
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 VERSION=1.20.2
 CACHE=${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}
@@ -17,7 +22,7 @@ HOME_K8S=$CACHE/kubernetes/v$VERSION
 BIN=$HOME_K8S/bin
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 BUILD_PACKAGES=(golang-go golang-github-modern-go-reflect2-dev dpkg-dev)
-RUN_PACKAGES=(etcd-server containerd runc containernetworking-plugins)
+RUN_PACKAGES=(etcd-server containerd runc containernetworking-plugins socat)
 HERE=$(cd "$(dirname "$0")" && pwd)
 NODE=kiln-dev
 BRIDGE=kiln-dev0
@@ -32,40 +37,15 @@ ETCD_PEER_PORT=$((API_PORT + 2))
 KUBELET_PORT=$((API_PORT + 3))
 SERVICE_RANGE=10.96.0.0/24
 SERVICE_API_IP=10.96.0.1
+RELAYS=(${KILN_DEV_CLUSTER_RELAYS-5432 6379})
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)  # start order
-
-say() { echo "… $*" >&2; }
-
-# Debian packages the host lacks, installed without starting any service they bring.
-ensure_packages() {
-  local missing=() pkg
-  for pkg in "$@"; do dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg"); done
-  [ ${#missing[@]} = 0 ] && return
-  [ "$(id -u)" = 0 ] || { echo "error: missing Debian packages: ${missing[*]} (sudo apt-get install them)" >&2; exit 2; }
-  say "installing Debian's ${missing[*]}"
-  mkdir -p "$CACHE/kubernetes"
-  local policy=/usr/sbin/policy-rc.d ours="" status=0
-  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1; fi
-  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
-    >"$CACHE/kubernetes/install.log" 2>&1 || status=$?
-  [ -z "$ours" ] || rm -f "$policy"
-  [ "$status" = 0 ] || { echo "error: apt-get install failed; log: $CACHE/kubernetes/install.log" >&2; exit 2; }
-}
-
-# The Debian mirror apt is configured with (its deb822 sources or sources.list).
-mirror() {
-  local uri
-  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-  [ -n "$uri" ] || uri=$(awk '$1 == "deb" {print ($2 ~ /^\[/ ? $3 : $2); exit}' /etc/apt/sources.list 2>/dev/null || true)
-  echo "${uri:-http://deb.debian.org/debian}"
-}
 
 # bookworm's kubernetes source package, through an apt configuration of its own (the host's is not changed).
 fetch_source() {  # fetch_source DIR
   local dir=$1 apt=$1/apt
   mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/sources.d"
   printf 'Types: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
-    "$(mirror)" >"$apt/sources.d/bookworm-src.sources"
+    "$(debian_mirror)" >"$apt/sources.d/bookworm-src.sources"
   local opts=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$apt/sources.d"
               -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::Archives=$apt/archives" -o "APT::Sandbox::User=root")
   apt-get "${opts[@]}" update -q >"$dir/apt.log" 2>&1 || { echo "error: apt-get update (deb-src) failed; log: $dir/apt.log" >&2; exit 2; }
@@ -80,7 +60,7 @@ build() {
   local have=1 b
   for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || have=""; done
   if [ -n "$have" ]; then echo "$BIN"; return; fi
-  ensure_packages "${BUILD_PACKAGES[@]}"
+  apt_install "$HOME_K8S/install.log" "${BUILD_PACKAGES[@]}"
   local work=$HOME_K8S/build started
   started=$(date +%s)
   rm -rf "$work" && mkdir -p "$work"
@@ -311,6 +291,33 @@ node_up() {
     --conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0
   wait_until 30 kube-proxy curl -sf --max-time 2 "http://127.0.0.1:$((API_PORT + 4))/healthz" -o /dev/null
   guard_forwarding  # again, above the rules kube-proxy put first
+  local port
+  for port in "${RELAYS[@]}"; do
+    # only for a service that listens: a relay to nothing would turn "refused" into "reset" for the pod
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { say "nothing listens on 127.0.0.1:$port: no relay"; continue; }
+    start "relay-$port" socat "TCP-LISTEN:$port,bind=$BRIDGE_IP,reuseaddr,fork" "TCP:127.0.0.1:$port"
+  done
+  workspace_volume
+}
+
+# A persistent volume without a storage class (what a claim without one binds to): a folder of the cluster's state,
+# owned by the chart's user. Kept across down and up, like a disk; `rm -rf` of the state folder removes it.
+workspace_volume() {
+  local dir=$STATE/volumes/workspace
+  mkdir -p "$dir" && chown 10001:10001 "$dir" && chmod 2770 "$dir"
+  curl -s --max-time 10 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
+    -H "Content-Type: application/json" -X POST "https://127.0.0.1:$API_PORT/api/v1/persistentvolumes" -o /dev/null \
+    -d "{\"apiVersion\": \"v1\", \"kind\": \"PersistentVolume\", \"metadata\": {\"name\": \"kiln-dev-workspace\"},
+         \"spec\": {\"capacity\": {\"storage\": \"20Gi\"}, \"accessModes\": [\"ReadWriteOnce\", \"ReadWriteMany\"],
+                  \"persistentVolumeReclaimPolicy\": \"Retain\", \"storageClassName\": \"\",
+                  \"hostPath\": {\"path\": \"$dir\", \"type\": \"Directory\"}}}"
+  # Released by a claim that is gone (its data kept): free for the next claim.
+  if curl -sf --max-time 10 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
+       "https://127.0.0.1:$API_PORT/api/v1/persistentvolumes/kiln-dev-workspace" 2>/dev/null | grep -q '"phase": "Released"'; then
+    curl -sf --max-time 10 --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_of kiln-admin)" \
+      -H "Content-Type: application/merge-patch+json" -X PATCH -d '{"spec": {"claimRef": null}}' -o /dev/null \
+      "https://127.0.0.1:$API_PORT/api/v1/persistentvolumes/kiln-dev-workspace"
+  fi
 }
 
 GUARD="kiln dev-cluster: pods stay on the bridge"
@@ -326,7 +333,7 @@ guard_forwarding() {
 
 up() {
   build >/dev/null
-  ensure_packages "${RUN_PACKAGES[@]}"
+  apt_install "$STATE/install.log" "${RUN_PACKAGES[@]}"
   mkdir -p "$STATE/run" "$STATE/log" "$STATE/etcd"
   pki
   local pki=$STATE/pki
@@ -412,20 +419,17 @@ node_cleanup() {
   fi
 }
 
+stop() {  # stop NAME: what start NAME started
+  [ -f "$STATE/run/$1.pid" ] || return 0
+  stop_pid "$(cat "$STATE/run/$1.pid")"
+  rm -f "$STATE/run/$1.pid"
+}
+
 down() {
-  local i c pid
+  local i relay
   drain
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    c=${COMPONENTS[$i]}
-    [ -f "$STATE/run/$c.pid" ] || continue
-    pid=$(cat "$STATE/run/$c.pid")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid"
-      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    fi
-    rm -f "$STATE/run/$c.pid"
-  done
+  for relay in "$STATE"/run/relay-*.pid; do [ -e "$relay" ] && stop "$(basename "$relay" .pid)"; done
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
   "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   node_cleanup
   echo "stopped"

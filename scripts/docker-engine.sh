@@ -8,6 +8,8 @@
 # or masquerading, and no bridge (--bridge=none): containers and builds use the host's network, on loopback.
 # Debian's docker.io is installed when dockerd is missing (as root; it runs nothing by itself without systemd).
 set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 STATE=${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/docker
 PIDFILE=$STATE/dockerd.pid
@@ -17,19 +19,8 @@ answers() { timeout 10 docker info >/dev/null 2>&1; }
 
 ensure_installed() {
   command -v dockerd >/dev/null && return
-  if [ "$(id -u)" != 0 ]; then
-    echo "error: no Docker engine answers and dockerd is not installed (sudo apt-get install docker.io)" >&2
-    exit 2
-  fi
-  echo "installing Debian's docker.io" >&2
-  # A policy-rc.d that exits 101 keeps the package's scripts from starting a service (this script starts the engine
-  # itself); one the host already has is left as it is.
-  local policy=/usr/sbin/policy-rc.d ours="" status=0
-  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1; fi
-  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io; } \
-    >"$STATE/install.log" 2>&1 || status=$?
-  [ -z "$ours" ] || rm -f "$policy"
-  [ "$status" = 0 ] || { echo "error: installing docker.io failed; log: $STATE/install.log" >&2; exit 2; }
+  [ "$(id -u)" = 0 ] || { echo "error: no Docker engine answers and dockerd is not installed (sudo apt-get install docker.io)" >&2; exit 2; }
+  apt_install "$STATE/install.log" docker.io
 }
 
 up() {
@@ -59,13 +50,7 @@ up() {
 
 down() {
   [ -f "$PIDFILE" ] || { echo "not started here"; return; }
-  local pid
-  pid=$(cat "$PIDFILE")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-  fi
+  stop_pid "$(cat "$PIDFILE")" 30
   rm -f "$PIDFILE" "$PIDFILE.engine"
   # dockerd leaves its default network namespace mounted: unmounted, the host's mounts are as they were.
   awk '$2 ~ "^/run/docker/netns/" {print $2}' /proc/mounts | while read -r mnt; do umount "$mnt"; done

@@ -8,20 +8,14 @@
 # Builds use the host's network (`--network host`); the host's CA bundle goes into the build context for pip and uv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 CACHE=${KILN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kiln}/images
 BASE=${KILN_BASE_IMAGE:-kiln-base:bookworm}
 VERSION=$(awk -F'"' '/^version = /{print $2; exit}' pyproject.toml)
 EDGE_VERSION=$(awk -F'"' '/^version = /{print $2; exit}' edge/pyproject.toml)
 export DOCKER_BUILDKIT=0  # the legacy builder: Debian's engine has no buildx, and --network host works with it
-
-say() { printf '… %s\n' "$*" >&2; }
-
-debian_mirror() {
-  # The first Debian archive apt is configured with (deb822 `URIs:` or one-line `deb` entries), security excluded.
-  grep -hsE '^(URIs:|deb )' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
-    | tr ' ' '\n' | grep -E '^https?://' | grep -v security | head -1 || true  # head may stop grep early
-}
 
 make_base() {
   local tarball=$CACHE/kiln-base-bookworm.tar

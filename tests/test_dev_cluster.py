@@ -4,12 +4,14 @@ enforces RBAC, its node runs Kiln's image the way the chart's pods run it, and p
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.cluster import Kube
+from tests.cluster import SCRIPT, Kube
 from tests.cluster_checks import documents, run
 from tests.test_chart import CHART
 
@@ -127,3 +129,41 @@ def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_
     finally:
         for namespace in made:
             kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_pods_reach_the_hosts_stores_and_the_workspace_volume(kube: Kube) -> None:
+    """The host's PostgreSQL and Redis listen on loopback; pods reach them at the bridge address through the script's
+    relays. A claim without a storage class binds the script's volume, which the chart's user may write; once the
+    claim is gone, the next `up` frees the volume for another, keeping its data."""
+    pod_security, container_security = chart_security()
+    tag = uuid.uuid4().hex[:6]
+    ns = f"stores-{tag}"
+    check = ("import pathlib, psycopg2, redis\n"
+             "c = psycopg2.connect(host='10.244.0.1', user='postgres', dbname='postgres', connect_timeout=5)\n"
+             "cur = c.cursor(); cur.execute('select 41 + 1'); print('postgresql', cur.fetchone()[0])\n"
+             "print('redis', redis.Redis(host='10.244.0.1', port=6379, socket_timeout=5).ping())\n"
+             f"pathlib.Path('/workspace/{tag}.txt').write_text('written by the pod')\n")
+    kube.run("create", "namespace", ns)
+    try:
+        kube.apply(
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "workspace", "namespace": ns},
+             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                      "resources": {"requests": {"storage": "1Gi"}}}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "check", "namespace": ns},
+             "spec": {"securityContext": pod_security, "restartPolicy": "Never", "containers": [
+                 {"name": "check", "image": "kiln:0.1.0", "imagePullPolicy": "Never", "command": ["python", "-c", check],
+                  "securityContext": container_security,
+                  "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"}]}],
+                 "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": "workspace"}}]}})
+        kube.run("-n", ns, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/check", "--timeout=180s")
+        assert kube.run("-n", ns, "logs", "check").stdout.split() == ["postgresql", "42", "redis", "True"]
+        volume = kube.get("pv", "kiln-dev-workspace")
+        written = Path(volume["spec"]["hostPath"]["path"]) / f"{tag}.txt"
+        assert written.read_text() == "written by the pod" and written.stat().st_uid == 10001
+    finally:
+        kube.run("delete", "namespace", ns, "--timeout=120s", check=False)
+    kube.run("wait", "--for=jsonpath={.status.phase}=Released", "pv/kiln-dev-workspace", "--timeout=60s")
+    up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
+    assert up.returncode == 0, up.stderr[-3000:]
+    assert kube.get("pv", "kiln-dev-workspace")["status"]["phase"] == "Available"
+    assert written.exists(), "the volume keeps its data"
