@@ -258,3 +258,19 @@ def test_bad_environment_variable_is_named(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(SettingsError) as exc:
         load_settings(workspace(tmp_path))
     assert name in exc.value.message
+
+
+def test_the_variables_kubernetes_sets_for_the_charts_services_are_not_settings(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pod gets {NAME}_SERVICE_HOST, {NAME}_PORT_80_TCP_ADDR... for each Service of its namespace; the chart's
+    are named kiln-*, so those begin with KILN_. A live cluster crashed every Kiln pod on them."""
+    root = workspace(tmp_path)
+    for name, value in {"KILN_CAPTURE_SERVICE_HOST": "10.96.0.7", "KILN_CAPTURE_SERVICE_PORT": "80",
+                        "KILN_CAPTURE_SERVICE_PORT_HTTP": "80", "KILN_CAPTURE_PORT": "tcp://10.96.0.7:80",
+                        "KILN_CAPTURE_PORT_80_TCP": "tcp://10.96.0.7:80", "KILN_CAPTURE_PORT_80_TCP_PROTO": "tcp",
+                        "KILN_CAPTURE_PORT_80_TCP_PORT": "80", "KILN_CAPTURE_PORT_80_TCP_ADDR": "10.96.0.7"}.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings(root).profile == "local"
+    monkeypatch.setenv("KILN_CAPTURE_SERVICE_HOSTNAME", "typo")  # anything else with KILN_ still is refused by name
+    with pytest.raises(SettingsError, match="KILN_CAPTURE_SERVICE_HOSTNAME"):
+        load_settings(root)

@@ -359,11 +359,16 @@ def load_settings(workspace: Path | None = None) -> Settings:
         _YAML_DATA.reset(yaml_token)
 
 
+# What the kubelet sets in every pod for each Service of its namespace (enableServiceLinks): for the chart's Services
+# (kiln-mlflow, kiln-capture, ...) these begin with KILN_ and are not settings.
+SERVICE_LINK_ENV = re.compile(r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)$")
+
+
 def _reject_unknown_env() -> None:
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     for name in os.environ:
         upper = name.upper()  # pydantic-settings reads KILN_* in any case, so check in any case too
-        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTINGS_ENV:
+        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTINGS_ENV or SERVICE_LINK_ENV.match(upper):
             continue
         if upper.split("__")[0] not in known:
             raise SettingsError(
