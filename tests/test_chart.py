@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kiln"
 NAMESPACE = "kubeflow"
 VALUES = {"default": [], "kind": ["-f", CHART / "values-kind.yaml"],
-          "production": ["-f", CHART / "values-production.yaml"]}
+          "production": ["-f", CHART / "values-production.yaml"], "dev": ["-f", CHART / "values-dev.yaml"]}
 EXPOSED = ("mlflow", "feature-server", "evidently", "distribution", "capture")
 
 

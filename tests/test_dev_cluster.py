@@ -100,7 +100,7 @@ def test_a_service_reaches_its_pod_by_the_address_kubernetes_gives_pods(kube: Ku
         kube.run("delete", "service", f"web-{tag}", "--wait=false", check=False)
 
 
-@pytest.mark.parametrize("values", ["values.yaml", "values-kind.yaml", "values-production.yaml"])
+@pytest.mark.parametrize("values", ["values.yaml", "values-kind.yaml", "values-production.yaml", "values-dev.yaml"])
 def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_dry_run(kube: Kube,
                                                                                         values: str) -> None:
     """The chart rendered for the live API server's version (CronJob falls back to batch/v1beta1 before 1.21), then
@@ -167,3 +167,52 @@ def test_pods_reach_the_hosts_stores_and_the_workspace_volume(kube: Kube) -> Non
     assert up.returncode == 0, up.stderr[-3000:]
     assert kube.get("pv", "kiln-dev-workspace")["status"]["phase"] == "Available"
     assert written.exists(), "the volume keeps its data"
+
+
+def test_the_chart_installs_passes_its_tests_upgrades_and_uninstalls_on_the_live_cluster(kube: Kube) -> None:
+    """`helm install --wait` with values-dev.yaml (no DNS, the host's PostgreSQL and Redis through the relays), `helm
+    test`, `helm upgrade` with changed values (MLflow's workers, a monitor CronJob: batch/v1beta1 on 1.20), and
+    `helm uninstall`, after which nothing of the release is left but the workspace claim it keeps on purpose."""
+    import psycopg2
+
+    from tests.k8s_tools import tools
+
+    tag = uuid.uuid4().hex[:6]
+    ns, databases = f"kiln-{tag}", {"mlflow": f"kiln_dev_{tag}_mlflow", "feast": f"kiln_dev_{tag}_feast"}
+    conn = psycopg2.connect(host="127.0.0.1", user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in databases.values():
+            cur.execute(f'CREATE DATABASE "{name}"')
+    helm = [str(tools()["helm"]), "--kubeconfig", str(kube.kubeconfig), "-n", ns]
+    values = ["-f", str(CHART / "values-dev.yaml"), "--set", f"postgresql.mlflowDatabase={databases['mlflow']}",
+              "--set", f"postgresql.feastDatabase={databases['feast']}", "--set", f"featureServer.project=dev_{tag}"]
+    kube.run("create", "namespace", ns)
+    try:
+        kube.run("-n", ns, "create", "secret", "generic", "kiln-object-store", "--from-literal=access-key-id=dev",
+                 f"--from-literal=secret-access-key={uuid.uuid4().hex}")
+        kube.run("-n", ns, "create", "secret", "generic", "kiln-postgresql", "--from-literal=password=unused")
+        run(*helm, "install", "kiln", CHART, *values, "--wait", "--timeout", "4m")
+        tested = run(*helm, "test", "kiln", "--timeout", "3m").stdout
+        assert tested.count("Phase:          Succeeded") == 5, tested
+
+        run(*helm, "upgrade", "kiln", CHART, *values, "--set", "mlflow.workers=2", "--set",
+            "monitors.schedules[0].endpoint=churn", "--set", "monitors.schedules[0].every=1h", "--wait", "--timeout", "4m")
+        [server] = kube.get("-n", ns, "deployment", "kiln-mlflow")["spec"]["template"]["spec"]["containers"]
+        words = server.get("command", []) + server.get("args", [])
+        assert words[words.index("--workers") + 1] == "2"
+        [cronjob] = kube.get("-n", ns, "cronjobs")["items"]
+        assert cronjob["apiVersion"] == "batch/v1beta1" and cronjob["spec"]["schedule"] == "0 * * * *"
+
+        run(*helm, "uninstall", "kiln", "--wait", "--timeout", "3m")
+        kube.run("-n", ns, "wait", "--for=delete", "pod", "-l", "app.kubernetes.io/instance=kiln", "--timeout=120s")
+        left = kube.get("-n", ns, "all,configmaps,serviceaccounts,roles,rolebindings,networkpolicies,cronjobs,pvc",
+                        "-l", "app.kubernetes.io/instance=kiln")["items"]
+        assert [(o["kind"], o["metadata"]["name"]) for o in left] == [("PersistentVolumeClaim", "kiln-workspace")]
+    finally:
+        kube.run("delete", "namespace", ns, "--timeout=180s", check=False)
+        with conn.cursor() as cur:
+            for name in databases.values():
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.close()
+        subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, timeout=600)  # frees the workspace volume

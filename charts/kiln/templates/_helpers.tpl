@@ -54,6 +54,13 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-%s" (include "kiln.fullname" .ctx) .component | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* How a pod reaches a component's Service: its name, or, on a cluster without DNS, the address the kubelet puts in
+every pod's environment ($(NAME_SERVICE_HOST): for containers' env values and args only). */}}
+{{- define "kiln.reach" -}}
+{{- if .ctx.Values.clusterDNS }}{{ include "kiln.componentName" . }}
+{{- else }}$({{ include "kiln.componentName" . | upper | replace "-" "_" }}_SERVICE_HOST){{ end }}
+{{- end }}
+
 {{/* In-cluster DNS name of a component's Service. */}}
 {{- define "kiln.host" -}}
 {{- printf "%s.%s.svc.cluster.local" (include "kiln.componentName" .) .ctx.Release.Namespace }}
@@ -150,6 +157,11 @@ tolerations:
     secretKeyRef:
       name: {{ .Values.postgresql.existingSecret }}
       key: password
+{{- if not .Values.clusterDNS }}
+# No DNS: MLflow's address from the environment, over kiln.yaml's name.
+- name: KILN_MLFLOW__TRACKING_URI
+  value: http://{{ include "kiln.reach" (dict "ctx" . "component" "mlflow") }}:{{ .Values.mlflow.port }}
+{{- end }}
 {{- end }}
 
 {{/* A Kiln container's security context and image lines. */}}
