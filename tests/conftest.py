@@ -195,7 +195,7 @@ COMPILED = {"test_compile", "test_edge"}
 K8S_TOOLS = {"test_chart", "test_manifests", "test_kind", "test_dev_cluster"}
 # The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end
 # (pyproject keeps this order: pytest-xdist would otherwise hand out the groups with the most tests first).
-LONGEST_FIRST = ["test_main_job", "ports", "test_tuning", "compiled", "test_docker_pipelines", "test_chart_pods",
+LONGEST_FIRST = ["test_main_job", "ports", "test_tuning", "compiled", "test_docker_pipelines", "k8s", "test_chart_pods",
                  "test_monitor",
                  "test_endpoint_router",
                  "test_pipelines", "test_outside_data"]
@@ -211,6 +211,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         group = ("ports" if module in SERIAL_PORTS else "compiled" if module in COMPILED
                  else "k8s" if module in K8S_TOOLS else str(item.path))
         item.add_marker(pytest.mark.xdist_group(group))
-        key = group if group in ("ports", "compiled") else module
+        key = group if group in ("ports", "compiled", "k8s") else module
         rank[item.nodeid] = LONGEST_FIRST.index(key) if key in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=lambda item: rank[item.nodeid])  # stable: each module keeps its own order
