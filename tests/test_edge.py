@@ -412,3 +412,24 @@ def test_compiled_and_published_bundles_on_s3_reach_a_device(compiled: Compiled,
 def object_names(store: S3, prefix: str) -> list[str]:
     listed = store.client().list_objects_v2(Bucket="kiln", Prefix=prefix).get("Contents", [])
     return [o["Key"].rsplit("/", 1)[1] for o in listed]
+
+
+def test_a_distribution_point_whose_s3_store_does_not_answer_says_so(compiled: Compiled, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from starlette.testclient import TestClient
+
+    from kiln.fleet.server import build_app
+    from kiln.workspace import open_workspace
+
+    root = tmp_path / "ws"
+    shutil.copytree(compiled.root, root, ignore=shutil.ignore_patterns("compiled", "published"))
+    settings = yaml.safe_load((root / "kiln.yaml").read_text())
+    settings["artifacts"] = {"type": "s3", "uri": "s3://kiln/gone", "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    (root / "kiln.yaml").write_text(yaml.safe_dump(settings))
+    for key, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_MAX_ATTEMPTS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    client = TestClient(build_app(open_workspace(root)))
+    for path in ("/v1/targets/x86_64/latest", "/v1/artifacts/some-id/manifest.json"):
+        answer = client.get(path)
+        assert answer.status_code == 503 and "s3://kiln/gone" in answer.json()["error"], answer.text
+    assert client.get("/v1/health").status_code == 200

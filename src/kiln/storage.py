@@ -154,7 +154,7 @@ class S3Store:
         return found
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -162,6 +162,8 @@ class S3Store:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
+            raise self._error("read", key, exc) from None
+        except BotoCoreError as exc:  # no answer at all
             raise self._error("read", key, exc) from None
 
     def copy(self, source: str, target: str) -> None:

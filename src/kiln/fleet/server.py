@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from kiln.compile.keys import public_key_path
 from kiln.compile.store import latest_published, published_file
-from kiln.errors import InputError
+from kiln.errors import InputError, ServiceError
 from kiln.fleet.devices import DEVICE_ID, check_heartbeat, fleet_db, list_devices, record_heartbeat
 from kiln.fleet.samples import write_samples
 from kiln.workspace import Workspace, open_workspace
@@ -66,7 +66,10 @@ def build_app(ws: Workspace) -> Starlette:
 
     async def latest(request: Request) -> Response:
         target = request.path_params["target"]
-        found = await run_in_threadpool(latest_published, ws, target) if NAME.match(target) else None
+        try:
+            found = await run_in_threadpool(latest_published, ws, target) if NAME.match(target) else None
+        except ServiceError as exc:  # the artifacts store (S3) does not answer
+            return _error(503, exc.message)
         if found is None:
             return _error(404, f"no artifact is published for target '{target[:40]}'")
         return JSONResponse(found)
@@ -75,7 +78,10 @@ def build_app(ws: Workspace) -> Starlette:
         artifact, name = request.path_params["artifact"], request.path_params["name"]
         if not (NAME.match(artifact) and NAME.match(name)):
             return _error(400, "artifact id and file name: letters, digits, '.', '_' and '-' only")
-        path = await run_in_threadpool(published_file, ws, artifact, name)
+        try:
+            path = await run_in_threadpool(published_file, ws, artifact, name)
+        except ServiceError as exc:
+            return _error(503, exc.message)
         if path is None:
             return _error(404, f"no file '{name}' in published artifact '{artifact}'")
         return FileResponse(path)
