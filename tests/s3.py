@@ -39,6 +39,11 @@ class S3:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
                             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
 
+    def keys(self, prefix: str, bucket: str = "kiln") -> list[str]:
+        """Every object key under ``prefix``, sorted (all pages)."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
 
 @contextlib.contextmanager
 def s3_server(folder: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:

@@ -109,7 +109,7 @@ def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(ser
     note = pods.scratch / "note.txt"
     note.write_text("an artifact through the server")
     client.log_artifact(run_id, str(note))
-    assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in keys(s3, "mlflow/")), keys(s3, "mlflow/")
+    assert any(k.endswith(f"{run_id}/artifacts/note.txt") for k in s3.keys("mlflow/")), s3.keys("mlflow/")
 
     # the capture collector's pod writes what KServe's logger posts into the bucket
     post_pair(f"http://127.0.0.1:{ports['capture']}/other/primary")
@@ -131,15 +131,10 @@ def test_the_pipeline_upload_job_without_a_kfp_api_server_fails_naming_it(cluste
     assert "KFP API server at http://127.0.0.1:9" in res.stderr, res.stderr[-2000:]
 
 
-def keys(s3: S3, prefix: str) -> list[str]:
-    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=prefix)
-    return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
 def wait_for_objects(s3: S3, prefix: str, seconds: float = 20) -> list[str]:
     """The capture objects under ``prefix`` once the collector has flushed (every 2 s)."""
     deadline = time.monotonic() + seconds
-    while not (found := keys(s3, prefix)):
+    while not (found := s3.keys(prefix)):
         assert time.monotonic() < deadline, f"nothing written under s3://kiln/{prefix}"
         time.sleep(0.5)
     return found
@@ -159,12 +154,12 @@ def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_coll
     res = pods.run(cron, command=["sh", "-c", train])
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert "churn version 1 is the champion" in res.stdout
-    assert any(k.endswith("MLmodel") for k in keys(s3, "mlflow/")), "the model's files went to S3 through MLflow"
-    assert any(k.startswith("features/offline/churn/events/date=") for k in keys(s3, "features/offline/")), \
+    assert any(k.endswith("MLmodel") for k in s3.keys("mlflow/")), "the model's files went to S3 through MLflow"
+    assert any(k.startswith("features/offline/churn/events/date=") for k in s3.keys("features/offline/")), \
         "the offline feature store is in the bucket"
     latest = json.loads(s3.client().get_object(Bucket="kiln", Key="artifacts/published/targets/x86_64/latest.json")
                         ["Body"].read())
-    assert keys(s3, f"artifacts/compiled/{latest['id']}/") and keys(s3, f"artifacts/published/bundles/{latest['id']}/")
+    assert s3.keys(f"artifacts/compiled/{latest['id']}/") and s3.keys(f"artifacts/published/bundles/{latest['id']}/")
     served = httpx.get(f"http://127.0.0.1:{ports['distribution']}/v1/targets/x86_64/latest", timeout=10)
     assert served.status_code == 200 and served.json()["id"] == latest["id"], "the distribution point serves it"
 
@@ -185,5 +180,5 @@ def test_training_on_the_charts_settings_then_the_monitor_cronjob_reads_the_coll
     outputs = workspace / Path(run["outputs"]).relative_to("/kiln/workspace")
     assert (outputs / "report.html").is_file() and (outputs / "metrics.prom").is_file()
     published = run["published"].removeprefix("s3://kiln/")
-    assert {f"{published}/report.html", f"{published}/result.json"} <= set(keys(s3, published + "/"))
+    assert {f"{published}/report.html", f"{published}/result.json"} <= set(s3.keys(published + "/"))
 

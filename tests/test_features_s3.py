@@ -39,8 +39,7 @@ def s3_workspace(root: Path) -> tuple[Workspace, str]:
 
 def objects(store: S3, prefix: str) -> dict[str, str]:
     client = store.client()
-    keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket="kiln", Prefix=prefix)
-            for o in page.get("Contents", [])]
+    keys = store.keys(prefix)
     return {k[len(prefix) + 1:]: hashlib.sha256(client.get_object(Bucket="kiln", Key=k)["Body"].read()).hexdigest()
             for k in keys}
 
