@@ -17,11 +17,17 @@ apt_install() {
   [ "$(id -u)" = 0 ] || { echo "error: missing Debian packages: ${missing[*]} (sudo apt-get install them)" >&2; exit 2; }
   say "installing Debian's ${missing[*]}"
   mkdir -p "$(dirname "$log")"
-  local policy=/usr/sbin/policy-rc.d ours="" status=0
+  local policy=/usr/sbin/policy-rc.d ours="" status=0 wait=(-o DPkg::Lock::Timeout=600)
+  # One install at a time from the project's scripts (run side by side, the second found apt's lists locked);
+  # DPkg::Lock::Timeout waits for any other apt on the host.
+  exec 9>/run/lock/kiln-apt.lock
+  flock -w 900 9 || { echo "error: another install of the project's held /run/lock/kiln-apt.lock for 15 min" >&2; exit 2; }
   if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1; fi
-  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"; } \
+  { apt-get "${wait[@]}" update -q &&
+    DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q --no-install-recommends "${missing[@]}"; } \
     >"$log" 2>&1 || status=$?
   [ -z "$ours" ] || rm -f "$policy"
+  exec 9>&-
   [ "$status" = 0 ] || { echo "error: apt-get install failed; log: $log" >&2; exit 2; }
 }
 

@@ -192,7 +192,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
 SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_endpoint_rollout"}
 COMPILED = {"test_compile", "test_edge"}
 # One worker fetches helm and kubectl into the cache, and runs the modules on the local Kubernetes.
-K8S_TOOLS = {"test_chart", "test_manifests", "test_kind", "test_dev_cluster"}
+K8S_TOOLS = {"test_chart", "test_manifests", "test_kind", "test_dev_cluster", "test_cluster_endpoints"}
 # The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end
 # (pyproject keeps this order: pytest-xdist would otherwise hand out the groups with the most tests first).
 LONGEST_FIRST = ["test_main_job", "ports", "test_tuning", "compiled", "test_docker_pipelines", "k8s", "test_chart_pods",

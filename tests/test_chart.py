@@ -213,10 +213,25 @@ def test_monitor_schedule_kiln_cannot_run_is_refused_by_both(helm: Path, every: 
         cron_expression(every)
 
 
+def test_endpoint_deployers_may_change_only_endpoint_objects_in_the_serving_namespace(helm: Path) -> None:
+    objs = template(helm, "--set", "rolloutController.namespace=serving")
+    [role] = [r for r in by(objs, "Role") if r["metadata"]["name"] == "kiln-endpoint-deployer"]
+    assert role["metadata"]["namespace"] == "serving"
+    granted = {(g, r): tuple(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
+               for r in rule["resources"]}
+    assert granted == {(g, r): ("get", "list", "patch", "delete") for g, r in [
+        ("serving.kserve.io", "inferenceservices"), ("networking.istio.io", "virtualservices"),
+        ("", "services"), ("", "configmaps")]}
+    [binding] = [b for b in by(objs, "RoleBinding") if b["metadata"]["name"] == "kiln-endpoint-deployer"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": NAMESPACE}]
+    off = template(helm, "--set", "endpointDeployers.enabled=false")
+    assert not [r for r in by(off, "Role") if r["metadata"]["name"] == "kiln-endpoint-deployer"]
+
+
 def test_rollout_controller_may_patch_only_its_endpoints_routing(helm: Path) -> None:
     objs = template(helm, "--set", "rolloutController.endpoints={churn,fraud}", "--set",
                     "rolloutController.namespace=serving")
-    [role] = by(objs, "Role")
+    [role] = [r for r in by(objs, "Role") if r["metadata"]["name"] == "kiln-rollout-controller"]
     assert role["metadata"]["namespace"] == "serving"
     rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): r for r in role["rules"]}
     assert set(rules) == {(("networking.istio.io",), ("virtualservices",)), (("",), ("configmaps",))}
@@ -225,7 +240,7 @@ def test_rollout_controller_may_patch_only_its_endpoints_routing(helm: Path) -> 
     cm = rules[("",), ("configmaps",)]
     assert cm["verbs"] == ["get"] and cm["resourceNames"] == ["kiln-endpoint-churn", "kiln-endpoint-fraud"]
     assert by(objs, "ClusterRole") == [] and by(objs, "ClusterRoleBinding") == []
-    [binding] = by(objs, "RoleBinding")
+    [binding] = [b for b in by(objs, "RoleBinding") if b["metadata"]["name"] == "kiln-rollout-controller"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kiln-rollout-controller",
                                     "namespace": NAMESPACE}]
     deployments = [d for d in by(objs, "Deployment") if d["metadata"]["name"].startswith("kiln-rollout-controller")]

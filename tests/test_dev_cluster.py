@@ -128,7 +128,7 @@ def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_
         assert res.stdout.count("(server dry run)") == len(objects), res.stdout
     finally:
         for namespace in made:
-            kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+            kube.run("delete", "namespace", namespace, "--timeout=120s", check=False)  # the next case may need it again
 
 
 def test_pods_reach_the_hosts_stores_and_the_workspace_volume(kube: Kube) -> None:
@@ -185,16 +185,19 @@ def test_the_chart_installs_passes_its_tests_upgrades_and_uninstalls_on_the_live
         for name in databases.values():
             cur.execute(f'CREATE DATABASE "{name}"')
     helm = [str(tools()["helm"]), "--kubeconfig", str(kube.kubeconfig), "-n", ns]
-    values = ["-f", str(CHART / "values-dev.yaml"), "--set", f"postgresql.mlflowDatabase={databases['mlflow']}",
+    values = ["-f", str(CHART / "values-dev.yaml"), "--set", f"rolloutController.namespace={ns}",
+              "--set", f"postgresql.mlflowDatabase={databases['mlflow']}",
               "--set", f"postgresql.feastDatabase={databases['feast']}", "--set", f"featureServer.project=dev_{tag}"]
     kube.run("create", "namespace", ns)
     try:
         kube.run("-n", ns, "create", "secret", "generic", "kiln-object-store", "--from-literal=access-key-id=dev",
                  f"--from-literal=secret-access-key={uuid.uuid4().hex}")
         kube.run("-n", ns, "create", "secret", "generic", "kiln-postgresql", "--from-literal=password=unused")
+        kube.run("-n", ns, "create", "serviceaccount", "pipeline-runner")  # as KFP's own, which runs pipeline steps
         run(*helm, "install", "kiln", CHART, *values, "--wait", "--timeout", "4m")
         tested = run(*helm, "test", "kiln", "--timeout", "3m").stdout
         assert tested.count("Phase:          Succeeded") == 5, tested
+        endpoints_from_a_pod_as_the_deployer(kube, ns)
 
         run(*helm, "upgrade", "kiln", CHART, *values, "--set", "mlflow.workers=2", "--set",
             "monitors.schedules[0].endpoint=churn", "--set", "monitors.schedules[0].every=1h", "--wait", "--timeout", "4m")
@@ -216,3 +219,33 @@ def test_the_chart_installs_passes_its_tests_upgrades_and_uninstalls_on_the_live
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.close()
         subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, timeout=600)  # frees the workspace volume
+
+
+def endpoints_from_a_pod_as_the_deployer(kube: Kube, ns: str) -> None:
+    """The chart's endpoint-deployer Role gives KFP's pipeline-runner exactly the rights Kiln uses, in the serving
+    namespace only; Kiln in a pod running as it reaches the API with the pod's own credentials."""
+    who = f"system:serviceaccount:{ns}:pipeline-runner"
+    for verb, resource, where, allowed in [("patch", "inferenceservices.serving.kserve.io", ns, "yes"),
+                                           ("delete", "virtualservices.networking.istio.io", ns, "yes"),
+                                           ("list", "configmaps", ns, "yes"), ("create", "pods", ns, "no"),
+                                           ("get", "secrets", ns, "no"),
+                                           ("patch", "inferenceservices.serving.kserve.io", "default", "no")]:
+        res = kube.run("auth", "can-i", verb, resource, "-n", where, "--as", who, check=False)
+        assert res.stdout.strip() == allowed, (verb, resource, where, res.stdout, res.stderr)
+    pod_security, container_security = chart_security()
+    script = ("kiln init /tmp/ws --profile cluster >/dev/null && kiln endpoint list -w /tmp/ws && "
+              "kiln endpoint delete nowhere -w /tmp/ws; echo exit $?")
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "deployer", "namespace": ns},
+                "spec": {"serviceAccountName": "pipeline-runner", "securityContext": pod_security,
+                         "restartPolicy": "Never", "containers": [{
+                             "name": "kiln", "image": "kiln:0.1.0", "imagePullPolicy": "Never",
+                             "command": ["sh", "-c", script], "securityContext": container_security,
+                             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                             "env": [{"name": "HOME", "value": "/tmp"},
+                                     {"name": "KILN_SERVING__NAMESPACE", "value": ns}]}],
+                         "volumes": [{"name": "tmp", "emptyDir": {}}]}})
+    kube.run("-n", ns, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pod/deployer", "--timeout=180s")
+    logs = kube.run("-n", ns, "logs", "deployer").stdout
+    assert "no endpoints (deploy one with `kiln endpoint deploy`)" in logs, logs
+    assert f"no endpoint 'nowhere' in namespace {ns}" in logs and logs.rstrip().endswith("exit 1"), logs
+

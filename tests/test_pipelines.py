@@ -41,14 +41,17 @@ def test_with_deploy_false_no_deploy_or_baseline_runs(tmp_path: Path) -> None:
     assert "pipelinechannel--deploy" in outer["triggerPolicy"]["condition"]
 
 
-def test_the_deploy_step_refuses_a_cluster_workspace_by_name(tmp_path: Path) -> None:
-    from kiln.errors import InputError
+def test_the_deploy_step_on_a_cluster_without_a_kubernetes_api_says_so(tmp_path: Path) -> None:
+    from kiln.errors import ServiceError
     from kiln.workflow.release_steps import deploy_step
 
     assert run_kiln("init", tmp_path / "ws", "--profile", "cluster").code == 0
-    with pytest.raises(InputError, match="serving type 'kserve'") as err:
+    missing = tmp_path / "no-such.kubeconfig"
+    with open(tmp_path / "ws" / "kiln.yaml", "a") as f:
+        f.write(f"serving: {{type: kserve, kubeconfig: {missing}}}\n")
+    with pytest.raises(ServiceError, match="no Kubernetes API to talk to") as err:
         deploy_step(str(tmp_path / "ws"), "churn", "churn/1", 20.0, 60.0, True)
-    assert "deploy=false" in err.value.hint
+    assert str(missing) in str(err.value) and "serving.kubeconfig" in err.value.hint
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINES))

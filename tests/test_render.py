@@ -16,10 +16,8 @@ from hypothesis import strategies as st
 from kiln.errors import InputError, ServiceError
 from kiln.serving import render as rendering
 from kiln.serving.controller import (
-    ANNOTATION,
     Controller,
     PrometheusMetrics,
-    VirtualServiceRoutes,
     load_rollout,
     parse_vector,
 )
@@ -366,67 +364,3 @@ def test_prometheus_answers_become_variant_stats() -> None:
         parse_vector({"status": "success", "data": {"resultType": "matrix", "result": []}})
 
 
-class CustomObjects:
-    """The two calls of kubernetes' CustomObjectsApi the route patcher makes, on one stored object."""
-
-    def __init__(self, obj: dict[str, Any]) -> None:
-        self.obj, self.bodies = obj, []
-
-    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                     name: str) -> dict[str, Any]:
-        assert (group, version, plural, namespace, name) == ("networking.istio.io", "v1beta1", "virtualservices",
-                                                             "kiln", "churn")
-        return json.loads(json.dumps(self.obj))
-
-    def patch_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str,
-                                       body: dict[str, Any]) -> dict[str, Any]:
-        self.bodies.append(body)
-        self.obj["metadata"].setdefault("annotations", {}).update(body["metadata"]["annotations"])
-        self.obj["spec"]["http"] = body["spec"]["http"]
-        return self.obj
-
-
-def test_the_virtual_service_patcher_sets_weights_and_keeps_the_state() -> None:
-    spec = make_spec()
-    vs = next(o for o in objects(spec) if o["kind"] == "VirtualService")
-    vs["metadata"]["resourceVersion"] = "41"
-    api = CustomObjects(vs)
-    routes = VirtualServiceRoutes(api, spec, "kiln")
-    vs["metadata"]["annotations"] = {ANNOTATION: json.dumps(REQUEST)}
-    d = Controller(spec, Metrics(), routes).step(0.0)
-    assert d.changed and api.bodies[0]["metadata"]["resourceVersion"] == "41"
-    weighted = next(r for r in api.obj["spec"]["http"] if r["name"] == "weighted")
-    hosts = {predictor_host("churn", n, "kiln"): n for n in ("blue", "green")}
-    assert {hosts[x["destination"]["host"]]: x["weight"] for x in weighted["route"]} == {"blue": 90, "green": 10}
-    assert weighted["mirror"]["host"] == predictor_host("churn", "dark", "kiln"), "the mirror is kept"
-    assert load_rollout(json.loads(api.obj["metadata"]["annotations"][ANNOTATION])).phase == "baking"
-    check([o for o in objects(spec) if o["kind"] != "VirtualService"] + [api.obj])
-
-
-def test_the_main_loop_logs_one_line_per_decision(monkeypatch: pytest.MonkeyPatch,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
-    from types import SimpleNamespace
-
-    from kubernetes import client, config
-
-    from kiln.serving import controller as controlling
-
-    spec = make_spec()
-    found = {o["kind"]: o for o in objects(spec)}
-    vs = {**found["VirtualService"], "metadata": {**found["VirtualService"]["metadata"], "resourceVersion": "7",
-                                                  "annotations": {ANNOTATION: json.dumps(REQUEST)}}}
-    api = CustomObjects(vs)
-    monkeypatch.setattr(config, "load_incluster_config", lambda: None)
-    monkeypatch.setattr(client, "CoreV1Api", lambda: SimpleNamespace(
-        read_namespaced_config_map=lambda name, ns: SimpleNamespace(data=found["ConfigMap"]["data"])))
-    monkeypatch.setattr(client, "CustomObjectsApi", lambda: api)
-    monkeypatch.setattr(controlling.PrometheusMetrics, "_http_get", lambda self, q, p: canned({}))
-    caplog.set_level("INFO", logger="kiln.serving.controller")
-    argv = ["--endpoint", "churn", "--namespace", "kiln", "--prometheus", "http://prom:9090", "--once"]
-    assert controlling.main(argv) == 0
-    assert [r.getMessage() for r in caplog.records] == [
-        "churn: baking, green at 10% of blue's traffic; canary: candidate green takes 10%; weights blue=90 green=10"]
-    caplog.clear()
-    assert controlling.main(argv) == 0
-    assert len(caplog.records) == 1 and caplog.records[0].getMessage().endswith("held (blue 0 req 0 5xx p99 -, "
-                                                                                "green 0 req 0 5xx p99 -)")

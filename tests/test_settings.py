@@ -236,6 +236,11 @@ def test_cli_init_refuses_a_broken_kiln_yaml(tmp_path: Path) -> None:
     assert (root / "kiln.yaml").read_text() == text
 
 
+def test_cli_init_where_nothing_may_be_written_says_so() -> None:
+    res = run_kiln("init", "/sys/kiln-ws")  # sysfs takes no new folder, not even root's
+    assert res.code == 1 and "/sys/kiln-ws: cannot make the workspace there: Operation not permitted" in res.stderr
+
+
 def test_cli_init_unknown_profile(tmp_path: Path) -> None:
     root = tmp_path / "ws"
     res = run_kiln("init", root, "--profile", "nope")

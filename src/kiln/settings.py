@@ -26,6 +26,8 @@ ENV_PREFIX = "KILN_"
 NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE", "KILN_SERVICE_CONTAINER"}
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+# The chart's capture collector (release `kiln` in namespace `kubeflow`, as README installs it).
+DEFAULT_CAPTURE_URL = "http://kiln-capture.kubeflow.svc.cluster.local"
 
 
 class Section(BaseModel):
@@ -101,8 +103,15 @@ class LocalServing(Section):
 
 class KServeServing(Section):
     type: Literal["kserve"] = "kserve"
-    namespace: str = "kiln"
+    namespace: str = Field("kiln", description="Where endpoints' InferenceServices and VirtualServices go.")
     ingress_host: str | None = None
+    kubeconfig: str | None = Field(None, description="The cluster's kubeconfig; None: the pod's own credentials "
+                                   "in a pod, else $KUBECONFIG or ~/.kube/config.")
+    context: str | None = Field(None, description="The kubeconfig context; None: its current one.")
+    capture_url: str = Field(DEFAULT_CAPTURE_URL,
+                             description="The chart's capture collector, where KServe's payload logger posts.")
+    controller_wait_seconds: float = Field(60.0, gt=0.0, description="How long `kiln endpoint update` waits for "
+                                           "the endpoint's rollout controller to take a rollout up.")
 
 
 class ServiceSettings(Section):

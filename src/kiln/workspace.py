@@ -92,14 +92,18 @@ def init_workspace(root: Path, profile: str = "local") -> NewWorkspace:
     settings_file = root / SETTINGS_FILE
     if settings_file.exists():
         load_settings(root)  # an existing, broken kiln.yaml is reported, not overwritten
-    for name in (*FOLDERS, STATE_DIR):
-        path = root / name
-        if not path.exists():
-            path.mkdir(parents=True)
-            created.append(path)
-    if not settings_file.exists():
-        write_text_atomic(settings_file, SETTINGS_TEMPLATE.format(profile=profile))
-        created.append(settings_file)
+    try:
+        for name in (*FOLDERS, STATE_DIR):
+            path = root / name
+            if not path.exists():
+                path.mkdir(parents=True)
+                created.append(path)
+        if not settings_file.exists():
+            write_text_atomic(settings_file, SETTINGS_TEMPLATE.format(profile=profile))
+            created.append(settings_file)
+    except OSError as exc:
+        raise WorkspaceError(f"{root}: cannot make the workspace there: {exc.strerror}",
+                             hint="choose a folder you may write to") from None
     return NewWorkspace(Workspace(root, load_settings(root)), created)
 
 
@@ -125,3 +129,11 @@ def open_workspace(path: Path | None = None) -> Workspace:
             hint="create one with `kiln init DIR`, then pass --workspace DIR or cd into it",
         )
     return Workspace(root, load_settings(root))
+
+
+def require_local(ws: Workspace) -> Workspace:
+    """``ws``, which must use the local profile (its services run as processes here)."""
+    if ws.settings.profile != "local":
+        raise WorkspaceError(f"{ws.root}: profile is '{ws.settings.profile}'; this command runs local services only",
+                             hint="on a cluster the services are installed by the Helm chart (README: cluster)")
+    return ws

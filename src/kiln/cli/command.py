@@ -18,8 +18,7 @@ from typing import TypeVar
 import typer
 
 from kiln.cli.output import engine_output, err, print_json
-from kiln.errors import WorkspaceError
-from kiln.workspace import Workspace, open_workspace
+from kiln.workspace import Workspace, open_workspace, require_local
 
 T = TypeVar("T")
 
@@ -29,11 +28,7 @@ WorkspaceOption = typer.Option(None, "--workspace", "-w", help="Workspace folder
 
 def local_workspace(path: Path | None) -> Workspace:
     """The workspace, which must use the local profile (its services run as processes here)."""
-    ws = open_workspace(path)
-    if ws.settings.profile != "local":
-        raise WorkspaceError(f"{ws.root}: profile is '{ws.settings.profile}'; this command runs local services only",
-                             hint="on a cluster the services are installed by the Helm chart (README: cluster)")
-    return ws
+    return require_local(open_workspace(path))
 
 
 def show(result: T, as_json: bool, render: Callable[[T], None]) -> T:

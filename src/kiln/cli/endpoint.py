@@ -1,4 +1,4 @@
-"""`kiln endpoint ...`: local endpoints (KServe model servers behind Kiln's front)."""
+"""`kiln endpoint ...`: endpoints, local (KServe model servers behind Kiln's front) or on a cluster (KServe objects)."""
 
 from __future__ import annotations
 
@@ -12,23 +12,13 @@ from rich.progress import Progress
 from kiln.cli.command import WorkspaceOption, respond, show
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.errors import InputError
+from kiln.serving import endpoints
 from kiln.serving.batch import BatchResult
 from kiln.serving.batch import batch_transform as run_batch_transform
+from kiln.serving.cluster import ClusterDeleted, ClusterDeployment, ClusterStatus
 from kiln.serving.compare import ShadowComparison
-from kiln.serving.local import (
-    Deleted,
-    Deployment,
-    EndpointList,
-    EndpointStatus,
-    compare_shadow,
-    decide,
-    endpoint_status,
-    list_endpoints,
-)
-from kiln.serving.local import delete as delete_endpoint
-from kiln.serving.local import deploy as deploy_endpoint
+from kiln.serving.local import Deleted, Deployment, EndpointList, EndpointStatus, compare_shadow
 from kiln.serving.local import invoke as invoke_endpoint
-from kiln.serving.local import update as update_endpoint
 from kiln.serving.render import DEFAULT_CAPTURE, RenderedEndpoint
 from kiln.serving.render import render as render_endpoint
 from kiln.serving.replay import ReplayReport
@@ -52,10 +42,11 @@ def deploy(
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Start an endpoint's variants and its front on loopback; model aliases are pinned to versions."""
+    """Start an endpoint's variants and its front on loopback, or (serving type kserve) create its objects on the
+    cluster; model aliases are pinned to versions."""
 
     spec = _spec(spec_file, model, name)
-    respond(workspace, as_json, lambda ws: deploy_endpoint(ws, spec, progress), _render_deployment, local=True)
+    respond(workspace, as_json, lambda ws: endpoints.deploy(ws, spec, progress), _render_deployment)
 
 
 def _spec(spec_file: Path | None, model: str | None, name: str | None) -> EndpointSpec:
@@ -68,7 +59,12 @@ def _spec(spec_file: Path | None, model: str | None, name: str | None) -> Endpoi
     return single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
 
 
-def _render_deployment(deployed: Deployment) -> None:
+def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
+    if isinstance(deployed, ClusterDeployment):
+        out.print(f"endpoint {deployed.endpoint} in namespace {deployed.namespace}: {deployed.url}", markup=False)
+        for c in deployed.changes:
+            out.print(f"  {c.kind.lower()}/{c.name} {c.action}", markup=False)
+        return
     name = deployed.state.name
     out.print(f"endpoint {name}: {deployed.url}/v1/models/{name}:predict", markup=False)
     for variant, info in deployed.state.variants.items():
@@ -80,10 +76,13 @@ def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Pa
            as_json: bool = JsonOption) -> None:
     """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
 
-    respond(workspace, as_json, lambda ws: endpoint_status(ws, name), _render_status, local=True, engines=False)
+    respond(workspace, as_json, lambda ws: endpoints.status(ws, name), _render_status, engines=False)
 
 
-def _render_status(doc: EndpointStatus) -> None:
+def _render_status(doc: EndpointStatus | ClusterStatus) -> None:
+    if isinstance(doc, ClusterStatus):
+        _render_cluster_status(doc)
+        return
     out.print(f"endpoint {doc.name}: {doc.url}", markup=False)
     live = doc.live
     shares = live.get("shares", {})
@@ -107,11 +106,25 @@ def _render_status(doc: EndpointStatus) -> None:
         out.print(f"  {live['error']}", markup=False)
 
 
+def _render_cluster_status(doc: ClusterStatus) -> None:
+    out.print(f"endpoint {doc.endpoint} in namespace {doc.namespace}: {doc.url}", markup=False)
+    for v in doc.variants:
+        share = "shadow" if v.weight is None else f"{v.weight}%"
+        out.print(f"  {v.name:<12} {share:>7}  {v.model:<22} ready {v.ready}{f' ({v.reason})' if v.reason else ''}",
+                  markup=False)
+    r = doc.rollout
+    if r and "phase" in r:
+        out.print(f"  rollout: {r['phase']}, candidate {r['candidate']} at {r['share']:.0%} of {r['stable']}'s "
+                  f"traffic ({r['reason']})", markup=False)
+    elif r:
+        out.print(f"  rollout of {r.get('candidate')} requested, not taken up by a controller yet", markup=False)
+
+
 @app.command("list")
 def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Endpoints deployed in this workspace."""
 
-    respond(workspace, as_json, lambda ws: EndpointList(list_endpoints(ws)), _render_list, local=True, engines=False)
+    respond(workspace, as_json, lambda ws: EndpointList(endpoints.names(ws)), _render_list, engines=False)
 
 
 def _render_list(listed: EndpointList) -> None:
@@ -148,12 +161,17 @@ def _request_body(data: str) -> Any:
 @app.command("delete")
 def delete(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
            as_json: bool = JsonOption) -> None:
-    """Stop the endpoint's processes and forget it (its captured data stays)."""
+    """Stop the endpoint's processes and forget it, or delete its objects on the cluster (captured data stays)."""
 
-    respond(workspace, as_json, lambda ws: delete_endpoint(ws, name), _render_deleted, local=True, engines=False)
+    respond(workspace, as_json, lambda ws: endpoints.delete(ws, name), _render_deleted, engines=False)
 
 
-def _render_deleted(deleted: Deleted) -> None:
+def _render_deleted(deleted: Deleted | ClusterDeleted) -> None:
+    if isinstance(deleted, ClusterDeleted):
+        out.print(f"deleted endpoint {deleted.endpoint} from namespace {deleted.namespace}: "
+                  f"{', '.join(f'{c.kind.lower()}/{c.name}' for c in deleted.changes) or 'no objects left'}",
+                  markup=False)
+        return
     out.print(f"deleted endpoint {deleted.endpoint}; stopped "
               f"{', '.join(deleted.stopped) or 'nothing (no process was running)'}", markup=False)
 
@@ -170,17 +188,20 @@ def update(
 ) -> None:
     """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails."""
 
-    respond(workspace, as_json, lambda ws: update_endpoint(ws, name, model, variant, wait, progress),
-            lambda rollout: _render_rollout(name, rollout), local=True)
+    respond(workspace, as_json, lambda ws: endpoints.update(ws, name, model, variant, wait, progress),
+            lambda rollout: _render_rollout(name, rollout))
 
 
-def _render_rollout(name: str, rollout: RolloutReport) -> None:
+def _render_rollout(name: str, rollout: RolloutReport | None) -> None:
+    if rollout is None:
+        out.print(f"endpoint {name}: rollout requested; its controller has not taken it up yet", markup=False)
+        return
     out.print(f"endpoint {name}: {rollout.phase} ({rollout.reason})", markup=False)
 
 
 def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
-    respond(workspace, as_json, lambda ws: decide(ws, name, action, reason),
-            lambda rollout: _render_rollout(name, rollout), local=True, engines=False)
+    respond(workspace, as_json, lambda ws: endpoints.decide(ws, name, action, reason),
+            lambda rollout: _render_rollout(name, rollout), engines=False)
 
 
 @app.command("promote")

@@ -8,7 +8,8 @@ production variants of the endpoint's spec (a candidate rendered with weight 0 t
 every decision the annotation holds the rollout's whole state, so a restarted controller resumes where the last one
 stopped. The decisions are kiln.serving.rollout's, the same the local endpoint makes; here they are fed from
 Prometheus (Istio's standard request metrics) and applied by patching the VirtualService. The spec (policy,
-guardrails, weights) is read from the ConfigMap `kiln-endpoint-<endpoint>` when the controller starts.
+guardrails, weights) is read from the ConfigMap `kiln-endpoint-<endpoint>` at every step: an endpoint not deployed
+yet is waited for.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, get_args
 
 from kiln.errors import InputError, KilnError, ServiceError
-from kiln.serving.render import PREDICTOR_SUFFIX, WEIGHTED_ROUTE, isvc_name, predictor_host, weights_for
+from kiln.serving.kube import Kube, connect
+from kiln.serving.render import (
+    PREDICTOR_SUFFIX,
+    WEIGHTED_ROUTE,
+    config_map_name,
+    isvc_name,
+    predictor_host,
+    weights_for,
+)
 from kiln.serving.rollout import Phase, Rollout, VariantStats, advance, start
 from kiln.serving.spec import EndpointSpec, Guardrails, Policy, parse_spec
 
@@ -217,28 +226,22 @@ def reweighted(http: Sequence[Mapping[str, Any]], weights: Mapping[str, int],
 
 
 class VirtualServiceRoutes:
-    """The endpoint's Istio VirtualService, read and patched with the Kubernetes API's custom objects."""
+    """The endpoint's Istio VirtualService, read and patched through the Kubernetes API."""
 
-    GROUP, VERSION, PLURAL = "networking.istio.io", "v1beta1", "virtualservices"
-
-    def __init__(self, api: Any, spec: EndpointSpec, namespace: str) -> None:
-        self.api, self.name, self.namespace = api, spec.name, namespace  # api: a kubernetes CustomObjectsApi
+    def __init__(self, kube: Kube, spec: EndpointSpec, namespace: str) -> None:
+        self.kube, self.name, self.namespace = kube, spec.name, namespace
         self.hosts = {v.name: predictor_host(spec.name, v.name, namespace) for v in spec.variants}
         self._seen: dict[str, Any] | None = None
 
-    def _call(self, verb: str, *args: Any) -> dict[str, Any]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            found: dict[str, Any] = getattr(self.api, f"{verb}_namespaced_custom_object")(
-                self.GROUP, self.VERSION, self.namespace, self.PLURAL, self.name, *args)
-            return found
-        except ApiException as exc:
-            raise ServiceError(f"VirtualService {self.namespace}/{self.name}: {verb} failed: {exc.status} "
-                               f"{exc.reason}") from None
+    def _get(self) -> dict[str, Any]:
+        found = self.kube.get("VirtualService", self.namespace, self.name)
+        if found is None:
+            raise ServiceError(f"VirtualService {self.namespace}/{self.name}: not found",
+                               hint="deploy the endpoint first (`kiln endpoint deploy`)")
+        return found
 
     def state(self) -> object:
-        self._seen = self._call("get")
+        self._seen = self._get()
         raw = (self._seen.get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
         if not raw:
             return None
@@ -248,27 +251,25 @@ class VirtualServiceRoutes:
             raise InputError(f"annotation {ANNOTATION} on VirtualService {self.name} is not JSON") from None
 
     def patch(self, weights: dict[str, int], state: dict[str, Any]) -> None:
-        vs = self._seen or self._call("get")
+        vs = self._seen or self._get()
         # The resourceVersion makes the API server refuse the patch if the object changed since it was read.
         body = {"metadata": {"resourceVersion": vs["metadata"]["resourceVersion"],
                              "annotations": {ANNOTATION: json.dumps(state)}},
                 "spec": {"http": reweighted(vs["spec"]["http"], weights, self.hosts)}}
-        self._call("patch", body)
+        self.kube.patch("VirtualService", self.namespace, self.name, body)
         self._seen = None
 
 
-def read_spec(core_api: Any, endpoint: str, namespace: str) -> EndpointSpec:
+def read_spec(kube: Kube, endpoint: str, namespace: str) -> EndpointSpec:
     """The endpoint's spec from its ConfigMap `kiln-endpoint-<endpoint>`."""
     import yaml
-    from kubernetes.client.exceptions import ApiException
 
-    name = f"kiln-endpoint-{endpoint}"
-    try:
-        cm = core_api.read_namespaced_config_map(name, namespace)
-    except ApiException as exc:
-        raise ServiceError(f"ConfigMap {namespace}/{name}: {exc.status} {exc.reason}",
-                           hint="apply the objects `kiln endpoint render` wrote") from None
-    return parse_spec(yaml.safe_load((cm.data or {}).get("endpoint.yaml", "")), f"ConfigMap {namespace}/{name}")
+    name = config_map_name(endpoint)
+    cm = kube.get("ConfigMap", namespace, name)
+    if cm is None:
+        raise ServiceError(f"ConfigMap {namespace}/{name}: not found: endpoint {endpoint} is not deployed in "
+                           f"{namespace}", hint="`kiln endpoint deploy` creates it")
+    return parse_spec(yaml.safe_load((cm.get("data") or {}).get("endpoint.yaml", "")), f"ConfigMap {namespace}/{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,36 +282,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
-    from kubernetes import client, config
-
     try:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()  # run from a workstation against the current context
-        spec = read_spec(client.CoreV1Api(), args.endpoint, args.namespace)
-    except config.ConfigException as exc:
-        log.error("%s: no Kubernetes API to talk to: %s", args.endpoint, exc)
-        return ServiceError.exit_code
+        kube = connect()  # the pod's own credentials; from a workstation, the kubeconfig's current context
     except KilnError as exc:
         log.error("%s: %s", args.endpoint, str(exc).replace("\n", " "))
         return exc.exit_code
-    if spec.guardrails.custom_metric:
-        log.warning("%s: the custom guardrail %s is not judged in the cluster", spec.name,
-                    spec.guardrails.custom_metric)
-    controller = Controller(spec, PrometheusMetrics(args.prometheus, spec.name, args.namespace),
-                            VirtualServiceRoutes(client.CustomObjectsApi(), spec, args.namespace))
+    warned = False
     while True:
         code = 0
         try:
+            # Read every time: `kiln endpoint update` adds the candidate variant to the spec before requesting.
+            spec = read_spec(kube, args.endpoint, args.namespace)
+            if spec.guardrails.custom_metric and not warned:
+                log.warning("%s: the custom guardrail %s is not judged in the cluster", spec.name,
+                            spec.guardrails.custom_metric)
+                warned = True
+            controller = Controller(spec, PrometheusMetrics(args.prometheus, spec.name, args.namespace),
+                                    VirtualServiceRoutes(kube, spec, args.namespace))
             log.info("%s", controller.step(time.time()))
         except KilnError as exc:
             code = exc.exit_code
-            log.error("%s: no decision: %s", spec.name, str(exc).replace("\n", " "))
+            log.error("%s: no decision: %s", args.endpoint, str(exc).replace("\n", " "))
         if args.once:
             return code
         time.sleep(args.interval)
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kiln.files import write_text_atomic
 from kiln.serving.errors import Conflict
-from kiln.serving.rollout import Phase, Rollout, RolloutReport, advance, start
+from kiln.serving.rollout import Rollout, RolloutReport, advance, force, start
 from kiln.serving.router import Route, Router
 from kiln.serving.spec import Guardrails, Policy
 
@@ -58,8 +58,7 @@ class RolloutDriver:
         r = self.rollout
         if r is None or r.done:
             raise Conflict("no rollout is under way")
-        phase: Phase = "promoted" if action == "promote" else "rolled-back"
-        self.rollout = r._to(self.clock(), phase, 1.0 if phase == "promoted" else 0.0, reason)
+        self.rollout = force(r, action, reason, self.clock())
         self._apply()
         return self.rollout
 

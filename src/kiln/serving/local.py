@@ -222,6 +222,18 @@ def pin(ws: Workspace, variant: Variant) -> str:
 
 
 
+def replaced_variant(endpoint: str, production: list[str], variant: str | None) -> str:
+    """The production variant a new model replaces: ``variant``, or the only one there is."""
+    if variant is None:
+        if len(production) != 1:
+            raise InputError(f"endpoint {endpoint} has production variants {', '.join(production)}; "
+                             "say which one the new model replaces with --variant")
+        return production[0]
+    if variant not in production:
+        raise InputError(f"--variant {variant}: endpoint {endpoint} has production variants {', '.join(production)}")
+    return variant
+
+
 def check_runtime(ws: Workspace, variant: Variant, where: str) -> None:
     """A runtime the variant's model version can be served by, or an InputError naming the variant."""
 
@@ -432,6 +444,11 @@ def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> I
                       res.json())
 
 
+def predict_url(ws: Workspace, name: str) -> str:
+    """Where the endpoint's front takes V1 predictions."""
+    return f"{_front(ws, read_state(ws, name))}/v1/models/{name}:predict"
+
+
 def _front(ws: Workspace, state: EndpointState) -> str:
     return f"http://{_local_serving(ws).host}:{state.router_port}"
 
@@ -448,13 +465,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
         raise InputError(f"endpoint {name}: a rollout of {state.rollout.model} is under way",
                          hint=f"`kiln endpoint promote {name}` or `kiln endpoint rollback {name}` first")
     production = [v for v, info in state.variants.items() if info.role == "production"]
-    if variant is None:
-        if len(production) != 1:
-            raise InputError(f"endpoint {name} has production variants {', '.join(production)}; "
-                             "say which one the new model replaces with --variant")
-        variant = production[0]
-    if variant not in production:
-        raise InputError(f"--variant {variant}: endpoint {name} has production variants {', '.join(production)}")
+    variant = replaced_variant(name, production, variant)
     runtime = state.variants[variant].runtime
     check_runtime(ws, Variant(name=variant, model=model, runtime=runtime), "--model")
     pinned = pin(ws, Variant(name=variant, model=model))

@@ -37,6 +37,7 @@ from kiln.errors import InputError
 from kiln.serving.router import TARGET_HEADER
 from kiln.serving.runtimes import get_runtime
 from kiln.serving.spec import NAME, EndpointSpec, Variant
+from kiln.settings import DEFAULT_CAPTURE_URL
 
 if TYPE_CHECKING:
     from kserve import V1beta1InferenceService
@@ -49,9 +50,8 @@ PREDICTOR_SUFFIX = "-predictor"
 MAX_ISVC_NAME = 63 - len(PREDICTOR_SUFFIX)
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 WEIGHTED_ROUTE = "weighted"  # the VirtualService route the controller re-weights
-# The chart's capture collector (release `kiln` in namespace `kubeflow`, as README installs it); it applies
-# capture.sample_percent. `--capture-url` names another release's.
-DEFAULT_CAPTURE = "http://kiln-capture.kubeflow.svc.cluster.local"
+# The chart's capture collector applies capture.sample_percent; `--capture-url` names another release's.
+DEFAULT_CAPTURE = DEFAULT_CAPTURE_URL
 DEFAULT_PROMETHEUS = "http://prometheus.istio-system.svc.cluster.local:9090"  # where Istio's Prometheus add-on listens
 PART_OF = {"app.kubernetes.io/part-of": "kiln"}
 
@@ -66,6 +66,11 @@ def isvc_name(endpoint: str, variant: str) -> str:
 def predictor_host(endpoint: str, variant: str, namespace: str) -> str:
     """The in-cluster host of a variant's KServe predictor Service."""
     return f"{isvc_name(endpoint, variant)}{PREDICTOR_SUFFIX}.{namespace}.svc.cluster.local"
+
+
+def config_map_name(endpoint: str) -> str:
+    """The ConfigMap holding an endpoint's spec (what the rollout controller and `kiln endpoint` read)."""
+    return f"kiln-endpoint-{endpoint}"
 
 
 def endpoint_host(endpoint: str, namespace: str) -> str:
@@ -251,16 +256,18 @@ def _virtual_service(spec: EndpointSpec, namespace: str) -> dict[str, Any]:
 
 def _endpoint_service(spec: EndpointSpec, namespace: str) -> dict[str, Any]:
     # No selector: the callers' sidecars route the name by the VirtualService. Port name http: Istio treats it as HTTP.
+    # The protocol is spelled out: server-side apply before Kubernetes 1.21 refuses a port without it.
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": spec.name, "namespace": namespace, "labels": _labels(spec.name)},
-            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "appProtocol": "http"}]}}
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP",
+                                "appProtocol": "http"}]}}
 
 
 def _config_map(spec: EndpointSpec, namespace: str) -> dict[str, Any]:
     import yaml
 
     return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": f"kiln-endpoint-{spec.name}", "namespace": namespace, "labels": _labels(spec.name)},
+            "metadata": {"name": config_map_name(spec.name), "namespace": namespace, "labels": _labels(spec.name)},
             "data": {"endpoint.yaml": yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)}}
 
 
@@ -269,7 +276,7 @@ def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str)
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": _labels(spec.name, role="controller")}
     rules = [{"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "resourceNames": [spec.name],
               "verbs": ["get", "patch"]},
-             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [f"kiln-endpoint-{spec.name}"],
+             {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [config_map_name(spec.name)],
               "verbs": ["get"]}]
     args = ["python", "-m", "kiln.serving.controller", "--endpoint", spec.name, "--namespace", namespace,
             "--prometheus", prometheus]

@@ -118,3 +118,9 @@ def advance(r: Rollout, stats: dict[str, VariantStats], now: float) -> Rollout:
     if r.phase == "baking" and elapsed >= r.policy.bake_seconds:
         return r._to(now, "promoted", 1.0, f"baked {r.policy.bake_seconds:g} s without an alarm: promoted")
     return r
+
+
+def force(r: Rollout, action: str, reason: str, now: float) -> Rollout:
+    """Promote or roll back now, whatever the guardrails would say (`kiln endpoint promote|rollback`)."""
+    phase: Phase = "promoted" if action == "promote" else "rolled-back"
+    return r._to(now, phase, 1.0 if phase == "promoted" else 0.0, reason)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 from kiln.compile.compiler import CompileOptions, compile_version
 from kiln.compile.store import publish_artifact
-from kiln.errors import InputError, ServiceError
+from kiln.errors import ServiceError
 from kiln.monitoring.baseline import create_baseline
 from kiln.monitoring.run import run_monitor
 from kiln.monitoring.window import parse_time
 from kiln.registry.versions import CHAMPION, get_version, promote
-from kiln.serving.local import deploy, list_endpoints, read_state, update
+from kiln.serving import endpoints
 from kiln.serving.spec import parse_spec
 from kiln.workflow.result import StepResult, say, step
 from kiln.workspace import open_workspace
@@ -54,26 +54,22 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
     """
 
     ws = open_workspace(Path(workspace))
-    if ws.settings.serving.type != "local":
-        raise InputError(f"deploy step: serving type '{ws.settings.serving.type}': a pipeline step deploys on the "
-                         f"local serving type only",
-                         hint=f"run the pipeline with deploy=false, then serve {version} with `kiln endpoint render` "
-                              f"and `kubectl apply -f` (README: Cluster)")
     model = f"models:/{version}"
-    if endpoint in list_endpoints(ws):
-        primary = read_state(ws, endpoint).spec.variants[0].name
+    if endpoint in endpoints.names(ws):
+        primary = endpoints.read_spec(ws, endpoint).variants[0].name
         say(f"rolling {version} out on {endpoint}'s variant {primary} by its policy")
-        rollout = update(ws, endpoint, model, variant=primary, progress=say)
-        phase: str = rollout.phase
+        rollout = endpoints.update(ws, endpoint, model, variant=primary, progress=say)
+        phase: str = rollout.phase if rollout else "requested"
         if phase != "promoted":
-            raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: {rollout.reason}",
+            raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: "
+                               f"{rollout.reason if rollout else ''}",
                                hint=f"`kiln endpoint status {endpoint}` shows what the guardrails saw")
     else:
         spec = parse_spec({"name": endpoint, "variants": [{"name": "primary", "model": model}],
                            "policy": {"type": "canary", "step_percent": canary_percent,
                                       "bake_seconds": bake_seconds}}, "deploy step")
         say(f"new endpoint {endpoint} serving {version}")
-        deploy(ws, spec, say)
+        endpoints.deploy(ws, spec, say)
         phase = "deployed"
     info = get_version(ws, version)
     if promote_champion and CHAMPION not in info.aliases:
@@ -82,7 +78,7 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
             say(f"{version} is now the champion")
         else:
             say(f"{version} serves but stays {info.approval}: only an approved version becomes champion")
-    url = f"http://{ws.settings.serving.host}:{read_state(ws, endpoint).router_port}/v1/models/{endpoint}:predict"
+    url = endpoints.url(ws, endpoint)
     return StepResult(value=url, metadata={"endpoint": endpoint, "version": version, "phase": phase, "url": url})
 
 

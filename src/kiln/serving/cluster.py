@@ -1,0 +1,337 @@
+"""Endpoints on a cluster (serving type `kserve`): the objects kiln.serving.render writes, created and changed through
+the Kubernetes API.
+
+An endpoint is its spec ConfigMap, an InferenceService per variant, the VirtualService and the endpoint's Service, all
+labelled `kiln.dev/endpoint=<name>`. Deploying applies them (server-side apply: the same spec twice changes nothing)
+after the API server accepted every one in a dry run, so a refused object leaves the endpoint as it was; objects of
+variants the spec no longer has are deleted. A rollout adds the candidate as a variant of weight 0 and asks the
+endpoint's rollout controller (kiln.serving.controller, in the cluster) to move the weights; when it has ended, the
+variant serves the winner and the candidate's objects go. Model aliases are pinned to versions, as locally.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiln.errors import InputError, ServiceError
+from kiln.progress import Progress, no_progress
+from kiln.serving.controller import ANNOTATION, VirtualServiceRoutes, dump_rollout, load_rollout, read_spec
+from kiln.serving.kube import Conflict, Kube, connect
+from kiln.serving.local import pin, replaced_variant
+from kiln.serving.render import WEIGHTED_ROUTE, config_map_name, endpoint_host, isvc_name, objects, weights_for
+from kiln.serving.rollout import Rollout, RolloutReport, force, start
+from kiln.serving.spec import EndpointSpec, Variant
+from kiln.settings import KServeServing
+from kiln.tracking import client
+from kiln.workspace import Workspace
+
+CANDIDATE_SUFFIX = "-next"
+# The kinds an endpoint's objects are, in the order they are deleted (what routes to a model server first).
+PRUNED = ("VirtualService", "Service", "InferenceService", "ConfigMap")
+# The schemes KServe's storage initializer reads a model from.
+REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://", "hdfs://", "webhdfs://", "oci://")
+
+
+@dataclass(frozen=True)
+class Change:
+    """What applying or deleting did to one object."""
+
+    kind: str
+    name: str
+    action: str  # created, configured, unchanged, deleted
+
+
+@dataclass(frozen=True)
+class ClusterDeployment:
+    """An endpoint applied to a cluster (`kiln endpoint deploy` with serving type kserve)."""
+
+    endpoint: str
+    namespace: str
+    url: str  # where callers in the mesh send requests
+    models: dict[str, str]  # variant -> the pinned models:/NAME/VERSION it serves
+    changes: list[Change]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "namespace": self.namespace, "url": self.url, "models": self.models,
+                "changes": [vars(c) for c in self.changes]}
+
+
+@dataclass(frozen=True)
+class VariantStatus:
+    name: str
+    role: str  # production or shadow
+    model: str
+    weight: int | None  # its share of the VirtualService's weighted route, in percent; None for the shadow
+    ready: str  # the InferenceService's Ready condition: True, False, or Unknown (not reconciled yet)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    endpoint: str
+    namespace: str
+    url: str
+    variants: list[VariantStatus]
+    rollout: dict[str, Any] | None = None  # the rollout controller's state of the last or current rollout
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "namespace": self.namespace, "url": self.url,
+                "variants": [vars(v) for v in self.variants], "rollout": self.rollout}
+
+
+@dataclass(frozen=True)
+class ClusterDeleted:
+    endpoint: str
+    namespace: str
+    changes: list[Change] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "namespace": self.namespace, "changes": [vars(c) for c in self.changes]}
+
+
+def _serving(ws: Workspace) -> KServeServing:
+    serving = ws.settings.serving
+    if not isinstance(serving, KServeServing):
+        raise InputError(f"serving type '{serving.type}': not a cluster", hint="set serving.type: kserve in kiln.yaml")
+    return serving
+
+
+def namespace(ws: Workspace) -> str:
+    """The namespace the workspace's endpoints live in."""
+    return _serving(ws).namespace
+
+
+def _kube(ws: Workspace) -> tuple[Kube, str]:
+    serving = _serving(ws)
+    return connect(serving.kubeconfig, serving.context), serving.namespace
+
+
+def url_of(endpoint: str, namespace: str) -> str:
+    return f"http://{endpoint_host(endpoint, namespace)}/v1/models/{endpoint}:predict"
+
+
+def storage_uri(ws: Workspace, model: str) -> str:
+    """Where a pinned version's model files are, as KServe's storage initializer reads them."""
+    name, _, version = model.removeprefix("models:/").partition("/")
+    uri: str = client(ws).get_model_version_download_uri(name, version)
+    if not uri.startswith(REMOTE_SCHEMES):
+        raise InputError(f"model {model}: its files are at {uri}, which a cluster's model servers cannot read",
+                         hint="keep the registry's artifacts in an object store: mlflow.artifact_root: s3://BUCKET/...")
+    return uri
+
+
+def _pinned(ws: Workspace, spec: EndpointSpec) -> EndpointSpec:
+    """The spec with every model alias replaced by the version it names now."""
+    data = spec.model_dump()
+    for v in data["variants"] + ([data["shadow"]] if data["shadow"] else []):
+        v["model"] = pin(ws, Variant(name=v["name"], model=v["model"]))
+    return EndpointSpec.model_validate(data)
+
+
+def _rollout_state(kube: Kube, endpoint: str, namespace: str) -> dict[str, Any] | None:
+    vs = kube.get("VirtualService", namespace, endpoint)
+    raw = ((vs or {}).get("metadata", {}).get("annotations") or {}).get(ANNOTATION)
+    if not raw:
+        return None
+    try:
+        state = json.loads(raw)
+    except ValueError:
+        raise InputError(f"annotation {ANNOTATION} on VirtualService {namespace}/{endpoint} is not JSON") from None
+    return state if isinstance(state, dict) else None
+
+
+def _under_way(state: dict[str, Any] | None) -> bool:
+    return state is not None and ("phase" not in state or not load_rollout(state).done)
+
+
+def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str, progress: Progress) -> list[Change]:
+    """Apply the spec's objects (after a dry run of all of them) and delete the endpoint's objects it lacks."""
+    serving = _serving(ws)
+    every = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
+    uris = {v.name: storage_uri(ws, v.model) for v in every}
+    objs = objects(spec, namespace=namespace, storage_uris=uris, capture_url=serving.capture_url)
+    for obj in objs:  # the API server's own checks (schemas, admission, RBAC) on every object, changing nothing
+        kube.apply(obj, dry_run=True)
+    changes = []
+    for obj in objs:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        before = kube.get(kind, namespace, name)
+        after = kube.apply(obj)
+        action = "created" if before is None else \
+            "unchanged" if before["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"] else "configured"
+        changes.append(Change(kind, name, action))
+        progress(f"{kind.lower()} {name} {action}")
+    keep = {(o["kind"], o["metadata"]["name"]) for o in objs}
+    for kind in PRUNED:
+        for found in kube.list(kind, namespace, f"kiln.dev/endpoint={spec.name}"):
+            name = found["metadata"]["name"]
+            if (kind, name) not in keep and kube.delete(kind, namespace, name):
+                changes.append(Change(kind, name, "deleted"))
+                progress(f"{kind.lower()} {name} deleted")
+    return changes
+
+
+def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) -> ClusterDeployment:
+    """Create the endpoint, or bring an existing one to ``spec``; refused while a rollout is under way."""
+    kube, namespace = _kube(ws)
+    if _under_way(_rollout_state(kube, spec.name, namespace)):
+        raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",
+                         hint=f"`kiln endpoint promote {spec.name}` or `kiln endpoint rollback {spec.name}` first")
+    pinned = _pinned(ws, spec)
+    changes = _apply(ws, kube, pinned, namespace, progress)
+    models = {v.name: v.model for v in [*pinned.variants, *([pinned.shadow] if pinned.shadow else [])]}
+    return ClusterDeployment(spec.name, namespace, url_of(spec.name, namespace), models, changes)
+
+
+def read_endpoint(ws: Workspace, name: str) -> tuple[Kube, str, EndpointSpec]:
+    """The API, the namespace and the deployed spec of endpoint ``name``."""
+    kube, namespace = _kube(ws)
+    if kube.get("ConfigMap", namespace, config_map_name(name)) is None:
+        raise InputError(f"no endpoint '{name}' in namespace {namespace}",
+                         hint="`kiln endpoint list` shows the deployed ones")
+    return kube, namespace, read_spec(kube, name, namespace)
+
+
+def list_endpoints(ws: Workspace) -> list[str]:
+    kube, namespace = _kube(ws)
+    found = kube.list("ConfigMap", namespace, "app.kubernetes.io/part-of=kiln,kiln.dev/endpoint")
+    return sorted(cm["metadata"]["labels"]["kiln.dev/endpoint"] for cm in found)
+
+
+def _ready(isvc: dict[str, Any] | None) -> tuple[str, str]:
+    if isvc is None:
+        return "False", "InferenceService missing"
+    for cond in (isvc.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return str(cond.get("status")), str(cond.get("message") or cond.get("reason") or "")
+    return "Unknown", "not reconciled by KServe yet"
+
+
+def endpoint_status(ws: Workspace, name: str) -> ClusterStatus:
+    """Each variant's model, live weight and readiness, and the rollout controller's state."""
+    kube, namespace, spec = read_endpoint(ws, name)
+    vs = kube.get("VirtualService", namespace, name) or {}
+    routes = (vs.get("spec") or {}).get("http", [])
+    weighted: dict[str, Any] = next((r for r in routes if r.get("name") == WEIGHTED_ROUTE), {})
+    live = {d["destination"]["host"].split(".")[0]: d.get("weight", 0) for d in weighted.get("route", [])}
+    variants = []
+    for v in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
+        shadow = v is spec.shadow
+        isvc = isvc_name(name, v.name)
+        ready, why = _ready(kube.get("InferenceService", namespace, isvc))
+        variants.append(VariantStatus(v.name, "shadow" if shadow else "production", v.model,
+                                      None if shadow else live.get(f"{isvc}-predictor", 0), ready, why))
+    return ClusterStatus(name, namespace, url_of(name, namespace), variants, _rollout_state(kube, name, namespace))
+
+
+def delete(ws: Workspace, name: str) -> ClusterDeleted:
+    """Delete every object of the endpoint (routes first, the spec last)."""
+    kube, namespace, _ = read_endpoint(ws, name)
+    changes = []
+    for kind in PRUNED:
+        for found in kube.list(kind, namespace, f"kiln.dev/endpoint={name}"):
+            if kube.delete(kind, namespace, found["metadata"]["name"]):
+                changes.append(Change(kind, found["metadata"]["name"], "deleted"))
+    return ClusterDeleted(name, namespace, changes)
+
+
+def _report(r: Rollout, candidate_url: str) -> RolloutReport:
+    return RolloutReport(stable=r.stable, candidate=r.candidate, candidate_url=candidate_url, phase=r.phase,
+                         share=r.share, reason=r.reason, policy=r.policy, history=[dict(h) for h in r.history],
+                         done=r.done, updated=time.time())
+
+
+def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
+           progress: Progress = no_progress, poll_seconds: float = 2.0) -> RolloutReport | None:
+    """Add the new model beside the variant it replaces and ask the endpoint's rollout controller to roll it out by
+    the endpoint's policy; with ``wait``, follow it to its end and settle the objects. None when not waited for and
+    the controller has not taken it up yet."""
+    finalize(ws, name)  # a rollout that ended while nobody followed it is settled first
+    kube, namespace, spec = read_endpoint(ws, name)
+    if _under_way(_rollout_state(kube, name, namespace)):
+        raise InputError(f"endpoint {name}: a rollout is under way",
+                         hint=f"`kiln endpoint promote {name}` or `kiln endpoint rollback {name}` first")
+    production = [v.name for v in spec.variants]
+    variant = replaced_variant(name, production, variant)
+    stable = next(v for v in spec.variants if v.name == variant)
+    pinned = pin(ws, Variant(name=variant, model=model))
+    if pinned == stable.model:
+        raise InputError(f"variant {variant} of {name} already serves {pinned}")
+    candidate = f"{variant}{CANDIDATE_SUFFIX}"
+    data = spec.model_dump()
+    data["variants"].append({"name": candidate, "model": pinned, "runtime": stable.runtime, "weight": 0.0})
+    _apply(ws, kube, EndpointSpec.model_validate(data), namespace, progress)
+    vs = kube.get("VirtualService", namespace, name)
+    assert vs is not None  # just applied
+    kube.patch("VirtualService", namespace, name, {"metadata": {
+        "resourceVersion": vs["metadata"]["resourceVersion"],
+        "annotations": {ANNOTATION: json.dumps({"stable": variant, "candidate": candidate})}}})
+    progress(f"candidate {candidate}: {pinned}; rollout requested from the endpoint's controller")
+    asked, seen = time.monotonic(), ""
+    while True:
+        state = _rollout_state(kube, name, namespace)
+        if state is not None and "phase" in state:
+            rollout = load_rollout(state)
+            if rollout.reason != seen:
+                seen = rollout.reason
+                progress(f"rollout: {seen}")
+            if rollout.done:
+                finalize(ws, name)
+            if rollout.done or not wait:
+                return _report(rollout, url_of(name, namespace))
+        elif time.monotonic() - asked > _serving(ws).controller_wait_seconds:
+            raise ServiceError(f"endpoint {name}: no rollout controller took the rollout up in "
+                               f"{_serving(ws).controller_wait_seconds:.0f} s; {candidate} serves no traffic",
+                               hint=f"the chart runs one per endpoint listed in rolloutController.endpoints; "
+                                    f"`kiln endpoint rollback {name}` removes the candidate")
+        elif not wait:
+            return None
+        time.sleep(poll_seconds)
+
+
+def finalize(ws: Workspace, name: str) -> RolloutReport | None:
+    """After a rollout ended: the variant serves the winner, the candidate's objects go. The ended rollout, or None
+    when none has ended unsettled."""
+    kube, namespace, spec = read_endpoint(ws, name)
+    state = _rollout_state(kube, name, namespace)
+    if state is None or "phase" not in state:
+        return None
+    r = load_rollout(state)
+    names = [v.name for v in spec.variants]
+    if not r.done or r.candidate not in names:
+        return None
+    data = spec.model_dump()
+    won = next(v for v in data["variants"] if v["name"] == r.candidate)
+    data["variants"] = [v for v in data["variants"] if v["name"] != r.candidate]
+    if r.phase == "promoted":
+        next(v for v in data["variants"] if v["name"] == r.stable)["model"] = won["model"]
+    _apply(ws, kube, EndpointSpec.model_validate(data), namespace, no_progress)
+    return _report(r, url_of(name, namespace))
+
+
+def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
+    """Promote or roll back the rollout under way now (as the controller would at its end), then settle."""
+    kube, namespace, spec = read_endpoint(ws, name)
+    state = _rollout_state(kube, name, namespace)
+    if not _under_way(state):
+        raise InputError(f"endpoint {name} has no rollout under way", hint=f"`kiln endpoint update {name} --model URI`")
+    assert state is not None
+    if "phase" in state:
+        current = load_rollout(state)
+    else:  # requested, not yet taken up by a controller: settled as if it had begun
+        current = start(state["stable"], state["candidate"], spec.policy, spec.guardrails, time.time())
+    ended = force(current, action, reason, time.time())
+    routes = VirtualServiceRoutes(kube, spec, namespace)
+    for attempt in range(3):
+        routes.state()
+        try:
+            routes.patch(weights_for(ended, {v.name: v.weight for v in spec.variants}), dump_rollout(ended))
+            break
+        except Conflict:  # the controller patched it meanwhile: read it again
+            if attempt == 2:
+                raise
+    finalize(ws, name)
+    return _report(ended, url_of(name, namespace))
