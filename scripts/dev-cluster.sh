@@ -9,7 +9,8 @@
 #   scripts/dev-cluster.sh down     # stop everything `up` started
 # Pods reach the host's own PostgreSQL and Redis (which listen on loopback only) at the bridge address, through relays
 # the script starts (KILN_DEV_CLUSTER_RELAYS: the ports, default "5432 6379"); and one volume (a folder under the
-# cluster's state, for a claim without a storage class: the chart's workspace) is there for the taking.
+# cluster's state, for a claim without a storage class: the chart's workspace) is there for the taking. Debian's
+# Prometheus scrapes the pods that ask for it (port KILN_DEV_CLUSTER_PORT + 6, on loopback and the bridge address).
 # The binaries are Kubernetes 1.20.2 (bookworm's package) built with Debian's Go; one vendored module is swapped for
 # Debian's newer copy (reflect2 1.0.1 crashes on Go 1.18 and later). Nothing is kept but the binaries.
 set -euo pipefail
@@ -22,7 +23,7 @@ HOME_K8S=$CACHE/kubernetes/v$VERSION
 BIN=$HOME_K8S/bin
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 BUILD_PACKAGES=(golang-go golang-github-modern-go-reflect2-dev dpkg-dev)
-RUN_PACKAGES=(etcd-server containerd runc containernetworking-plugins socat)
+RUN_PACKAGES=(etcd-server containerd runc containernetworking-plugins socat prometheus)
 HERE=$(cd "$(dirname "$0")" && pwd)
 NODE=kiln-dev
 BRIDGE=kiln-dev0
@@ -35,10 +36,12 @@ API_PORT=${KILN_DEV_CLUSTER_PORT:-16443}
 ETCD_PORT=$((API_PORT + 1))
 ETCD_PEER_PORT=$((API_PORT + 2))
 KUBELET_PORT=$((API_PORT + 3))
+PROMETHEUS_PORT=$((API_PORT + 6))  # +4 and +5: kube-proxy's health and metrics
 SERVICE_RANGE=10.96.0.0/24
 SERVICE_API_IP=10.96.0.1
 RELAYS=(${KILN_DEV_CLUSTER_RELAYS-5432 6379})
-COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy)  # start order
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy pod-targets
+            prometheus)  # start order
 
 # bookworm's kubernetes source package, through an apt configuration of its own (the host's is not changed).
 fetch_source() {  # fetch_source DIR
@@ -293,10 +296,11 @@ node_up() {
     --conntrack-max-per-core 0 --conntrack-tcp-timeout-established 0 --conntrack-tcp-timeout-close-wait 0
   wait_until 30 kube-proxy curl -sf --max-time 2 "http://127.0.0.1:$((API_PORT + 4))/healthz" -o /dev/null
   guard_forwarding  # again, above the rules kube-proxy put first
+  prometheus_up
   local port
-  # The API server listens on loopback; pods reach it as the `kubernetes` Service, whose endpoint is the advertised
-  # bridge address, through a relay of its own (in-cluster clients: the rollout controller, the deploy step).
-  for port in "$API_PORT" "${RELAYS[@]}"; do
+  # The API server and Prometheus listen on loopback; pods reach them at the bridge address through relays of their
+  # own (the API as the `kubernetes` Service, whose endpoint is the advertised bridge address).
+  for port in "$API_PORT" "$PROMETHEUS_PORT" "${RELAYS[@]}"; do
     # only for a service that listens: a relay to nothing would turn "refused" into "reset" for the pod
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { say "nothing listens on 127.0.0.1:$port: no relay"; continue; }
     start "relay-$port" socat "TCP-LISTEN:$port,bind=$BRIDGE_IP,reuseaddr,fork" "TCP:127.0.0.1:$port"
@@ -331,6 +335,54 @@ register_crds() {
   if [ ! -x "$python" ]; then say "no $python (make setup): KServe's and Istio's CRDs not registered"; return; fi
   "$python" -m kiln.serving.crds --apply "$STATE/admin.kubeconfig" >"$STATE/log/crds.log" 2>&1 \
     || { echo "error: registering the CRDs failed; log: $STATE/log/crds.log" >&2; down >/dev/null; exit 2; }
+}
+
+# Debian's Prometheus on loopback, scraping every running pod annotated prometheus.io/scrape: "true" (port and path
+# from its prometheus.io/port and /path annotations) with the labels the community's kubernetes-pods job gives: each
+# pod label with `.` and `/` as `_` (kiln.dev/variant -> kiln_dev_variant), `namespace` and `pod`. Debian builds
+# Prometheus without Kubernetes discovery, so a small process of the script's lists the pods from the API server every
+# 2 s into a file Prometheus reads (file_sd). Scrapes every 2 s, keeps 1 day.
+prometheus_up() {
+  mkdir -p "$STATE/prometheus"
+  cat >"$STATE/prometheus.yml" <<EOF_PROM
+global: {scrape_interval: 2s, evaluation_interval: 15s}
+scrape_configs:
+  - job_name: kubernetes-pods
+    file_sd_configs: [{files: [$STATE/prometheus/pods.json], refresh_interval: 2s}]
+EOF_PROM
+  cat >"$STATE/pod-targets.py" <<'EOF_PY'
+import json, os, re, ssl, sys, time, urllib.request
+api, token_file, ca, out = sys.argv[1:5]
+token = open(token_file).read().strip()
+context = ssl.create_default_context(cafile=ca)
+while True:
+    try:
+        request = urllib.request.Request(f"{api}/api/v1/pods", headers={"Authorization": f"Bearer {token}"})
+        pods = json.load(urllib.request.urlopen(request, context=context, timeout=10))["items"]
+        targets = []
+        for pod in pods:
+            meta, notes = pod["metadata"], pod["metadata"].get("annotations") or {}
+            ip = pod.get("status", {}).get("podIP")
+            if notes.get("prometheus.io/scrape") != "true" or not ip or pod["status"].get("phase") != "Running":
+                continue
+            labels = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in (meta.get("labels") or {}).items()}
+            labels.update(namespace=meta["namespace"], pod=meta["name"],
+                          __metrics_path__=notes.get("prometheus.io/path", "/metrics"))
+            targets.append({"targets": [f"{ip}:{notes.get('prometheus.io/port', '80')}"], "labels": labels})
+        with open(out + ".tmp", "w") as f:
+            json.dump(targets, f)
+        os.replace(out + ".tmp", out)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"pod listing failed: {exc}", file=sys.stderr, flush=True)
+    time.sleep(2)
+EOF_PY
+  echo "[]" >"$STATE/prometheus/pods.json"
+  (umask 077 && token_of kiln-admin >"$STATE/pki/pod-targets.token")  # a file: no token in the process list
+  start pod-targets python3 "$STATE/pod-targets.py" "https://127.0.0.1:$API_PORT" "$STATE/pki/pod-targets.token" \
+    "$STATE/pki/ca.crt" "$STATE/prometheus/pods.json"
+  start prometheus prometheus --config.file "$STATE/prometheus.yml" --storage.tsdb.path "$STATE/prometheus" \
+    --storage.tsdb.retention.time 1d --web.listen-address "127.0.0.1:$PROMETHEUS_PORT"
+  wait_until 60 prometheus curl -sf --max-time 2 "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" -o /dev/null
 }
 
 GUARD="kiln dev-cluster: pods stay on the bridge"

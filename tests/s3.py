@@ -39,6 +39,15 @@ class S3:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region,
                             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
 
+    def download(self, uri: str, folder: Path) -> None:
+        """Every object under ``uri`` (s3://BUCKET/PREFIX) into ``folder``, as laid out below the prefix."""
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        prefix = prefix.rstrip("/") + "/"
+        for key in self.keys(prefix, bucket):
+            target = folder / key[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.client().download_file(bucket, key, str(target))
+
     def keys(self, prefix: str, bucket: str = "kiln") -> list[str]:
         """Every object key under ``prefix``, sorted (all pages)."""
         pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)

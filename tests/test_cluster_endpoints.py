@@ -303,3 +303,252 @@ def test_the_controllers_main_loop_logs_one_line_per_decision(kube, namespace, m
     caplog.clear()
     assert controlling.main([*argv[:1], "gone", *argv[2:]]) == 2
     assert "ConfigMap" in caplog.records[0].getMessage() and "not found" in caplog.records[0].getMessage()
+
+
+# --- The rollout controller, live ------------------------------------------------------------------------------
+# In a cluster with KServe, its controller runs each InferenceService as a predictor Deployment (RawDeployment) and
+# the Istio mesh splits the traffic by the VirtualService's weights. Neither can be had here, so the tests stand in
+# for both, and for nothing else: `KServeStandIn` makes each InferenceService's predictor Deployment and Service
+# from the kiln image (the model copied from its storageUri to what the pod sees as /mnt/models, as KServe's storage
+# initializer does) and reports it Ready, and `Traffic` sends each variant its share of requests as the
+# VirtualService's weights say at that moment. The controller is Kiln's own, deployed by `kiln endpoint deploy`, in
+# its pod with its own Role; it reads the model servers' metrics from the cluster's real Prometheus and patches the
+# VirtualService through the API server.
+PROMETHEUS = "http://10.244.0.1:16449"  # dev-cluster.sh's Prometheus, as pods reach it (default port + 6)
+
+
+class KServeStandIn:
+    def __init__(self, kube, namespace: str, endpoint: str, s3) -> None:
+        import tempfile
+
+        self.kube, self.namespace, self.endpoint, self.s3 = kube, namespace, endpoint, s3
+        self.models = Path(tempfile.mkdtemp(prefix="kiln-models-", dir="/tmp"))
+        self.models.chmod(0o755)  # the pods' user reads the model files
+
+    def reconcile(self) -> None:
+        """A predictor per InferenceService of the endpoint serving its storageUri; none for one that is gone."""
+        wanted = {name: obj for name, obj in isvcs(self.kube, self.namespace).items()
+                  if obj["metadata"]["labels"].get("kiln.dev/endpoint") == self.endpoint}
+        running = {d["metadata"]["name"].removesuffix("-predictor"): d["metadata"]["annotations"]["kiln.test/model"]
+                   for d in self.kube.get("deployments", "-n", self.namespace, "-l",
+                                          f"kiln.test/stand-in-for={self.endpoint}")["items"]}
+        for name, uri in running.items():
+            if name not in wanted or storage_uri(wanted[name]) != uri:  # gone, or its model changed
+                self.kube.run("delete", "deployment,service", f"{name}-predictor", "-n", self.namespace)
+        for name, isvc in wanted.items():
+            if running.get(name) != storage_uri(isvc):
+                self._predictor(isvc)
+
+    def _predictor(self, isvc: dict) -> None:
+        from tests.test_dev_cluster import chart_security
+
+        name, labels = isvc["metadata"]["name"], isvc["metadata"]["labels"]
+        folder = self.models / name
+        shutil.rmtree(folder, ignore_errors=True)
+        self.s3.download(storage_uri(isvc), folder)
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        pod_security, container_security = chart_security()
+        selector = {"app": f"{name}-predictor"}
+        args = ["python", "-m", "kiln.serving.server", "--name", self.endpoint, "--model-uri", "/mnt/models",
+                "--http-port", "8080", "--host", "0.0.0.0"]
+        self.kube.apply(
+            {"apiVersion": "apps/v1", "kind": "Deployment",
+             "metadata": {"name": f"{name}-predictor", "namespace": self.namespace,
+                          "labels": {"kiln.test/stand-in-for": self.endpoint},
+                          "annotations": {"kiln.test/model": storage_uri(isvc)}},
+             "spec": {"replicas": 1, "selector": {"matchLabels": selector}, "template": {
+                 "metadata": {"labels": {**labels, **selector},
+                              "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"}},
+                 "spec": {"securityContext": pod_security, "containers": [{
+                     "name": "kserve-container", "image": "kiln:0.1.0", "imagePullPolicy": "Never", "command": args,
+                     "securityContext": container_security, "env": [{"name": "HOME", "value": "/tmp"}],
+                     "ports": [{"containerPort": 8080}],
+                     "readinessProbe": {"httpGet": {"path": f"/v2/models/{self.endpoint}/ready", "port": 8080},
+                                        "periodSeconds": 1},
+                     "volumeMounts": [{"name": "model", "mountPath": "/mnt/models", "readOnly": True},
+                                      {"name": "tmp", "mountPath": "/tmp"}]}],
+                     "volumes": [{"name": "model", "hostPath": {"path": str(folder), "type": "Directory"}},
+                                 {"name": "tmp", "emptyDir": {}}]}}}},
+            {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": f"{name}-predictor", "namespace": self.namespace,
+                          "labels": {"kiln.test/stand-in-for": self.endpoint}},
+             "spec": {"selector": selector, "ports": [{"port": 80, "targetPort": 8080}]}})
+
+    def wait_ready(self, name: str) -> None:
+        self.kube.run("-n", self.namespace, "rollout", "status", f"deployment/{name}-predictor", "--timeout=180s")
+        ready = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+        self.kube.run("-n", self.namespace, "patch", "inferenceservice", name, "--subresource=status",
+                      "--type=merge", "-p", json.dumps(ready))
+
+    def pod_url(self, variant: str) -> str | None:
+        pods = self.kube.get("pods", "-n", self.namespace, "-l", f"app={self.endpoint}-{variant}-predictor")["items"]
+        ips = [p["status"].get("podIP") for p in pods if p["status"].get("phase") == "Running"]
+        return f"http://{ips[0]}:8080" if ips and ips[0] else None
+
+
+def storage_uri(isvc: dict) -> str:
+    return isvc["spec"]["predictor"]["model"]["storageUri"]
+
+
+class Traffic:
+    """Requests one after another, each to a variant drawn by the VirtualService's weights at that moment."""
+
+    def __init__(self, standin: KServeStandIn) -> None:
+        import random
+        import threading
+
+        self.standin, self.answers, self.done = standin, [], threading.Event()
+        self.random = random.Random(7)
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        from tests.test_serving import ROWS
+
+        weights: dict[str, int] = {}
+        urls: dict[str, str | None] = {}
+        refreshed = 0.0
+        with httpx.Client(timeout=10) as client:
+            while not self.done.is_set():
+                if time.monotonic() - refreshed > 1.0:
+                    vs = self.standin.kube.get("virtualservice", self.standin.endpoint, "-n", self.standin.namespace)
+                    route = next(r for r in vs["spec"]["http"] if r["name"] == "weighted")["route"]
+                    weights = {d["destination"]["host"].split(".")[0].removeprefix(f"{self.standin.endpoint}-")
+                               .removesuffix("-predictor"): d["weight"] for d in route}
+                    urls = {v: self.standin.pod_url(v) for v in weights}
+                    refreshed = time.monotonic()
+                variant = self.random.choices(list(weights), weights=list(weights.values()))[0]
+                if urls.get(variant):
+                    try:
+                        res = client.post(f"{urls[variant]}/v1/models/{self.standin.endpoint}:predict",
+                                          json={"instances": ROWS})
+                        self.answers.append((variant, res.status_code))
+                    except httpx.HTTPError:
+                        self.answers.append((variant, 0))
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def rollout_state(kube, namespace: str, endpoint: str) -> dict:
+    vs = kube.get("virtualservice", endpoint, "-n", namespace)
+    return json.loads((vs["metadata"].get("annotations") or {}).get("kiln.dev/rollout", "null") or "null") or {}
+
+
+def wait_for_phase(kube, namespace: str, endpoint: str, phases: set[str], standin: KServeStandIn,
+                   seconds: float = 180) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        standin.reconcile()
+        state = rollout_state(kube, namespace, endpoint)
+        if state.get("phase") in phases:
+            return state
+        assert time.monotonic() < deadline, f"no {phases} in {seconds} s; the rollout's state: {state}"
+        time.sleep(1)
+
+
+LIVE_SPEC = """
+name: live
+variants: [{name: primary, model: "models:/toy/1"}]
+policy: {type: canary, step_percent: 50, bake_seconds: BAKE}
+guardrails: {min_requests: 10, max_error_rate: 0.05, max_p99_increase_ms: 1000}
+"""
+
+
+@pytest.fixture(scope="module")
+def live(kube, namespace, ws, s3):
+    """Endpoint `live` deployed with its own rollout controller, the stand-in serving its primary."""
+    root, env = ws
+    env = {**env, "KILN_SERVING__CONTROLLER_IMAGE": "kiln:0.1.0", "KILN_SERVING__PROMETHEUS": PROMETHEUS,
+           "KILN_SERVING__METRICS": "kiln", "KILN_SERVING__CONTROLLER_INTERVAL_SECONDS": "2",
+           "KILN_SERVING__CONTROLLER_WAIT_SECONDS": "60"}
+    res = run_kiln("endpoint", "deploy", write_spec(ws, LIVE_SPEC.replace("BAKE", "25")), "-w", root, "--json",
+                   env=env)
+    assert res.code == 0, res.stderr[-3000:]
+    standin = KServeStandIn(kube, namespace, "live", s3)
+    standin.reconcile()
+    standin.wait_ready("live-primary")
+    kube.run("-n", namespace, "rollout", "status", "deployment/kiln-rollout-live", "--timeout=120s")
+    traffic = Traffic(standin)
+    yield root, env, standin, traffic
+    traffic.stop()
+    run_kiln("endpoint", "delete", "live", "-w", root, env=env)
+    shutil.rmtree(standin.models, ignore_errors=True)
+
+
+def test_the_controllers_role_allows_exactly_what_it_needs(kube, namespace, live) -> None:
+    who = f"system:serviceaccount:{namespace}:kiln-rollout-live"
+    for verb, resource, allowed in [("get", "virtualservices.networking.istio.io/live", "yes"),
+                                    ("patch", "virtualservices.networking.istio.io/live", "yes"),
+                                    ("get", "configmaps/kiln-endpoint-live", "yes"),
+                                    ("patch", "virtualservices.networking.istio.io/toy", "no"),
+                                    ("delete", "virtualservices.networking.istio.io/live", "no"),
+                                    ("list", "virtualservices.networking.istio.io", "no"),
+                                    ("patch", "configmaps/kiln-endpoint-live", "no"),
+                                    ("get", "configmaps/kiln-endpoint-toy", "no"),
+                                    ("get", "secrets", "no"), ("create", "pods", "no")]:
+        res = kube.run("auth", "can-i", verb, resource, "-n", namespace, "--as", who, check=False)
+        assert res.stdout.strip() == allowed, (verb, resource, res.stdout, res.stderr)
+    listed = kube.run("auth", "can-i", "--list", "-n", namespace, "--as", who).stdout
+    granted = sorted(line.split()[0] for line in listed.splitlines()[1:]  # resources, not URLs or self-reviews
+                     if not line.split()[0].startswith(("selfsubject", "[")))
+    assert granted == ["configmaps", "virtualservices.networking.istio.io"], listed
+
+
+def test_a_failing_canary_is_rolled_back_by_the_controller_on_prometheus_metrics(kube, namespace, live,
+                                                                                 monkeypatch) -> None:
+    root, env, standin, traffic = live
+    for key, value in {**live_env(env)}.items():
+        monkeypatch.setenv(key, value)
+    from tests.test_endpoint_rollout import register_faulty
+
+    faulty = register_faulty(root, "fail")
+    res = run_kiln("endpoint", "update", "live", "--model", faulty, "--no-wait", "-w", root, env=env)
+    assert res.code == 0, res.stderr[-3000:]
+    state = wait_for_phase(kube, namespace, "live", {"baking"}, standin)
+    assert state["share"] == 0.5
+    standin.reconcile()
+    state = wait_for_phase(kube, namespace, "live", {"rolled-back", "promoted"}, standin)
+    assert state["phase"] == "rolled-back" and "error rate" in state["reason"], state
+    failed = [code for variant, code in traffic.answers if variant == "primary-next" and code == 500]
+    assert failed, "the candidate answered, and failed, before it was judged"
+    status = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)
+    assert [(v["name"], v["weight"], v["model"]) for v in status["variants"]] == [("primary", 100, "models:/toy/1")]
+    assert "live-primary-next" not in isvcs(kube, namespace)
+
+
+def test_a_healthy_canary_is_promoted_and_a_restarted_controller_resumes_it(kube, namespace, live) -> None:
+    root, env, standin, traffic = live
+    res = run_kiln("endpoint", "update", "live", "--model", "models:/toy/2", "--no-wait", "-w", root, env=env)
+    assert res.code == 0, res.stderr[-3000:]
+    baking = wait_for_phase(kube, namespace, "live", {"baking"}, standin)
+    [before] = kube.get("pods", "-n", namespace, "-l", "app.kubernetes.io/name=kiln-rollout-live")["items"]
+    kube.run("-n", namespace, "delete", "pod", before["metadata"]["name"])  # the controller, mid-bake
+    standin.reconcile()
+    standin.wait_ready("live-primary-next")
+    done = wait_for_phase(kube, namespace, "live", {"promoted", "rolled-back"}, standin)
+    assert done["phase"] == "promoted", done
+    [after] = kube.get("pods", "-n", namespace, "-l", "app.kubernetes.io/name=kiln-rollout-live")["items"]
+    assert after["metadata"]["name"] != before["metadata"]["name"]
+    phases = [h["phase"] for h in done["history"]]
+    assert phases == ["baking", "promoted"], "the new controller went on with the canary it found, not a new one"
+    assert done["history"][1]["at"] - baking["since"] >= 25, "baked the whole bake period across the restart"
+    served = {variant for variant, code in traffic.answers[-200:] if code == 200}
+    assert "primary-next" in served, "the candidate served its share before it was promoted"
+    status = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)
+    assert [(v["name"], v["weight"], v["model"]) for v in status["variants"]] == [("primary", 100, "models:/toy/2")]
+
+
+def live_env(env: dict[str, str]) -> dict[str, str]:
+    """The S3 variables of the workspace's calls, for what the test itself logs to MLflow."""
+    return {k: v for k, v in env.items() if k.startswith(("AWS_", "MLFLOW_S3"))}
+
+
+def ws_of(live) -> tuple[Path, dict[str, str]]:
+    root, env, _, _ = live
+    return root, env

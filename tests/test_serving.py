@@ -126,6 +126,30 @@ def test_bad_requests_get_400_naming_the_field(served, body: dict, needle: str) 
     assert needle in res.json()["error"]
 
 
+def test_the_server_counts_inference_requests_by_status_and_times_them(served) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    url, _ = served
+
+    def scraped() -> dict[tuple[str, str], float]:
+        families = text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
+        return {(s.name, s.labels.get("code", "")): s.value for f in families for s in f.samples
+                if s.name in ("kiln_model_requests_total", "kiln_model_request_seconds_count")
+                and s.labels.get("model") == "toy"}
+
+    before = scraped()
+    for body in ({"instances": ROWS}, {"instances": ROWS}, {"instances": []}):
+        httpx.post(f"{url}/v1/models/toy:predict", json=body, timeout=30)
+    httpx.get(f"{url}/v2/models/toy/ready", timeout=10)  # a probe: not counted
+    after = scraped()
+
+    def grew(key: tuple[str, str]) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert grew(("kiln_model_requests_total", "200")) == 2 and grew(("kiln_model_requests_total", "400")) == 1
+    assert grew(("kiln_model_request_seconds_count", "")) == 3
+
+
 def test_the_server_listens_on_loopback_only(served) -> None:
     import psutil
 

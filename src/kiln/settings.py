@@ -28,6 +28,7 @@ NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE", "KILN_SERVICE_
 Port = Annotated[int, Field(ge=1, le=65535)]
 # The chart's capture collector (release `kiln` in namespace `kubeflow`, as README installs it).
 DEFAULT_CAPTURE_URL = "http://kiln-capture.kubeflow.svc.cluster.local"
+DEFAULT_PROMETHEUS_URL = "http://prometheus.istio-system.svc.cluster.local:9090"  # Istio's Prometheus add-on
 
 
 class Section(BaseModel):
@@ -112,6 +113,14 @@ class KServeServing(Section):
                              description="The chart's capture collector, where KServe's payload logger posts.")
     controller_wait_seconds: float = Field(60.0, gt=0.0, description="How long `kiln endpoint update` waits for "
                                            "the endpoint's rollout controller to take a rollout up.")
+    controller_image: str | None = Field(None, description="Kiln's image: `kiln endpoint deploy` also runs the "
+                                         "endpoint's rollout controller (its Deployment, ServiceAccount and Role); "
+                                         "None: the chart's controllers (rolloutController.endpoints).")
+    prometheus: str = Field(DEFAULT_PROMETHEUS_URL,
+                            description="Where a controller Kiln deploys reads the variants' metrics.")
+    metrics: Literal["istio", "kiln"] = Field("istio", description="istio: the mesh's request metrics; kiln: the "
+                                              "model servers' own, per pod labelled kiln.dev/variant.")
+    controller_interval_seconds: float = Field(10.0, gt=0.0, description="Seconds between a controller's decisions.")
 
 
 class ServiceSettings(Section):

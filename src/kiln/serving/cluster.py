@@ -19,7 +19,7 @@ from typing import Any
 from kiln.errors import InputError, ServiceError
 from kiln.progress import Progress, no_progress
 from kiln.serving.controller import ANNOTATION, VirtualServiceRoutes, dump_rollout, load_rollout, read_spec
-from kiln.serving.kube import Conflict, Kube, connect
+from kiln.serving.kube import Conflict, Kube, applied_by_kiln, connect
 from kiln.serving.local import pin, replaced_variant
 from kiln.serving.render import WEIGHTED_ROUTE, config_map_name, endpoint_host, isvc_name, objects, weights_for
 from kiln.serving.rollout import Rollout, RolloutReport, force, start
@@ -29,8 +29,16 @@ from kiln.tracking import client
 from kiln.workspace import Workspace
 
 CANDIDATE_SUFFIX = "-next"
-# The kinds an endpoint's objects are, in the order they are deleted (what routes to a model server first).
-PRUNED = ("VirtualService", "Service", "InferenceService", "ConfigMap")
+# The kinds of an endpoint's objects, in the order they are deleted (what routes to a model server first); with
+# serving.controller_image, also its rollout controller's, before the spec it reads.
+ROUTES_AND_SERVERS = ("VirtualService", "Service", "InferenceService")
+CONTROLLER = ("Deployment", "RoleBinding", "Role", "ServiceAccount")
+
+
+def _kinds(ws: Workspace) -> tuple[str, ...]:
+    return (*ROUTES_AND_SERVERS, *(CONTROLLER if _serving(ws).controller_image else ()), "ConfigMap")
+
+
 # The schemes KServe's storage initializer reads a model from.
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://", "hdfs://", "webhdfs://", "oci://")
 
@@ -152,7 +160,9 @@ def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str, progre
     serving = _serving(ws)
     every = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
     uris = {v.name: storage_uri(ws, v.model) for v in every}
-    objs = objects(spec, namespace=namespace, storage_uris=uris, capture_url=serving.capture_url)
+    objs = objects(spec, namespace=namespace, storage_uris=uris, capture_url=serving.capture_url,
+                   image=serving.controller_image, prometheus=serving.prometheus, metrics=serving.metrics,
+                   interval=serving.controller_interval_seconds)
     for obj in objs:  # the API server's own checks (schemas, admission, RBAC) on every object, changing nothing
         kube.apply(obj, dry_run=True)
     changes = []
@@ -165,10 +175,10 @@ def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str, progre
         changes.append(Change(kind, name, action))
         progress(f"{kind.lower()} {name} {action}")
     keep = {(o["kind"], o["metadata"]["name"]) for o in objs}
-    for kind in PRUNED:
+    for kind in _kinds(ws):
         for found in kube.list(kind, namespace, f"kiln.dev/endpoint={spec.name}"):
             name = found["metadata"]["name"]
-            if (kind, name) not in keep and kube.delete(kind, namespace, name):
+            if (kind, name) not in keep and applied_by_kiln(found) and kube.delete(kind, namespace, name):
                 changes.append(Change(kind, name, "deleted"))
                 progress(f"{kind.lower()} {name} deleted")
     return changes
@@ -211,7 +221,9 @@ def _ready(isvc: dict[str, Any] | None) -> tuple[str, str]:
 
 
 def endpoint_status(ws: Workspace, name: str) -> ClusterStatus:
-    """Each variant's model, live weight and readiness, and the rollout controller's state."""
+    """Each variant's model, live weight and readiness, and the rollout controller's state (a rollout that has ended
+    is settled first)."""
+    finalize(ws, name)
     kube, namespace, spec = read_endpoint(ws, name)
     vs = kube.get("VirtualService", namespace, name) or {}
     routes = (vs.get("spec") or {}).get("http", [])
@@ -231,9 +243,9 @@ def delete(ws: Workspace, name: str) -> ClusterDeleted:
     """Delete every object of the endpoint (routes first, the spec last)."""
     kube, namespace, _ = read_endpoint(ws, name)
     changes = []
-    for kind in PRUNED:
+    for kind in _kinds(ws):
         for found in kube.list(kind, namespace, f"kiln.dev/endpoint={name}"):
-            if kube.delete(kind, namespace, found["metadata"]["name"]):
+            if applied_by_kiln(found) and kube.delete(kind, namespace, found["metadata"]["name"]):
                 changes.append(Change(kind, found["metadata"]["name"], "deleted"))
     return ClusterDeleted(name, namespace, changes)
 

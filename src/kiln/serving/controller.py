@@ -1,15 +1,16 @@
 """The cluster's rollout controller: moves an endpoint's VirtualService weights as kiln.serving.rollout decides.
 
-Usage: python -m kiln.serving.controller --endpoint NAME --namespace NS --prometheus URL [--interval 10] [--once]
+Usage: python -m kiln.serving.controller --endpoint NAME --namespace NS --prometheus URL [--metrics istio|kiln]
+       [--interval 10] [--once]
 
 One runs per endpoint, as the Deployment kiln.serving.render writes. A rollout is requested by writing
 `{"stable": "<variant>", "candidate": "<variant>"}` into the VirtualService's `kiln.dev/rollout` annotation; both are
 production variants of the endpoint's spec (a candidate rendered with weight 0 takes no traffic until then). After
 every decision the annotation holds the rollout's whole state, so a restarted controller resumes where the last one
 stopped. The decisions are kiln.serving.rollout's, the same the local endpoint makes; here they are fed from
-Prometheus (Istio's standard request metrics) and applied by patching the VirtualService. The spec (policy,
-guardrails, weights) is read from the ConfigMap `kiln-endpoint-<endpoint>` at every step: an endpoint not deployed
-yet is waited for.
+Prometheus (Istio's standard request metrics, or the model servers' own) and applied by patching the VirtualService.
+The spec (policy, guardrails, weights) is read from the ConfigMap `kiln-endpoint-<endpoint>` at every step: an
+endpoint not deployed yet is waited for.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from kiln.errors import InputError, KilnError, ServiceError
 from kiln.serving.kube import Kube, connect
@@ -37,6 +38,9 @@ from kiln.serving.rollout import Phase, Rollout, VariantStats, advance, start
 from kiln.serving.spec import EndpointSpec, Guardrails, Policy, parse_spec
 
 ANNOTATION = "kiln.dev/rollout"
+MetricsName = Literal["istio", "kiln"]
+# The pod labels kiln.dev/endpoint and kiln.dev/variant as Prometheus's pod scrape names them.
+ENDPOINT_LABEL, VARIANT_LABEL = "kiln_dev_endpoint", "kiln_dev_variant"
 PHASES: tuple[str, ...] = get_args(Phase)
 log = logging.getLogger(__name__)
 
@@ -159,8 +163,21 @@ def promql(services: Sequence[str], namespace: str, window_seconds: float) -> di
     }
 
 
-def parse_vector(payload: Mapping[str, Any]) -> dict[str, float]:
-    """A Prometheus instant-vector answer as {destination_service_name: value}; NaN (no data) is left out."""
+def server_promql(endpoint: str, variants: Sequence[str], namespace: str, window_seconds: float) -> dict[str, str]:
+    """The same three per variant over the model servers' own metrics (kiln.serving.server_metrics), as Prometheus
+    labels a pod's samples by the usual pod scrape: `namespace`, and each pod label with `.` and `/` as `_`."""
+    where = f'namespace="{namespace}", {ENDPOINT_LABEL}="{endpoint}", {VARIANT_LABEL}=~"{"|".join(variants)}"'
+    window = f"{max(1, math.ceil(window_seconds))}s"
+    return {
+        "requests": f"sum by ({VARIANT_LABEL}) (increase(kiln_model_requests_total{{{where}}}[{window}]))",
+        "errors": f'sum by ({VARIANT_LABEL}) (increase(kiln_model_requests_total{{{where}, code=~"5.."}}[{window}]))',
+        "p99_ms": f"1000 * histogram_quantile(0.99, sum by ({VARIANT_LABEL}, le) "
+                  f"(rate(kiln_model_request_seconds_bucket{{{where}}}[{window}])))",
+    }
+
+
+def parse_vector(payload: Mapping[str, Any], key: str = "destination_service_name") -> dict[str, float]:
+    """A Prometheus instant-vector answer as {the samples' ``key`` label: value}; NaN (no data) is left out."""
     if payload.get("status") != "success":
         raise ServiceError(f"Prometheus refused the query: {payload.get('errorType', '?')}: "
                            f"{payload.get('error', payload)}")
@@ -171,19 +188,21 @@ def parse_vector(payload: Mapping[str, Any]) -> dict[str, float]:
     for sample in data.get("result", []):
         value = float(sample["value"][1])
         if not math.isnan(value):
-            out[sample["metric"].get("destination_service_name", "")] = value
+            out[sample["metric"].get(key, "")] = value
     return out
 
 
 class PrometheusMetrics:
-    """VariantStats from Prometheus, per variant's KServe predictor Service as Istio's sidecars report it.
+    """VariantStats from Prometheus: per variant's KServe predictor Service as Istio's sidecars report it
+    (``source`` "istio"), or per variant's pods as its model servers report it ("kiln", for a cluster without a mesh).
 
     The spec's custom guardrail metric is not read here: the cluster judges errors and latency only.
     """
 
     def __init__(self, url: str, endpoint: str, namespace: str,
-                 get: Callable[[str, dict[str, str]], Mapping[str, Any]] | None = None) -> None:
-        self.url, self.endpoint, self.namespace = url.rstrip("/"), endpoint, namespace
+                 get: Callable[[str, dict[str, str]], Mapping[str, Any]] | None = None,
+                 source: MetricsName = "istio") -> None:
+        self.url, self.endpoint, self.namespace, self.source = url.rstrip("/"), endpoint, namespace, source
         self.get = get or self._http_get
 
     def _http_get(self, query: str, params: dict[str, str]) -> Mapping[str, Any]:
@@ -197,12 +216,16 @@ class PrometheusMetrics:
             raise ServiceError(f"Prometheus at {self.url}: {exc}") from None
 
     def stats(self, variants: Sequence[str], since: float, now: float) -> dict[str, VariantStats]:
-        services = {f"{isvc_name(self.endpoint, v)}{PREDICTOR_SUFFIX}": v for v in variants}
-        values = {k: parse_vector(self.get(q, {"time": f"{now:.3f}"}))
-                  for k, q in promql(list(services), self.namespace, now - since).items()}
-        return {v: VariantStats(requests=round(values["requests"].get(s, 0.0)),
-                                errors=round(values["errors"].get(s, 0.0)), p99_ms=values["p99_ms"].get(s))
-                for s, v in services.items()}
+        if self.source == "istio":
+            keys = {f"{isvc_name(self.endpoint, v)}{PREDICTOR_SUFFIX}": v for v in variants}
+            queries, label = promql(list(keys), self.namespace, now - since), "destination_service_name"
+        else:
+            keys = {v: v for v in variants}
+            queries, label = server_promql(self.endpoint, variants, self.namespace, now - since), VARIANT_LABEL
+        values = {k: parse_vector(self.get(q, {"time": f"{now:.3f}"}), label) for k, q in queries.items()}
+        return {v: VariantStats(requests=round(values["requests"].get(k, 0.0)),
+                                errors=round(values["errors"].get(k, 0.0)), p99_ms=values["p99_ms"].get(k))
+                for k, v in keys.items()}
 
 
 def reweighted(http: Sequence[Mapping[str, Any]], weights: Mapping[str, int],
@@ -278,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--prometheus", required=True, help="Prometheus base URL, e.g. http://prometheus:9090")
     parser.add_argument("--interval", type=float, default=10.0, help="Seconds between decisions.")
+    parser.add_argument("--metrics", choices=get_args(MetricsName), default="istio",
+                        help="istio: the mesh's request metrics per predictor Service; kiln: the model servers' own, "
+                             "per pod labelled kiln.dev/variant.")
     parser.add_argument("--once", action="store_true", help="Decide once and exit.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -297,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning("%s: the custom guardrail %s is not judged in the cluster", spec.name,
                             spec.guardrails.custom_metric)
                 warned = True
-            controller = Controller(spec, PrometheusMetrics(args.prometheus, spec.name, args.namespace),
+            controller = Controller(spec, PrometheusMetrics(args.prometheus, spec.name, args.namespace,
+                                                            source=args.metrics),
                                     VirtualServiceRoutes(kube, spec, args.namespace))
             log.info("%s", controller.step(time.time()))
         except KilnError as exc:

@@ -60,6 +60,13 @@ KINDS: dict[str, Kind] = {k.kind: k for k in (
 PROVIDERS = {"InferenceService": "KServe", "VirtualService": "Istio"}
 
 
+def applied_by_kiln(obj: Mapping[str, Any]) -> bool:
+    """Whether Kiln applied ``obj`` (server-side apply under its field manager), as opposed to an object that only
+    carries its labels (KServe copies an InferenceService's labels onto the Deployments it makes)."""
+    return any(m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
+               for m in obj.get("metadata", {}).get("managedFields") or [])
+
+
 def kind_of(obj: Mapping[str, Any]) -> Kind:
     kind = KINDS.get(str(obj.get("kind")))
     if kind is None or obj.get("apiVersion") != kind.api_version:

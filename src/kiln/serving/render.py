@@ -37,7 +37,7 @@ from kiln.errors import InputError
 from kiln.serving.router import TARGET_HEADER
 from kiln.serving.runtimes import get_runtime
 from kiln.serving.spec import NAME, EndpointSpec, Variant
-from kiln.settings import DEFAULT_CAPTURE_URL
+from kiln.settings import DEFAULT_CAPTURE_URL, DEFAULT_PROMETHEUS_URL
 
 if TYPE_CHECKING:
     from kserve import V1beta1InferenceService
@@ -52,7 +52,7 @@ DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 WEIGHTED_ROUTE = "weighted"  # the VirtualService route the controller re-weights
 # The chart's capture collector applies capture.sample_percent; `--capture-url` names another release's.
 DEFAULT_CAPTURE = DEFAULT_CAPTURE_URL
-DEFAULT_PROMETHEUS = "http://prometheus.istio-system.svc.cluster.local:9090"  # where Istio's Prometheus add-on listens
+DEFAULT_PROMETHEUS = DEFAULT_PROMETHEUS_URL
 PART_OF = {"app.kubernetes.io/part-of": "kiln"}
 
 RESOURCES = {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
@@ -271,7 +271,8 @@ def _config_map(spec: EndpointSpec, namespace: str) -> dict[str, Any]:
             "data": {"endpoint.yaml": yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)}}
 
 
-def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str) -> list[dict[str, Any]]:
+def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str, metrics: str,
+                interval: float) -> list[dict[str, Any]]:
     name = f"kiln-rollout-{spec.name}"
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": _labels(spec.name, role="controller")}
     rules = [{"apiGroups": ["networking.istio.io"], "resources": ["virtualservices"], "resourceNames": [spec.name],
@@ -279,7 +280,7 @@ def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str)
              {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [config_map_name(spec.name)],
               "verbs": ["get"]}]
     args = ["python", "-m", "kiln.serving.controller", "--endpoint", spec.name, "--namespace", namespace,
-            "--prometheus", prometheus]
+            "--prometheus", prometheus, "--metrics", metrics, "--interval", f"{interval:g}"]
     selector = {"app.kubernetes.io/name": name}
     pod = {"metadata": {"labels": {**meta["labels"], **selector}},
            "spec": {"serviceAccountName": name,
@@ -300,8 +301,9 @@ def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str)
 
 
 def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mapping[str, str] | None = None,
-            image: str | None = None, kserve_canary: bool = False,
-            prometheus: str = DEFAULT_PROMETHEUS, capture_url: str = DEFAULT_CAPTURE) -> list[dict[str, Any]]:
+            image: str | None = None, kserve_canary: bool = False, prometheus: str = DEFAULT_PROMETHEUS,
+            capture_url: str = DEFAULT_CAPTURE, metrics: str = "istio",
+            interval: float = 10.0) -> list[dict[str, Any]]:
     """The cluster objects for ``spec`` as plain dicts, checked (see the module docstring); nothing is written."""
     if not re.match(NAME, namespace) or len(namespace) > 63:
         raise InputError(f"namespace '{namespace}' is not a DNS label",
@@ -337,7 +339,7 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
             out.append(_inference_service(spec, spec.shadow, "shadow", namespace, storage(spec.shadow), capture_url))
         out += [_virtual_service(spec, namespace), _endpoint_service(spec, namespace)]
         if image is not None:
-            out += _controller(spec, namespace, image, prometheus)
+            out += _controller(spec, namespace, image, prometheus, metrics, interval)
     out.append(_config_map(spec, namespace))
     check(out)
     return out

@@ -36,6 +36,8 @@ def main() -> None:
     import kserve.model_server
     from fastapi.exceptions import RequestValidationError
 
+    from kiln.serving.server_metrics import RequestMetrics
+
     class HostRESTServer(kserve.model_server.RESTServer):
         def __init__(self, *a: Any, **k: Any) -> None:
             super().__init__(*a, **k)
@@ -44,6 +46,10 @@ def main() -> None:
         def _add_exception_handlers(self, app: FastAPI) -> None:
             super()._add_exception_handlers(app)
             app.add_exception_handler(RequestValidationError, _validation_error)
+
+        def _add_middlewares(self, app: FastAPI) -> None:
+            super()._add_middlewares(app)
+            app.add_middleware(RequestMetrics)  # outermost: it sees the status every answer goes out with
 
     kserve.model_server.RESTServer = HostRESTServer
 
