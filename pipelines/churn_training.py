@@ -38,8 +38,8 @@ def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str
         canary_percent: A new endpoint's canary step.
         bake_seconds: A new endpoint's canary bake time.
         explain_rows: Held-out rows explained with SHAP.
-        deploy: Deploy and baseline the new version (local serving); false on a cluster, where the registered
-            version is served by applying `kiln endpoint render`'s objects.
+        deploy: Deploy and baseline the new version: on this machine, or with serving type kserve on the
+            cluster (KServe and Istio installed) through the Kubernetes API.
     """
     tuned, evaluated = train_and_evaluate(workspace, data, model_name, family, strategy, trials, max_iterations,
                                           max_concurrent, seed, min_auc, max_auc_drop)

@@ -100,9 +100,18 @@ def test_a_service_reaches_its_pod_by_the_address_kubernetes_gives_pods(kube: Ku
         kube.run("delete", "service", f"web-{tag}", "--wait=false", check=False)
 
 
+@pytest.fixture(scope="module")
+def made_namespaces(kube: Kube):
+    """Namespaces a test made, deleted (without waiting) when the module is done: the next case may need them."""
+    made: set[str] = set()
+    yield made
+    for namespace in sorted(made):
+        kube.run("delete", "namespace", namespace, "--wait=false", check=False)
+
+
 @pytest.mark.parametrize("values", ["values.yaml", "values-kind.yaml", "values-production.yaml", "values-dev.yaml"])
-def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_dry_run(kube: Kube,
-                                                                                        values: str) -> None:
+def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_dry_run(
+        kube: Kube, made_namespaces: set[str], values: str) -> None:
     """The chart rendered for the live API server's version (CronJob falls back to batch/v1beta1 before 1.21), then
     every object sent to it with `kubectl apply --dry-run=server`: schemas, defaulting and admission all run."""
     from tests.k8s_tools import tools
@@ -118,17 +127,13 @@ def test_every_object_the_chart_renders_for_this_cluster_passes_its_api_servers_
         o["metadata"].setdefault("namespace", release)
     namespaces = {o["metadata"]["namespace"] for o in objects}
     existing = {n["metadata"]["name"] for n in kube.get("namespaces")["items"]}
-    made = sorted(namespaces - existing)
-    for namespace in made:
+    for namespace in sorted(namespaces - existing):
         kube.run("create", "namespace", namespace)
-    try:
-        res = kube.run("apply", "--dry-run=server", "-f", "-", check=False,
-                       input="\n---\n".join(json.dumps(o) for o in objects))
-        assert res.returncode == 0, res.stderr[-3000:]
-        assert res.stdout.count("(server dry run)") == len(objects), res.stdout
-    finally:
-        for namespace in made:
-            kube.run("delete", "namespace", namespace, "--timeout=120s", check=False)  # the next case may need it again
+        made_namespaces.add(namespace)
+    res = kube.run("apply", "--dry-run=server", "-f", "-", check=False,
+                   input="\n---\n".join(json.dumps(o) for o in objects))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("(server dry run)") == len(objects), res.stdout
 
 
 def test_pods_reach_the_hosts_stores_and_the_workspace_volume(kube: Kube) -> None:
@@ -161,7 +166,9 @@ def test_pods_reach_the_hosts_stores_and_the_workspace_volume(kube: Kube) -> Non
         written = Path(volume["spec"]["hostPath"]["path"]) / f"{tag}.txt"
         assert written.read_text() == "written by the pod" and written.stat().st_uid == 10001
     finally:
-        kube.run("delete", "namespace", ns, "--timeout=120s", check=False)
+        # The claim goes first (its pod before it): a namespace's deletion takes its time on this API server.
+        kube.run("-n", ns, "delete", "pod,pvc", "--all", "--timeout=120s", check=False)
+        kube.run("delete", "namespace", ns, "--wait=false", check=False)
     kube.run("wait", "--for=jsonpath={.status.phase}=Released", "pv/kiln-dev-workspace", "--timeout=60s")
     up = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
     assert up.returncode == 0, up.stderr[-3000:]
@@ -213,7 +220,8 @@ def test_the_chart_installs_passes_its_tests_upgrades_and_uninstalls_on_the_live
                         "-l", "app.kubernetes.io/instance=kiln")["items"]
         assert [(o["kind"], o["metadata"]["name"]) for o in left] == [("PersistentVolumeClaim", "kiln-workspace")]
     finally:
-        kube.run("delete", "namespace", ns, "--timeout=180s", check=False)
+        kube.run("-n", ns, "delete", "pod,pvc", "--all", "--timeout=120s", check=False)
+        kube.run("delete", "namespace", ns, "--wait=false", check=False)
         with conn.cursor() as cur:
             for name in databases.values():
                 cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -364,3 +364,13 @@ def test_prometheus_answers_become_variant_stats() -> None:
         parse_vector({"status": "success", "data": {"resultType": "matrix", "result": []}})
 
 
+
+
+def test_a_proxied_artifact_uri_is_read_where_the_mlflow_server_keeps_it() -> None:
+    from kiln.serving.cluster import proxied_location
+
+    assert proxied_location("mlflow-artifacts:/1/models/m-1/artifacts", "s3://kiln/mlflow/") == \
+        "s3://kiln/mlflow/1/models/m-1/artifacts"
+    assert proxied_location("mlflow-artifacts://kiln-mlflow:5000/1/x", "s3://b/m") == "s3://b/m/1/x"
+    assert proxied_location("s3://b/1/x", "s3://other") == "s3://b/1/x"
+    assert proxied_location("mlflow-artifacts:/1/x", None) == "mlflow-artifacts:/1/x"

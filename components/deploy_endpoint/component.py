@@ -9,7 +9,8 @@ from kiln import IMAGE
 def deploy_endpoint(workspace: str, version: str, endpoint: str = "churn", canary_percent: float = 20.0,
                     bake_seconds: float = 60.0, promote_champion: bool = True) -> str:
     """Serve a registered version: a new endpoint starts with it; an existing endpoint rolls it out by canary under
-    its guardrails (a rollback fails the step). Returns the endpoint's predict URL.
+    its guardrails (a rollback fails the step). On this machine, or with serving type kserve on the cluster through the
+    Kubernetes API. Returns the endpoint's predict URL.
 
     Args:
         workspace: Folder of the Kiln workspace; its kiln.yaml names the stores (MLflow, Feast, capture).

@@ -109,6 +109,9 @@ class KServeServing(Section):
     kubeconfig: str | None = Field(None, description="The cluster's kubeconfig; None: the pod's own credentials "
                                    "in a pod, else $KUBECONFIG or ~/.kube/config.")
     context: str | None = Field(None, description="The kubeconfig context; None: its current one.")
+    artifacts_destination: str | None = Field(None, description="Where an MLflow server that proxies artifacts "
+                                              "keeps them (its --artifacts-destination, s3://...): a version at "
+                                              "mlflow-artifacts:/PATH is served from there.")
     capture_url: str = Field(DEFAULT_CAPTURE_URL,
                              description="The chart's capture collector, where KServe's payload logger posts.")
     controller_wait_seconds: float = Field(60.0, gt=0.0, description="How long `kiln endpoint update` waits for "

@@ -12,6 +12,7 @@ variant serves the winner and the candidate's objects go. Model aliases are pinn
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,13 +122,24 @@ def url_of(endpoint: str, namespace: str) -> str:
     return f"http://{endpoint_host(endpoint, namespace)}/v1/models/{endpoint}:predict"
 
 
+def proxied_location(uri: str, destination: str | None) -> str:
+    """An artifact URI of an MLflow server that proxies artifacts (mlflow-artifacts:/PATH) as the object-store
+    location it keeps them at (DESTINATION/PATH); any other URI as it is."""
+    match = re.match(r"^mlflow-artifacts:(//[^/]*)?/+(.*)$", uri)
+    if match is None or destination is None:
+        return uri
+    return f"{destination.rstrip('/')}/{match.group(2)}"
+
+
 def storage_uri(ws: Workspace, model: str) -> str:
     """Where a pinned version's model files are, as KServe's storage initializer reads them."""
     name, _, version = model.removeprefix("models:/").partition("/")
-    uri: str = client(ws).get_model_version_download_uri(name, version)
+    uri = proxied_location(client(ws).get_model_version_download_uri(name, version),
+                           _serving(ws).artifacts_destination)
     if not uri.startswith(REMOTE_SCHEMES):
         raise InputError(f"model {model}: its files are at {uri}, which a cluster's model servers cannot read",
-                         hint="keep the registry's artifacts in an object store: mlflow.artifact_root: s3://BUCKET/...")
+                         hint="keep the registry's artifacts in an object store (mlflow.artifact_root: s3://BUCKET/...)"
+                              "; behind an MLflow server that proxies them, set serving.artifacts_destination")
     return uri
 
 

@@ -19,6 +19,8 @@ import argparse
 import json
 import logging
 import math
+import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -335,4 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         time.sleep(args.interval)
 
 if __name__ == "__main__":
+    # As a container's first process, a signal without a handler is ignored: the old controller of a replaced pod
+    # would keep deciding beside the new one until it is killed at the end of its grace period.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     raise SystemExit(main())
