@@ -474,11 +474,18 @@ def live(kube, namespace, ws, s3):
     standin.reconcile()
     standin.wait_ready("live-primary")
     kube.run("-n", namespace, "rollout", "status", "deployment/kiln-rollout-live", "--timeout=120s")
-    traffic = Traffic(standin)
-    yield root, env, standin, traffic
-    traffic.stop()
+    yield root, env, standin
     run_kiln("endpoint", "delete", "live", "-w", root, env=env)
+    kube.run("-n", namespace, "delete", "deployment,service", "-l", "kiln.test/stand-in-for=live", "--wait=false")
     shutil.rmtree(standin.models, ignore_errors=True)
+
+
+@pytest.fixture
+def traffic(live):
+    """Requests to the live endpoint's variants for as long as the test runs."""
+    sent = Traffic(live[2])
+    yield sent
+    sent.stop()
 
 
 def test_the_controllers_role_allows_exactly_what_it_needs(kube, namespace, live) -> None:
@@ -500,9 +507,9 @@ def test_the_controllers_role_allows_exactly_what_it_needs(kube, namespace, live
     assert granted == ["configmaps", "virtualservices.networking.istio.io"], listed
 
 
-def test_a_failing_canary_is_rolled_back_by_the_controller_on_prometheus_metrics(kube, namespace, live,
+def test_a_failing_canary_is_rolled_back_by_the_controller_on_prometheus_metrics(kube, namespace, live, traffic,
                                                                                  monkeypatch) -> None:
-    root, env, standin, traffic = live
+    root, env, standin = live
     for key, value in {**live_env(env)}.items():
         monkeypatch.setenv(key, value)
     from tests.test_endpoint_rollout import register_faulty
@@ -522,8 +529,9 @@ def test_a_failing_canary_is_rolled_back_by_the_controller_on_prometheus_metrics
     assert "live-primary-next" not in isvcs(kube, namespace)
 
 
-def test_a_healthy_canary_is_promoted_and_a_restarted_controller_resumes_it(kube, namespace, live) -> None:
-    root, env, standin, traffic = live
+def test_a_healthy_canary_is_promoted_and_a_restarted_controller_resumes_it(kube, namespace, live,
+                                                                          traffic) -> None:
+    root, env, standin = live
     res = run_kiln("endpoint", "update", "live", "--model", "models:/toy/2", "--no-wait", "-w", root, env=env)
     assert res.code == 0, res.stderr[-3000:]
     baking = wait_for_phase(kube, namespace, "live", {"baking"}, standin)
@@ -552,5 +560,5 @@ def live_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def ws_of(live) -> tuple[Path, dict[str, str]]:
-    root, env, _, _ = live
+    root, env, _ = live
     return root, env
