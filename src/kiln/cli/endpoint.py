@@ -74,7 +74,8 @@ def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
 @app.command("status")
 def status(name: str = typer.Argument(..., help="Endpoint name."), workspace: Path | None = WorkspaceOption,
            as_json: bool = JsonOption) -> None:
-    """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute."""
+    """Variants, shares, per-variant requests/s, error rate and p50/p99 over the last minute; on a cluster, each
+    variant's live weight and readiness and the rollout's state."""
 
     respond(workspace, as_json, lambda ws: endpoints.status(ws, name), _render_status, engines=False)
 
@@ -122,7 +123,7 @@ def _render_cluster_status(doc: ClusterStatus) -> None:
 
 @app.command("list")
 def list_(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
-    """Endpoints deployed in this workspace."""
+    """Endpoints deployed in this workspace, or in the cluster's serving namespace."""
 
     respond(workspace, as_json, lambda ws: EndpointList(endpoints.names(ws)), _render_list, engines=False)
 
@@ -186,7 +187,8 @@ def update(
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails."""
+    """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails; on a
+    cluster, by the endpoint's rollout controller."""
 
     respond(workspace, as_json, lambda ws: endpoints.update(ws, name, model, variant, wait, progress),
             lambda rollout: _render_rollout(name, rollout))
