@@ -141,3 +141,12 @@ def test_a_failed_gate_skips_registration_and_everything_after_it(churn_dataset:
     assert not (ws / "artifacts" / "published").exists()
     assert not list((ws / ".kiln").glob("endpoints/*/endpoint.json")), "no endpoint was deployed"
     assert "evaluate-model: gate failed: test AUC" in res.stderr
+
+
+def test_endpoint_commands_that_talk_to_a_local_front_refuse_a_cluster_workspace_by_name(tmp_path: Path) -> None:
+    assert run_kiln("init", tmp_path / "ws").code == 0
+    with open(tmp_path / "ws" / "kiln.yaml", "a") as f:
+        f.write(f"serving: {{type: kserve, kubeconfig: {tmp_path / 'none'}}}\n")
+    for args in (["invoke", "churn", "-d", '{"instances": []}'], ["compare", "churn"]):
+        res = run_kiln("endpoint", *args, "-w", tmp_path / "ws")
+        assert res.code == 1 and f"`kiln endpoint {args[0]}` works on endpoints served on this machine" in res.stderr

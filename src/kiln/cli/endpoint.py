@@ -26,7 +26,7 @@ from kiln.serving.replay import replay as replay_dataset
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.spec import EndpointSpec, load_spec, single_model_spec
 from kiln.tracking import client
-from kiln.workspace import open_workspace
+from kiln.workspace import Workspace, open_workspace
 
 app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update, replay, compare, render, delete.",
                   no_args_is_help=True, rich_markup_mode=None)
@@ -47,6 +47,15 @@ def deploy(
 
     spec = _spec(spec_file, model, name)
     respond(workspace, as_json, lambda ws: endpoints.deploy(ws, spec, progress), _render_deployment)
+
+
+def here(ws: Workspace, command: str) -> Workspace:
+    """``ws``, whose endpoints must be served on this machine (the command talks to their front)."""
+    if endpoints.on_cluster(ws):
+        raise InputError(f"serving type kserve: `kiln endpoint {command}` works on endpoints served on this machine",
+                         hint="on the cluster, send requests to the endpoint's URL in the mesh "
+                              "(`kiln endpoint status NAME` shows it)")
+    return ws
 
 
 def _spec(spec_file: Path | None, model: str | None, name: str | None) -> EndpointSpec:
@@ -144,7 +153,7 @@ def invoke(
     """Send one request through the endpoint's front and print the answer (JSON)."""
 
     body = _request_body(data)
-    answered = respond(workspace, as_json, lambda ws: invoke_endpoint(ws, name, body, variant), print_json,
+    answered = respond(workspace, as_json, lambda ws: invoke_endpoint(here(ws, "invoke"), name, body, variant), print_json,
                        local=True, engines=False)
     if answered.status >= 400:
         raise typer.Exit(1 if answered.status < 500 else 2)
@@ -254,7 +263,7 @@ def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: P
             as_json: bool = JsonOption) -> None:
     """Shadow test: production against shadow on the same captured requests (agreement, scores, latency)."""
 
-    respond(workspace, as_json, lambda ws: compare_shadow(ws, name), _render_comparison, local=True, engines=False)
+    respond(workspace, as_json, lambda ws: compare_shadow(here(ws, "compare"), name), _render_comparison, local=True, engines=False)
 
 
 def _render_comparison(c: ShadowComparison) -> None:
@@ -280,7 +289,7 @@ def replay(
 ) -> None:
     """Send a dataset through the endpoint as live traffic; a log of what was sent is kept for ground truth."""
 
-    respond(workspace, as_json, lambda ws: replay_dataset(ws, name, data, limit, rps, progress), _render_replay,
+    respond(workspace, as_json, lambda ws: replay_dataset(here(ws, "replay"), name, data, limit, rps, progress), _render_replay,
             local=True)
 
 
