@@ -144,6 +144,8 @@ def test_a_rollout_adds_the_candidate_and_promote_or_rollback_settles_it(kube, n
 
     res = kiln(ws, "endpoint", "update", "toy", "--model", "models:/toy/1", "--no-wait")
     assert res.code == 0 and "not taken it up yet" in res.stdout, res.stderr
+    status = json.loads(kiln(ws, "endpoint", "status", "toy", "--json").stdout)
+    assert status["requested"] == "primary-next" and status["rollout"] is None
     res = kiln(ws, "endpoint", "rollback", "toy")
     assert res.code == 0, res.stderr[-3000:]
     found = isvcs(kube, namespace)
@@ -552,6 +554,7 @@ def test_a_healthy_canary_is_promoted_and_a_restarted_controller_resumes_it(kube
     assert "primary-next" in served, "the candidate served its share before it was promoted"
     status = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)
     assert [(v["name"], v["weight"], v["model"]) for v in status["variants"]] == [("primary", 100, "models:/toy/2")]
+    assert status["rollout"]["phase"] == "promoted" and status["rollout"]["candidate"] == "primary-next"
 
 
 def live_env(env: dict[str, str]) -> dict[str, str]:

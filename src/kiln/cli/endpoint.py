@@ -123,11 +123,11 @@ def _render_cluster_status(doc: ClusterStatus) -> None:
         out.print(f"  {v.name:<12} {share:>7}  {v.model:<22} ready {v.ready}{f' ({v.reason})' if v.reason else ''}",
                   markup=False)
     r = doc.rollout
-    if r and "phase" in r:
-        out.print(f"  rollout: {r['phase']}, candidate {r['candidate']} at {r['share']:.0%} of {r['stable']}'s "
-                  f"traffic ({r['reason']})", markup=False)
-    elif r:
-        out.print(f"  rollout of {r.get('candidate')} requested, not taken up by a controller yet", markup=False)
+    if r is not None:
+        out.print(f"  rollout: {r.phase}, candidate {r.candidate} at {r.share:.0%} of {r.stable}'s traffic "
+                  f"({r.reason})", markup=False)
+    elif doc.requested:
+        out.print(f"  rollout of {doc.requested} requested, not taken up by a controller yet", markup=False)
 
 
 @app.command("list")

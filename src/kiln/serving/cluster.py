@@ -84,11 +84,13 @@ class ClusterStatus:
     namespace: str
     url: str
     variants: list[VariantStatus]
-    rollout: dict[str, Any] | None = None  # the rollout controller's state of the last or current rollout
+    rollout: RolloutReport | None = None  # the rollout controller's state of the last or current rollout
+    requested: str | None = None  # a candidate whose rollout no controller has taken up yet
 
     def to_dict(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "namespace": self.namespace, "url": self.url,
-                "variants": [vars(v) for v in self.variants], "rollout": self.rollout}
+                "variants": [vars(v) for v in self.variants],
+                "rollout": self.rollout.to_dict() if self.rollout else None, "requested": self.requested}
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,11 @@ def endpoint_status(ws: Workspace, name: str) -> ClusterStatus:
         ready, why = _ready(kube.get("InferenceService", namespace, isvc))
         variants.append(VariantStatus(v.name, "shadow" if shadow else "production", v.model,
                                       None if shadow else live.get(f"{isvc}-predictor", 0), ready, why))
-    return ClusterStatus(name, namespace, url_of(name, namespace), variants, _rollout_state(kube, name, namespace))
+    state = _rollout_state(kube, name, namespace) or {}
+    url = url_of(name, namespace)
+    if "phase" in state:
+        return ClusterStatus(name, namespace, url, variants, rollout=_report(load_rollout(state), url))
+    return ClusterStatus(name, namespace, url, variants, requested=state.get("candidate"))
 
 
 def delete(ws: Workspace, name: str) -> ClusterDeleted:
