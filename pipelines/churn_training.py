@@ -24,7 +24,7 @@ def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str
         workspace: Folder of the Kiln workspace; its kiln.yaml names the stores.
         data: Dataset folder to train on.
         model_name: Registered model the new version joins.
-        family: Model family to tune: lgbm or mlp.
+        family: Model family to tune: lgbm, xgb or mlp.
         strategy: Search strategy: hyperband, asha, random or bayesian.
         trials: Tuning trials.
         max_iterations: Most boosting rounds (tens) or epochs per trial.

@@ -22,7 +22,7 @@ def monitor_retrain(workspace: str = WORKSPACE, endpoint: str = "churn", since: 
         since: Monitor window: a duration back from now (15m, 1h, 2d) or an ISO time.
         data: Dataset folder with the latest labelled data to retrain on.
         model_name: Registered model the new version joins.
-        family: Model family to tune: lgbm or mlp.
+        family: Model family to tune: lgbm, xgb or mlp.
         strategy: Search strategy: hyperband, asha, random or bayesian.
         trials: Tuning trials.
         max_iterations: Most boosting rounds (tens) or epochs per trial.

@@ -110,7 +110,7 @@ def test_compare_pairs_production_and_shadow_by_inference_id(tmp_path: Path) -> 
     doc = compare(tmp_path, "churn")
     assert (doc.requests, doc.rows, doc.shadow_variant) == (3, 3, "next")
     assert doc.label_agreement == pytest.approx(2 / 3)
-    assert doc.probability_mean_abs_diff == pytest.approx((0 + 0.1 + 0.1) / 3)
+    assert doc.score_mean_abs_diff == pytest.approx((0 + 0.1 + 0.1) / 3)
     assert doc.latency["shadow"].p99_ms == 8.0 and doc.latency["production"].p50_ms == 2.0
     with pytest.raises(InputError, match="no captured request has both"):
         compare(tmp_path, "other")

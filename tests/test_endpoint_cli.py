@@ -91,7 +91,7 @@ def test_deploy_invoke_status_restart_and_delete(ws: Path) -> None:
     compared = ok("endpoint", "compare", "toy", "-w", ws)
     assert compared["shadow_variant"] == "shadow" and compared["requests"] >= 5
     assert compared["rows"] == 2 * compared["requests"]
-    assert compared["label_agreement"] == 1.0 and compared["probability_max_abs_diff"] == 0.0, \
+    assert compared["label_agreement"] == 1.0 and compared["score_max_abs_diff"] == 0.0, \
         "the shadow serves the same model version: the same answers"
     deleted = ok("endpoint", "delete", "toy", "-w", ws)
     assert set(deleted["stopped"]) == {"endpoint-toy", "endpoint-toy-blue", "endpoint-toy-green",

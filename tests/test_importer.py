@@ -325,8 +325,9 @@ def _dup_id(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return rows
 
 
-def _three_labels(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    rows[5]["Churn"] = "Maybe"
+def _one_label(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    for r in rows:
+        r["Churn"] = "No"
     return rows
 
 
@@ -369,7 +370,7 @@ class Case:
 ERROR_CASES = [
     Case("unknown-entity", entity="CustomerNumber", expect=("--entity", "CustomerNumber")),
     Case("duplicate-ids", _dup_id, expect=("customerID", "not unique"), pattern=r"\b4\b.*\b9\b"),
-    Case("three-label-values", _three_labels, expect=("Churn", "Maybe")),
+    Case("one-label-value", _one_label, expect=("Churn", "at least two classes")),
     Case("ambiguous-label", _ab_labels, expect=("Churn", "--positive")),
     Case("empty-entity-cell", _empty_id, expect=("customerID", "empty"), pattern=r"\b12\b"),
     Case("unparsable-timestamp", _bad_date, timestamp="SnapshotDate", as_of=None,
@@ -459,7 +460,7 @@ def test_failed_import_with_overwrite_keeps_the_old_dataset(telco_csv: Path, tmp
     out = tmp_path / "ds"
     import_to(out, ImportOptions(csv=telco_csv, entity="customerID", label="Churn", as_of=date.fromisoformat(AS_OF)))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    bad = write_csv(tmp_path / "bad.csv", _three_labels(telco_rows()))
+    bad = write_csv(tmp_path / "bad.csv", _one_label(telco_rows()))
     res = kiln_inproc("data", "import", bad, "--entity", "customerID", "--label", "Churn", "--as-of", AS_OF,
                       "--out", out, "--overwrite")
     assert res.code == 1

@@ -20,7 +20,7 @@ def test_telco_export_imports_and_validates(telco_csv: Path, tmp_path: Path) -> 
     raw = pd.read_csv(telco_csv)
     assert doc["rows"] == len(raw)
     assert doc["label_mapping"] == {"No": 0, "Yes": 1}
-    assert doc["churn_rate"] == round((raw["churn"] == "Yes").mean(), 4)
+    assert doc["positive_rate"] == round((raw["churn"] == "Yes").mean(), 4)
     assert sorted(doc["protected"]) == ["gender", "seniorcitizen"]
     assert doc["columns"]["tenure"].startswith("int64")
     assert doc["columns"]["monthlycharges"] == "float64"

@@ -11,6 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from kiln.data.task import BINARY_01
 from kiln.errors import InputError
 from kiln.training.tree_onnx import lgbm_to_onnx, threshold32
 
@@ -225,7 +226,7 @@ def test_kiln_lgbm_learner_after_a_restore(tmp_path: Path) -> None:
 
     family = get_family("lgbm")
     x, y = make_data(1500, seed=14)
-    learner = family.start(family.config(), x[:1000], y[:1000], 3)
+    learner = family.start(family.config(), x[:1000], y[:1000], 3, BINARY_01)
     learner.step()
     learner.restore(learner.state())
     learner.step()

@@ -139,14 +139,36 @@ class ServicesSettings(Section):
 
 
 BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")
+# The held-out metrics a gate may use, per task, and those where a lower value is the better one.
+TASK_METRICS = {
+    "binary": ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "brier"),
+    "multiclass": ("accuracy", "f1_macro", "f1_weighted", "log_loss"),
+    "regression": ("rmse", "mae", "r2", "mape"),
+}
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "ece", "rmse", "mae", "mape"})
+
+
+class TaskGate(Section):
+    """The gate's quality check for one task: a held-out metric, its limit, and how far below the champion it may
+    fall."""
+
+    metric: str = Field(description="A held-out metric of the task (see TASK_METRICS).")
+    limit: float = Field(description="The lowest value that passes (the highest, for a metric where lower is "
+                                     "better: log_loss, brier, rmse, mae, mape).")
+    max_drop: float = Field(ge=0.0, description="How much worse than the champion's (same rows) it may be.")
 
 
 class GateSettings(Section):
     """What a challenger must show before it may become champion; checked on the held-out test rows."""
 
-    min_auc: float = Field(0.70, ge=0.0, le=1.0, description="Lowest test AUC a model may have.")
-    max_auc_drop: float = Field(0.01, ge=0.0, le=1.0,
-                                description="How far below the champion's AUC (same rows) a challenger may fall.")
+    min_auc: float = Field(0.70, ge=0.0, le=1.0, description="Binary task: lowest test AUC a model may have.")
+    max_auc_drop: float = Field(0.01, ge=0.0, le=1.0, description="Binary task: how far below the champion's AUC "
+                                                                  "(same rows) a challenger may fall.")
+    multiclass: TaskGate = Field(default_factory=lambda: TaskGate(metric="f1_macro", limit=0.5, max_drop=0.02),
+                                 description="Multiclass task: the metric (default macro F1), its limit and drop.")
+    regression: TaskGate = Field(default_factory=lambda: TaskGate(metric="r2", limit=0.2, max_drop=0.02),
+                                 description="Regression task: the metric (default R²), its limit and drop; R² "
+                                             "does not depend on the label's scale, RMSE and MAE do.")
     max_abs_bias: dict[str, float] = Field(
         default_factory=lambda: {"DPPL": 0.20, "AD": 0.15},
         description="Largest absolute post-training bias value, per metric, over every value of every protected "
@@ -163,7 +185,19 @@ class GateSettings(Section):
         if unknown:
             raise ValueError(f"max_abs_bias: unknown metric(s) {', '.join(unknown)}; "
                              f"known: {', '.join(BIAS_LIMIT_METRICS)}")
+        for task in ("multiclass", "regression"):
+            metric = getattr(self, task).metric
+            if metric not in TASK_METRICS[task]:
+                raise ValueError(f"{task}.metric: '{metric}' is not a {task} metric; "
+                                 f"choose one of {', '.join(TASK_METRICS[task])}")
         return self
+
+    def for_task(self, kind: str) -> TaskGate:
+        """The quality check of ``kind``'s task; binary's is min_auc and max_auc_drop."""
+        if kind == "binary":
+            return TaskGate(metric="auc", limit=self.min_auc, max_drop=self.max_auc_drop)
+        gate: TaskGate = getattr(self, kind)
+        return gate
 
 
 QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")

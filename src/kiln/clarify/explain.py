@@ -56,7 +56,8 @@ def load_predictor(model_uri: str) -> "Predictor":
 
 
 def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tuple["np.ndarray", float, str]:
-    """(SHAP values per input feature [rows, features], base value, explainer) on the probability scale.
+    """(SHAP values per input feature [rows, features], base value, explainer) on the scale of the model's answer
+    (the positive class's probability, or the predicted value).
 
     Attributions of a feature's one-hot columns are summed back onto the feature (SHAP values are additive).
     """
@@ -67,12 +68,13 @@ def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tup
     rng = np.random.default_rng(seed)
     background = x[rng.choice(len(x), size=min(BACKGROUND_ROWS, len(x)), replace=False)]
     if hasattr(predictor.runner, "run"):
-        explainer = shap.PermutationExplainer(predictor.proba_matrix, shap.maskers.Independent(background),
+        explainer = shap.PermutationExplainer(predictor.output_matrix, shap.maskers.Independent(background),
                                               seed=seed)
         result = explainer(x, silent=True)
         values, base, name = result.values, float(np.mean(result.base_values)), "PermutationExplainer"
     else:
-        explainer = shap.TreeExplainer(predictor.runner, data=background, model_output="probability",
+        output = "probability" if predictor.task.kind == "binary" else "raw"  # raw: a regression tree's value
+        explainer = shap.TreeExplainer(predictor.runner, data=background, model_output=output,
                                        feature_perturbation="interventional")
         values, base, name = explainer.shap_values(x), float(explainer.expected_value), "TreeExplainer"
     values = np.asarray(values).reshape(len(x), -1)
@@ -85,7 +87,7 @@ def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tup
 
 
 def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: str) -> tuple[list[str] | list[float], list[float]]:
-    """Mean predicted probability as ``feature`` is set to each grid value for every row.
+    """Mean answer (probability, or value) as ``feature`` is set to each grid value for every row.
 
     Computed here because scikit-learn's version needs a scikit-learn estimator, and a Kiln model is not one.
     """
@@ -100,7 +102,7 @@ def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: s
     for value in grid:
         changed = frame.copy()
         changed[feature] = value
-        means.append(float(predictor.predict_proba(changed).mean()))
+        means.append(float(predictor.output(changed).mean()))
     return grid, means
 
 
@@ -118,6 +120,9 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
     holdout = split(data, int(info.tags.get("kiln.seed", seed))).test
     sample = holdout.sample(n=min(rows, len(holdout)), random_state=seed).reset_index(drop=True)
     predictor = load_predictor(f"models:/{info.name}/{info.version}")
+    if predictor.task.kind == "multiclass":
+        raise InputError(f"{info.name} version {info.version} is a multiclass model; SHAP explanations are made for "
+                         "binary and regression models")
     progress(f"SHAP values for {len(sample)} held-out rows of {info.name} version {info.version}")
     values, base, explainer = shap_values(predictor, sample[data.features], seed)
     features = predictor.encoder.order
@@ -130,13 +135,16 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
     attributions = pd.DataFrame(values, columns=features)
     if data.key:
         attributions.insert(0, data.key, sample[data.key].to_numpy())
-    attributions.insert(1 if data.key else 0, "probability", predictor.predict_proba(sample[data.features]))
+    answer = "probability" if predictor.task.kind == "binary" else "prediction"
+    attributions.insert(1 if data.key else 0, answer, predictor.output(sample[data.features]))
     attributions.to_parquet(out / "attributions.parquet", index=False)
     progress("partial dependence of the most important features")
     top = [features[i] for i in order[:PDP_FEATURES]]
     pdp = {f: partial_dependence(predictor, sample[data.features], f) for f in top}
-    plots = _plots(ranking, pdp, out)
-    report = _html(info, explainer, len(sample), base, ranking, plots, out)
+    meaning = (f"probability of {data.label} = {predictor.task.positive}" if predictor.task.kind == "binary"
+               else f"predicted {data.label}")
+    plots = _plots(ranking, pdp, out, meaning)
+    report = _html(info, explainer, len(sample), base, ranking, plots, out, meaning)
     baseline = {"model": f"{info.name}/{info.version}", "explainer": explainer, "rows": len(sample),
                 "base_value": base, "ranking": ranking}
     c = tracking.client(ws)
@@ -151,7 +159,8 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
                        report=str(report), plots=[str(p) for p in plots])
 
 
-def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[float], list[float]]], out: Path) -> list[Path]:
+def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[float], list[float]]], out: Path,
+           meaning: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +169,7 @@ def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(ranking) + 1))
     names = [r["feature"] for r in ranking][::-1]
     ax.barh(names, [r["mean_abs_shap"] for r in ranking][::-1], color="tab:blue")
-    ax.set_xlabel("mean |SHAP value| (probability of churn)")
+    ax.set_xlabel(f"mean |SHAP value| ({meaning})")
     fig.tight_layout()
     paths = [out / "global_importance.png"]
     fig.savefig(paths[0], dpi=100)
@@ -173,7 +182,7 @@ def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[
         else:
             ax.plot(grid, means, marker="o")
         ax.set_xlabel(feature)
-        ax.set_ylabel("mean predicted probability")
+        ax.set_ylabel(f"mean {meaning}")
         ax.set_title(f"partial dependence: {feature}")
         fig.tight_layout()
         path = out / f"pdp_{feature}.png"
@@ -184,7 +193,7 @@ def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[
 
 
 def _html(info: Any, explainer: str, rows: int, base: float, ranking: list[dict[str, Any]], plots: list[Path],
-          out: Path) -> Path:
+          out: Path, meaning: str) -> Path:
 
     table = "".join(f"<tr><td>{r['rank']}</td><td>{escape(r['feature'])}</td><td>{r['mean_abs_shap']:.4f}</td></tr>"
                     for r in ranking)
@@ -192,7 +201,7 @@ def _html(info: Any, explainer: str, rows: int, base: float, ranking: list[dict[
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>Explanations: {escape(info.name)} "
             f"v{info.version}</title><style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px}}"
             f"img{{max-width:48%;margin:4px}}</style></head><body><h1>{escape(info.name)} version {info.version}"
-            f"</h1><p>{explainer} on {rows} held-out rows; base value (mean predicted probability) {base:.4f}.</p>"
+            f"</h1><p>{explainer} on {rows} held-out rows; base value (mean {meaning}) {base:.4f}.</p>"
             f"<h2>Global importance</h2><table><tr><th>rank</th><th>feature</th><th>mean |SHAP|</th></tr>{table}"
             f"</table><h2>Plots</h2>{images}</body></html>")
     path = out / "index.html"

@@ -58,12 +58,18 @@ def _render_generated(result: GeneratedDataset) -> None:
 def import_(
     csv: Path = typer.Argument(..., help="The CSV file to bring in."),
     entity: str = typer.Option(..., help="Column holding the entity id (e.g. customerID)."),
-    label: str = typer.Option(..., help="Column holding the label (two values, e.g. Yes/No)."),
+    label: str = typer.Option(..., help="Column holding the label: two values (e.g. Yes/No), several classes, or a "
+                                        "number to predict."),
     out_path: Path = typer.Option(..., "--out", help="Dataset folder to write."),
     timestamp: str | None = typer.Option(None, help="Column holding each row's time."),
     as_of: str | None = typer.Option(None, "--as-of", help="Date all rows are stamped with, YYYY-MM-DD "
                                                           "(when there is no --timestamp; default: today)."),
-    positive: str | None = typer.Option(None, help="The label value that means 'churned' (when not obvious)."),
+    positive: str | None = typer.Option(None, help="Binary label: the value of the positive class (when not "
+                                                   "obvious from yes/no, true/false, 1/0)."),
+    task: str | None = typer.Option(None, help="binary, multiclass or regression (default: read from the label)."),
+    drop_duplicates: bool = typer.Option(False, "--drop-duplicates",
+                                         help="Keep one of each exact duplicate row (rows that share a key but "
+                                              "differ are still refused)."),
     protected: list[str] = typer.Option([], help="A protected attribute for bias analysis. Repeatable "
                                             "(default: columns named gender, sex, senior_citizen, age, ...)."),
     name: str | None = typer.Option(None, help="Dataset name (default: the CSV's file name)."),
@@ -73,14 +79,17 @@ def import_(
     """Import an outside tabular CSV into Kiln's dataset layout, inferring column types."""
 
     opts = ImportOptions(csv=csv, entity=entity, label=label, timestamp=timestamp,
-                         as_of=parse_date(as_of, "--as-of"), positive=positive, protected=tuple(protected), name=name)
+                         as_of=parse_date(as_of, "--as-of"), positive=positive, protected=tuple(protected), name=name,
+                         task=task, drop_duplicates=drop_duplicates)
     show(import_dataset(opts, out_path, overwrite=overwrite), as_json, _render_imported)
 
 
 def _render_imported(result: ImportedDataset) -> None:
-    out.print(f"wrote {result.path}: {result.rows} rows, {result.features} features, "
-              f"churn rate {result.churn_rate:.1%}")
-    out.print(f"  entity {result.entity}, label {result.label} {result.label_mapping}, "
+    rate = f", positive rate {result.positive_rate:.1%}" if result.positive_rate is not None else ""
+    dropped = f", {result.duplicates_dropped} exact duplicate rows dropped" if result.duplicates_dropped else ""
+    out.print(f"wrote {result.path}: {result.rows} rows, {result.features} features, {result.task} task{rate}{dropped}")
+    classes = result.label_mapping or result.classes or "numeric"
+    out.print(f"  entity {result.entity}, label {result.label} {classes}, "
               f"protected {result.protected or 'none'}", markup=False)
     for col, kind in result.columns.items():
         out.print(f"  {col}: {kind}", markup=False)

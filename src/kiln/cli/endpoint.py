@@ -268,10 +268,10 @@ def compare(name: str = typer.Argument(..., help="Endpoint name."), workspace: P
 
 def _render_comparison(c: ShadowComparison) -> None:
     agreement = "-" if c.label_agreement is None else f"{c.label_agreement:.1%}"
-    diff = "-" if c.probability_mean_abs_diff is None else f"{c.probability_mean_abs_diff:.4f}"
+    diff = "-" if c.score_mean_abs_diff is None else f"{c.score_mean_abs_diff:.4f}"
     out.print(f"endpoint {c.endpoint}: {c.requests} requests ({c.rows} rows) answered by "
               f"{', '.join(c.production_variants)} and shadow {c.shadow_variant}", markup=False)
-    out.print(f"  predicted labels agree on {agreement}; mean |probability difference| {diff}", markup=False)
+    out.print(f"  predicted classes agree on {agreement}; mean |difference| of probability or value {diff}", markup=False)
     for side, lat in c.latency.items():
         out.print(f"  {side:<10} p50 {lat.p50_ms:.1f} ms  p99 {lat.p99_ms:.1f} ms  "
                   f"server errors {c.server_errors[side]}", markup=False)

@@ -110,8 +110,10 @@ def training_set(
 
 
 def _render_training_set(result: TrainingSet) -> None:
-    out.print(f"wrote {result.path}: {result.rows} rows, {len(result.features)} features, "
-              f"label rate {result.label_rate}")
+    rate = "" if result.label_rate is None else f", label {'mean' if result.task['kind'] == 'regression' else 'rate'} " \
+                                                 f"{result.label_rate}"
+    out.print(f"wrote {result.path}: {result.rows} rows, {len(result.features)} features, {result.task['kind']} "
+              f"task{rate}")
     out.print(f"  lineage: {result.path}.json")
 
 

@@ -29,8 +29,10 @@ def _who(by: str | None) -> str:
 
 def _line(v: VersionInfo) -> str:
     aliases = ",".join(v.aliases) or "-"
+    metric, score = next(((k[len("kiln.test_"):], val) for k, val in v.tags.items() if k.startswith("kiln.test_")),
+                         ("auc", "-"))
     return (f"{v.name}/{v.version:<4} {aliases:<28} {v.approval:<22} gate {v.gate:<7} "
-            f"auc {v.tags.get('kiln.test_auc', '-'):<7} {v.tags.get('kiln.family', '-'):<5} {v.created}")
+            f"{metric} {score or '-':<7} {v.tags.get('kiln.family', '-'):<5} {v.created}")
 
 
 def _render_versions(versions: list[VersionInfo]) -> None:
@@ -56,9 +58,11 @@ def render_registration(registered: Registration) -> None:
               f"{version.approval}; gate {version.gate}", markup=False)
     for reason in evaluation.decision.reasons if evaluation.decision else []:
         out.print(f"  gate: {reason}", markup=False)
-    if evaluation.champion and "metrics" in evaluation.champion:
-        out.print(f"  test AUC {evaluation.challenger['auc']:.4f} against the champion's "
-                  f"{evaluation.champion['metrics']['auc']:.4f} on the same {evaluation.rows} rows", markup=False)
+    metric = evaluation.metric
+    ours, theirs = evaluation.challenger.get(metric), (evaluation.champion or {}).get("metrics", {}).get(metric)
+    if ours is not None and theirs is not None:
+        out.print(f"  test {metric} {ours:.4f} against the champion's {theirs:.4f} on the same {evaluation.rows} rows",
+                  markup=False)
 
 
 def _render_approval(v: VersionInfo) -> None:

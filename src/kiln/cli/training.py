@@ -9,7 +9,7 @@ import typer
 from kiln.cli.command import WorkspaceOption, respond
 from kiln.cli.models import render_registration
 from kiln.cli.output import JsonOption, out, progress
-from kiln.training.families import parse_params
+from kiln.training.family import parse_params
 from kiln.training.run import TrainResult
 from kiln.training.run import train as train_model
 from kiln.tuning.job import TuneSpec
@@ -20,13 +20,19 @@ TrainingSetOption = typer.Option(..., "--training-set", "-t",
 SeedOption = typer.Option(7, "--seed", help="Seed for the split, the model and the search: same seed, same result.")
 
 
+TaskOption = typer.Option(None, "--task", help="binary, multiclass or regression (default: the one the training set "
+                                              "records, read from its label).")
+
+
 def _metrics_line(metrics: dict[str, float | None]) -> str:
-    keys = ("auc", "pr_auc", "f1", "precision", "recall", "log_loss", "ece")
+    keys = ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "f1_macro", "f1_weighted", "log_loss", "ece",
+            "rmse", "mae", "r2", "mape")
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if metrics.get(k) is not None)
 
 
 def _render_trained(result: TrainResult) -> None:
-    out.print(f"trained {result.family} ({result.iterations} iterations), MLflow run {result.run_id} "
+    out.print(f"trained {result.family} for a {result.task['kind']} task ({result.iterations} iterations), MLflow run "
+              f"{result.run_id} "
               f"in experiment '{result.experiment}'", markup=False)
     for part, label in (("valid", "validation"), ("test", "test")):
         out.print(f"  {label}: {_metrics_line(result.metrics[part])}", markup=False)
@@ -40,7 +46,7 @@ def _render_tuned(outcome: TuneOutcome) -> None:
     failed = sum("error" in t for t in result.trials)
     out.print(f"tuning job {result.job}: {ran} trials ({early} stopped early" + (f", {failed} FAILED" if failed else "")
               + f"), {result.trial_iterations} trial-iterations, {result.seconds:.0f}s", markup=False)
-    out.print(f"  best trial {best['trial_id']}: validation AUC {best['valid_auc']:.4f} at iteration "
+    out.print(f"  best trial {best['trial_id']}: validation {result.metric} {best['valid_score']:.4f} at iteration "
               f"{best['best_iteration']} ({best['source']})", markup=False)
     out.print(f"  config: {best['config']}", markup=False)
     out.print(f"  test: {_metrics_line(result.metrics['test'])}", markup=False)
@@ -53,24 +59,27 @@ def _render_tuned(outcome: TuneOutcome) -> None:
 
 def train(
     training_set: Path = TrainingSetOption,
-    family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm or mlp."),
+    family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm, xgb or mlp."),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, e.g. learning_rate=0.05 (repeatable)."),
     iterations: int | None = typer.Option(None, "--iterations", help="Training length (the family's default)."),
-    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Probability that predicts churn."),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
+                                    help="Binary task: the probability from which the positive class is predicted."),
+    task: str | None = TaskOption,
     seed: int = SeedOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Train one model of a family on a training set and log it to MLflow (params, metrics per iteration, model)."""
     respond(workspace, as_json, lambda ws: train_model(ws, training_set, family, parse_params(param), seed=seed,
-                                                       iterations=iterations, threshold=threshold, progress=progress),
+                                                       iterations=iterations, threshold=threshold, progress=progress,
+                                                       task=task),
             _render_trained)
 
 
 def tune(
     training_set: Path | None = typer.Option(None, "--training-set", "-t",
                                                 help="A training set from `kiln features training-set`."),
-    family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm or mlp."),
+    family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm, xgb or mlp."),
     strategy: str = typer.Option("hyperband", "--strategy", "-s", help="hyperband, asha, random or bayesian."),
     trials: int = typer.Option(12, "--trials", "-n", help="How many configurations to try."),
     max_concurrent: int = typer.Option(2, "--max-concurrent", "-k", help="Trials running at once."),
@@ -84,6 +93,7 @@ def tune(
     model_name: str | None = typer.Option(None, "--model-name", help="Register the best model under this name "
                                              "(default: the dataset's name) with alias challenger."),
     register: bool = typer.Option(True, "--register/--no-register", help="Register the best model."),
+    task: str | None = TaskOption,
     seed: int = SeedOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
@@ -93,6 +103,6 @@ def tune(
     if resume is None and training_set is not None:
         spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
                         training_set=str(training_set.resolve()), ranges=list(ranges), max_iterations=max_iterations,
-                        warm_start_from=warm_start_from, warm_mode=mode)
+                        warm_start_from=warm_start_from, warm_mode=mode, task=task)
     respond(workspace, as_json, lambda ws: tune_and_register(ws, spec, resume, register, model_name, progress),
             _render_tuned)

@@ -3,7 +3,8 @@
 Types are inferred per column: numbers (int or float; blanks become nulls), timestamps for
 the ``--timestamp`` column, and text, which becomes a categorical column with its observed
 values allowed when it has few distinct values. Column names become snake_case so every
-engine downstream accepts them. The label becomes 0/1.
+engine downstream accepts them. The label sets the task: two values become 0/1 (binary), several
+values stay as they are (multiclass), numbers to predict stay numbers (regression).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.data.dataset import check_destination, staged_dataset, write_dataset
 from kiln.data.schema import ColumnSpec, DatasetSchema, TableSpec
+from kiln.data.task import Task, infer_task
 from kiln.errors import DatasetError, InputError
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ class ImportOptions:
     positive: str | None = None
     protected: tuple[str, ...] = field(default_factory=tuple)
     name: str | None = None
+    task: str | None = None  # binary, multiclass or regression; read from the label when not given
+    drop_duplicates: bool = False  # keep one of each exact duplicate row instead of refusing them
 
 
 @dataclass(frozen=True)
@@ -49,12 +53,15 @@ class ImportedDataset:
     content_hash: str
     entity: str
     label: str
-    label_mapping: dict[str, int]  # the CSV's label values -> 0 or 1
+    task: str  # binary, multiclass or regression
+    classes: list[Any]  # a classification label's values, in class order
+    label_mapping: dict[str, int]  # binary: the CSV's label values -> 0 or 1
     protected: list[str]
     columns: dict[str, str]  # column -> its type, and its categories when it has them
     rows: int
     features: int
-    churn_rate: float
+    positive_rate: float | None  # binary: the share of rows of the positive class
+    duplicates_dropped: int = 0  # exact duplicate rows left out (--drop-duplicates)
 
 
 def snake_case(name: str) -> str:
@@ -97,15 +104,12 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
             raise InputError(f"--as-of {as_of} is in the future")
         frame[ts_col] = pd.Timestamp(as_of, tz="UTC")
     key = [entity] + ([ts_col] if opts.timestamp else [])
-    dup = frame.duplicated(key, keep=False)
-    if dup.any():
-        rows = (frame.index[dup][:5] + 2).tolist()  # +2: header line, 1-based lines
-        raise InputError(f"--entity '{opts.entity}' is not unique{' per timestamp' if opts.timestamp else ''}: "
-                         f"{int(dup.sum())} rows repeat a key (CSV lines {rows})",
-                         hint="pass --timestamp COLUMN if rows are snapshots at different times")
+    dropped = _duplicates(raw, frame, key, opts)
+    if dropped:
+        raw, frame = raw.drop(index=dropped), frame.drop(index=dropped)
 
     label_name = names[opts.label]
-    labels_values, mapping = _label(raw[opts.label], opts.label, opts.positive)
+    labels_values, mapping, task = _label(raw[opts.label], opts.label, opts.positive, opts.task)
     protected = {names[c] for c in opts.protected} or {names[c] for c in raw.columns if names[c] in PROTECTED_NAMES}
     feature_specs = []
     for col in raw.columns:
@@ -134,13 +138,14 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
         columns=[
             entity_spec.model_copy(),
             ColumnSpec(name="label_timestamp", dtype="timestamp", role="timestamp"),
-            ColumnSpec(name=label_name, dtype="int64", role="label", categories=[0, 1]),
+            _label_spec(label_name, labels_values, task),
         ],
     )
     schema = DatasetSchema(
         name=opts.name or snake_case(opts.csv.stem),
         entity=entity,
         label=label_name,
+        task=task.kind,
         tables=[entities_spec, labels_spec],
     )
     source = {
@@ -148,10 +153,12 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
         "csv_sha256": hashlib.sha256(opts.csv.read_bytes()).hexdigest(),
         "columns": {names[c]: c for c in raw.columns},
         "label_mapping": mapping,
+        "duplicates_dropped": len(dropped),
         "timestamp": opts.timestamp,
         "as_of": None if opts.timestamp else str(frame[ts_col].iloc[0].date()),
     }
-    stats = {"rows": len(frame), "features": len(feature_specs), "churn_rate": round(float(labels_values.mean()), 4)}
+    stats = {"rows": len(frame), "features": len(feature_specs),
+             "positive_rate": round(float(labels_values.mean()), 4) if task.kind == "binary" else None}
     return schema, {"entities": frame, "labels": labels}, source, stats
 
 
@@ -162,10 +169,12 @@ def import_dataset(opts: ImportOptions, out: Path, *, overwrite: bool = False) -
     with staged_dataset(out, overwrite) as stage:
         manifest = write_dataset(stage, "imported", schema, frames, source, stats)
     columns = {c.name: c.dtype + (f" {c.categories}" if c.categories else "") for c in schema.table("entities").columns}
+    label = schema.table("labels").column(schema.label)
     return ImportedDataset(path=out.resolve(), content_hash=manifest["content_hash"], entity=schema.entity,
-                           label=schema.label, label_mapping=source["label_mapping"], protected=schema.protected(),
-                           columns=columns, rows=stats["rows"], features=stats["features"],
-                           churn_rate=stats["churn_rate"])
+                           label=schema.label, task=schema.task, classes=list(label.categories or []),
+                           label_mapping=source["label_mapping"], protected=schema.protected(), columns=columns,
+                           rows=stats["rows"], features=stats["features"], positive_rate=stats["positive_rate"],
+                           duplicates_dropped=source["duplicates_dropped"])
 
 
 def _read_csv(path: Path) -> "pd.DataFrame":
@@ -225,14 +234,50 @@ def _timestamps(values: "pd.Series", original: str) -> "pd.Series":
     return parsed
 
 
-def _label(values: "pd.Series", original: str, positive: str | None) -> tuple["pd.Series", dict[str, int]]:
+def _duplicates(raw: "pd.DataFrame", frame: "pd.DataFrame", key: list[str], opts: ImportOptions) -> list[Any]:
+    """Rows to leave out: exact repeats of an earlier row, with --drop-duplicates. Rows that share a key but differ
+    anywhere else are refused, named by their CSV lines, and so are exact repeats without the option."""
+    repeated = frame.duplicated(key, keep=False)
+    if not repeated.any():
+        return []
+    keys = frame[key].astype(str).agg("|".join, axis=1)
+    variants = raw[repeated].assign(_key=keys[repeated]).drop_duplicates()
+    clashing = set(variants["_key"][variants["_key"].duplicated()])  # keys held by rows that differ
+    conflicting = repeated & keys.isin(clashing)
+    exact = repeated & ~conflicting & raw.duplicated(keep="first")  # the same text in every column as an earlier row
+    what = f"--entity '{opts.entity}'" + (" and --timestamp" if opts.timestamp else "")
+    if conflicting.any():
+        lines = (frame.index[conflicting][:10] + 2).tolist()  # +2: header line, 1-based lines
+        also = f"; {int(exact.sum())} more rows are exact duplicates" if exact.any() else ""
+        raise InputError(f"{what} is not unique: {int(conflicting.sum())} rows share a key but differ in other "
+                         f"columns (CSV lines {lines}){also}",
+                         hint="fix or remove the conflicting rows; pass --timestamp COLUMN if rows are snapshots at "
+                              "different times")
+    if not opts.drop_duplicates:
+        lines = (frame.index[exact][:10] + 2).tolist()
+        raise InputError(f"{what} is not unique: {int(exact.sum())} rows are exact duplicates of an earlier row "
+                         f"(CSV lines {lines}); no rows conflict", hint="pass --drop-duplicates to keep one of each")
+    return list(frame.index[exact])
+
+
+def _label(values: "pd.Series", original: str, positive: str | None,
+           requested: str | None) -> tuple["pd.Series", dict[str, int], Task]:
+    import pandas as pd
+
     nulls = values.isna()
     if nulls.any():
         rows = (values.index[nulls][:5] + 2).tolist()
         raise InputError(f"--label '{original}' is empty on {int(nulls.sum())} rows (CSV lines {rows})")
+    numbers = pd.to_numeric(values, errors="coerce")
+    typed = numbers if numbers.notna().all() else values
+    if typed is numbers and (numbers % 1 == 0).all() and not values.str.contains(r"[.eE]", regex=True).any():
+        typed = numbers.astype("int64")
+    task = infer_task(typed, f"--label '{original}'", requested)
+    if task.kind == "regression":
+        return typed.astype("float64"), {}, task
+    if task.kind == "multiclass":
+        return typed, {}, task
     distinct = sorted(values.unique())
-    if len(distinct) != 2:
-        raise InputError(f"--label '{original}' must have exactly two values, found {len(distinct)}: {distinct[:10]}")
     if positive is not None:
         if positive not in distinct:
             raise InputError(f"--positive '{positive}' is not a value of '{original}' ({distinct})")
@@ -241,11 +286,18 @@ def _label(values: "pd.Series", original: str, positive: str | None) -> tuple["p
         hits = [v for v in distinct if v.lower() in POSITIVE_TOKENS]
         misses = [v for v in distinct if v.lower() in NEGATIVE_TOKENS]
         if len(hits) != 1 or len(misses) != 1:
-            raise InputError(f"--label '{original}' has values {distinct}; cannot tell which means churned",
+            raise InputError(f"--label '{original}' has values {distinct}; cannot tell which is the positive class",
                              hint="pass --positive VALUE")
         pos = hits[0]
     mapping = {v: int(v == pos) for v in distinct}
-    return values.map(mapping).astype("int64"), mapping
+    return values.map(mapping).astype("int64"), mapping, Task("binary", (0, 1))
+
+
+def _label_spec(name: str, values: "pd.Series", task: Task) -> ColumnSpec:
+    if task.kind == "regression":
+        return ColumnSpec(name=name, dtype="float64", role="label")
+    dtype = "int64" if values.dtype.kind in "iu" else "string"
+    return ColumnSpec(name=name, dtype=dtype, role="label", categories=list(task.classes))
 
 
 def _infer(values: "pd.Series", name: str) -> tuple["pd.Series", ColumnSpec]:

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kiln.data.task import BINARY_01, Task, TaskKind
+
 DType = Literal["int64", "float64", "string", "timestamp"]
 Role = Literal["key", "timestamp", "feature", "protected", "label"]
 TableRole = Literal["entities", "events", "labels"]
@@ -58,7 +60,18 @@ class DatasetSchema(BaseModel):
     name: str
     entity: str
     label: str
+    task: TaskKind = Field("binary", description="What the label asks for: binary, multiclass or regression.")
     tables: list[TableSpec]
+
+    def learning_task(self) -> Task:
+        """The task with its classes (a classification label's categories, in order)."""
+        if self.task == "regression":
+            return Task("regression")
+        label = self.table("labels").column(self.label) if self.has_table("labels") else None
+        classes = tuple(label.categories) if label is not None and label.categories else ()
+        if self.task == "binary" and not classes:
+            return BINARY_01
+        return Task(self.task, classes)
 
     def table(self, name: str) -> TableSpec:
         for table in self.tables:

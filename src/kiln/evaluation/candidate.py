@@ -16,7 +16,7 @@ from kiln.training.data import load_training_set
 from kiln.training.split import split
 from kiln.workspace import Workspace
 
-LINEAGE_TAGS = ("kiln.family", "kiln.seed", "kiln.code_version", "kiln.dataset", "kiln.dataset_content_hash",
+LINEAGE_TAGS = ("kiln.family", "kiln.task", "kiln.label", "kiln.entity", "kiln.seed", "kiln.code_version", "kiln.dataset", "kiln.dataset_content_hash",
                 "kiln.feature_service", "kiln.feature_views", "kiln.training_set", "kiln.training_set_sha256",
                 "kiln.tuning_job")
 GATE_FILE = "evaluation/gate.json"
@@ -90,8 +90,9 @@ def register_evaluated(ws: Workspace, name: str, run_id: str, model_uri: str, ev
     tags = _get_run(ws, tracking.client(ws), run_id).data.tags
     lineage = {k: tags[k] for k in LINEAGE_TAGS if k in tags}
     lineage["kiln.feature_service_version"] = feature_service_version(ws, tags.get("kiln.feature_service", ""))
-    auc = evaluation["challenger"]["auc"]
-    lineage["kiln.test_auc"] = f"{auc:.4f}" if auc else ""
+    metric = evaluation.get("gate_metric", "auc")
+    score = evaluation["challenger"].get(metric)
+    lineage[f"kiln.test_{metric}"] = "" if score is None else f"{score:.4f}"
     return register(ws, name, model_uri, run_id, {**lineage, **(extra_tags or {})}, evaluation["gate"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kiln.settings import GateSettings
+from kiln.settings import LOWER_IS_BETTER, GateSettings, TaskGate
 
 
 @dataclass
@@ -36,19 +36,32 @@ def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
 
 
-def decide(policy: GateSettings, challenger_auc: float | None, champion_auc: float | None,
-           bias: list[dict[str, Any]]) -> GateDecision:
-    """Every check of the policy; the gate passes only when all of them pass.
+METRIC_TITLES = {"auc": "AUC", "pr_auc": "PR-AUC", "f1": "F1", "f1_macro": "macro F1", "f1_weighted": "weighted F1",
+                 "log_loss": "log-loss", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "mape": "MAPE"}
+
+
+def quality_checks(gate: TaskGate, challenger: float | None, champion: float | None) -> list[Check]:
+    """The task's metric against its limit and, when there is a champion, how much worse than it the challenger is."""
+    title = METRIC_TITLES.get(gate.metric, gate.metric)
+    lower = gate.metric in LOWER_IS_BETTER
+    checks = [Check(f"test {title}", challenger, f"{'<=' if lower else '>='} {gate.limit}",
+                    challenger is not None and (challenger <= gate.limit if lower else challenger >= gate.limit))]
+    if champion is not None:
+        worse = None if challenger is None else (challenger - champion if lower else champion - challenger)
+        checks.append(Check(f"{title} {'rise' if lower else 'drop'} against the champion", worse,
+                            f"<= {gate.max_drop}", worse is not None and worse <= gate.max_drop,
+                            note=f"champion {_fmt(champion)}, challenger {_fmt(challenger)}"))
+    return checks
+
+
+def decide(policy: GateSettings, task: str, challenger: dict[str, float | None],
+           champion: dict[str, float | None] | None, bias: list[dict[str, Any]]) -> GateDecision:
+    """Every check of the policy for a ``task`` model's held-out metrics; the gate passes only when all pass.
 
     ``bias`` holds, per facet group with enough rows, {"facet": "gender=female", "rows": n, "metrics": {name: value}}.
     """
-    checks = [Check("test AUC", challenger_auc, f">= {policy.min_auc}",
-                    challenger_auc is not None and challenger_auc >= policy.min_auc)]
-    if champion_auc is not None:
-        drop = None if challenger_auc is None else champion_auc - challenger_auc
-        checks.append(Check("AUC drop against the champion", drop, f"<= {policy.max_auc_drop}",
-                            drop is not None and drop <= policy.max_auc_drop,
-                            note=f"champion {_fmt(champion_auc)}, challenger {_fmt(challenger_auc)}"))
+    gate = policy.for_task(task)
+    checks = quality_checks(gate, challenger.get(gate.metric), None if champion is None else champion.get(gate.metric))
     for group in bias:
         metrics = group["metrics"]
         for name, limit in policy.max_abs_bias.items():

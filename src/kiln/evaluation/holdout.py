@@ -10,8 +10,8 @@ from kiln.errors import InputError
 from kiln.evaluation.gate import GateDecision, decide
 from kiln.progress import Progress, no_progress
 from kiln.training.data import TrainingData
-from kiln.training.metrics import classification_metrics
-from kiln.training.scoring import PREDICTED, predict_with
+from kiln.training.metrics import Metrics, task_metrics
+from kiln.training.scoring import PREDICTED, output_of, predict_with
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 class Evaluation:
     rows: int
     threshold: float
-    challenger: dict[str, float | None]
+    task: str
+    classes: tuple[Any, ...]
+    metric: str  # the gate's quality metric for the task
+    challenger: Metrics
     champion: dict[str, Any] | None  # {"uri", "metrics"} or {"uri", "note"} when it cannot score these rows
     bias: list[dict[str, Any]] = field(default_factory=list)
     decision: GateDecision | None = None
@@ -30,7 +33,8 @@ class Evaluation:
     scores: tuple[Any, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "threshold": self.threshold, "challenger": self.challenger,
+        return {"rows": self.rows, "threshold": self.threshold, "task": self.task, "gate_metric": self.metric,
+                "challenger": self.challenger,
                 "champion": self.champion, "bias": self.bias,
                 "gate": self.decision.to_dict() if self.decision else None}
 
@@ -44,26 +48,34 @@ def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame
     from kiln.clarify.bias import bias_by_facet
 
     policy = ws.settings.gates
+    task = data.task
     scored = predict_with(model_uri, holdout)
-    y = holdout[data.label].to_numpy()
-    challenger = classification_metrics(y, scored["probability"].to_numpy(), threshold)
+    y = data.labels(holdout)
+    output = output_of(task, scored)
+    challenger = task_metrics(task, y, output, threshold)
     champion: dict[str, Any] | None = None
     if champion_uri:
         try:
-            theirs = predict_with(champion_uri, holdout)
-            champion = {"uri": champion_uri,
-                        "metrics": classification_metrics(y, theirs["probability"].to_numpy(), threshold)}
+            theirs = output_of(task, predict_with(champion_uri, holdout))
+            champion = {"uri": champion_uri, "metrics": task_metrics(task, y, theirs, threshold)}
         except KeyError as exc:
-            champion = {"uri": champion_uri, "note": f"cannot score these rows: it needs features {exc.args[0]}"}
-    progress("measuring bias by facet on the held-out rows")
-    try:
-        frame = with_facets(ws, data, holdout)
-        _, protected = facets_service(ws, data)
-        frame[PREDICTED] = scored["prediction"].to_numpy()
-        bias = bias_by_facet(frame, data.label, protected, policy.min_facet_rows)
-    except InputError as exc:
-        bias = [{"facet": "-", "rows": 0, "metrics": {}, "note": str(exc)}]
+            champion = {"uri": champion_uri, "note": f"cannot score these rows as a {task.kind} model: it needs "
+                                                     f"or lacks {exc.args[0]}"}
+    if task.kind == "binary":
+        progress("measuring bias by facet on the held-out rows")
+        try:
+            frame = with_facets(ws, data, holdout)
+            _, protected = facets_service(ws, data)
+            frame[PREDICTED] = scored["prediction"].to_numpy()
+            bias = bias_by_facet(frame, data.label, protected, policy.min_facet_rows)
+        except InputError as exc:
+            bias = [{"facet": "-", "rows": 0, "metrics": {}, "note": str(exc)}]
+    else:
+        bias = [{"facet": "-", "rows": 0, "metrics": {},
+                 "note": f"bias by facet is measured for binary tasks; this is a {task.kind} task"}]
     gated = [g for g in bias if "note" not in g]
-    decision = decide(policy, challenger["auc"], (champion or {}).get("metrics", {}).get("auc"), gated)
-    return Evaluation(rows=len(holdout), threshold=threshold, challenger=challenger, champion=champion,
-                      bias=bias, decision=decision, scores=(y, scored["probability"].to_numpy()))
+    decision = decide(policy, task.kind, challenger, (champion or {}).get("metrics"), gated)
+    return Evaluation(rows=len(holdout), threshold=threshold, task=task.kind, classes=task.classes,
+                      metric=policy.for_task(task.kind).metric,
+                      challenger=challenger,
+                      champion=champion, bias=bias, decision=decision, scores=(y, output))

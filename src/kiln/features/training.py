@@ -27,7 +27,8 @@ class TrainingSet:
     service: str
     features: list[str]
     label: str
-    label_rate: float | None
+    task: dict[str, Any]  # {"kind": binary | multiclass | regression, "classes": [...]}
+    label_rate: float | None  # binary: the positive share; regression: the mean; multiclass: none
     null_share: dict[str, float]
     lineage: dict[str, Any]
 
@@ -66,6 +67,7 @@ def build_training_set(ws: Workspace, labels_path: Path, service: str, out: Path
 
     plan, dataset = plan_by_service(ws, service)
     label = dataset.schema.label
+    task = dataset.schema.learning_task()
     labels = read_labels(labels_path, plan.join_key, label)
     if out.exists() and out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name ending in .parquet")
@@ -95,7 +97,8 @@ def build_training_set(ws: Workspace, labels_path: Path, service: str, out: Path
     meta = out.with_name(out.name + ".json")
     summary = TrainingSet(
         path=str(out.resolve()), rows=len(result), service=service, features=names, label=label,
-        label_rate=round(float(result[label].mean()), 4) if len(result) else None,
+        task=task.to_dict(),
+        label_rate=round(float(result[label].mean()), 4) if len(result) and task.kind != "multiclass" else None,
         null_share={n: round(float(result[n].isna().mean()), 4) for n in names}, lineage=lineage,
     )
     meta.write_text(json.dumps(summary.__dict__, indent=2) + "\n")

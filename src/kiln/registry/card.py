@@ -9,7 +9,17 @@ from kiln import tracking
 from kiln.registry.versions import VersionInfo, get_version
 from kiln.workspace import Workspace
 
-METRICS = ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "brier", "ece")
+METRICS = {
+    "binary": ("auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "brier", "ece"),
+    "multiclass": ("accuracy", "f1_macro", "f1_weighted", "log_loss"),
+    "regression": ("rmse", "mae", "r2", "mape"),
+}
+USES = {
+    "binary": "Scores how likely each `{entity}` of `{dataset}` is to be of the positive class of `{label}`",
+    "multiclass": "Predicts the class of `{label}` (with a probability for each class) for each `{entity}` of "
+                  "`{dataset}`",
+    "regression": "Predicts the value of `{label}` for each `{entity}` of `{dataset}`",
+}
 BIAS_SHOWN = ("DPPL", "DI", "AD", "RD", "DAR", "DRR")
 
 
@@ -47,15 +57,18 @@ def render(ws: Workspace, info: VersionInfo) -> str:
     split = (_artifact(info.run_id, "evaluation/training_set.json") or {}).get("split", {})
     shap = _artifact(info.run_id, t["kiln.shap_baseline"]) if "kiln.shap_baseline" in t else None
     dataset, service = t.get("kiln.dataset", "the dataset"), t.get("kiln.feature_service", "-")
+    task = t.get("kiln.task", "binary")
+    names = METRICS[task] + tuple(sorted({k[len("test_"):] for k in metrics if k.startswith("test_recall_")}))
+    quality = "auc" if task == "binary" else gate.get("gate_metric", METRICS[task][0])
+    use = USES[task].format(entity=t.get("kiln.entity", "row"), dataset=dataset, label=t.get("kiln.label", "the label"))
     lines = [
         f"# Model card: {info.name} version {info.version}", "",
         f"- Aliases: {', '.join(info.aliases) or 'none'}",
         f"- Approval status: **{info.approval}**; promotion gate: **{info.gate}**",
-        f"- Family: {t.get('kiln.family', '-')}; registered {info.created}; MLflow run `{info.run_id}`", "",
-        "## Intended use", "",
-        f"Scores how likely each customer of `{dataset}` is to churn, from the features of feature service "
-        f"`{service}`, so that retention work can be ranked. The score supports people's decisions; it is not "
-        "meant to decide alone about any one customer, nor to be used on populations unlike its training data.", "",
+        f"- Family: {t.get('kiln.family', '-')}; task: {task}; registered {info.created}; MLflow run `{info.run_id}`",
+        "", "## Intended use", "",
+        f"{use}, from the features of feature service `{service}`. Its answers support people's decisions; they are "
+        "not meant to decide alone about any one case, nor to be used on populations unlike its training data.", "",
         "## Training data and lineage", "",
         f"- Dataset `{dataset}`, content hash `{t.get('kiln.dataset_content_hash', '-')}`",
         f"- Feature service `{service}` version {t.get('kiln.feature_service_version', '-') or '-'}; "
@@ -65,20 +78,24 @@ def render(ws: Workspace, info: VersionInfo) -> str:
         f"{split.get('valid', '-')}, test {split.get('test', '-')}",
         f"- Code: {t.get('kiln.code_version', '-')}; tuning job {t.get('kiln.tuning_job', '-')}; "
         f"parent version {t.get('kiln.parent_version') or '-'}; seed {t.get('kiln.seed', '-')}", "",
-        "## Metrics (held-out test rows, threshold 0.5)", "",
+        "## Metrics (held-out rows" + (", threshold 0.5)" if task == "binary" else ")"), "",
         "| metric | validation | test |", "| --- | --- | --- |",
-        *[f"| {m} | {_num(metrics.get(f'valid_{m}'))} | {_num(metrics.get(f'test_{m}'))} |" for m in METRICS], "",
+        *[f"| {m} | {_num(metrics.get(f'valid_{m}'))} | {_num(metrics.get(f'test_{m}'))} |" for m in names], "",
     ]
     champion = gate.get("champion") or {}
     if "metrics" in champion:
-        lines += [f"Against the champion on the same {gate.get('rows')} rows: AUC {_num(gate['challenger']['auc'])} "
-                  f"vs {_num(champion['metrics']['auc'])} ({champion['uri']}).", ""]
+        lines += [f"Against the champion on the same {gate.get('rows')} rows: {quality} "
+                  f"{_num(gate['challenger'].get(quality))} vs {_num(champion['metrics'].get(quality))} "
+                  f"({champion['uri']}).", ""]
     lines += ["## Promotion gate", ""]
     lines += [f"- {'pass' if c['passed'] else 'FAIL'}: {c['name']} = {_num(c['value'])} (limit {c['limit']})"
               for c in (gate.get("gate") or {}).get("checks", [])] or ["- no gate result recorded"]
     lines += ["", "## Bias (post-training, held-out rows; each value against all others)", "",
               "| facet | rows | " + " | ".join(BIAS_SHOWN) + " |", "| --- | --- |" + " --- |" * len(BIAS_SHOWN)]
     for g in gate.get("bias", []):
+        if "note" in g:
+            lines.append(f"| {g['facet']} | {g['rows']} | {g['note']} |" + " |" * (len(BIAS_SHOWN) - 1))
+            continue
         lines.append(f"| {g['facet']} | {g['rows']} | " +
                      " | ".join(_num(g.get("metrics", {}).get(m)) for m in BIAS_SHOWN) + " |")
     lines += ["", "## Explanations", ""]

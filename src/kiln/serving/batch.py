@@ -112,8 +112,7 @@ def batch_transform(model_uri: str, input_path: Path | str, output: Path | str, 
         chunk = frame.iloc[i * batch_size:(i + 1) * batch_size]
         scored = model.predict(conform(chunk, schema))
         ids = chunk[id_column].to_numpy() if id_column else chunk.index.to_numpy()
-        result = pd.DataFrame({key: ids, "probability": scored["probability"].to_numpy(),
-                               "prediction": scored["prediction"].to_numpy()})
+        result = pd.concat([pd.DataFrame({key: ids}), scored.reset_index(drop=True)], axis=1)  # the task's answers
         buffer = io.BytesIO()
         result.to_parquet(buffer, index=False)
         store.put(part, buffer.getvalue())  # a part exists whole or not at all

@@ -31,9 +31,9 @@ class ShadowComparison:
     rows: int  # rows of those whose answers both sides gave as Kiln answers of the same length
     production_variants: list[str]
     shadow_variant: str
-    label_agreement: float | None  # None when no row could be compared
-    probability_mean_abs_diff: float | None
-    probability_max_abs_diff: float | None
+    label_agreement: float | None  # share of rows with the same predicted class; None for numbers or no rows
+    score_mean_abs_diff: float | None  # of the probability (classification) or the predicted value (regression)
+    score_max_abs_diff: float | None
     server_errors: dict[Side, int]  # 5xx answers per side
     latency: dict[Side, Latency]
 
@@ -41,15 +41,22 @@ class ShadowComparison:
         return asdict(self)
 
 
-def _scores(response: Any) -> list[tuple[float, int]] | None:
-    """(probability, prediction) per row of a V1 or V2 answer; None when it is not a Kiln answer."""
+def _scores(response: Any) -> list[tuple[float, Any]] | None:
+    """(score, prediction) per row of a V1 or V2 answer: the score is the probability of a classifier's answer, the
+    predicted number of a regression's; None when it is not a Kiln answer."""
     if not isinstance(response, dict):
         return None
-    if "predictions" in response:
-        return [(float(p["probability"]), int(p["prediction"])) for p in response["predictions"]]
-    outputs: dict[Any, Any] = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
-    if "probability" in outputs and "prediction" in outputs:
-        return [(float(p), int(y)) for p, y in zip(outputs["probability"], outputs["prediction"])]
+    try:
+        if "predictions" in response:
+            rows = response["predictions"]
+            return [(float(p.get("probability", p["prediction"])), p["prediction"]) for p in rows]
+        outputs: dict[Any, Any] = {o.get("name"): o.get("data") for o in response.get("outputs", [])
+                                   if isinstance(o, dict)}
+        if "prediction" in outputs:
+            scores = outputs.get("probability", outputs["prediction"])
+            return [(float(p), y) for p, y in zip(scores, outputs["prediction"])]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None  # another server's answer, not a Kiln one
     return None
 
 
@@ -60,7 +67,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def compare(capture_root: Path | str, endpoint: str, since: datetime | None = None,
             until: datetime | None = None, endpoint_url: str | None = None) -> ShadowComparison:
-    """Agreement of predicted labels, probability differences and latency of production against shadow."""
+    """Agreement of predicted classes, score differences and latency of production against shadow."""
     production: dict[str, dict[str, Any]] = {}
     shadow: dict[str, dict[str, Any]] = {}
     for rec in read_capture(capture_root, endpoint, since, until, endpoint_url):
@@ -69,7 +76,7 @@ def compare(capture_root: Path | str, endpoint: str, since: datetime | None = No
     if not pairs:
         raise InputError(f"endpoint {endpoint}: no captured request has both a production and a shadow answer",
                          hint="the endpoint needs a shadow variant and capture on, and traffic through it")
-    rows = agree = 0
+    rows = agree = classes = 0
     diffs: list[float] = []
     failed: dict[Side, int] = {"production": 0, "shadow": 0}
     for prod, shad in pairs:
@@ -80,7 +87,9 @@ def compare(capture_root: Path | str, endpoint: str, since: datetime | None = No
             continue
         for (pa, ya), (pb, yb) in zip(a, b):
             rows += 1
-            agree += ya == yb
+            if not isinstance(ya, float):  # a class, not a predicted number
+                classes += 1
+                agree += ya == yb
             diffs.append(abs(pa - pb))
     sides: tuple[tuple[Side, int], ...] = (("production", 0), ("shadow", 1))
     latency = {side: Latency(p50_ms=_percentile([pair[k]["latency_ms"] for pair in pairs], 50),
@@ -90,8 +99,8 @@ def compare(capture_root: Path | str, endpoint: str, since: datetime | None = No
         endpoint=endpoint, requests=len(pairs), rows=rows,
         production_variants=sorted({p["variant"] for p, _ in pairs}),
         shadow_variant=pairs[0][1]["variant"],
-        label_agreement=agree / rows if rows else None,
-        probability_mean_abs_diff=sum(diffs) / len(diffs) if diffs else None,
-        probability_max_abs_diff=max(diffs) if diffs else None,
+        label_agreement=agree / classes if classes else None,
+        score_mean_abs_diff=sum(diffs) / len(diffs) if diffs else None,
+        score_max_abs_diff=max(diffs) if diffs else None,
         server_errors=failed, latency=latency,
     )

@@ -21,7 +21,7 @@ from mlflow.models import Model
 from kiln.serving.runtime import KilnModel
 from kiln.serving.schema import MAX_INSTANCES, InputSchema
 from kiln.training.encoding import Encoder
-from kiln.training.predictor import ENCODER_FILE, META_FILE
+from kiln.training.predictor import ENCODER_FILE, META_FILE, Predictor, answer_frame
 
 
 class NoOnnxGraph(RuntimeError):
@@ -44,7 +44,7 @@ class OnnxModel(KilnModel):
         graph_input = self.session.get_inputs()[0]
         self.tensor_name, self.width = graph_input.name, graph_input.shape[1]
         self.encoder = Encoder.from_dict(json.loads((folder / ENCODER_FILE).read_text()))
-        self.threshold = float(meta["threshold"])
+        self.graph = Predictor(meta=meta, encoder=self.encoder, runner=self.session)
         self.schema = InputSchema.from_mlflow(mlmodel.get_input_schema())  # type: ignore[no-untyped-call]  # MLflow leaves Model.get_input_schema unannotated
         self.version = self.model_uri
         self.warm()
@@ -70,9 +70,9 @@ class OnnxModel(KilnModel):
             raise InvalidInput(f"input '{self.tensor_name}' must hold {item.shape[0] * self.width} finite numbers")
         return np.asarray(data, dtype=np.float32).reshape(item.shape[0], self.width)
 
-    def score(self, payload: Any) -> tuple[Any, Any]:
+    def score(self, payload: Any) -> Any:
         raw = isinstance(payload, kserve.InferRequest) and payload.inputs and \
             payload.inputs[0].name == self.tensor_name
         x = self._tensor(payload) if raw else self.encoder.transform(self.frame(payload))
-        p = self.session.run(None, {self.tensor_name: np.ascontiguousarray(x, dtype=np.float32)})[0][:, 1]
-        return p.astype("float64"), (p >= self.threshold).astype("int64")
+        out = self.graph.output_matrix(x).astype("float64")
+        return answer_frame(self.graph.task, out, float(self.graph.meta["threshold"]))

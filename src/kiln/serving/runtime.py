@@ -1,20 +1,24 @@
 """KServe runtimes for Kiln models: V1 (`/v1/models/NAME:predict`) and V2 (Open Inference Protocol) routes.
 
-A Kiln model is an MLflow pyfunc (encoder + LightGBM or ONNX); load() resolves `models:/NAME@ALIAS` once.
-OnnxModel (onnx_model.py) serves the ONNX graph of the same version with ONNX Runtime alone.
+A Kiln model is an MLflow pyfunc (encoder + LightGBM, XGBoost or ONNX); load() resolves `models:/NAME@ALIAS` once.
+OnnxModel (onnx_model.py) serves the ONNX graph of the same version with ONNX Runtime alone. Answers carry the
+columns of the model's task (see Predictor.predict): one object per row on V1, one output per column on V2.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import kserve
 import mlflow.pyfunc
 from kserve.errors import InvalidInput
 
 from kiln.serving.schema import InputSchema, RequestError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 WARM_UP_CALLS = 3
@@ -77,17 +81,25 @@ class KilnModel(kserve.Model):
         assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
         return self.schema.frame([{k: v[i] for k, v in columns.items()} for i in range(n)])
 
-    def score(self, payload: Any) -> tuple[Any, Any]:
-        """(probabilities, predictions) for a validated request."""
-        scored = self.predictor.predict(self.frame(payload))
-        return scored["probability"].to_numpy(), scored["prediction"].to_numpy()
+    def score(self, payload: Any) -> "pd.DataFrame":
+        """The answer frame (the task's columns) for a validated request."""
+        return self.predictor.predict(self.frame(payload))
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
-        p, y = self.score(payload)
+        answer = self.score(payload)
         if isinstance(payload, kserve.InferRequest):
-            return kserve.InferResponse(
-                response_id=payload.id or str(uuid.uuid4()), model_name=self.name, infer_outputs=[
-                    kserve.InferOutput("probability", [len(p)], "FP64", p.tolist()),
-                    kserve.InferOutput("prediction", [len(y)], "INT64", y.tolist()),
-                ])
-        return {"predictions": [{"probability": float(pi), "prediction": int(yi)} for pi, yi in zip(p, y)]}
+            return kserve.InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
+                                        infer_outputs=v2_outputs(answer))
+        return {"predictions": answer.to_dict(orient="records")}
+
+
+def v2_outputs(answer: "pd.DataFrame") -> list[kserve.InferOutput]:
+    """One V2 output tensor per answer column: FP64 numbers, INT64 whole numbers, BYTES text."""
+    outputs = []
+    for name in answer.columns:
+        column = answer[name]
+        kind = column.dtype.kind
+        datatype = "FP64" if kind == "f" else "INT64" if kind in "iub" else "BYTES"
+        values = column.astype(str).tolist() if datatype == "BYTES" else column.tolist()
+        outputs.append(kserve.InferOutput(str(name), [len(column)], datatype, values))
+    return outputs

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.task import Task, infer_task
 from kiln.errors import DatasetError, InputError
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 TIME_COLUMN = "label_timestamp"
@@ -25,7 +27,12 @@ class TrainingData:
     label: str
     key: str | None
     path: Path
+    task: Task
     lineage: dict[str, Any] = field(default_factory=dict)
+
+    def labels(self, frame: "pd.DataFrame") -> "np.ndarray":
+        """The label of ``frame``'s rows as a model learns it: class indexes, or numbers for regression."""
+        return self.task.codes(frame[self.label], f"{self.path}: label column '{self.label}'")
 
     @property
     def categorical(self) -> list[str]:
@@ -35,8 +42,11 @@ class TrainingData:
                 or pd.api.types.is_bool_dtype(self.frame[f])]
 
 
-def load_training_set(path: Path) -> TrainingData:
-    """Read a training set written by `kiln features training-set` (parquet + its .json lineage file)."""
+def load_training_set(path: Path, task: str | None = None) -> TrainingData:
+    """Read a training set written by `kiln features training-set` (parquet + its .json lineage file).
+
+    The task is the one the training set records, or ``task`` (binary, multiclass, regression) when given.
+    """
     import pandas as pd
 
     meta_path = path.with_name(path.name + ".json")
@@ -58,28 +68,39 @@ def load_training_set(path: Path) -> TrainingData:
     key = next((c for c in frame.columns if c not in features and c not in (label, TIME_COLUMN)), None)
     lineage = dict(meta.get("lineage", {}))
     lineage["training_set_sha256"] = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-    data = TrainingData(frame=frame, features=features, label=label, key=key, path=path, lineage=lineage)
+    where = f"{path}: label column '{label}'"
+    if frame[label].isna().any():
+        raise InputError(f"{where} has {int(frame[label].isna().sum())} empty values")
+    recorded = meta.get("task")
+    learning = Task.from_dict(recorded) if task is None and recorded else infer_task(frame[label], where, task)
+    data = TrainingData(frame=frame, features=features, label=label, key=key, path=path, task=learning,
+                        lineage=lineage)
     check_training_data(data)
     return data
 
 
 def check_training_data(data: TrainingData) -> None:
-    """Refuse what no model can learn from: no rows, one class, a non-binary label, infinite or empty features."""
+    """Refuse what no model can learn from: no rows, one class, labels outside the task, infinite or empty features."""
     import numpy as np
     import pandas as pd
 
     frame, label, where = data.frame, data.label, str(data.path)
     if frame.empty:
         raise InputError(f"{where}: the training set has no rows", hint="check the labels file and the feature data")
-    y = frame[label]
-    if y.isna().any():
-        raise InputError(f"{where}: label column '{label}' has {int(y.isna().sum())} empty values")
-    values = sorted(pd.unique(y).tolist())
-    if not set(values) <= {0, 1}:
-        raise InputError(f"{where}: label column '{label}' must hold 0 and 1; found {values[:10]}")
-    if len(values) < 2:
-        raise InputError(f"{where}: label column '{label}' has only the class {values[0]}; "
-                         "a classifier needs both classes", hint="use more labels or a longer window")
+    if data.task.is_classification:
+        codes = data.labels(frame)
+        seen = {data.task.classes[i] for i in set(codes.tolist())}
+        if len(seen) < 2:
+            raise InputError(f"{where}: label column '{label}' has only the class {', '.join(map(str, seen))}; "
+                             "a classifier needs at least two classes", hint="use more labels or a longer window")
+    else:
+        y = frame[label]
+        if not pd.api.types.is_numeric_dtype(y):
+            raise InputError(f"{where}: label column '{label}' must be numeric for a regression task")
+        if not np.isfinite(y.to_numpy(dtype="float64")).all():
+            raise InputError(f"{where}: label column '{label}' has infinite values")
+        if y.nunique() < 2:
+            raise InputError(f"{where}: label column '{label}' has one value only; there is nothing to predict")
     problems = []
     for name in data.features:
         column = frame[name]

@@ -1,4 +1,4 @@
-"""A saved model folder (encoder + model file + meta) that turns feature rows into churn probabilities."""
+"""A saved model folder (encoder + model file + meta) that turns feature rows into the task's answers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from kiln.data.task import Task
 from kiln.training.encoding import Encoder
 
 if TYPE_CHECKING:
@@ -19,9 +20,13 @@ ENCODER_FILE = "encoder.json"
 
 @dataclass
 class Predictor:
-    meta: dict[str, Any]  # family, config, threshold, features, label, model_file
+    meta: dict[str, Any]  # family, config, threshold, features, label, task, model_file
     encoder: Encoder
-    runner: Any  # a LightGBM Booster or an ONNX Runtime session
+    runner: Any  # a LightGBM or XGBoost Booster, or an ONNX Runtime session
+
+    @property
+    def task(self) -> Task:
+        return Task.from_dict(self.meta.get("task"))
 
     @classmethod
     def load(cls, folder: Path) -> "Predictor":
@@ -34,31 +39,63 @@ class Predictor:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             runner = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        elif path.name.endswith(".xgb.json"):
+            import xgboost as xgb
+
+            runner = xgb.Booster(model_file=str(path))
+            runner.set_param({"nthread": 1})
         else:
             import lightgbm as lgb
 
             runner = lgb.Booster(model_file=str(path))
         return cls(meta=meta, encoder=encoder, runner=runner)
 
-    def proba_matrix(self, x: "np.ndarray") -> "np.ndarray":
-        """P(positive class) for an already-encoded matrix."""
-        if hasattr(self.runner, "run"):
-            import numpy as np
+    def output_matrix(self, x: "np.ndarray") -> "np.ndarray":
+        """The task's output for an already-encoded matrix: P(positive) for binary, [N, K] class probabilities for
+        multiclass, values for regression."""
+        import numpy as np
 
+        if hasattr(self.runner, "run"):
             x = np.ascontiguousarray(x, dtype=np.float32)  # the ONNX graph takes float32 only
-            return cast("np.ndarray", self.runner.run(None, {self.runner.get_inputs()[0].name: x})[0][:, 1])
+            out = self.runner.run(None, {self.runner.get_inputs()[0].name: x})[0]
+            kind = self.task.kind
+            return cast("np.ndarray", out[:, 1] if kind == "binary" else out[:, 0] if kind == "regression" else out)
+        if hasattr(self.runner, "inplace_predict"):  # XGBoost
+            return cast("np.ndarray", self.runner.inplace_predict(x))
         return cast("np.ndarray", self.runner.predict(x))
 
+    def output(self, frame: "pd.DataFrame") -> "np.ndarray":
+        return self.output_matrix(self.encoder.transform(frame))
+
     def predict_proba(self, frame: "pd.DataFrame") -> "np.ndarray":
-        return self.proba_matrix(self.encoder.transform(frame))
+        """P(positive class) of a binary model."""
+        if self.task.kind != "binary":
+            raise TypeError(f"predict_proba is for binary models; this one is {self.task.kind}")
+        return self.output(frame)
 
     def predict(self, frame: "pd.DataFrame") -> "pd.DataFrame":
-        """A frame with `probability` and `prediction` (1 where the probability reaches the threshold)."""
-        import pandas as pd
+        """The task's answer per row: binary, ``probability`` and ``prediction`` (the positive class where the
+        probability reaches the threshold); multiclass, ``prediction`` (a class), its ``probability`` and
+        ``probability_<class>`` for each class; regression, ``prediction`` (a number)."""
+        return answer_frame(self.task, self.output(frame), self.meta.get("threshold", 0.5), frame.index)
 
-        p = self.predict_proba(frame)
-        return pd.DataFrame({"probability": p, "prediction": (p >= self.meta["threshold"]).astype("int64")},
-                            index=frame.index)
+
+def answer_frame(task: Task, out: "np.ndarray", threshold: float, index: Any = None) -> "pd.DataFrame":
+    """The rows Predictor.predict answers, from the task's raw output."""
+    import numpy as np
+    import pandas as pd
+
+    if task.kind == "regression":
+        return pd.DataFrame({"prediction": np.asarray(out, dtype="float64")}, index=index)
+    classes = np.asarray(task.classes)
+    if task.kind == "binary":
+        return pd.DataFrame({"probability": out, "prediction": classes[(out >= threshold).astype("int64")]},
+                            index=index)
+    best = out.argmax(axis=1)
+    frame = pd.DataFrame({"prediction": classes[best], "probability": out[np.arange(len(out)), best]}, index=index)
+    for i, c in enumerate(task.classes):
+        frame[f"probability_{c}"] = out[:, i]
+    return frame
 
 
 def save_model_folder(folder: Path, learner: Any, encoder: Encoder, meta: dict[str, Any]) -> None:

@@ -15,8 +15,8 @@ from mlflow.pyfunc.model import PythonModel  # mlflow.pyfunc.PythonModel; mypy s
 from kiln.training.predictor import Predictor
 
 
-class KilnClassifier(PythonModel):
-    """Loads the saved model folder once; predicts `probability` and `prediction` for rows of features."""
+class KilnModel(PythonModel):
+    """Loads the saved model folder once; answers rows of features as its task does (see Predictor.predict)."""
 
     def load_context(self, context: Any) -> None:  # mlflow.pyfunc.PythonModelContext
         self.predictor = Predictor.load(Path(context.artifacts["model_folder"]))
@@ -25,4 +25,4 @@ class KilnClassifier(PythonModel):
         return self.predictor.predict(model_input)
 
 
-mlflow.models.set_model(KilnClassifier())
+mlflow.models.set_model(KilnModel())

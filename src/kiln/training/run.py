@@ -12,8 +12,9 @@ from typing import Any
 from kiln.progress import Progress, no_progress
 from kiln.tracking import code_version, experiment_id
 from kiln.training.data import TrainingData, load_training_set
-from kiln.training.families import Family, Learner, get_family
-from kiln.training.metrics import calibration_table, classification_metrics
+from kiln.training.families import get_family
+from kiln.training.family import Family, Learner
+from kiln.training.metrics import Metrics, calibration_table, objective, task_metrics
 from kiln.training.predictor import Predictor, save_model_folder
 from kiln.training.prepare import Prepared, fit, prepare
 from kiln.workspace import Workspace
@@ -26,6 +27,7 @@ class TrainResult:
     run_id: str
     experiment: str
     family: str
+    task: dict[str, Any]  # {"kind": binary | multiclass | regression, "classes": [...]}
     config: dict[str, Any]
     iterations: int
     seed: int
@@ -47,6 +49,9 @@ def lineage_tags(data: TrainingData, family: Family, seed: int) -> dict[str, str
     lin = data.lineage
     return {
         "kiln.family": family.name,
+        "kiln.task": data.task.kind,
+        "kiln.label": data.label,
+        "kiln.entity": data.key or "",
         "kiln.seed": str(seed),
         "kiln.code_version": code_version(),
         "kiln.dataset": str(lin.get("dataset", "")),
@@ -58,9 +63,23 @@ def lineage_tags(data: TrainingData, family: Family, seed: int) -> dict[str, str
     }
 
 
-def evaluate(learner: Learner, prep: Prepared, threshold: float) -> dict[str, dict[str, float | None]]:
-    return {part: classification_metrics(prep.y[part], learner.predict_proba(prep.x[part]), threshold)
+def evaluate(learner: Learner, prep: Prepared, threshold: float) -> dict[str, Metrics]:
+    return {part: task_metrics(prep.task, prep.y[part], learner.output(prep.x[part]), threshold)
             for part in ("valid", "test")}
+
+
+def log_evaluation(learner: Learner, prep: Prepared, data: TrainingData,
+                   metrics: dict[str, Metrics]) -> None:
+    """Inside an active MLflow run: the held-out metrics, the calibration table (binary) and the split."""
+    import mlflow
+
+    for part, values in metrics.items():
+        mlflow.log_metrics({f"{part}_{k}": v for k, v in values.items() if v is not None})
+    if prep.task.kind == "binary":
+        mlflow.log_dict({"calibration": calibration_table(prep.y["test"], learner.output(prep.x["test"]))},
+                        "evaluation/calibration.json")
+    mlflow.log_dict({"split": prep.summary(), "task": prep.task.to_dict(), "lineage": data.lineage},
+                    "evaluation/training_set.json")
 
 
 def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, family: Family,
@@ -72,7 +91,7 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
     from kiln.training import pyfunc
 
     meta = {"family": family.name, "config": config, "seed": seed, "threshold": threshold,
-            "features": data.features, "label": data.label, "key": data.key}
+            "features": data.features, "label": data.label, "key": data.key, "task": data.task.to_dict()}
     with tempfile.TemporaryDirectory(prefix="kiln-model-") as tmp:
         folder = Path(tmp) / "model"
         save_model_folder(folder, learner, prep.encoder, meta)
@@ -92,17 +111,21 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
 
 def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str, Any] | None = None,
           seed: int = 7, iterations: int | None = None, threshold: float = 0.5,
-          progress: Progress = no_progress) -> TrainResult:
-    """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow."""
+          progress: Progress = no_progress, task: str | None = None) -> TrainResult:
+    """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow.
+
+    ``task`` (binary, multiclass, regression) overrides the one the training set records.
+    """
     import mlflow
 
     family = get_family(family_name)
     config = family.config(params)
     steps = iterations or family.max_iterations
-    data = load_training_set(training_set)
+    data = load_training_set(training_set, task)
     prep = prepare(data, seed)
-    progress(f"{len(data.frame)} rows, {len(data.features)} features; {prep.split.method} split "
-             f"{prep.split.sizes()}")
+    goal = objective(data.task)
+    progress(f"{len(data.frame)} rows, {len(data.features)} features, {data.task.kind} task; {prep.split.method} "
+             f"split {prep.split.sizes()}")
     name = experiment_name(data)
     exp = experiment_id(ws, name)
     with mlflow.start_run(experiment_id=exp, run_name=f"train-{family.name}",
@@ -110,22 +133,19 @@ def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str,
         mlflow.log_params({**config, "family": family.name, "iterations": steps, "threshold": threshold,
                            "split": prep.split.method})
 
-        def on_iteration(i: int, valid: dict[str, float | None]) -> None:
-            log_loss = valid["log_loss"]
-            assert log_loss is not None  # defined for any labels, unlike AUC
-            mlflow.log_metrics({"valid_auc": valid["auc"] or 0.0, "valid_log_loss": log_loss}, step=i)
+        def on_iteration(i: int, valid: Metrics) -> None:
+            score = valid[goal.metric]
+            mlflow.log_metrics({f"valid_{goal.metric}": goal.missing() if score is None else score}, step=i)
             if i % 10 == 0 or i == steps:
-                progress(f"iteration {i}/{steps} ({family.unit} each): validation AUC {valid['auc']:.4f}")
+                shown = "undefined" if score is None else f"{score:.4f}"
+                progress(f"iteration {i}/{steps} ({family.unit} each): {goal.label} {shown}")
 
         learner = fit(family, config, prep, seed, steps, on_iteration)
         metrics = evaluate(learner, prep, threshold)
-        for part, values in metrics.items():
-            mlflow.log_metrics({f"{part}_{k}": v for k, v in values.items() if v is not None})
-        mlflow.log_dict({"calibration": calibration_table(prep.y["test"], learner.predict_proba(prep.x["test"]))},
-                        "evaluation/calibration.json")
-        mlflow.log_dict({"split": prep.summary(), "lineage": data.lineage}, "evaluation/training_set.json")
+        log_evaluation(learner, prep, data, metrics)
         progress("logging the model")
         model_uri = log_trained_model(learner, data, prep, family, config, seed, threshold)
-    return TrainResult(run_id=run.info.run_id, experiment=name, family=family.name, config=config,
+    return TrainResult(run_id=run.info.run_id, experiment=name, family=family.name, task=data.task.to_dict(),
+                       config=config,
                        iterations=steps, seed=seed, split=prep.summary(), metrics=metrics, model_uri=model_uri,
                        lineage=json.loads(json.dumps(data.lineage, default=str)))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.task import Task
+
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 # The column that holds a model's predicted class beside the true label, for bias metrics.
@@ -33,3 +36,23 @@ def conform(frame: "pd.DataFrame", schema: Any) -> "pd.DataFrame":
         if str(spec.type) in ("double", "DataType.double") and out[spec.name].dtype.kind in "iub":
             out[spec.name] = out[spec.name].astype("float64")
     return out
+
+
+def output_of(task: Task, scored: "pd.DataFrame") -> "np.ndarray":
+    """The task's raw output (as the metrics take it) from a Kiln model's answer frame.
+
+    A KeyError names the columns a model of this task answers that ``scored`` lacks.
+    """
+    if task.kind == "binary":
+        wanted = ["probability"]
+    elif task.kind == "multiclass":
+        wanted = [f"probability_{c}" for c in task.classes]
+    else:
+        wanted = ["prediction"]
+    missing = [c for c in wanted if c not in scored.columns]
+    if missing:
+        raise KeyError(", ".join(missing))
+    import numpy as np
+
+    values = np.asarray(scored[wanted].to_numpy(dtype="float64"))
+    return values if task.kind == "multiclass" else values[:, 0]

@@ -1,4 +1,4 @@
-"""Train / validation / test splits: by time where label times vary, stratified random where they do not."""
+"""Train / validation / test splits: by time where label times vary, else random (stratified for classes)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Split:
     train: "pd.DataFrame"
     valid: "pd.DataFrame"
     test: "pd.DataFrame"
-    method: str  # "time" or "stratified"
+    method: str  # "time", "stratified" (classification) or "random" (regression)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
@@ -37,6 +37,10 @@ def split(data: TrainingData, seed: int) -> Split:
     else:
         from sklearn.model_selection import train_test_split
 
+        if not data.task.is_classification:
+            train, rest = train_test_split(frame, test_size=1 - FRACTIONS[0], random_state=seed)
+            valid, test = train_test_split(rest, test_size=0.5, random_state=seed)
+            return Split(train, valid, test, "random")
         y = frame[data.label]
         if y.value_counts().min() < 3:
             raise InputError(f"{data.path}: label '{data.label}' has fewer than 3 rows of one class; "
@@ -45,8 +49,8 @@ def split(data: TrainingData, seed: int) -> Split:
         valid, test = train_test_split(rest, test_size=0.5, stratify=rest[data.label], random_state=seed)
         result = Split(train, valid, test, "stratified")
     for name, part in (("train", result.train), ("validation", result.valid), ("test", result.test)):
-        if part[data.label].nunique() < 2:
+        if data.task.is_classification and part[data.label].nunique() < 2:
             raise InputError(f"{data.path}: the {name} part of the {result.method} split has one class only; "
-                             f"label '{data.label}' needs both classes in every part",
+                             f"label '{data.label}' needs two classes or more in every part",
                              hint="use more labels, or labels spread over a longer time")
     return result

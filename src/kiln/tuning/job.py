@@ -17,10 +17,11 @@ from kiln.errors import EnvironmentProblem, InputError, Interrupted, ServiceErro
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
-from kiln.training.families import Param, get_family
-from kiln.training.metrics import calibration_table
+from kiln.training.families import get_family
+from kiln.training.family import Param
+from kiln.training.metrics import Objective, objective
 from kiln.training.prepare import fit, prepare
-from kiln.training.run import evaluate, experiment_name, lineage_tags, log_trained_model
+from kiln.training.run import evaluate, experiment_name, lineage_tags, log_evaluation, log_trained_model
 from kiln.tuning.plot import objective_plot
 from kiln.tuning.space import clip, narrowed, parse_ranges, ray_space
 from kiln.tuning.strategies import check_strategy, searcher_and_scheduler
@@ -48,6 +49,7 @@ class TuneSpec:
     max_iterations: int | None = None
     warm_start_from: str | None = None
     warm_mode: str | None = None
+    task: str | None = None  # overrides the training set's task (binary, multiclass, regression)
 
 
 @dataclass
@@ -56,6 +58,8 @@ class TuneResult:
     folder: str
     parent_run_id: str
     experiment: str
+    metric: str  # the validation metric trials were scored on (each trial's valid_score)
+    mode: str  # "max" or "min": whether a higher score is better
     spec: dict[str, Any]
     best: dict[str, Any]
     trials: list[dict[str, Any]]
@@ -104,7 +108,7 @@ def check_spec(spec: TuneSpec) -> None:
     narrowed(family, parse_ranges(spec.ranges))
 
 
-def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, Param]) -> tuple[
+def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, Param], goal: Objective) -> tuple[
         list[dict[str, Any]], list[float] | None, list[dict[str, Any]]]:
     """(points to run first, their known scores for identical Bayesian, earlier trials that count as evaluated)."""
 
@@ -112,19 +116,22 @@ def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, P
         return [], None, []
     earlier = read_job(ws, spec.warm_start_from)
     trials = [t for t in json.loads((job_folder(ws, spec.warm_start_from) / "trials.json").read_text())
-              if t["valid_auc"] is not None]
+              if t.get("valid_score") is not None]
     if earlier["spec"]["family"] != spec.family:
         raise InputError(f"--warm-start-from {spec.warm_start_from}: that job tuned family "
                          f"{earlier['spec']['family']}, not {spec.family}")
+    if earlier.get("metric") != goal.metric:
+        raise InputError(f"--warm-start-from {spec.warm_start_from}: that job was scored on "
+                         f"{earlier.get('metric', 'another metric')}, this one is scored on {goal.metric}")
     if spec.warm_mode == "identical":
         if earlier["training_set_sha256"] != data_sha:
             raise InputError(f"--mode identical: job {spec.warm_start_from} ran on other data "
                              f"({earlier['training_set_sha256'][:19]}...); use --mode transfer for new data")
         inherited = [{**t, "source": f"warm start: {spec.warm_start_from}/{t['trial_id']}"} for t in trials]
         if spec.strategy == "bayesian":
-            return ([clip(t["config"], params) for t in trials], [t["valid_auc"] for t in trials], inherited)
+            return ([clip(t["config"], params) for t in trials], [t["valid_score"] for t in trials], inherited)
         return [], None, inherited
-    best = sorted(trials, key=lambda t: t["valid_auc"], reverse=True)[:TRANSFER_SEEDS]
+    best = sorted(trials, key=lambda t: t["valid_score"], reverse=goal.greater_is_better)[:TRANSFER_SEEDS]
     return [clip(t["config"], params) for t in best], None, []
 
 
@@ -156,7 +163,7 @@ def _start_ray(ws: Workspace) -> None:
                                     "local to tune inside the step") from None
 
 
-def _progress_callback(total: int, progress: Progress) -> Any:
+def _progress_callback(total: int, progress: Progress, goal: Objective) -> Any:
     from ray.tune import Callback
 
     class Report(Callback):
@@ -170,12 +177,14 @@ def _progress_callback(total: int, progress: Progress) -> Any:
                             **info: Any) -> None:
             score = result.get(METRIC)
             if score is not None:
-                self.best[trial.trial_id] = max(score, self.best.get(trial.trial_id, float("-inf")))
+                known = self.best.get(trial.trial_id)
+                if known is None or goal.better(score, known):
+                    self.best[trial.trial_id] = score
 
         def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
             self.done += 1
             last = trial.last_result or {}
-            progress(f"trial {self.done}/{total} {trial.trial_id}: best validation AUC "
+            progress(f"trial {self.done}/{total} {trial.trial_id}: best {goal.label} "
                      f"{self.best.get(trial.trial_id, float('nan')):.4f}; ran {last.get('training_iteration', 0)} "
                      "iterations")
 
@@ -192,8 +201,9 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = no_progress) -> 
     check_spec(spec)
     family = get_family(spec.family)
     params = narrowed(family, parse_ranges(spec.ranges))
-    data = load_training_set(Path(spec.training_set))
-    points, evaluated, inherited = warm_start(ws, spec, data.lineage["training_set_sha256"], params)
+    data = load_training_set(Path(spec.training_set), spec.task)
+    goal = objective(data.task)
+    points, evaluated, inherited = warm_start(ws, spec, data.lineage["training_set_sha256"], params, goal)
     job = f"tune-{spec.family}-{spec.strategy}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     folder = jobs_root(ws) / job
     folder.mkdir(parents=True, exist_ok=False)
@@ -207,12 +217,14 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = no_progress) -> 
     )
     for key, value in {**asdict(spec), "max_iterations": spec.max_iterations or family.max_iterations}.items():
         client.log_param(parent.info.run_id, key, json.dumps(value) if isinstance(value, list) else value)
-    record = {"job": job, "spec": asdict(spec), "status": "running", "experiment": name,
+    record = {"job": job, "spec": asdict(spec), "status": "running", "experiment": name, "task": data.task.to_dict(),
+              "metric": goal.metric, "mode": goal.mode,
               "parent_run_id": parent.info.run_id, "training_set_sha256": data.lineage["training_set_sha256"],
               "started_at": datetime.now(UTC).isoformat(timespec="seconds"), "started_epoch": time.time(),
               "points": points, "evaluated": evaluated, "inherited": inherited}
     write_json_atomic(folder / "job.json", record, default=str)
-    progress(f"job {job}: {spec.trials} {family.name} trials by {spec.strategy}, {spec.max_concurrent} at a time; "
+    progress(f"job {job}: {spec.trials} {family.name} trials by {spec.strategy}, {spec.max_concurrent} at a time, "
+             f"{data.task.kind} task scored on {goal.label}; "
              f"MLflow experiment '{name}', run {parent.info.run_id}")
     return _fit_resumable(ws, folder, record, params, data, progress, restore=False)
 
@@ -225,7 +237,7 @@ def resume_job(ws: Workspace, job: str, progress: Progress = no_progress) -> Tun
         raise InputError(f"tuning job {job} already finished", hint="start a new job, or warm start from this one")
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)
-    data = load_training_set(Path(spec.training_set))
+    data = load_training_set(Path(spec.training_set), spec.task)
     if data.lineage["training_set_sha256"] != record["training_set_sha256"]:
         raise InputError(f"tuning job {job}: its training set {spec.training_set} changed since the job started")
     progress(f"resuming job {job}")
@@ -260,6 +272,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
 
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)
+    goal = Objective(record["metric"])
     max_iterations = spec.max_iterations or family.max_iterations
     started = time.monotonic()
     prep = prepare(data, spec.seed)
@@ -279,7 +292,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
         )
         tuner = tune.Tuner(
             trainable, param_space=ray_space(params),
-            tune_config=tune.TuneConfig(metric=METRIC, mode="max", search_alg=search, scheduler=scheduler,
+            tune_config=tune.TuneConfig(metric=METRIC, mode=goal.mode, search_alg=search, scheduler=scheduler,
                                         num_samples=spec.trials, max_concurrent_trials=spec.max_concurrent,
                                         # A reused actor that Hyperband pauses and hands another trial can
                                         # stall the whole job (seen under CPU contention); a fresh actor per
@@ -287,7 +300,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
                                         reuse_actors=False),
             run_config=tune.RunConfig(
                 name="ray", storage_path=str(folder), verbose=0,
-                callbacks=[mlflow_cb, _progress_callback(spec.trials, progress)],
+                callbacks=[mlflow_cb, _progress_callback(spec.trials, progress, goal)],
                 # Every checkpoint is kept while the job runs (a cap forces a costly experiment snapshot on
                 # each report); _finish deletes them once the job is done.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
@@ -300,27 +313,27 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
     if grid.num_terminated + grid.num_errors < spec.trials:
         raise TuningInterrupted(f"tuning job {record['job']} stopped with {grid.num_terminated} of {spec.trials} "
                                 "trials finished", hint=_resume_hint(record["job"]))
-    trials = _trial_records(grid, record["started_epoch"]) + list(record["inherited"])
-    if not any(t["valid_auc"] is not None and "error" not in t for t in trials):
+    trials = _trial_records(grid, record["started_epoch"], goal) + list(record["inherited"])
+    if not any(t["valid_score"] is not None and "error" not in t for t in trials):
         errors = [str(r.error) for r in grid if r.error is not None][:3]  # type: ignore[attr-defined]  # ResultGrid iterates by __getitem__; Ray declares no __iter__
         raise EnvironmentProblem(f"tuning job {record['job']}: no trial finished; "
                                  + ("; ".join(errors) or "no results"), hint=f"trial logs are under {folder / 'ray'}")
     return _finish(ws, folder, record, trials, prep, data, started, progress)
 
 
-def _trial_records(grid: Any, started_epoch: float) -> list[dict[str, Any]]:
-    """One record per trial: its configuration, best validation AUC and the iteration that reached it."""
+def _trial_records(grid: Any, started_epoch: float, goal: Objective) -> list[dict[str, Any]]:
+    """One record per trial: its configuration, best validation score and the iteration that reached it."""
     records = []
     for result in grid:
         frame = result.metrics_dataframe
         if frame is None or frame.empty or METRIC not in frame:
-            records.append({"trial_id": Path(result.path).name, "config": result.config, "valid_auc": None,
+            records.append({"trial_id": Path(result.path).name, "config": result.config, "valid_score": None,
                             "best_iteration": 0, "iterations": 0, "stopped_early": False, "finished_s": None,
                             "source": "run", "error": str(result.error)})
             continue
-        best = frame.loc[frame[METRIC].idxmax()]
+        best = frame.loc[frame[METRIC].idxmax() if goal.greater_is_better else frame[METRIC].idxmin()]
         record = {"trial_id": str(frame["trial_id"].iloc[0]), "config": result.config,
-                  "valid_auc": float(best[METRIC]), "best_iteration": int(best["training_iteration"]),
+                  "valid_score": float(best[METRIC]), "best_iteration": int(best["training_iteration"]),
                   "iterations": int(frame["training_iteration"].max()), "stopped_early": False,
                   "finished_s": round(float(frame["timestamp"].max()) - started_epoch, 1), "source": "run"}
         if result.error is not None:
@@ -337,6 +350,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
 
     spec = TuneSpec(**record["spec"])
     family = get_family(spec.family)
+    goal = Objective(record["metric"])
     max_iterations = spec.max_iterations or family.max_iterations
     for t in trials:
         if t["source"] == "run":
@@ -344,28 +358,25 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     failed = [t["trial_id"] for t in trials if "error" in t]
     if failed:
         progress(f"{len(failed)} trial(s) failed: {', '.join(failed)}; their errors are in trials.json")
-    scored = [t for t in trials if t["valid_auc"] is not None and "error" not in t]
-    best = max(scored, key=lambda t: t["valid_auc"])
+    scored = [t for t in trials if t["valid_score"] is not None and "error" not in t]
+    best = (max if goal.greater_is_better else min)(scored, key=lambda t: t["valid_score"])
     config = family.config({k: v for k, v in best["config"].items() if k in family.params})
-    progress(f"best: trial {best['trial_id']} AUC {best['valid_auc']:.4f} at iteration {best['best_iteration']}; "
-             "refitting it")
+    progress(f"best: trial {best['trial_id']} {goal.label} {best['valid_score']:.4f} at iteration "
+             f"{best['best_iteration']}; refitting it")
     learner = fit(family, config, prep, spec.seed, best["best_iteration"])
     metrics = evaluate(learner, prep, threshold=0.5)
     used = sum(t["iterations"] for t in trials if t["source"] == "run")
     write_json_atomic(folder / "trials.json", trials, default=str)
-    plot = objective_plot(trials, f"{record['job']}: validation AUC", folder / "objective.png")
+    plot = objective_plot(trials, goal, f"{record['job']}: {goal.label}", folder / "objective.png")
     tracking.client(ws)
     with mlflow.start_run(run_id=record["parent_run_id"]):
         mlflow.log_params({f"best_{k}": v for k, v in config.items()} | {"best_iterations": best["best_iteration"]})
         ran = sum(t["source"] == "run" for t in trials)
-        mlflow.log_metrics({"best_valid_auc": best["valid_auc"], "trials_run": ran, "trial_iterations": used})
-        for part, values in metrics.items():
-            mlflow.log_metrics({f"{part}_{k}": v for k, v in values.items() if v is not None})
+        mlflow.log_metrics({f"best_valid_{goal.metric}": best["valid_score"], "trials_run": ran,
+                            "trial_iterations": used})
+        log_evaluation(learner, prep, data, metrics)
         mlflow.log_artifact(str(plot), "tuning")
         mlflow.log_artifact(str(folder / "trials.json"), "tuning")
-        mlflow.log_dict({"calibration": calibration_table(prep.y["test"], learner.predict_proba(prep.x["test"]))},
-                        "evaluation/calibration.json")
-        mlflow.log_dict({"split": prep.summary(), "lineage": data.lineage}, "evaluation/training_set.json")
         model_uri = log_trained_model(learner, data, prep, family, config, spec.seed, 0.5)
     for checkpoint in (folder / "ray").glob("*/checkpoint_*"):
         shutil.rmtree(checkpoint, ignore_errors=True)  # trials are done: their checkpoints are no longer needed
@@ -374,5 +385,5 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
                   best=best, model_uri=model_uri, metrics=metrics, trial_iterations=used, plot=str(plot))
     write_json_atomic(folder / "job.json", record, default=str)
     return TuneResult(job=record["job"], folder=str(folder), parent_run_id=record["parent_run_id"],
-                      experiment=record["experiment"], spec=record["spec"], best=best, trials=trials,
+                      experiment=record["experiment"], metric=goal.metric, mode=goal.mode, spec=record["spec"], best=best, trials=trials,
                       trial_iterations=used, metrics=metrics, model_uri=model_uri, plot=str(plot), seconds=seconds)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.errors import InputError
-from kiln.training.families import Family, Param
+from kiln.training.family import Family, Param
 
 
 def parse_ranges(items: list[str]) -> dict[str, tuple[str, list[str]]]:

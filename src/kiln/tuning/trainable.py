@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from kiln.training.families import get_family
-from kiln.training.metrics import classification_metrics
-from kiln.training.prepare import Prepared
+from kiln.training.metrics import objective
+from kiln.training.prepare import Prepared, start, validation_metrics
 
-METRIC = "valid_auc"
+METRIC = "valid_score"  # the task's objective metric (AUC, log-loss, RMSE) on the validation rows
 
 
 def run_trial(config: dict[str, Any], family_name: str, prep: Prepared, seed: int, max_iterations: int) -> None:
@@ -19,7 +19,8 @@ def run_trial(config: dict[str, Any], family_name: str, prep: Prepared, seed: in
     from ray import tune
 
     family = get_family(family_name)
-    learner = family.start(config, prep.x["train"], prep.y["train"], seed)
+    learner = start(family, config, prep, seed)
+    goal = objective(prep.task)
     done = 0
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -28,9 +29,11 @@ def run_trial(config: dict[str, Any], family_name: str, prep: Prepared, seed: in
             learner.restore((Path(folder) / "learner.bin").read_bytes())
     for i in range(done + 1, max_iterations + 1):
         learner.step()
-        valid = classification_metrics(prep.y["valid"], learner.predict_proba(prep.x["valid"]))
+        valid = validation_metrics(learner, prep)
         with tempfile.TemporaryDirectory(prefix="kiln-trial-") as tmp:
             (Path(tmp) / "progress.json").write_text(json.dumps({"iteration": i}))
             (Path(tmp) / "learner.bin").write_bytes(learner.state())
-            tune.report({METRIC: valid["auc"] or 0.0, "valid_log_loss": valid["log_loss"], "iteration": i},
+            score = valid[goal.metric]
+            score = goal.missing() if score is None else score
+            tune.report({METRIC: score, f"valid_{goal.metric}": score, "iteration": i},
                         checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -50,11 +50,13 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
             c.set_tag(run_id, key, value)
     Path(model_out).mkdir(parents=True, exist_ok=True)
     mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri, dst_path=model_out)
-    test_auc = result.metrics["test"]["auc"]  # None when the test rows hold one class only
-    say(f"best of {len(result.trials)} trials: valid AUC {result.best['valid_auc']:.4f}, test AUC "
-        + ("undefined" if test_auc is None else f"{test_auc:.4f}"))
+    metric = result.metric
+    test = result.metrics["test"][metric]  # None when undefined on these rows (AUC with one class)
+    say(f"best of {len(result.trials)} trials: valid {metric} {result.best['valid_score']:.4f}, test {metric} "
+        + ("undefined" if test is None else f"{test:.4f}"))
     return StepResult(
-        metrics={"best_valid_auc": result.best["valid_auc"], **({"test_auc": test_auc} if test_auc is not None else {}),
+        metrics={f"best_valid_{metric}": result.best["valid_score"], **({f"test_{metric}": test} if test is not None
+                                                                        else {}),
                  "trials": len(result.trials), "stopped_early": sum(t["stopped_early"] for t in result.trials),
                  "trial_iterations": result.trial_iterations},
         metadata={"run_id": result.parent_run_id, "model_uri": result.model_uri, "family": family,
@@ -78,29 +80,41 @@ def _gated(ws: Workspace, min_auc: float | None, max_auc_drop: float | None) -> 
 def evaluate_step(workspace: str, model_name: str, model: dict[str, Any], min_auc: float | None = None,
                   max_auc_drop: float | None = None) -> StepResult:
     """Score the tuned model and the champion on the same held-out rows; the value is whether the gate passed."""
-    from sklearn.metrics import confusion_matrix, roc_curve
-
     ws = _gated(open_workspace(Path(workspace)), min_auc, max_auc_drop)
     run_id, model_uri = _model_run(model)
     evaluation, _ = evaluate_run_model(ws, model_name, run_id, say, model_uri)
     decision = evaluation.decision
     assert decision is not None and evaluation.scores is not None  # evaluate_run_model always sets both
     say("gate passed" if decision.passed else "gate failed: " + "; ".join(decision.reasons))
-    y, probability = evaluation.scores
-    fpr, tpr, thresholds = roc_curve(y, probability)
-    keep = range(0, len(fpr), max(1, len(fpr) // 200))  # the UI draws a few hundred points, not thousands
-    predicted = (probability >= evaluation.threshold).astype(int)
+    gate = ws.settings.gates.for_task(evaluation.task)
     champion = (evaluation.champion or {}).get("metrics", {})
     metrics = {f"test_{k}": v for k, v in evaluation.challenger.items() if v is not None}
-    if champion.get("auc") is not None:
-        metrics["champion_test_auc"] = champion["auc"]
+    if champion.get(gate.metric) is not None:
+        metrics[f"champion_test_{gate.metric}"] = champion[gate.metric]
     metrics["gate_passed"] = 1.0 if decision.passed else 0.0
-    return StepResult(value=decision.passed, metrics=metrics,
-                      roc={"fpr": [float(fpr[i]) for i in keep], "tpr": [float(tpr[i]) for i in keep],
-                           "threshold": [float(min(thresholds[i], 1.0)) for i in keep]},
-                      confusion={"categories": ["stays", "churns"],
-                                 "matrix": confusion_matrix(y, predicted, labels=[0, 1]).tolist()},
+    roc, confusion = _curves(evaluation)
+    return StepResult(value=decision.passed, metrics=metrics, roc=roc, confusion=confusion,
                       markdown=_gate_markdown(workspace, model_name, run_id, evaluation.to_dict()))
+
+
+def _curves(evaluation: Any) -> tuple[dict[str, list[float]] | None, dict[str, Any] | None]:
+    """The ROC curve (binary) and the confusion matrix (classification) of the held-out scores, for the KFP UI."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, roc_curve
+
+    y, output = evaluation.scores
+    classes = list(evaluation.classes)
+    if evaluation.task == "regression":
+        return None, None
+    if evaluation.task == "multiclass":
+        matrix = confusion_matrix(y, np.asarray(output).argmax(axis=1), labels=list(range(len(classes))))
+        return None, {"categories": [str(c) for c in classes], "matrix": matrix.tolist()}
+    fpr, tpr, thresholds = roc_curve(y, output)
+    keep = range(0, len(fpr), max(1, len(fpr) // 200))  # the UI draws a few hundred points, not thousands
+    predicted = (output >= evaluation.threshold).astype(int)
+    return ({"fpr": [float(fpr[i]) for i in keep], "tpr": [float(tpr[i]) for i in keep],
+             "threshold": [float(min(thresholds[i], 1.0)) for i in keep]},
+            {"categories": [str(c) for c in classes], "matrix": confusion_matrix(y, predicted, labels=[0, 1]).tolist()})
 
 
 def _gate_markdown(workspace: str, model_name: str, run_id: str, evaluation: dict[str, Any]) -> str:

@@ -1,0 +1,335 @@
+"""Any task: regression and multiclass labels from real bundled data, through import, features, tuning, the gate,
+registration and explanations, with every family; and the pieces each task changes, one by one."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kiln.data.importer import ImportOptions, import_dataset
+from kiln.data.task import Task, infer_task
+from kiln.errors import InputError
+from kiln.evaluation.gate import decide
+from kiln.settings import GateSettings
+from kiln.training.families import get_family
+from kiln.training.metrics import objective, task_metrics
+from tests.bundled import WINE_CLASSES, diabetes_csv, wine_csv
+from tests.conftest import run_kiln
+from tests.test_stack import free_port
+
+AS_OF = "2026-01-01"
+
+
+# --- reading the task from a label ----------------------------------------------------------------------------
+@pytest.mark.parametrize("values, requested, kind, classes", [
+    ([0, 1, 1, 0], None, "binary", (0, 1)),
+    (["red", "white", "rosé", "red"], None, "multiclass", ("red", "rosé", "white")),
+    ([3, 5, 7] * 10, None, "multiclass", (3, 5, 7)),  # few whole numbers, each on many rows: classes
+    ([3, 5, 7] * 10, "regression", "regression", ()),  # unless asked for a number
+    (list(np.linspace(1.5, 300.0, 50)), None, "regression", ()),
+    (list(range(100, 400)), None, "regression", ()),  # whole numbers, nearly all distinct: a measurement
+])
+def test_the_task_is_read_from_the_label_or_given(values, requested, kind, classes) -> None:
+    task = infer_task(pd.Series(values), "label 'y'", requested)
+    assert (task.kind, task.classes) == (kind, classes)
+
+
+@pytest.mark.parametrize("values, requested, needle", [
+    (["a", "a", "a"], None, "1 distinct value"),
+    (["a", "b", "c"], "binary", "--task binary needs two classes"),
+    (["a", "b", "a"], "regression", "must be numeric"),
+    ([1, 2], "ordinal", "--task ordinal: choose one of binary, multiclass, regression"),
+])
+def test_a_label_that_cannot_be_the_task_is_refused_by_name(values, requested, needle: str) -> None:
+    with pytest.raises(InputError, match=needle):
+        infer_task(pd.Series(values), "label 'y'", requested)
+
+
+def test_class_codes_round_trip_and_an_unknown_class_is_named() -> None:
+    task = Task("multiclass", ("barbera", "barolo", "grignolino"))
+    assert task.codes(pd.Series(["barolo", "barbera", "grignolino"]), "y").tolist() == [1, 0, 2]
+    with pytest.raises(InputError, match=r"\['nebbiolo'\] are not classes"):
+        task.codes(pd.Series(["barolo", "nebbiolo"]), "y")
+    assert Task.from_dict(json.loads(json.dumps(task.to_dict()))) == task
+
+
+# --- importing ------------------------------------------------------------------------------------------------
+def _rows(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _grapes(n: int = 30) -> list[dict[str, str]]:
+    return [{"id": str(i), "acidity": f"{3 + i % 7 * 0.1:.2f}", "colour": ["red", "white"][i % 2],
+             "grape": ["nebbiolo", "barbera", "dolcetto"][i % 3], "price": f"{10 + i * 1.37:.2f}"}
+            for i in range(1, n + 1)]
+
+
+def test_import_reads_a_multiclass_and_a_regression_label(tmp_path: Path) -> None:
+    csv_path = _rows(tmp_path / "grapes.csv", _grapes())
+    multi = import_dataset(ImportOptions(csv=csv_path, entity="id", label="grape", as_of=date.fromisoformat(AS_OF)),
+                           tmp_path / "by_grape")
+    assert (multi.task, multi.classes, multi.positive_rate) == ("multiclass", ["barbera", "dolcetto", "nebbiolo"], None)
+    labels = pd.read_parquet(tmp_path / "by_grape" / "labels.parquet")
+    assert sorted(labels["grape"].unique()) == ["barbera", "dolcetto", "nebbiolo"], "classes keep their own values"
+    reg = import_dataset(ImportOptions(csv=csv_path, entity="id", label="price", as_of=date.fromisoformat(AS_OF)),
+                         tmp_path / "by_price")
+    assert reg.task == "regression" and reg.classes == []
+    assert pd.read_parquet(tmp_path / "by_price" / "labels.parquet")["price"].dtype == "float64"
+    res = run_kiln("data", "validate", tmp_path / "by_price", "--json")
+    assert res.code == 0, res.stderr
+
+
+def test_exact_duplicates_are_told_apart_from_conflicting_rows(tmp_path: Path) -> None:
+    rows = _grapes()
+    exact = [*rows, dict(rows[4]), dict(rows[9]), dict(rows[9])]  # CSV lines 32, 33, 34 repeat lines 6 and 11
+    opts = {"entity": "id", "label": "grape", "as_of": date.fromisoformat(AS_OF)}
+    with pytest.raises(InputError, match=r"3 rows are exact duplicates .*\[32, 33, 34\]\); no rows conflict") as info:
+        import_dataset(ImportOptions(csv=_rows(tmp_path / "exact.csv", exact), **opts), tmp_path / "a")
+    assert "--drop-duplicates" in info.value.hint
+    assert not (tmp_path / "a").exists(), "a refused import writes nothing"
+
+    done = import_dataset(ImportOptions(csv=tmp_path / "exact.csv", drop_duplicates=True, **opts), tmp_path / "b")
+    assert (done.rows, done.duplicates_dropped) == (30, 3)
+
+    conflicting = [*exact, {**rows[2], "price": "99.00"}]  # line 35 shares line 4's id with another price
+    with pytest.raises(InputError, match=r"2 rows share a key but differ .*\[4, 35\]\); 3 more rows are exact"):
+        import_dataset(ImportOptions(csv=_rows(tmp_path / "clash.csv", conflicting), drop_duplicates=True, **opts),
+                       tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+# --- metrics, objective and gate per task ---------------------------------------------------------------------
+def test_metrics_follow_the_task() -> None:
+    y = np.array([0, 1, 2, 2, 1, 0])
+    p = np.eye(3)[[0, 1, 2, 1, 1, 0]] * 0.9 + 0.1 / 3
+    m = task_metrics(Task("multiclass", ("a", "b", "c")), y, p)
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["recall_c"] == pytest.approx(0.5) and m["recall_a"] == 1.0
+    r = task_metrics(Task("regression"), np.array([1.0, 2.0, 4.0]), np.array([1.0, 2.0, 2.0]))
+    assert r["rmse"] == pytest.approx(np.sqrt(4 / 3)) and r["mae"] == pytest.approx(2 / 3)
+    assert r["mape"] == pytest.approx(0.5 / 3)
+    assert objective(Task("regression")).mode == "min" and objective(Task("binary", (0, 1))).mode == "max"
+
+
+def test_the_gate_reads_each_tasks_metric_and_direction() -> None:
+    policy = GateSettings.model_validate({"regression": {"metric": "rmse", "limit": 50.0, "max_drop": 2.0}})
+    ok = decide(policy, "regression", {"rmse": 48.0, "r2": 0.4}, {"rmse": 47.0}, [])
+    assert ok.passed, ok.reasons
+    worse = decide(policy, "regression", {"rmse": 49.5}, {"rmse": 47.0}, [])
+    assert worse.reasons == ["RMSE rise against the champion = 2.5000 (limit <= 2.0): champion 47.0000, "
+                             "challenger 49.5000"]
+    multi = decide(GateSettings(), "multiclass", {"f1_macro": 0.42}, None, [])
+    assert multi.reasons == ["test macro F1 = 0.4200 (limit >= 0.5)"]
+    with pytest.raises(ValueError, match="'auc' is not a regression metric"):
+        GateSettings.model_validate({"regression": {"metric": "auc", "limit": 0.7, "max_drop": 0.01}})
+
+
+# --- families on each task ------------------------------------------------------------------------------------
+def _blobs(kind: str, n: int = 300) -> tuple[np.ndarray, np.ndarray, Task]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 4))
+    if kind == "regression":
+        return x, 100 + 30 * x[:, 0] - 20 * x[:, 1] + rng.normal(scale=5, size=n), Task("regression")
+    return x, (x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5).astype(int), Task("multiclass", ("lo", "mid", "hi"))
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regression"])
+def test_the_mlp_exports_each_task_to_standard_onnx_that_matches(kind: str, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    x, y, task = _blobs(kind)
+    family = get_family("mlp")
+    learner = family.start(family.config({"width": 16}), x, y, 1, task)
+    for _ in range(30):
+        learner.step()
+    model = onnx.load(tmp_path / learner.save(tmp_path))
+    assert {n.domain for n in model.graph.node} == {""}
+    out = ort.InferenceSession(model.SerializeToString()).run(None, {"features": x.astype(np.float32)})[0]
+    ours = learner.output(x)
+    if kind == "regression":
+        np.testing.assert_allclose(out[:, 0], ours, rtol=1e-4, atol=1e-3)
+        assert task_metrics(task, y, ours)["r2"] > 0.9, "the network learned the linear rule in the label's units"
+    else:
+        np.testing.assert_allclose(out, ours, atol=1e-5)
+        assert task_metrics(task, y, ours)["accuracy"] > 0.75, "the network learned the two thresholds"
+
+
+def test_lightgbm_steps_end_when_no_split_helps() -> None:
+    """A step used to wait for the round count to reach the next ten, which it never does once LightGBM stops."""
+    x, y, task = _blobs("multiclass", n=40)
+    family = get_family("lgbm")
+    learner = family.start(family.config({"min_child_samples": 100}), x, y, 1, task)  # no leaf can be that large
+    learner.step()
+    learner.step()
+    assert learner.output(x).shape == (40, 3)
+
+
+# --- the lifecycle on real bundled data -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace holding the diabetes (regression) and wine (multiclass) datasets and their training sets."""
+    root = tmp_path_factory.mktemp("tasks")
+    ws = root / "ws"
+    assert run_kiln("init", ws).code == 0
+    with (ws / "kiln.yaml").open("a") as fh:
+        fh.write(f"serving:\n  base_port: {free_port()}\n")  # endpoints on ports no other module uses
+    for name, path, entity, label in (("diabetes", diabetes_csv(root / "diabetes.csv"), "patient", "target"),
+                                      ("wine", wine_csv(root / "wine.csv"), "bottle", "cultivar")):
+        res = run_kiln("data", "import", path, "--entity", entity, "--label", label, "--as-of", AS_OF, "--name", name,
+                       "--out", ws / "data" / name, "--json")
+        assert res.code == 0, res.stderr
+        assert run_kiln("features", "ingest", ws / "data" / name, "-w", ws).code == 0
+        res = run_kiln("features", "training-set", "--labels", ws / "data" / name, "--service", f"{name}_v1",
+                       "--out", ws / f"{name}.parquet", "-w", ws, "--json")
+        assert res.code == 0, res.stderr
+    return ws
+
+
+def _tune_and_register(ws: Path, name: str, family: str, *ranges: str) -> dict:
+    narrowed = [arg for r in ranges for arg in ("--range", r)]
+    res = run_kiln("tune", "-t", ws / f"{name}.parquet", "-f", family, "-n", "2", "--max-iterations", "6", *narrowed,
+                   "-w", ws, "--json", timeout=600)
+    assert res.code == 0, res.stderr[-3000:]
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def diabetes_mlp(bundled: Path) -> dict:
+    """The MLP tuned on diabetes and registered as diabetes/1."""
+    return _tune_and_register(bundled, "diabetes", "mlp")
+
+
+@pytest.fixture(scope="module")
+def wine_lgbm(bundled: Path) -> dict:
+    """LightGBM tuned on wine and registered as wine/1."""
+    # 124 training rows: leaves of up to 100 rows (the family's range, sized for larger data) could not split at all
+    return _tune_and_register(bundled, "wine", "lgbm", "min_child_samples=5:15", "learning_rate=0.05:0.3")
+
+
+def _pyfunc_answers(ws: Path, ref: str, rows: pd.DataFrame) -> pd.DataFrame:
+    import mlflow.pyfunc
+
+    from kiln.tracking import client
+    from kiln.workspace import open_workspace
+
+    client(open_workspace(ws))
+    return mlflow.pyfunc.load_model(ref).predict(rows)
+
+
+def test_regression_on_diabetes_tunes_gates_registers_and_explains(bundled: Path, diabetes_mlp: dict) -> None:
+    tuned = result = diabetes_mlp
+    assert (result["metric"], result["mode"]) == ("rmse", "min")
+    best = min(t["valid_score"] for t in result["trials"])
+    assert result["best"]["valid_score"] == best, "the lowest validation RMSE is the best trial"
+    assert result["metrics"]["test"]["r2"] > 0.3, "disease progression is learnable from these measurements"
+    reg = tuned["registered"]
+    assert reg["evaluation"]["task"] == "regression" and reg["version"]["gate"] == "passed"
+    assert reg["evaluation"]["gate"]["checks"][0]["name"] == "test R²"
+
+    rows = pd.read_parquet(bundled / "diabetes.parquet").head(5)
+    answer = _pyfunc_answers(bundled, "models:/diabetes/1", rows.drop(columns=["target"]))
+    assert list(answer.columns) == ["prediction"] and answer["prediction"].between(25, 346).all()
+
+    res = run_kiln("clarify", "explain", "diabetes/1", "--rows", "60", "-w", bundled, "--json")
+    assert res.code == 0, res.stderr
+    ranking = [r["feature"] for r in json.loads(res.stdout)["global_importance"]]
+    assert {"bmi", "s5"} & set(ranking[:3]), f"bmi or s5 lead the diabetes data's explanations; got {ranking}"
+    card = run_kiln("models", "card", "diabetes/1", "-w", bundled, "--json")
+    text = Path(json.loads(card.stdout)["markdown_path"]).read_text()
+    assert "task: regression" in text and "Predicts the value of `target` for each `patient`" in text
+    assert "| rmse |" in text and "churn" not in text
+
+
+def test_multiclass_on_wine_tunes_gates_and_answers_named_classes(bundled: Path, wine_lgbm: dict) -> None:
+    tuned = result = wine_lgbm
+    assert (result["metric"], result["mode"]) == ("log_loss", "min")
+    test = result["metrics"]["test"]
+    assert test["accuracy"] > 0.85 and {f"recall_{c}" for c in WINE_CLASSES.values()} <= set(test)
+    reg = tuned["registered"]
+    assert reg["version"]["gate"] == "passed" and reg["evaluation"]["gate_metric"] == "f1_macro"
+
+    rows = pd.read_parquet(bundled / "wine.parquet")
+    answer = _pyfunc_answers(bundled, "models:/wine/1", rows.drop(columns=["cultivar"]))
+    probabilities = answer[[f"probability_{c}" for c in sorted(WINE_CLASSES.values())]]
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    assert (answer["prediction"] == rows["cultivar"]).mean() > 0.9, "named classes come back, mostly right"
+
+
+def test_endpoints_answer_each_task_on_v1_and_v2(bundled: Path, diabetes_mlp: dict, wine_lgbm: dict) -> None:
+    """A regression endpoint (the MLP by MLflow, its ONNX graph as the shadow) and a multiclass one (LightGBM)."""
+    import httpx
+
+    (bundled / "diabetes.yaml").write_text(
+        "name: diabetes\nvariants: [{name: main, model: 'models:/diabetes/1'}]\n"
+        "shadow: {name: graph, model: 'models:/diabetes/1', runtime: onnx}\ncapture: {flush_seconds: 0.2}\n")
+    try:
+        for spec in (bundled / "diabetes.yaml", "--model"):
+            args = [spec] if spec != "--model" else ["--model", "models:/wine/1"]
+            res = run_kiln("endpoint", "deploy", *args, "-w", bundled, "--json", timeout=300)
+            assert res.code == 0, res.stderr
+        urls = {n: json.loads(run_kiln("endpoint", "status", n, "-w", bundled, "--json").stdout)["url"]
+                for n in ("diabetes", "wine")}
+        sick = pd.read_parquet(bundled / "diabetes.parquet").head(4)
+        features = [c for c in sick.columns if c not in ("patient", "label_timestamp", "target")]
+        rows = json.loads(sick[features].to_json(orient="records"))
+        for _ in range(5):
+            v1 = httpx.post(f"{urls['diabetes']}/v1/models/diabetes:predict", json={"instances": rows}, timeout=30)
+            assert v1.status_code == 200, v1.text
+        answers = v1.json()["predictions"]
+        assert [set(a) for a in answers] == [{"prediction"}] * 4 and all(25 < a["prediction"] < 346 for a in answers)
+        v2 = httpx.post(f"{urls['diabetes']}/v2/models/diabetes/infer", timeout=30, json={"inputs": [
+            {"name": f, "shape": [4], "datatype": "FP64", "data": sick[f].tolist()} for f in features]})
+        assert v2.status_code == 200, v2.text
+        [out] = v2.json()["outputs"]
+        assert (out["name"], out["datatype"]) == ("prediction", "FP64")
+        np.testing.assert_allclose(out["data"], [a["prediction"] for a in answers], rtol=1e-6)
+
+        wines = pd.read_parquet(bundled / "wine.parquet").head(3)
+        cols = [c for c in wines.columns if c not in ("bottle", "label_timestamp", "cultivar")]
+        v1 = httpx.post(f"{urls['wine']}/v1/models/wine:predict", timeout=30,
+                        json={"instances": json.loads(wines[cols].to_json(orient="records"))})
+        assert v1.status_code == 200, v1.text
+        first = v1.json()["predictions"][0]
+        assert first["prediction"] in WINE_CLASSES.values() and first["probability"] == max(
+            first[f"probability_{c}"] for c in WINE_CLASSES.values())
+        v2 = httpx.post(f"{urls['wine']}/v2/models/wine/infer", timeout=30, json={"inputs": [
+            {"name": f, "shape": [3], "datatype": "FP64", "data": wines[f].tolist()} for f in cols]})
+        outputs = {o["name"]: o for o in v2.json()["outputs"]}
+        assert outputs["prediction"]["datatype"] == "BYTES"
+        assert outputs["prediction"]["data"] == [p["prediction"] for p in v1.json()["predictions"]]
+
+        import time
+
+        time.sleep(1.0)  # the front flushes capture every 0.2 s
+        compared = json.loads(run_kiln("endpoint", "compare", "diabetes", "-w", bundled, "--json").stdout)
+        assert compared["label_agreement"] is None, "predicted numbers are compared by difference, not agreement"
+        assert compared["rows"] >= 4 and compared["score_max_abs_diff"] < 1e-3, \
+            "the ONNX graph answers what the MLflow model answers"
+    finally:
+        run_kiln("down", "-w", bundled)
+
+
+@pytest.mark.parametrize("name, family, metric, floor", [
+    ("diabetes", "lgbm", "r2", 0.2), ("diabetes", "xgb", "r2", 0.2),
+    ("wine", "mlp", "accuracy", 0.85), ("wine", "xgb", "accuracy", 0.85),
+])
+def test_each_family_trains_each_task(bundled: Path, name: str, family: str, metric: str, floor: float) -> None:
+    res = run_kiln("train", "-t", bundled / f"{name}.parquet", "-f", family, "-w", bundled, "--json")
+    assert res.code == 0, res.stderr
+    trained = json.loads(res.stdout)
+    assert trained["metrics"]["test"][metric] > floor
+
+
+def test_a_regression_training_set_can_be_trained_as_classes_only_when_it_has_few_values(bundled: Path) -> None:
+    res = run_kiln("train", "-t", bundled / "diabetes.parquet", "--task", "multiclass", "-w", bundled)
+    assert res.code == 1 and "more than 100 classes" in res.stderr
