@@ -201,6 +201,8 @@ class GateSettings(Section):
 
 
 QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+MULTICLASS_QUALITY_METRICS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "log_loss")
+REGRESSION_QUALITY_METRICS = ("rmse", "mae", "r2", "mape")
 
 
 class MonitoringSettings(Section):
@@ -215,9 +217,17 @@ class MonitoringSettings(Section):
     out_of_range_tolerance: float = Field(0.01, ge=0.0, le=1.0,
                                           description="Share of values outside the baseline's range allowed.")
     quality_metrics: list[str] = Field(default_factory=lambda: ["roc_auc", "accuracy", "f1"],
-                                       description="Model quality metrics checked; any of QUALITY_METRICS.")
+                                       description="Binary models' quality metrics checked; any of QUALITY_METRICS.")
+    multiclass_quality_metrics: list[str] = Field(
+        default_factory=lambda: ["accuracy", "f1_macro"],
+        description="Multiclass models' quality metrics checked; any of MULTICLASS_QUALITY_METRICS.")
+    regression_quality_metrics: list[str] = Field(
+        default_factory=lambda: ["r2", "rmse"],
+        description="Regression models' quality metrics checked; any of REGRESSION_QUALITY_METRICS.")
     quality_tolerance: float = Field(0.05, ge=0.0, le=1.0,
-                                     description="How far a quality metric may fall below the baseline's.")
+                                     description="How far a score (AUC, accuracy, F1, R²) may fall below the "
+                                                 "baseline's; an error (log-loss, RMSE, MAE, MAPE) may rise by this "
+                                                 "share of the baseline's.")
     bias_metrics: list[str] = Field(default_factory=lambda: ["DPPL", "AD", "RD", "DAR", "DRR"],
                                     description="Post-training bias metrics checked; any of BIAS_LIMIT_METRICS.")
     bias_tolerance: float = Field(0.1, ge=0.0, description="How far a bias metric may move from the baseline's.")
@@ -230,7 +240,10 @@ class MonitoringSettings(Section):
 
     @model_validator(mode="after")
     def _known_metrics(self) -> "MonitoringSettings":
-        for field, known in (("quality_metrics", QUALITY_METRICS), ("bias_metrics", BIAS_LIMIT_METRICS)):
+        for field, known in (("quality_metrics", QUALITY_METRICS),
+                             ("multiclass_quality_metrics", MULTICLASS_QUALITY_METRICS),
+                             ("regression_quality_metrics", REGRESSION_QUALITY_METRICS),
+                             ("bias_metrics", BIAS_LIMIT_METRICS)):
             unknown = sorted(set(getattr(self, field)) - set(known))
             if unknown:
                 raise ValueError(f"{field}: unknown metric(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -238,6 +251,12 @@ class MonitoringSettings(Section):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"webhooks: '{url}' is not an http(s) URL")
         return self
+
+    def checked_quality(self, kind: str) -> list[str]:
+        """The quality metrics checked for a model of task ``kind``."""
+        checked: list[str] = {"binary": self.quality_metrics, "multiclass": self.multiclass_quality_metrics,
+                              "regression": self.regression_quality_metrics}[kind]
+        return checked
 
 
 class Settings(BaseSettings):

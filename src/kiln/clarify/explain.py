@@ -67,7 +67,15 @@ def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tup
     x = predictor.encoder.transform(frame)
     rng = np.random.default_rng(seed)
     background = x[rng.choice(len(x), size=min(BACKGROUND_ROWS, len(x)), replace=False)]
-    if hasattr(predictor.runner, "run"):
+    if predictor.task.kind == "multiclass":
+        # every class's probability is explained; each row keeps the attributions toward its predicted class
+        explainer = shap.PermutationExplainer(predictor.output_matrix, shap.maskers.Independent(background), seed=seed)
+        result = explainer(x, silent=True)
+        predicted = predictor.output_matrix(x).argmax(axis=1)
+        rows = np.arange(len(x))
+        values = np.asarray(result.values)[rows, :, predicted]
+        base, name = float(np.asarray(result.base_values)[rows, predicted].mean()), "PermutationExplainer"
+    elif hasattr(predictor.runner, "run"):
         explainer = shap.PermutationExplainer(predictor.output_matrix, shap.maskers.Independent(background),
                                               seed=seed)
         result = explainer(x, silent=True)
@@ -86,8 +94,10 @@ def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tup
     return grouped, base, name
 
 
-def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: str) -> tuple[list[str] | list[float], list[float]]:
-    """Mean answer (probability, or value) as ``feature`` is set to each grid value for every row.
+def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: str,
+                       meaning: str) -> tuple[list[str] | list[float], dict[str, list[float]]]:
+    """The mean answer as ``feature`` is set to each grid value for every row: one curve (``meaning``), or, for a
+    multiclass model, one per class (its mean probability).
 
     Computed here because scikit-learn's version needs a scikit-learn estimator, and a Kiln model is not one.
     """
@@ -98,12 +108,16 @@ def partial_dependence(predictor: "Predictor", frame: "pd.DataFrame", feature: s
         grid = list(predictor.encoder.categories[feature])
     else:
         grid = sorted(set(np.nanquantile(column.astype(float), np.linspace(0.02, 0.98, PDP_POINTS)).tolist()))
-    means = []
+    task = predictor.task
+    names = [f"P({c})" for c in task.classes] if task.kind == "multiclass" else [meaning]
+    curves: dict[str, list[float]] = {n: [] for n in names}
     for value in grid:
         changed = frame.copy()
         changed[feature] = value
-        means.append(float(predictor.output(changed).mean()))
-    return grid, means
+        means = np.atleast_1d(np.asarray(predictor.output(changed)).mean(axis=0))
+        for n, m in zip(names, means):
+            curves[n].append(float(m))
+    return grid, curves
 
 
 def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
@@ -120,9 +134,6 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
     holdout = split(data, int(info.tags.get("kiln.seed", seed))).test
     sample = holdout.sample(n=min(rows, len(holdout)), random_state=seed).reset_index(drop=True)
     predictor = load_predictor(f"models:/{info.name}/{info.version}")
-    if predictor.task.kind == "multiclass":
-        raise InputError(f"{info.name} version {info.version} is a multiclass model; SHAP explanations are made for "
-                         "binary and regression models")
     progress(f"SHAP values for {len(sample)} held-out rows of {info.name} version {info.version}")
     values, base, explainer = shap_values(predictor, sample[data.features], seed)
     features = predictor.encoder.order
@@ -135,14 +146,16 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
     attributions = pd.DataFrame(values, columns=features)
     if data.key:
         attributions.insert(0, data.key, sample[data.key].to_numpy())
-    answer = "probability" if predictor.task.kind == "binary" else "prediction"
-    attributions.insert(1 if data.key else 0, answer, predictor.output(sample[data.features]))
+    answers = predictor.predict(sample[data.features].reset_index(drop=True))
+    for i, column in enumerate(c for c in ("prediction", "probability") if c in answers.columns):
+        attributions.insert((1 if data.key else 0) + i, column, answers[column].to_numpy())
     attributions.to_parquet(out / "attributions.parquet", index=False)
     progress("partial dependence of the most important features")
     top = [features[i] for i in order[:PDP_FEATURES]]
-    pdp = {f: partial_dependence(predictor, sample[data.features], f) for f in top}
-    meaning = (f"probability of {data.label} = {predictor.task.positive}" if predictor.task.kind == "binary"
-               else f"predicted {data.label}")
+    meaning = {"binary": f"probability of {data.label} = {predictor.task.positive}",
+               "multiclass": "probability of the predicted class",
+               "regression": f"predicted {data.label}"}[predictor.task.kind]
+    pdp = {f: partial_dependence(predictor, sample[data.features], f, meaning) for f in top}
     plots = _plots(ranking, pdp, out, meaning)
     report = _html(info, explainer, len(sample), base, ranking, plots, out, meaning)
     baseline = {"model": f"{info.name}/{info.version}", "explainer": explainer, "rows": len(sample),
@@ -159,8 +172,8 @@ def explain(ws: Workspace, model_ref: str, rows: int = 300, seed: int = 7,
                        report=str(report), plots=[str(p) for p in plots])
 
 
-def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[float], list[float]]], out: Path,
-           meaning: str) -> list[Path]:
+def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[float], dict[str, list[float]]]],
+           out: Path, meaning: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,15 +187,20 @@ def _plots(ranking: list[dict[str, Any]], pdp: dict[str, tuple[list[str] | list[
     paths = [out / "global_importance.png"]
     fig.savefig(paths[0], dpi=100)
     plt.close(fig)
-    for feature, (grid, means) in pdp.items():
+    for feature, (grid, curves) in pdp.items():
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        if all(isinstance(g, str) for g in grid):
-            ax.bar([str(g) for g in grid], means, color="tab:blue")
-            ax.tick_params(axis="x", rotation=30)
+        categorical = all(isinstance(g, str) for g in grid)
+        if categorical and len(curves) == 1:
+            ax.bar([str(g) for g in grid], next(iter(curves.values())), color="tab:blue")
         else:
-            ax.plot(grid, means, marker="o")
+            for name, means in curves.items():
+                ax.plot([str(g) for g in grid] if categorical else grid, means, marker="o", label=name)
+            if len(curves) > 1:
+                ax.legend(fontsize=7)
+        if categorical:
+            ax.tick_params(axis="x", rotation=30)
         ax.set_xlabel(feature)
-        ax.set_ylabel(f"mean {meaning}")
+        ax.set_ylabel("mean probability" if len(curves) > 1 else f"mean {meaning}")
         ax.set_title(f"partial dependence: {feature}")
         fig.tight_layout()
         path = out / f"pdp_{feature}.png"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from kiln.data.task import Task
 from kiln.errors import InputError
 from kiln.features.repo import open_store, plan_by_service
 from kiln.training.data import TIME_COLUMN, TrainingData
+from kiln.training.scoring import PREDICTED
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -41,4 +43,18 @@ def with_facets(ws: Workspace, data: TrainingData, rows: "pd.DataFrame") -> "pd.
     out = rows.copy()
     for column in columns:
         out[column] = joined[column].to_numpy()
+    return out
+
+
+def favourable_outcomes(task: Task, rows: "pd.DataFrame", label: str, predictions: Any) -> "pd.DataFrame":
+    """``rows`` with the label, and the predictions as column PREDICTED, turned into 1 where the outcome is favourable
+    and 0 where not: what bias metrics compare, for any task."""
+    outcome = task.outcome
+    if outcome is None:
+        raise InputError(f"bias metrics of a {task.kind} task need its favourable outcome",
+                         hint="name it when importing: `kiln data import --favourable "
+                              + ("CLASS[,CLASS]`" if task.is_classification else "'>X'` or `'<X'`"))
+    out = rows.copy()
+    out[label] = outcome.mask(rows[label])
+    out[PREDICTED] = outcome.mask(predictions)
     return out

@@ -67,6 +67,9 @@ def import_(
     positive: str | None = typer.Option(None, help="Binary label: the value of the positive class (when not "
                                                    "obvious from yes/no, true/false, 1/0)."),
     task: str | None = typer.Option(None, help="binary, multiclass or regression (default: read from the label)."),
+    favourable: str | None = typer.Option(None, help="The favourable outcome bias metrics compare groups by: classes "
+                                                     "'A,B', or '>X' / '<X' for a number (default for two values: "
+                                                     "the positive one)."),
     drop_duplicates: bool = typer.Option(False, "--drop-duplicates",
                                          help="Keep one of each exact duplicate row (rows that share a key but "
                                               "differ are still refused)."),
@@ -80,7 +83,7 @@ def import_(
 
     opts = ImportOptions(csv=csv, entity=entity, label=label, timestamp=timestamp,
                          as_of=parse_date(as_of, "--as-of"), positive=positive, protected=tuple(protected), name=name,
-                         task=task, drop_duplicates=drop_duplicates)
+                         task=task, drop_duplicates=drop_duplicates, favourable=favourable)
     show(import_dataset(opts, out_path, overwrite=overwrite), as_json, _render_imported)
 
 

@@ -28,12 +28,21 @@ def _say(text: str) -> None:
     out.print(text, markup=False)
 
 
+def _headline(quality: dict[str, Any]) -> tuple[str, float | None]:
+    """The quality metric a line shows: AUC, macro F1 or R², whichever the model's task has."""
+    name = next((n for n in ("roc_auc", "f1_macro", "r2") if n in quality), "accuracy")
+    return name, quality.get(name)
+
+
+def _num(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
 def _render_baseline(made: BaselineSummary) -> None:
     verb = "made" if made.made else "exists (use --rebaseline to make it again)"
     _say(f"baseline of {made.model} {verb}: {made.folder}")
-    q = made.model_quality
-    _say(f"  {made.rows} training rows, {made.features} features; held-out AUC "
-         f"{q['roc_auc'] or float('nan'):.4f}, accuracy {q['accuracy']:.4f}")
+    name, value = _headline(made.model_quality)
+    _say(f"  {made.rows} training rows, {made.features} features; held-out {name} {_num(value)}")
     _say(f"  facets: {', '.join(made.facets) or 'none'}")
     _say(f"  top SHAP features: {', '.join(made.top_features)}")
 
@@ -55,8 +64,8 @@ def render_run(result: MonitorRun) -> None:
              + (f" ({', '.join(drifted)})" if drifted else "") + (f"; {drift.note}" if drift.note else ""))
     quality, bias, attribution = monitors.model_quality, monitors.bias_drift, monitors.attribution_drift
     if quality.observed:
-        o, b = quality.observed, quality.baseline
-        _say(f"  model quality: AUC {o['roc_auc'] or float('nan'):.4f} (baseline {b['roc_auc'] or float('nan'):.4f}) "
+        name, value = _headline(quality.observed)
+        _say(f"  model quality: {name} {_num(value)} (baseline {_num((quality.baseline or {}).get(name))}) "
              f"on {quality.rows} labelled rows")
     else:
         _say(f"  model quality: {quality.note or '-'}")
@@ -81,7 +90,8 @@ def render_run(result: MonitorRun) -> None:
 
 
 def _render_labels(stored: IngestedLabels) -> None:
-    _say(f"{stored.rows} labels for {stored.endpoint} stored (positive rate {stored.positive_rate}): {stored.file}")
+    rate = f" (positive rate {stored.positive_rate})" if stored.positive_rate is not None else ""
+    _say(f"{stored.rows} labels for {stored.endpoint} stored{rate}: {stored.file}")
 
 
 def _render_schedules(listed: list[ScheduleStatus]) -> None:
@@ -147,8 +157,8 @@ def run(
 
 @app.command("labels")
 def labels(
-    path: Path = typer.Argument(..., help="CSV or parquet: an inference id column and a 0/1 label column "
-                                "(a replay log works as it is)."),
+    path: Path = typer.Argument(..., help="CSV or parquet: an inference id column and a label column (0/1, a class "
+                                "or a number, as the model predicts; a replay log works as it is)."),
     endpoint: str = EndpointOption,
     label: str | None = typer.Option(None, "--label", help="The label column (default: 'label', else the "
                                         "model's own label name)."),

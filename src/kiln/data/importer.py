@@ -42,6 +42,7 @@ class ImportOptions:
     protected: tuple[str, ...] = field(default_factory=tuple)
     name: str | None = None
     task: str | None = None  # binary, multiclass or regression; read from the label when not given
+    favourable: str | None = None  # the favourable outcome for bias metrics: classes "A,B", or ">X" / "<X"
     drop_duplicates: bool = False  # keep one of each exact duplicate row instead of refusing them
 
 
@@ -55,6 +56,7 @@ class ImportedDataset:
     label: str
     task: str  # binary, multiclass or regression
     classes: list[Any]  # a classification label's values, in class order
+    favourable: str | None  # the favourable outcome bias metrics use, when given
     label_mapping: dict[str, int]  # binary: the CSV's label values -> 0 or 1
     protected: list[str]
     columns: dict[str, str]  # column -> its type, and its categories when it has them
@@ -110,6 +112,10 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
 
     label_name = names[opts.label]
     labels_values, mapping, task = _label(raw[opts.label], opts.label, opts.positive, opts.task)
+    favourable = opts.favourable
+    if favourable and mapping:  # a binary label's values became 0/1: name them by their codes
+        favourable = ",".join(str(mapping.get(v.strip(), v.strip())) for v in favourable.split(","))
+    task = task.with_favourable(favourable, "--favourable")
     protected = {names[c] for c in opts.protected} or {names[c] for c in raw.columns if names[c] in PROTECTED_NAMES}
     feature_specs = []
     for col in raw.columns:
@@ -146,6 +152,7 @@ def import_csv(opts: ImportOptions) -> tuple[DatasetSchema, dict[str, "pd.DataFr
         entity=entity,
         label=label_name,
         task=task.kind,
+        favourable=str(task.favourable) if task.favourable else None,
         tables=[entities_spec, labels_spec],
     )
     source = {
@@ -172,6 +179,7 @@ def import_dataset(opts: ImportOptions, out: Path, *, overwrite: bool = False) -
     label = schema.table("labels").column(schema.label)
     return ImportedDataset(path=out.resolve(), content_hash=manifest["content_hash"], entity=schema.entity,
                            label=schema.label, task=schema.task, classes=list(label.categories or []),
+                           favourable=schema.favourable,
                            label_mapping=source["label_mapping"], protected=schema.protected(), columns=columns,
                            rows=stats["rows"], features=stats["features"], positive_rate=stats["positive_rate"],
                            duplicates_dropped=source["duplicates_dropped"])

@@ -61,17 +61,18 @@ class DatasetSchema(BaseModel):
     entity: str
     label: str
     task: TaskKind = Field("binary", description="What the label asks for: binary, multiclass or regression.")
+    favourable: str | None = Field(None, description="The favourable outcome bias is measured by: classes 'A,B', or "
+                                                     "'>X' / '<X' for regression; binary: its positive class.")
     tables: list[TableSpec]
 
     def learning_task(self) -> Task:
         """The task with its classes (a classification label's categories, in order)."""
         if self.task == "regression":
-            return Task("regression")
+            return Task("regression").with_favourable(self.favourable, "favourable")
         label = self.table("labels").column(self.label) if self.has_table("labels") else None
         classes = tuple(label.categories) if label is not None and label.categories else ()
-        if self.task == "binary" and not classes:
-            return BINARY_01
-        return Task(self.task, classes)
+        task = BINARY_01 if self.task == "binary" and not classes else Task(self.task, classes)
+        return task.with_favourable(self.favourable, "favourable")
 
     def table(self, name: str) -> TableSpec:
         for table in self.tables:

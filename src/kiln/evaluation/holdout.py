@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kiln.clarify.facets import facets_service, with_facets
+from kiln.clarify.facets import facets_service, favourable_outcomes, with_facets
 from kiln.errors import InputError
 from kiln.evaluation.gate import GateDecision, decide
 from kiln.progress import Progress, no_progress
 from kiln.training.data import TrainingData
 from kiln.training.metrics import Metrics, task_metrics
-from kiln.training.scoring import PREDICTED, output_of, predict_with
+from kiln.training.scoring import output_of, predict_with
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -61,18 +61,13 @@ def evaluate_candidate(ws: Workspace, data: TrainingData, holdout: "pd.DataFrame
         except KeyError as exc:
             champion = {"uri": champion_uri, "note": f"cannot score these rows as a {task.kind} model: it needs "
                                                      f"or lacks {exc.args[0]}"}
-    if task.kind == "binary":
-        progress("measuring bias by facet on the held-out rows")
-        try:
-            frame = with_facets(ws, data, holdout)
-            _, protected = facets_service(ws, data)
-            frame[PREDICTED] = scored["prediction"].to_numpy()
-            bias = bias_by_facet(frame, data.label, protected, policy.min_facet_rows)
-        except InputError as exc:
-            bias = [{"facet": "-", "rows": 0, "metrics": {}, "note": str(exc)}]
-    else:
-        bias = [{"facet": "-", "rows": 0, "metrics": {},
-                 "note": f"bias by facet is measured for binary tasks; this is a {task.kind} task"}]
+    progress("measuring bias by facet on the held-out rows")
+    try:
+        _, protected = facets_service(ws, data)
+        frame = favourable_outcomes(task, with_facets(ws, data, holdout), data.label, scored["prediction"].to_numpy())
+        bias = bias_by_facet(frame, data.label, protected, policy.min_facet_rows)
+    except InputError as exc:
+        bias = [{"facet": "-", "rows": 0, "metrics": {}, "note": str(exc)}]
     gated = [g for g in bias if "note" not in g]
     decision = decide(policy, task.kind, challenger, (champion or {}).get("metrics"), gated)
     return Evaluation(rows=len(holdout), threshold=threshold, task=task.kind, classes=task.classes,

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln import tracking
-from kiln.clarify.facets import facets_service, with_facets
+from kiln.clarify.facets import facets_service, favourable_outcomes, with_facets
+from kiln.data.task import Task
 from kiln.errors import InputError
 from kiln.files import staged_folder
 from kiln.monitoring.attribution import global_ranking
 from kiln.monitoring.profile import feature_kinds, feature_statistics
-from kiln.monitoring.quality import classification_quality
+from kiln.monitoring.quality import LABEL, model_quality
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
-from kiln.training.scoring import PREDICTED, predict_with
+from kiln.training.scoring import predict_with
 from kiln.training.split import split
 from kiln.workspace import Workspace
 
@@ -52,6 +53,11 @@ class Baseline:
     def features(self) -> dict[str, dict[str, Any]]:
         features: dict[str, dict[str, Any]] = self.data["features"]
         return features
+
+    @property
+    def task(self) -> Task:
+        """The model's task (a baseline from before tasks: binary 0/1)."""
+        return Task.from_dict(self.data.get("task"))
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -151,18 +157,20 @@ def _measure(ws: Workspace, info: Any, training_set: Path, out: Path, progress: 
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_set": str(training_set),
         "label": data.label,
+        "task": data.task.to_dict(),
         "key": data.key,
         "rows": len(data.frame),
         "reference_rows": len(sample),
         "features": feature_statistics(data.frame, kinds),
-        "model_quality": _quality(holdout[data.label].to_numpy(), scored["probability"].to_numpy()),
+        "model_quality": _quality(data.task, holdout[data.label], scored),
         "bias": _bias(ws, data, holdout, scored["prediction"].to_numpy(), progress),
         "attribution": _attribution(model_uri, holdout[data.features], progress),
     }
 
 
-def _quality(y: Any, probability: Any) -> dict[str, Any]:
-    return {"rows": len(y), "threshold": THRESHOLD, **classification_quality(y, probability, THRESHOLD)[0]}
+def _quality(task: Task, labels: "pd.Series", scored: "pd.DataFrame") -> dict[str, Any]:
+    labelled = scored.reset_index(drop=True).assign(**{LABEL: labels.to_numpy()})
+    return {"rows": len(labels), "threshold": THRESHOLD, **model_quality(task, labelled, THRESHOLD)[0]}
 
 
 def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, progress: Progress) -> dict[str, Any]:
@@ -170,10 +178,9 @@ def _bias(ws: Workspace, data: Any, holdout: "pd.DataFrame", predicted: Any, pro
     progress("post-training bias by facet on the held-out rows")
     try:
         _, protected = facets_service(ws, data)
-        frame = with_facets(ws, data, holdout)
+        frame = favourable_outcomes(data.task, with_facets(ws, data, holdout), data.label, predicted)
     except InputError as exc:
         return {"protected": [], "facets": [], "note": str(exc)}
-    frame[PREDICTED] = predicted
     return {"protected": protected,
             "facets": bias_by_facet(frame, data.label, protected, ws.settings.monitoring.min_facet_rows)}
 

@@ -12,11 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.task import BINARY_01
 from kiln.errors import InputError
 from kiln.files import staged_file
 from kiln.monitoring.endpoint import served_version
 from kiln.registry.versions import get_version
-from kiln.training.data import load_training_set
+from kiln.training.data import TrainingData, load_training_set
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ class IngestedLabels:
 
     endpoint: str
     rows: int
-    positive_rate: float
+    positive_rate: float | None  # binary models' labels only
     file: str
     source: str
 
@@ -59,12 +60,19 @@ def _read(path: Path) -> "pd.DataFrame":
 
 def ingest_labels(ws: Workspace, endpoint: str, path: Path, label: str | None = None,
                   id_column: str = ID) -> IngestedLabels:
-    """Check and store a file of ground-truth labels; nothing is stored unless every row is usable."""
+    """Check and store a file of ground-truth labels (in the served model's label values: 0/1, classes or numbers);
+    nothing is stored unless every row is usable."""
+    import numpy as np
     import pandas as pd
 
     frame = _read(path)
+    data = _model_training_set(ws, endpoint)
     if label is None:
-        label = LABEL if LABEL in frame.columns else _model_label(ws, endpoint)
+        if LABEL not in frame.columns and data is None:
+            raise InputError("the labels file has no 'label' column and the model's label could not be read",
+                             hint="name the label column with --label")
+        label = LABEL if LABEL in frame.columns else data.label if data is not None else LABEL
+    task = data.task if data is not None else BINARY_01
     for role, column in (("inference id", id_column), ("label", label)):
         if column not in frame.columns:
             raise InputError(f"{path}: no {role} column '{column}'; its columns: {', '.join(map(str, frame.columns))}",
@@ -78,21 +86,36 @@ def ingest_labels(ws: Workspace, endpoint: str, path: Path, label: str | None = 
     if duplicated:
         raise InputError(f"{path}: inference id(s) {', '.join(duplicated[:MAX_SHOWN])} appear more than once")
     values = frame[label]
-    bad = [v for v in pd.unique(values) if not (pd.notna(v) and v in (0, 1, True, False))]
-    if bad:
-        shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in bad[:MAX_SHOWN])
-        raise InputError(f"{path}: label column '{label}' must hold 0 or 1; it holds {shown}",
-                         hint="map the positive outcome to 1 and the rest to 0")
+    if values.isna().any():
+        raise InputError(f"{path}: label column '{label}' has {int(values.isna().sum())} empty value(s)")
+    if task.kind == "regression":
+        numbers = pd.to_numeric(values, errors="coerce")
+        bad = values[numbers.isna() | ~np.isfinite(numbers.fillna(0))].astype(str).unique().tolist()
+        if bad:
+            raise InputError(f"{path}: label column '{label}' must hold numbers (a regression model's label); it "
+                             f"holds {', '.join(map(repr, bad[:MAX_SHOWN]))}")
+        values = numbers.astype("float64")
+    elif task.kind == "binary" and set(task.classes) == {0, 1}:
+        bad = [v for v in pd.unique(values) if v not in (0, 1, True, False)]
+        if bad:
+            shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in bad[:MAX_SHOWN])
+            raise InputError(f"{path}: label column '{label}' must hold 0 or 1; it holds {shown}",
+                             hint="map the positive outcome to 1 and the rest to 0")
+        values = values.astype(int)
+    else:
+        values = pd.Series([task.classes[i] for i in task.codes(values, f"{path}: label column '{label}'")],
+                           index=values.index)
     out = frame.rename(columns={id_column: ID, label: LABEL})
     out[ID] = out[ID].astype(str)
-    out[LABEL] = out[LABEL].astype(int)
+    out[LABEL] = values.to_numpy()
     folder = labels_folder(ws, endpoint)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     target = folder / f"labels-{stamp}.parquet"
     with staged_file(target) as stage:
         out.to_parquet(stage, index=False)
-    return IngestedLabels(endpoint, len(out), round(float(out[LABEL].mean()), 4), str(target), str(path))
+    rate = round(float(task.codes(out[LABEL], "labels").mean()), 4) if task.kind == "binary" else None
+    return IngestedLabels(endpoint, len(out), rate, str(target), str(path))
 
 
 def read_labels(ws: Workspace, endpoint: str) -> "pd.DataFrame | None":
@@ -106,15 +129,11 @@ def read_labels(ws: Workspace, endpoint: str) -> "pd.DataFrame | None":
     return frame.drop_duplicates(ID, keep="last").reset_index(drop=True)
 
 
-def _model_label(ws: Workspace, endpoint: str) -> str:
-    """The label column of the training set behind the endpoint's model."""
+def _model_training_set(ws: Workspace, endpoint: str) -> "TrainingData | None":
+    """The training set behind the endpoint's model (its label and task); None when it cannot be read."""
 
-    info = get_version(ws, served_version(ws, endpoint))
-    training_set = info.tags.get("kiln.training_set")
-    if training_set:
-        try:
-            return load_training_set(Path(training_set)).label
-        except Exception:  # noqa: BLE001 - an unreadable training set only means the label must be named
-            pass
-    raise InputError("the labels file has no 'label' column and the model's label could not be read",
-                     hint="name the label column with --label")
+    try:
+        training_set = get_version(ws, served_version(ws, endpoint)).tags.get("kiln.training_set")
+        return load_training_set(Path(training_set)) if training_set else None
+    except Exception:  # noqa: BLE001 - no readable training set only means the label must be named (and is 0/1)
+        return None

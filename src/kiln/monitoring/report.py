@@ -58,9 +58,9 @@ def write_report(run: MonitorRun, path: Path) -> Path:
     parts += _section("Model quality", quality.note)
     if quality.observed:
         base = quality.baseline or {}
-        names = [n for n in ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss") if n in quality.observed]
+        names = [n for n in quality.observed if n != "rows" and isinstance(quality.observed[n], (int, float, type(None)))]
         parts.append(f"<p>{quality.rows} labelled rows. <a href='model_quality.html'>Evidently's "
-                     "classification report</a></p>")
+                     "model quality report</a></p>")
         parts.append(_table(["metric", "baseline", "observed"], [[n, base.get(n), quality.observed[n]] for n in names]))
     bias = monitors.bias_drift
     parts += _section("Bias drift", bias.note)

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from kiln.clarify.facets import with_facets
+from kiln.clarify.facets import favourable_outcomes, with_facets
+from kiln.errors import InputError
 from kiln.monitoring.alerts import Alert
 from kiln.monitoring.attribution import global_ranking, importances, ndcg
 from kiln.monitoring.baseline import THRESHOLD, create_baseline
@@ -29,16 +30,15 @@ from kiln.monitoring.endpoint import capture_root, reports_folder, served_versio
 from kiln.monitoring.history import add_snapshots
 from kiln.monitoring.labels import read_labels
 from kiln.monitoring.metrics import write_metrics
-from kiln.monitoring.quality import classification_quality, quality_violations
+from kiln.monitoring.quality import model_quality, quality_violations
 from kiln.monitoring.report import write_report
-from kiln.monitoring.traffic import ID, PREDICTION, PROBABILITY, Traffic, read_traffic
+from kiln.monitoring.traffic import ID, PREDICTION, Traffic, read_traffic
 from kiln.monitoring.violations import Violation
 from kiln.monitoring.window import Window
 from kiln.progress import Progress, no_progress
 from kiln.serving.local import capture_endpoint_url, list_endpoints
 from kiln.storage import S3Store
 from kiln.training.data import TIME_COLUMN, load_training_set
-from kiln.training.scoring import PREDICTED
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -317,7 +317,7 @@ def _labelled(ws: Workspace, endpoint: str, baseline: "Baseline", traffic: Traff
     labels = read_labels(ws, endpoint)
     if labels is None or traffic.rows == 0:
         return None
-    answered = traffic.frame[traffic.frame[PROBABILITY].notna()]
+    answered = traffic.frame[traffic.frame[PREDICTION].notna()]
     extra = [c for c in labels.columns if c not in answered.columns or c == ID]
     return answered.merge(labels[extra], on=ID, how="inner")
 
@@ -334,10 +334,10 @@ def _model_quality(baseline: "Baseline", labelled: "pd.DataFrame | None", ws: Wo
         return ModelQuality(len(labelled), base, note=f"{len(labelled)} labelled rows: fewer than "
                             f"{limits.min_rows}, reported only"), [], None
     progress(f"model quality on {len(labelled)} labelled rows (Evidently)")
-    observed, snapshot = classification_quality(labelled[LABEL].to_numpy(), labelled[PROBABILITY].to_numpy(),
-                                                base.get("threshold", THRESHOLD))
+    task = baseline.task
+    observed, snapshot = model_quality(task, labelled, base.get("threshold", THRESHOLD))
     observed["rows"] = len(labelled)
-    found = quality_violations(base, observed, limits.quality_metrics, limits.quality_tolerance)
+    found = quality_violations(base, observed, limits.checked_quality(task.kind), limits.quality_tolerance)
     return ModelQuality(len(labelled), base, observed), found, snapshot
 
 
@@ -353,7 +353,10 @@ def _bias(ws: Workspace, baseline: "Baseline", labelled: "pd.DataFrame | None",
     if sampled:
         labelled = labelled.sample(n=BIAS_ROWS, random_state=0)
     frame = _with_facets(ws, baseline, labelled, base["protected"], progress)
-    frame[PREDICTED] = frame[PREDICTION].astype(int)
+    try:
+        frame = favourable_outcomes(baseline.task, frame, LABEL, frame[PREDICTION].to_numpy())
+    except InputError as exc:
+        return BiasDrift(note=str(exc)), []
     facets, found, note = bias_drift(base, frame, ws.settings.monitoring)
     if sampled:
         note = "; ".join(filter(None, [note, f"measured on a uniform sample of {BIAS_ROWS} labelled rows"]))
@@ -382,7 +385,7 @@ def _attribution(baseline: "Baseline", traffic: Traffic, ws: Workspace,
                  progress: Progress) -> tuple[AttributionDrift, list[Violation]]:
 
     limits = ws.settings.monitoring
-    answered = traffic.frame[traffic.frame[PROBABILITY].notna()]
+    answered = traffic.frame[traffic.frame[PREDICTION].notna()]
     if len(answered) < limits.min_rows:
         return AttributionDrift(len(answered), note=f"{len(answered)} answered rows: fewer than {limits.min_rows}, "
                                 "too few for a SHAP ranking"), []

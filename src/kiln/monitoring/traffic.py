@@ -27,7 +27,8 @@ TEXT_TYPES = {str, type(None)}
 
 @dataclass
 class Traffic:
-    """One row per captured instance: the features (schema types; a bad value is null) and META columns."""
+    """One row per captured instance: the features (schema types; a bad value is null), META columns, and the
+    class probabilities (``probability_<class>``) of a multiclass model's answers."""
 
     frame: "pd.DataFrame"
     records: int  # production requests read
@@ -64,20 +65,21 @@ def _instances(request: Any, names: list[str]) -> list[dict[str, Any]] | None:
     return None
 
 
-def _answers(response: Any, n: int) -> list[tuple[float | None, int | None]]:
-    """(probability, prediction) per row of a V1 or V2 Kiln answer; (None, None) where there is none."""
-    empty: list[tuple[float | None, int | None]] = [(None, None)] * n
+def _answers(response: Any, n: int) -> list[dict[str, Any]]:
+    """The answer columns (prediction, probability, probability_<class>) per row of a V1 or V2 Kiln answer; empty
+    objects where there is none."""
+    empty: list[dict[str, Any]] = [{}] * n
     if not isinstance(response, dict):
         return empty
-    out: list[tuple[float | None, int | None]]
-    try:
-        if isinstance(response.get("predictions"), list):
-            out = [(float(p["probability"]), int(p["prediction"])) for p in response["predictions"]]
-        else:
-            outputs: dict[Any, Any] = {o.get("name"): o.get("data") for o in response.get("outputs", []) if isinstance(o, dict)}
-            out = [(float(p), int(y)) for p, y in zip(outputs["probability"], outputs["prediction"])]
-    except (KeyError, TypeError, ValueError):
-        return empty
+    out: list[dict[str, Any]]
+    if isinstance(response.get("predictions"), list):
+        out = [p if isinstance(p, dict) and PREDICTION in p else {} for p in response["predictions"]]
+    else:
+        outputs: dict[Any, Any] = {o.get("name"): o.get("data") for o in response.get("outputs", [])
+                                   if isinstance(o, dict) and isinstance(o.get("data"), list)}
+        if PREDICTION not in outputs:
+            return empty
+        out = [{k: v[j] for k, v in outputs.items() if j < len(v)} for j in range(len(outputs[PREDICTION]))]
     return out if len(out) == n else empty
 
 
@@ -88,7 +90,8 @@ def read_traffic(capture_root: Path | str, endpoint: str, features: dict[str, st
 
     names = list(features)
     expected = set(names)
-    columns: dict[str, list[Any]] = {n: [] for n in (*names, *META)}
+    columns: dict[str, list[Any]] = {n: [] for n in (*names, ID, TIME, VARIANT, STATUS)}
+    answered: list[dict[str, Any]] = []
     traffic = Traffic(frame=pd.DataFrame(), records=0, shadow_records=0, unparseable=0)
     for rec in read_capture(capture_root, endpoint, since, until, endpoint_url):
         if rec.get("shadow"):
@@ -99,8 +102,8 @@ def read_traffic(capture_root: Path | str, endpoint: str, features: dict[str, st
         if rows is None:
             traffic.unparseable += 1
             continue
-        answers = _answers(rec.get("response"), len(rows)) if rec.get("status") == 200 else [(None, None)] * len(rows)
-        for row, (probability, prediction) in zip(rows, answers):
+        answers = _answers(rec.get("response"), len(rows)) if rec.get("status") == 200 else [{}] * len(rows)
+        for row, answer in zip(rows, answers):
             if row.keys() != expected:
                 keys = row.keys()
                 traffic.missing_column.update(n for n in names if n not in keys)
@@ -112,14 +115,28 @@ def read_traffic(capture_root: Path | str, endpoint: str, features: dict[str, st
             columns[TIME].append(rec.get("timestamp"))
             columns[VARIANT].append(rec.get("variant"))
             columns[STATUS].append(rec.get("status"))
-            columns[PROBABILITY].append(probability)
-            columns[PREDICTION].append(prediction)
+            answered.append(answer)
     data = {n: _typed(traffic, n, columns.pop(n), kind) for n, kind in features.items()}
     data.update(columns)
     traffic.frame = pd.DataFrame(data)
-    traffic.frame[PROBABILITY] = traffic.frame[PROBABILITY].astype("float64")
-    traffic.frame[PREDICTION] = pd.array(traffic.frame[PREDICTION], dtype="Int64")
+    extra = sorted({k for a in answered for k in a if k.startswith(f"{PROBABILITY}_")})
+    for name in (PROBABILITY, *extra):
+        traffic.frame[name] = pd.to_numeric(pd.Series([a.get(name) for a in answered], dtype=object),
+                                            errors="coerce").astype("float64")
+    traffic.frame[PREDICTION] = _predictions([a.get(PREDICTION) for a in answered])
     return traffic
+
+
+def _predictions(values: list[Any]) -> Any:
+    """Predicted classes as whole numbers (Int64) or text, predicted values as floats, each with nulls."""
+    import pandas as pd
+
+    kinds = {type(v) for v in values if v is not None}
+    if kinds <= {int, bool}:
+        return pd.array(values, dtype="Int64")
+    if kinds <= {int, float}:
+        return pd.array(values, dtype="Float64")
+    return pd.array([None if v is None else str(v) for v in values], dtype="string")
 
 
 def _typed(traffic: Traffic, name: str, values: list[Any], kind: str) -> Any:
