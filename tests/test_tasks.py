@@ -370,6 +370,34 @@ def _monitor(ws: Path, name: str, label: str, features: list[str], url: str) -> 
         assert "protected" in (monitors["bias_drift"]["note"] or ""), monitors["bias_drift"]
 
 
+def test_each_task_compiles_and_the_edge_agent_answers_as_the_platform(bundled: Path, diabetes_mlp: dict,
+                                                                       wine_lgbm: dict) -> None:
+    """The MLP's regression graph and LightGBM's softmax trees, compiled by TVM for this machine, loaded as a device
+    loads them: the same answers as the registered model's."""
+    from kiln_edge.model import CompiledModel
+
+    for ref in ("diabetes/1", "wine/1"):
+        res = run_kiln("compile", ref, "--target", "x86_64", "-w", bundled, "--json", timeout=600)
+        assert res.code == 0, res.stderr[-2000:]
+        compiled = json.loads(res.stdout)
+        bundle = Path(compiled["path"])
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        assert compiled["parity"]["max_abs_diff"] <= 1e-5
+        name = ref.split("/")[0]
+        rows = pd.read_parquet(bundled / f"{name}.parquet").head(20)
+        features = manifest["model"]["features"]
+        want = _pyfunc_answers(bundled, f"models:/{ref}", rows[features])
+        got = pd.DataFrame(CompiledModel(bundle, manifest).predict(json.loads(rows[features].to_json(orient="records"))))
+        assert list(got.columns) == list(want.columns)
+        if name == "diabetes":
+            assert manifest["output"]["shape"] == [-1, 1] and manifest["model"]["task"] == "regression"
+            np.testing.assert_allclose(got["prediction"], want["prediction"], rtol=1e-5)
+        else:
+            assert manifest["output"]["columns"] == [f"probability_{c}" for c in sorted(WINE_CLASSES.values())]
+            assert got["prediction"].tolist() == want["prediction"].tolist()
+            np.testing.assert_allclose(got.drop(columns="prediction"), want.drop(columns="prediction"), atol=1e-5)
+
+
 @pytest.mark.parametrize("name, family, metric, floor", [
     ("diabetes", "lgbm", "r2", 0.2), ("diabetes", "xgb", "r2", 0.2),
     ("wine", "mlp", "accuracy", 0.85), ("wine", "xgb", "accuracy", 0.85),

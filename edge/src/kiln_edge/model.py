@@ -65,6 +65,9 @@ class CompiledModel:
             self.functions[int(batch)] = vm["main"]
         self.large = max(self.functions)
         self.threshold = float(manifest["model"]["threshold"])
+        self.task = manifest["model"].get("task", "binary")  # bundles from before tasks hold binary models
+        self.classes = list(manifest["model"].get("classes") or [0, 1])
+        self.outputs = int(manifest["output"]["shape"][1])
 
     def _run(self, batch: int, x: np.ndarray) -> np.ndarray:
         import tvm
@@ -72,8 +75,8 @@ class CompiledModel:
         out = self.functions[batch](tvm.runtime.tensor(x, self.device))
         return (out[0] if isinstance(out, (list, tuple)) or type(out).__name__ == "Array" else out).numpy()
 
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        """[N, 2] for an encoded float32 matrix of any N."""
+    def outputs_of(self, x: np.ndarray) -> np.ndarray:
+        """[N, outputs] for an encoded float32 matrix of any N: class probabilities, or a value."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         parts, start, n = [], 0, len(x)
         while n - start >= self.large:
@@ -86,19 +89,32 @@ class CompiledModel:
             parts.append(self._run(self.large, padded)[:rest])
         else:
             parts += [self._run(1, x[i:i + 1]) for i in range(start, n)]
-        return np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.float32)
+        return np.concatenate(parts) if parts else np.zeros((0, self.outputs), dtype=np.float32)
 
     def predict(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The platform's answers: binary probability and prediction; multiclass prediction (a class), its
+        probability and each class's; regression prediction (a value)."""
         if not isinstance(rows, list) or not rows:
             raise InputProblem("'instances' must be a non-empty list of feature rows")
-        p = self.probabilities(self.encoder.encode(rows))[:, 1]
-        return [{"probability": float(v), "prediction": int(v >= self.threshold)} for v in p]
+        out = self.outputs_of(self.encoder.encode(rows))
+        if self.task == "regression":
+            return [{"prediction": float(v)} for v in out[:, 0]]
+        if self.task == "binary":
+            return [{"probability": float(v), "prediction": self.classes[int(v >= self.threshold)]} for v in out[:, 1]]
+        answers = []
+        for row in out:
+            best = int(row.argmax())
+            answers.append({"prediction": self.classes[best], "probability": float(row[best]),
+                            **{f"probability_{c}": float(v) for c, v in zip(self.classes, row)}})
+        return answers
 
     def smoke_test(self) -> None:
-        """Every library runs on the training medians and gives finite probabilities that sum to 1."""
+        """Every library runs on the training medians and gives finite answers of the bundle's shape (probabilities
+        that sum to 1, for a classifier)."""
         row = {name: self.encoder.numeric.get(name) for name in self.encoder.order}
         for batch in sorted(self.functions):
             x = np.repeat(self.encoder.encode([row]), batch, axis=0)
             out = self._run(batch, x)
-            if out.shape != (batch, 2) or not np.isfinite(out).all() or not np.allclose(out.sum(axis=1), 1, atol=1e-4):
+            summed = self.task == "regression" or np.allclose(out.sum(axis=1), 1, atol=1e-4)
+            if out.shape != (batch, self.outputs) or not np.isfinite(out).all() or not summed:
                 raise RuntimeError(f"batch-{batch} library gave {out[:1].tolist()} for the median row")

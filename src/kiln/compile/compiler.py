@@ -82,7 +82,7 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
         parity, notes = None, []
         if target.runs_here:
             progress(f"parity against ONNX Runtime on {len(sample)} held-out rows")
-            compiled = CompiledModel({lib.batch: lib.path for lib in libraries})
+            compiled = CompiledModel({lib.batch: lib.path for lib in libraries}, source.output()["shape"][1])
             parity = check_parity(source.graph, compiled, sample)
         else:
             why = "there is no GPU here" if target.name == "cuda" else f"this machine is not {target.machine}"
@@ -130,13 +130,13 @@ def _draft(source: SourceModel, target: CompileTarget, libraries: list[BuiltLibr
 
     return ManifestDraft(
         model={"name": source.name, "version": source.version, "family": source.family,
+               "task": source.task.kind, "classes": list(source.task.classes),
                "threshold": source.threshold, "features": source.meta.get("features", [])},
         target=target.describe(),
         runtime={"tvm": tvm.__version__},
         input={"name": "features", "dtype": "float32", "shape": [-1, source.width], "columns": source.feature_names,
                "encoder": ENCODER},
-        output={"name": "probabilities", "dtype": "float32", "shape": [-1, 2],
-                "columns": ["probability_0", "probability_1"]},
+        output=source.output(),
         libraries={str(lib.batch): lib.path.name for lib in libraries},
         expires_days=expires_days,
         details={"parity": asdict(parity) if parity else None, "tuning": asdict(tuning) if tuning else None, "notes": notes,

@@ -1,4 +1,5 @@
-"""Compiled libraries loaded on this machine: rows in, probabilities out, in chunks of the compiled batch sizes."""
+"""Compiled libraries loaded on this machine: rows in, the model's outputs (probabilities or a value) out, in chunks
+of the compiled batch sizes."""
 
 from __future__ import annotations
 
@@ -32,13 +33,14 @@ class CompiledModel:
     too: wrapping and copying tensors per call costs more than the model itself at batch 1.
     """
 
-    def __init__(self, libraries: dict[int, Path]) -> None:
+    def __init__(self, libraries: dict[int, Path], outputs: int = 2) -> None:
         import numpy as np
         import tvm
         import tvm_ffi
         from tvm import relax
 
         self._np = np  # looked up once: at batch 1 every attribute lookup shows in the latency
+        self.outputs = outputs  # output columns: 2 (binary), K (multiclass) or 1 (regression)
         self.device = tvm.cpu()
         self.functions: dict[int, Any] = {}
         self.inputs: dict[int, tuple[Any, Any]] = {}  # batch -> (numpy buffer, the same memory as a TVM tensor)
@@ -58,19 +60,19 @@ class CompiledModel:
 
     def run_batch(self, batch: int, x: "np.ndarray") -> "np.ndarray":
         """Up to ``batch`` rows through that batch size's function (fewer are padded with zeros): their
-        [rows, 2] probabilities."""
+        [rows, outputs] answers."""
         array, tensor = self._buffer(batch, x.shape[1])
         rows = len(x)
         array[:rows] = x
         if rows < batch:
             array[rows:] = 0.0
         out = self.functions[batch](tensor)
-        if type(out) is not self._tensor_type:  # a tuple of outputs: the probabilities come first
+        if type(out) is not self._tensor_type:  # a tuple of outputs: the model's answer comes first
             out = out[0]
         return self._np.from_dlpack(out)[:rows].copy()  # a copy: the next call may reuse the output's memory
 
     def predict(self, x: "np.ndarray") -> "np.ndarray":
-        """[N, 2] probabilities for any N: full large batches, then the rest padded or one by one."""
+        """[N, outputs] for any N: full large batches, then the rest padded or one by one."""
         np = self._np
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=np.float32)
@@ -86,5 +88,5 @@ class CompiledModel:
             parts.append(self.run_batch(self.large, x[start:]))
         else:
             parts += [self.run_batch(1, x[i:i + 1]) for i in range(start, n)]
-        probabilities: NDArray[Any] = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.float32)
-        return probabilities
+        answers: NDArray[Any] = np.concatenate(parts) if parts else np.zeros((0, self.outputs), dtype=np.float32)
+        return answers

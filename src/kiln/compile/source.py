@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.data.task import Task
 from kiln.errors import InputError
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
@@ -14,6 +15,7 @@ from kiln.training.encoding import Encoder
 from kiln.training.predictor import ENCODER_FILE, META_FILE
 from kiln.training.split import split
 from kiln.training.tree_onnx import lgbm_to_onnx
+from kiln.training.xgb_onnx import xgb_to_onnx
 from kiln.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ class SourceModel:
     name: str
     version: str
     family: str
-    graph: "onnx.ModelProto"  # input "features" FLOAT [batch, width], output "probabilities" FLOAT [batch, 2]
+    graph: "onnx.ModelProto"  # input "features" FLOAT [batch, width]; output "probabilities" [batch, K] or "value"
     encoder: dict[str, Any]  # kiln.training.encoding.Encoder.to_dict(): how feature rows become the input tensor
     meta: dict[str, Any]  # the version's kiln-model.json: family, threshold, features, label
     width: int
@@ -37,6 +39,19 @@ class SourceModel:
     @property
     def threshold(self) -> float:
         return float(self.meta["threshold"])
+
+    @property
+    def task(self) -> Task:
+        return Task.from_dict(self.meta.get("task"))
+
+    def output(self) -> dict[str, Any]:
+        """The graph's output as a manifest describes it: its tensor, shape and what each column holds."""
+        task = self.task
+        if task.kind == "regression":
+            return {"name": "value", "dtype": "float32", "shape": [-1, 1], "columns": ["value"]}
+        classes = list(task.classes) if task.kind == "multiclass" else [0, 1]
+        return {"name": "probabilities", "dtype": "float32", "shape": [-1, len(classes)],
+                "columns": [f"probability_{c}" for c in classes]}
 
 
 def load_source(ws: Workspace, ref: str) -> SourceModel:
@@ -66,8 +81,12 @@ def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto"
         import lightgbm as lgb
 
         return lgbm_to_onnx(lgb.Booster(model_file=str(model_file)), width)
+    if family == "xgb":
+        import xgboost as xgb
+
+        return xgb_to_onnx(xgb.Booster(model_file=str(model_file)), width)
     raise InputError(f"model family '{family}' has no exporter to standard ONNX operators",
-                     hint="families that compile: mlp, lgbm")
+                     hint="families that compile: mlp, lgbm, xgb")
 
 
 def holdout_sample(ws: Workspace, source: SourceModel, rows: int = SAMPLE_ROWS) -> "np.ndarray":
