@@ -412,3 +412,63 @@ def test_each_family_trains_each_task(bundled: Path, name: str, family: str, met
 def test_a_regression_training_set_can_be_trained_as_classes_only_when_it_has_few_values(bundled: Path) -> None:
     res = run_kiln("train", "-t", bundled / "diabetes.parquet", "--task", "multiclass", "-w", bundled)
     assert res.code == 1 and "more than 100 classes" in res.stderr
+
+
+# --- your own training code -----------------------------------------------------------------------------------
+EXAMPLE = Path(__file__).parents[1] / "examples" / "sklearn" / "train.py"
+
+
+def test_an_entry_point_trains_registers_and_explains_like_a_family(bundled: Path) -> None:
+    res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", EXAMPLE, "-p", "max_depth=3", "-w",
+                   bundled, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    trained = json.loads(res.stdout)
+    assert (trained["family"], trained["iterations"], trained["config"]["max_depth"]) == ("entry", 8, 3)
+    assert trained["metrics"]["test"]["accuracy"] > 0.85
+    from mlflow import MlflowClient
+
+    history = MlflowClient(f"sqlite:///{bundled}/models/mlflow.db").get_metric_history(trained["run_id"],
+                                                                                       "valid_log_loss")
+    assert [m.step for m in history if m.step] == list(range(1, 9)), "each report() is scored and logged"
+    reg = run_kiln("models", "register", trained["run_id"], "--name", "wine_own", "-w", bundled, "--json")
+    assert reg.code == 0, reg.stderr
+    version = json.loads(reg.stdout)["version"]
+    assert version["gate"] == "passed" and version["tags"]["kiln.family"] == "entry"
+    rows = pd.read_parquet(bundled / "wine.parquet")
+    answer = _pyfunc_answers(bundled, f"models:/wine_own/{version['version']}", rows.drop(columns=["cultivar"]))
+    assert (answer["prediction"] == rows["cultivar"]).mean() > 0.9
+    res = run_kiln("clarify", "explain", f"wine_own/{version['version']}", "--rows", "20", "-w", bundled, "--json")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout)["explainer"] == "PermutationExplainer"
+
+
+def test_a_failing_entry_point_is_reported_with_its_own_line_and_leaves_no_model(bundled: Path,
+                                                                                tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def train(context):\n    rows = len(context.x_train)\n    return 1 / (rows - rows)\n\n\n"
+                      "def predict(model, x):\n    return x\n")
+    res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", broken, "-w", bundled)
+    assert res.code == 1, res.stderr
+    assert f"{broken}:3 in train: ZeroDivisionError: division by zero" in res.stderr
+    assert "return 1 / (rows - rows)" in res.stderr, "the user's own traceback, with the line"
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{bundled}/models/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="params.entry_point = 'broken.py'")
+    assert runs and all(r.info.status == "FAILED" for r in runs)
+    assert not client.search_logged_models([r.info.experiment_id for r in runs],
+                                           filter_string=f"source_run_id = '{runs[0].info.run_id}'")
+
+    (tmp_path / "empty.py").write_text("def train(context):\n    return None\n")
+    res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", tmp_path / "empty.py", "-w", bundled)
+    assert res.code == 1 and "defines no predict()" in res.stderr
+    (tmp_path / "shape.py").write_text("from sklearn.dummy import DummyClassifier\n\n\ndef train(context):\n"
+                                       "    return DummyClassifier().fit(context.x_train, context.y_train)\n\n\n"
+                                       "def predict(model, x):\n    return x[:, 0]\n")
+    res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", tmp_path / "shape.py", "-w", bundled)
+    assert res.code == 1 and "a multiclass model answers" in res.stderr, res.stderr
+    (tmp_path / "odd.py").write_text("def train(context):\n    return object()\n\n\ndef predict(model, x):\n"
+                                     "    return x\n")
+    res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", tmp_path / "odd.py", "-w", bundled)
+    assert res.code == 1 and "Kiln saves models of scikit-learn, XGBoost" in res.stderr, res.stderr

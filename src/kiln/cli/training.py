@@ -10,7 +10,7 @@ from kiln.cli.command import WorkspaceOption, respond
 from kiln.cli.models import render_registration
 from kiln.cli.output import JsonOption, out, progress
 from kiln.training.family import parse_params
-from kiln.training.run import TrainResult
+from kiln.training.run import TrainResult, train_entry_point
 from kiln.training.run import train as train_model
 from kiln.tuning.job import TuneSpec
 from kiln.workflow.tuning import TuneOutcome, tune_and_register
@@ -65,11 +65,21 @@ def train(
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0,
                                     help="Binary task: the probability from which the positive class is predicted."),
     task: str | None = TaskOption,
+    entry_point: Path | None = typer.Option(None, "--entry-point", help="Your own training code instead of a "
+                                               "family: a Python file with train(context) and predict(model, x) "
+                                               "(see examples/)."),
     seed: int = SeedOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Train one model of a family on a training set and log it to MLflow (params, metrics per iteration, model)."""
+    """Train one model of a family (or of your own code) on a training set and log it to MLflow (params, metrics
+    per iteration, model)."""
+    if entry_point is not None:
+        respond(workspace, as_json, lambda ws: train_entry_point(ws, training_set, entry_point, parse_params(param),
+                                                                 seed=seed, threshold=threshold, progress=progress,
+                                                                 task=task),
+                _render_trained)
+        return
     respond(workspace, as_json, lambda ws: train_model(ws, training_set, family, parse_params(param), seed=seed,
                                                        iterations=iterations, threshold=threshold, progress=progress,
                                                        task=task),

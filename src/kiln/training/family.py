@@ -18,13 +18,20 @@ if TYPE_CHECKING:
     import numpy as np
 
 
-class Learner(Protocol):
-    def step(self) -> None: ...
+class Fitted(Protocol):
+    """A trained model as evaluation and logging see it."""
+
     def output(self, x: "np.ndarray") -> "np.ndarray":
         """The task's output for encoded rows: P(positive) for binary, class probabilities [N, K] for multiclass,
         values for regression."""
         ...
     def save(self, folder: Path) -> str: ...
+
+
+class Learner(Fitted, Protocol):
+    """A built-in family's model while it learns: a step at a time, checkpointed."""
+
+    def step(self) -> None: ...
     def state(self) -> bytes: ...
     def restore(self, state: bytes) -> None: ...
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from kiln.data.task import Task
 from kiln.training.encoding import Encoder
+from kiln.training.entry import EntryRunner
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,7 +23,7 @@ ENCODER_FILE = "encoder.json"
 class Predictor:
     meta: dict[str, Any]  # family, config, threshold, features, label, task, model_file
     encoder: Encoder
-    runner: Any  # a LightGBM or XGBoost Booster, or an ONNX Runtime session
+    runner: Any  # a LightGBM or XGBoost Booster, an ONNX Runtime session, or an entry point's EntryRunner
 
     @property
     def task(self) -> Task:
@@ -39,6 +40,8 @@ class Predictor:
             options = ort.SessionOptions()
             options.intra_op_num_threads = 1
             runner = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        elif meta.get("entry_file"):  # the user's own training code: its flavor's model and its predict()
+            runner = EntryRunner(folder, meta)
         elif path.name.endswith(".xgb.json"):
             import xgboost as xgb
 
@@ -55,6 +58,8 @@ class Predictor:
         multiclass, values for regression."""
         import numpy as np
 
+        if hasattr(self.runner, "entry"):
+            return cast("np.ndarray", self.runner.output(np.ascontiguousarray(x, dtype=np.float32), self.task))
         if hasattr(self.runner, "run"):
             x = np.ascontiguousarray(x, dtype=np.float32)  # the ONNX graph takes float32 only
             out = self.runner.run(None, {self.runner.get_inputs()[0].name: x})[0]

@@ -12,8 +12,9 @@ from typing import Any
 from kiln.progress import Progress, no_progress
 from kiln.tracking import code_version, experiment_id
 from kiln.training.data import TrainingData, load_training_set
+from kiln.training.entry import EntryLearner, TrainContext, entry_family, load_entry_point
 from kiln.training.families import get_family
-from kiln.training.family import Family, Learner
+from kiln.training.family import Family, Fitted
 from kiln.training.metrics import Metrics, calibration_table, objective, task_metrics
 from kiln.training.predictor import Predictor, save_model_folder
 from kiln.training.prepare import Prepared, fit, prepare
@@ -63,12 +64,12 @@ def lineage_tags(data: TrainingData, family: Family, seed: int) -> dict[str, str
     }
 
 
-def evaluate(learner: Learner, prep: Prepared, threshold: float) -> dict[str, Metrics]:
+def evaluate(learner: Fitted, prep: Prepared, threshold: float) -> dict[str, Metrics]:
     return {part: task_metrics(prep.task, prep.y[part], learner.output(prep.x[part]), threshold)
             for part in ("valid", "test")}
 
 
-def log_evaluation(learner: Learner, prep: Prepared, data: TrainingData,
+def log_evaluation(learner: Fitted, prep: Prepared, data: TrainingData,
                    metrics: dict[str, Metrics]) -> None:
     """Inside an active MLflow run: the held-out metrics, the calibration table (binary) and the split."""
     import mlflow
@@ -82,8 +83,9 @@ def log_evaluation(learner: Learner, prep: Prepared, data: TrainingData,
                     "evaluation/training_set.json")
 
 
-def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, family: Family,
-                      config: dict[str, Any], seed: int, threshold: float) -> str:
+def log_trained_model(learner: Fitted, data: TrainingData, prep: Prepared, family: Family,
+                      config: dict[str, Any], seed: int, threshold: float,
+                      extra_meta: dict[str, Any] | None = None) -> str:
     """Inside an active MLflow run: log the model as a pyfunc (encoder + model file) and return its URI."""
     import mlflow
     from mlflow.models import infer_signature
@@ -91,7 +93,8 @@ def log_trained_model(learner: Learner, data: TrainingData, prep: Prepared, fami
     from kiln.training import pyfunc
 
     meta = {"family": family.name, "config": config, "seed": seed, "threshold": threshold,
-            "features": data.features, "label": data.label, "key": data.key, "task": data.task.to_dict()}
+            "features": data.features, "label": data.label, "key": data.key, "task": data.task.to_dict(),
+            **(extra_meta or {})}
     with tempfile.TemporaryDirectory(prefix="kiln-model-") as tmp:
         folder = Path(tmp) / "model"
         save_model_folder(folder, learner, prep.encoder, meta)
@@ -148,4 +151,47 @@ def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str,
     return TrainResult(run_id=run.info.run_id, experiment=name, family=family.name, task=data.task.to_dict(),
                        config=config,
                        iterations=steps, seed=seed, split=prep.summary(), metrics=metrics, model_uri=model_uri,
+                       lineage=json.loads(json.dumps(data.lineage, default=str)))
+
+
+def train_entry_point(ws: Workspace, training_set: Path, entry_path: Path, params: dict[str, Any] | None = None,
+                      seed: int = 7, threshold: float = 0.5, progress: Progress = no_progress,
+                      task: str | None = None) -> TrainResult:
+    """`train` with the user's own code: its train(context) fits the model, Kiln scores, logs and saves it as it
+    does the built-in families' (the file's predict() answers for it)."""
+    import mlflow
+
+    entry = load_entry_point(entry_path)
+    family = entry_family(entry)
+    config = entry.config(params)
+    data = load_training_set(training_set, task)
+    prep = prepare(data, seed)
+    goal = objective(data.task)
+    progress(f"{len(data.frame)} rows, {len(data.features)} features, {data.task.kind} task; {prep.split.method} "
+             f"split {prep.split.sizes()}; training with {entry.path}")
+    with mlflow.start_run(experiment_id=experiment_id(ws, experiment_name(data)), run_name=f"train-{entry.name}",
+                          tags={**lineage_tags(data, family, seed), "kiln.entry_point": str(entry.path)}) as run:
+        mlflow.log_params({**config, "family": family.name, "entry_point": entry.path.name, "threshold": threshold,
+                           "split": prep.split.method})
+        reported = []
+
+        def on_report(iteration: int, model: Any) -> None:
+            score = task_metrics(data.task, prep.y["valid"], EntryLearner(entry, model, data.task).output(
+                prep.x["valid"]))[goal.metric]
+            reported.append(iteration)
+            mlflow.log_metrics({f"valid_{goal.metric}": goal.missing() if score is None else score}, step=iteration)
+            progress(f"iteration {iteration}: {goal.label} {'undefined' if score is None else f'{score:.4f}'}")
+
+        context = TrainContext(x_train=prep.x["train"], y_train=prep.y["train"], x_valid=prep.x["valid"],
+                               y_valid=prep.y["valid"], feature_names=prep.encoder.output_names,
+                               task=data.task.kind, classes=list(data.task.classes), params=config, seed=seed,
+                               on_report=on_report)
+        learner = EntryLearner(entry, entry.train(context), data.task)
+        metrics = evaluate(learner, prep, threshold)
+        log_evaluation(learner, prep, data, metrics)
+        progress(f"logging the model ({learner.flavor} flavor)")
+        model_uri = log_trained_model(learner, data, prep, family, config, seed, threshold, learner.meta())
+    return TrainResult(run_id=run.info.run_id, experiment=experiment_name(data), family=family.name,
+                       task=data.task.to_dict(), config=config, iterations=len(reported), seed=seed,
+                       split=prep.summary(), metrics=metrics, model_uri=model_uri,
                        lineage=json.loads(json.dumps(data.lineage, default=str)))
