@@ -195,6 +195,7 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert run_kiln("init", ws).code == 0
     with (ws / "kiln.yaml").open("a") as fh:
         fh.write(f"serving:\n  base_port: {free_port()}\n")  # endpoints on ports no other module uses
+        fh.write("monitoring:\n  attribution_rows: 40\n")  # the live SHAP ranking of a small window
     for name, path, entity, label, extra in (
             # a lower disease progression is the favourable outcome bias is measured by (age and sex are protected)
             ("diabetes", diabetes_csv(root / "diabetes.csv"), "patient", "target", ["--favourable", "<140"]),
@@ -440,6 +441,19 @@ def test_an_entry_point_trains_registers_and_explains_like_a_family(bundled: Pat
     res = run_kiln("clarify", "explain", f"wine_own/{version['version']}", "--rows", "20", "-w", bundled, "--json")
     assert res.code == 0, res.stderr
     assert json.loads(res.stdout)["explainer"] == "PermutationExplainer"
+
+
+def test_an_entry_point_is_tuned_over_its_params(bundled: Path) -> None:
+    res = run_kiln("tune", "-t", bundled / "wine.parquet", "--entry-point", EXAMPLE, "-s", "random", "-n", "2",
+                   "--max-iterations", "2", "--range", "max_depth=2:4", "--no-register", "-w", bundled, "--json",
+                   timeout=600)
+    assert res.code == 0, res.stderr[-2000:]
+    tuned = json.loads(res.stdout)
+    trials = [t for t in tuned["trials"] if t["source"] == "run"]
+    assert len(trials) == 2 and all(t["iterations"] == 2 for t in trials), "a trial ends at --max-iterations reports"
+    assert all(2 <= t["config"]["max_depth"] <= 4 for t in trials)
+    assert tuned["best"]["valid_score"] == min(t["valid_score"] for t in trials)  # log-loss: lower is better
+    assert tuned["metrics"]["test"]["accuracy"] > 0.85 and tuned["model_uri"].startswith("models:/")
 
 
 def test_a_failing_entry_point_is_reported_with_its_own_line_and_leaves_no_model(bundled: Path,

@@ -104,6 +104,8 @@ def tune(
                                              "(default: the dataset's name) with alias challenger."),
     register: bool = typer.Option(True, "--register/--no-register", help="Register the best model."),
     task: str | None = TaskOption,
+    entry_point: Path | None = typer.Option(None, "--entry-point", help="Tune your own training code (its PARAMS) "
+                                               "instead of a family: each report() it makes is a trial's score."),
     seed: int = SeedOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
@@ -111,8 +113,9 @@ def tune(
     """Tune a family's hyperparameters on Ray Tune; each trial is an MLflow child run of the job's run."""
     spec = None
     if resume is None and training_set is not None:
-        spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
-                        training_set=str(training_set.resolve()), ranges=list(ranges), max_iterations=max_iterations,
-                        warm_start_from=warm_start_from, warm_mode=mode, task=task)
+        spec = TuneSpec(family="entry" if entry_point else family, strategy=strategy, trials=trials,
+                        max_concurrent=max_concurrent, seed=seed, training_set=str(training_set.resolve()),
+                        ranges=list(ranges), max_iterations=max_iterations, warm_start_from=warm_start_from,
+                        warm_mode=mode, task=task, entry_point=str(entry_point.resolve()) if entry_point else None)
     respond(workspace, as_json, lambda ws: tune_and_register(ws, spec, resume, register, model_name, progress),
             _render_tuned)

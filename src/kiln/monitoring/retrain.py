@@ -36,7 +36,7 @@ class Retraining:
     version: str  # the new version, NAME/VERSION
     aliases: list[str]
     gate: str
-    test_auc: float | None
+    test_auc: float | None  # binary models; the task's metrics are in the run's test_* metrics
     summary: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +86,6 @@ def retrain(ws: Workspace, model: str, progress: Progress = no_progress) -> Retr
     version = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri).version
     ref = f"{version.name}/{version.version}"
     return Retraining(model, built.path, built.rows, trained.run_id, ref, version.aliases, version.gate,
-                      trained.metrics["test"]["auc"],
+                      trained.metrics["test"].get("auc"),
                       f"{ref} registered ({', '.join(version.aliases) or 'no alias'}; gate {version.gate}) "
                       f"from {built.rows} rows")

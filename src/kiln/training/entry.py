@@ -35,6 +35,8 @@ from kiln.training.family import Family, Learner, Param
 if TYPE_CHECKING:
     import numpy as np
 
+    from kiln.training.prepare import Prepared
+
 ENTRY_FILE = "entry.py"  # the user's file, copied into the model folder
 MODEL_DIR = "user_model"  # the model as its MLflow flavor saved it
 FLAVORS = ("sklearn", "xgboost", "lightgbm", "keras", "pytorch")
@@ -42,6 +44,10 @@ FLAVORS = ("sklearn", "xgboost", "lightgbm", "keras", "pytorch")
 
 class EntryPointFailed(InputError):
     """The user's own code raised: the message holds its traceback, from the file's own lines."""
+
+
+class ControlFlow(Exception):
+    """Raised from a report() to end train() early (a tuning trial's last report); passes through unchanged."""
 
 
 @dataclass
@@ -101,7 +107,7 @@ class EntryPoint:
     def _call(self, function: str, *args: Any) -> Any:
         try:
             return getattr(self.module, function)(*args)
-        except InputError:
+        except (InputError, ControlFlow):
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the user's code raises is reported with its traceback
             raise EntryPointFailed(_failure(self.path, function, exc)) from None
@@ -244,3 +250,11 @@ def entry_family(entry: EntryPoint) -> Family:
                   max_iterations=int(getattr(entry.module, "MAX_ITERATIONS", DEFAULT_MAX_ITERATIONS)),
                   unit="one report", params=entry.params, defaults=entry.defaults, start=start,
                   model_file=MODEL_DIR, exports_onnx=False)
+
+
+def context_for(prep: "Prepared", entry: EntryPoint, config: dict[str, Any], seed: int,
+                on_report: Callable[[int, Any], None]) -> TrainContext:
+    """The context train() gets for a prepared training set."""
+    return TrainContext(x_train=prep.x["train"], y_train=prep.y["train"], x_valid=prep.x["valid"],
+                        y_valid=prep.y["valid"], feature_names=prep.encoder.output_names, task=prep.task.kind,
+                        classes=list(prep.task.classes), params=entry.config(config), seed=seed, on_report=on_report)

@@ -12,7 +12,7 @@ from typing import Any
 from kiln.progress import Progress, no_progress
 from kiln.tracking import code_version, experiment_id
 from kiln.training.data import TrainingData, load_training_set
-from kiln.training.entry import EntryLearner, TrainContext, entry_family, load_entry_point
+from kiln.training.entry import EntryLearner, context_for, entry_family, load_entry_point
 from kiln.training.families import get_family
 from kiln.training.family import Family, Fitted
 from kiln.training.metrics import Metrics, calibration_table, objective, task_metrics
@@ -182,11 +182,7 @@ def train_entry_point(ws: Workspace, training_set: Path, entry_path: Path, param
             mlflow.log_metrics({f"valid_{goal.metric}": goal.missing() if score is None else score}, step=iteration)
             progress(f"iteration {iteration}: {goal.label} {'undefined' if score is None else f'{score:.4f}'}")
 
-        context = TrainContext(x_train=prep.x["train"], y_train=prep.y["train"], x_valid=prep.x["valid"],
-                               y_valid=prep.y["valid"], feature_names=prep.encoder.output_names,
-                               task=data.task.kind, classes=list(data.task.classes), params=config, seed=seed,
-                               on_report=on_report)
-        learner = EntryLearner(entry, entry.train(context), data.task)
+        learner = EntryLearner(entry, entry.train(context_for(prep, entry, config, seed, on_report)), data.task)
         metrics = evaluate(learner, prep, threshold)
         log_evaluation(learner, prep, data, metrics)
         progress(f"logging the model ({learner.flavor} flavor)")

@@ -17,15 +17,16 @@ from kiln.errors import EnvironmentProblem, InputError, Interrupted, ServiceErro
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
+from kiln.training.entry import EntryLearner, context_for, entry_family, load_entry_point
 from kiln.training.families import get_family
-from kiln.training.family import Param
+from kiln.training.family import Family, Fitted, Param
 from kiln.training.metrics import Objective, objective
 from kiln.training.prepare import fit, prepare
 from kiln.training.run import evaluate, experiment_name, lineage_tags, log_evaluation, log_trained_model
 from kiln.tuning.plot import objective_plot
 from kiln.tuning.space import clip, narrowed, parse_ranges, ray_space
 from kiln.tuning.strategies import check_strategy, searcher_and_scheduler
-from kiln.tuning.trainable import METRIC, run_trial
+from kiln.tuning.trainable import METRIC, run_entry_trial, run_trial
 from kiln.workspace import Workspace
 
 
@@ -50,6 +51,7 @@ class TuneSpec:
     warm_start_from: str | None = None
     warm_mode: str | None = None
     task: str | None = None  # overrides the training set's task (binary, multiclass, regression)
+    entry_point: str | None = None  # the user's own training code, tuned instead of a family ("entry")
 
 
 @dataclass
@@ -91,8 +93,18 @@ def read_job(ws: Workspace, job: str) -> dict[str, Any]:
     return record
 
 
+def spec_family(spec: TuneSpec) -> Family:
+    """The family a job tunes: a built-in one, or the entry point's file seen as one."""
+    if spec.entry_point:
+        return entry_family(load_entry_point(Path(spec.entry_point)))
+    return get_family(spec.family)
+
+
 def check_spec(spec: TuneSpec) -> None:
-    family = get_family(spec.family)
+    family = spec_family(spec)
+    if spec.entry_point and not family.params:
+        raise InputError(f"--entry-point {spec.entry_point}: declares no PARAMS to tune",
+                         hint="add PARAMS = {'name': {'low': ..., 'high': ...}} to the file")
     check_strategy(spec.strategy)
     if spec.trials < 1:
         raise InputError(f"--trials {spec.trials}: run at least one trial")
@@ -117,7 +129,7 @@ def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, P
     earlier = read_job(ws, spec.warm_start_from)
     trials = [t for t in json.loads((job_folder(ws, spec.warm_start_from) / "trials.json").read_text())
               if t.get("valid_score") is not None]
-    if earlier["spec"]["family"] != spec.family:
+    if earlier["spec"]["family"] != spec.family or earlier["spec"].get("entry_point") != spec.entry_point:
         raise InputError(f"--warm-start-from {spec.warm_start_from}: that job tuned family "
                          f"{earlier['spec']['family']}, not {spec.family}")
     if earlier.get("metric") != goal.metric:
@@ -138,11 +150,13 @@ def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, P
 def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
     from ray import tune
 
-    return tune.with_resources(
-        tune.with_parameters(run_trial, family_name=spec["family"], prep=prep, seed=spec["seed"],
-                             max_iterations=max_iterations),
-        {"cpu": 1},
-    )
+    if spec.get("entry_point"):
+        trial = tune.with_parameters(run_entry_trial, entry_path=spec["entry_point"], prep=prep, seed=spec["seed"],
+                                     max_iterations=max_iterations)
+    else:
+        trial = tune.with_parameters(run_trial, family_name=spec["family"], prep=prep, seed=spec["seed"],
+                                     max_iterations=max_iterations)
+    return tune.with_resources(trial, {"cpu": 1})
 
 
 def _start_ray(ws: Workspace) -> None:
@@ -199,7 +213,7 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = no_progress) -> 
     """Start a tuning job; a job interrupted part way is finished later with resume_job."""
 
     check_spec(spec)
-    family = get_family(spec.family)
+    family = spec_family(spec)
     params = narrowed(family, parse_ranges(spec.ranges))
     data = load_training_set(Path(spec.training_set), spec.task)
     goal = objective(data.task)
@@ -212,6 +226,7 @@ def run_job(ws: Workspace, spec: TuneSpec, progress: Progress = no_progress) -> 
     parent = client.create_run(
         tracking.experiment_id(ws, name), run_name=job,
         tags={**lineage_tags(data, family, spec.seed), "kiln.tuning_job": job, "kiln.strategy": spec.strategy,
+              **({"kiln.entry_point": spec.entry_point} if spec.entry_point else {}),
               **({"kiln.warm_start_from": spec.warm_start_from, "kiln.warm_start_mode": spec.warm_mode}
                  if spec.warm_start_from else {})},
     )
@@ -236,7 +251,7 @@ def resume_job(ws: Workspace, job: str, progress: Progress = no_progress) -> Tun
     if record["status"] == "completed":
         raise InputError(f"tuning job {job} already finished", hint="start a new job, or warm start from this one")
     spec = TuneSpec(**record["spec"])
-    family = get_family(spec.family)
+    family = spec_family(spec)
     data = load_training_set(Path(spec.training_set), spec.task)
     if data.lineage["training_set_sha256"] != record["training_set_sha256"]:
         raise InputError(f"tuning job {job}: its training set {spec.training_set} changed since the job started")
@@ -271,7 +286,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     spec = TuneSpec(**record["spec"])
-    family = get_family(spec.family)
+    family = spec_family(spec)
     goal = Objective(record["metric"])
     max_iterations = spec.max_iterations or family.max_iterations
     started = time.monotonic()
@@ -321,6 +336,18 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
     return _finish(ws, folder, record, trials, prep, data, started, progress)
 
 
+def _refit(spec: TuneSpec, family: Family, config: dict[str, Any], prep: Any,
+           iterations: int) -> tuple[Fitted, dict[str, Any]]:
+    """The best configuration trained again: a family for the iterations that scored best; an entry point's code
+    as it trains (it decides its own length); with the meta its model folder needs."""
+    if not spec.entry_point:
+        return fit(family, config, prep, spec.seed, iterations), {}
+    entry = load_entry_point(Path(spec.entry_point))
+    learner = EntryLearner(entry, entry.train(context_for(prep, entry, config, spec.seed, lambda i, m: None)),
+                           prep.task)
+    return learner, learner.meta()
+
+
 def _trial_records(grid: Any, started_epoch: float, goal: Objective) -> list[dict[str, Any]]:
     """One record per trial: its configuration, best validation score and the iteration that reached it."""
     records = []
@@ -349,7 +376,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     import mlflow
 
     spec = TuneSpec(**record["spec"])
-    family = get_family(spec.family)
+    family = spec_family(spec)
     goal = Objective(record["metric"])
     max_iterations = spec.max_iterations or family.max_iterations
     for t in trials:
@@ -363,7 +390,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     config = family.config({k: v for k, v in best["config"].items() if k in family.params})
     progress(f"best: trial {best['trial_id']} {goal.label} {best['valid_score']:.4f} at iteration "
              f"{best['best_iteration']}; refitting it")
-    learner = fit(family, config, prep, spec.seed, best["best_iteration"])
+    learner, extra = _refit(spec, family, config, prep, best["best_iteration"])
     metrics = evaluate(learner, prep, threshold=0.5)
     used = sum(t["iterations"] for t in trials if t["source"] == "run")
     write_json_atomic(folder / "trials.json", trials, default=str)
@@ -377,7 +404,7 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
         log_evaluation(learner, prep, data, metrics)
         mlflow.log_artifact(str(plot), "tuning")
         mlflow.log_artifact(str(folder / "trials.json"), "tuning")
-        model_uri = log_trained_model(learner, data, prep, family, config, spec.seed, 0.5)
+        model_uri = log_trained_model(learner, data, prep, family, config, spec.seed, 0.5, extra)
     for checkpoint in (folder / "ray").glob("*/checkpoint_*"):
         shutil.rmtree(checkpoint, ignore_errors=True)  # trials are done: their checkpoints are no longer needed
     seconds = round(time.monotonic() - started, 1)

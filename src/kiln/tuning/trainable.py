@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from kiln.training.entry import ControlFlow, context_for, load_entry_point, task_output
 from kiln.training.families import get_family
-from kiln.training.metrics import objective
+from kiln.training.metrics import objective, task_metrics
 from kiln.training.prepare import Prepared, start, validation_metrics
 
 METRIC = "valid_score"  # the task's objective metric (AUC, log-loss, RMSE) on the validation rows
@@ -37,3 +39,27 @@ def run_trial(config: dict[str, Any], family_name: str, prep: Prepared, seed: in
             score = goal.missing() if score is None else score
             tune.report({METRIC: score, f"valid_{goal.metric}": score, "iteration": i},
                         checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+class _Enough(ControlFlow):
+    """The trial made its last report: the user's train() is stopped there."""
+
+
+def run_entry_trial(config: dict[str, Any], entry_path: str, prep: Prepared, seed: int, max_iterations: int) -> None:
+    """One trial of the user's own code: each report() it makes is scored and reported to Ray, up to
+    ``max_iterations`` of them (no checkpoints: an interrupted trial starts again)."""
+    from ray import tune
+
+    entry = load_entry_point(Path(entry_path))
+    goal = objective(prep.task)
+
+    def on_report(iteration: int, model: Any) -> None:
+        output = task_output(entry, prep.task, entry.predict(model, prep.x["valid"]), len(prep.x["valid"]))
+        score = task_metrics(prep.task, prep.y["valid"], output)[goal.metric]
+        score = goal.missing() if score is None else score
+        tune.report({METRIC: score, f"valid_{goal.metric}": score, "iteration": iteration})
+        if iteration >= max_iterations:
+            raise _Enough
+
+    with contextlib.suppress(_Enough):
+        entry.train(context_for(prep, entry, config, seed, on_report))
