@@ -9,6 +9,7 @@ from components.tune_model.component import tune_model
 def test_tune_model_is_a_reusable_component(tmp_path: Path) -> None:
     inputs, outputs = interface(tune_model, tmp_path)
     assert inputs == {
+        "entry_point": "STRING",
         "family": "STRING",
         "max_concurrent": "NUMBER_INTEGER",
         "max_iterations": "NUMBER_INTEGER",

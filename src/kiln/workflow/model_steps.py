@@ -32,13 +32,15 @@ def lineage(pipeline_run: str, pipeline_run_id: str) -> dict[str, str]:
 @step
 def tune_step(workspace: str, training_set: str, model_out: str, family: str, strategy: str, trials: int,
               max_iterations: int, max_concurrent: int, seed: int, pipeline_run: str = "",
-              pipeline_run_id: str = "") -> StepResult:
-    """Tune ``family`` on the training set; the best model's files go to ``model_out``, its run in the metadata."""
+              pipeline_run_id: str = "", entry_point: str = "") -> StepResult:
+    """Tune ``family`` (or the code of ``entry_point``) on the training set; the best model's files go to
+    ``model_out``, its run in the metadata."""
     import mlflow
 
     ws = open_workspace(Path(workspace))
-    spec = TuneSpec(family=family, strategy=strategy, trials=trials, max_concurrent=max_concurrent, seed=seed,
-                    training_set=str(training_set_file(training_set)), max_iterations=max_iterations or None)
+    spec = TuneSpec(family="entry" if entry_point else family, strategy=strategy, trials=trials,
+                    max_concurrent=max_concurrent, seed=seed, training_set=str(training_set_file(training_set)),
+                    max_iterations=max_iterations or None, entry_point=entry_point or None)
     result = run_job(ws, spec, say)
     c = tracking.client(ws)
     tags = lineage(pipeline_run, pipeline_run_id)
