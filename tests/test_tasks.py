@@ -442,6 +442,14 @@ def test_an_entry_point_trains_registers_and_explains_like_a_family(bundled: Pat
     assert res.code == 0, res.stderr
     assert json.loads(res.stdout)["explainer"] == "PermutationExplainer"
 
+    from kiln.monitoring.retrain import retrain
+    from kiln.workspace import open_workspace
+
+    again = retrain(open_workspace(bundled), f"wine_own/{version['version']}")  # as a monitor's retrain does
+    assert again.gate == "passed" and again.version == f"wine_own/{int(version['version']) + 1}"
+    rerun = MlflowClient(f"sqlite:///{bundled}/models/mlflow.db").get_run(again.run_id)
+    assert rerun.data.params["max_depth"] == "3" and rerun.data.tags["kiln.entry_point"] == str(EXAMPLE.resolve())
+
 
 def test_an_entry_point_is_tuned_over_its_params(bundled: Path) -> None:
     res = run_kiln("tune", "-t", bundled / "wine.parquet", "--entry-point", EXAMPLE, "-s", "random", "-n", "2",

@@ -18,8 +18,9 @@ from kiln.features.training import build_training_set
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
+from kiln.training.entry import ENTRY_FAMILY, load_entry_point
 from kiln.training.families import get_family
-from kiln.training.run import train
+from kiln.training.run import train, train_entry_point
 from kiln.workspace import Workspace
 
 ACTIONS = ("retrain",)
@@ -77,15 +78,35 @@ def retrain(ws: Workspace, model: str, progress: Progress = no_progress) -> Retr
     progress(f"retraining {model}: a fresh training set from {service}")
     built = build_training_set(ws, Path(labels), service, out)
     family_name = info.tags.get("kiln.family", "lgbm")
-    family = get_family(family_name)
     run = tracking.client(ws).get_run(info.run_id) if info.run_id else None
-    params = {k: v for k, v in (run.data.params if run else {}).items() if k in family.params}
+    run_params = run.data.params if run else {}
     seed = int(info.tags.get("kiln.seed", "7"))
     progress(f"training {family_name} on {built.rows} rows with the served version's parameters")
-    trained = train(ws, Path(built.path), family_name, params=params, seed=seed, progress=progress)
+    if family_name == ENTRY_FAMILY:  # the user's own code, from the file the version was trained with
+        entry_point = Path((run.data.tags if run else {}).get("kiln.entry_point", ""))
+        if not entry_point.is_file():
+            raise InputError(f"{model} was trained by your own code, whose file {entry_point} is not there to "
+                             "retrain with")
+        known = load_entry_point(entry_point).config()
+        trained = train_entry_point(ws, Path(built.path), entry_point, {k: _number(v) for k, v in run_params.items()
+                                                                        if k in known}, seed=seed, progress=progress)
+    else:
+        family = get_family(family_name)
+        params = {k: v for k, v in run_params.items() if k in family.params}
+        trained = train(ws, Path(built.path), family_name, params=params, seed=seed, progress=progress)
     version = register_run_model(ws, info.name, trained.run_id, progress, model_uri=trained.model_uri).version
     ref = f"{version.name}/{version.version}"
     return Retraining(model, built.path, built.rows, trained.run_id, ref, version.aliases, version.gate,
                       trained.metrics["test"].get("auc"),
                       f"{ref} registered ({', '.join(version.aliases) or 'no alias'}; gate {version.gate}) "
                       f"from {built.rows} rows")
+
+
+def _number(text: str) -> Any:
+    """A logged parameter (MLflow keeps text) as the number it was, where it was one."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
