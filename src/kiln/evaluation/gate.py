@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kiln.settings import LOWER_IS_BETTER, GateSettings, TaskGate
+from kiln.training.metrics import METRIC_NAMES
 
 
 @dataclass
@@ -36,13 +37,9 @@ def _fmt(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.4f}"
 
 
-METRIC_TITLES = {"auc": "AUC", "pr_auc": "PR-AUC", "f1": "F1", "f1_macro": "macro F1", "f1_weighted": "weighted F1",
-                 "log_loss": "log-loss", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "mape": "MAPE"}
-
-
 def quality_checks(gate: TaskGate, challenger: float | None, champion: float | None) -> list[Check]:
     """The task's metric against its limit and, when there is a champion, how much worse than it the challenger is."""
-    title = METRIC_TITLES.get(gate.metric, gate.metric)
+    title = METRIC_NAMES.get(gate.metric, gate.metric)
     lower = gate.metric in LOWER_IS_BETTER
     checks = [Check(f"test {title}", challenger, f"{'<=' if lower else '>='} {gate.limit}",
                     challenger is not None and (challenger <= gate.limit if lower else challenger >= gate.limit))]

@@ -1,6 +1,6 @@
 """Your own training code (SageMaker's script mode): a Python file that trains with any library MLflow can log.
 
-The file defines two functions (examples/ holds one for scikit-learn and one for deep learning)::
+The file defines two functions (examples/sklearn/train.py is one)::
 
     def train(context):              # -> the fitted model
         ...                          # context.x_train, context.y_train, context.x_valid, context.y_valid,
@@ -114,7 +114,8 @@ class EntryPoint:
 
 
 def _failure(path: Path, function: str, exc: BaseException) -> str:
-    """The exception and the frames of the user's file (the line that raised first), as Python prints them."""
+    """The exception, where in the user's file it was raised (the innermost of its lines), and those frames as
+    Python prints them."""
     frames = traceback.extract_tb(exc.__traceback__)
     own = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
     where = f"{path}:{own[-1].lineno} in {own[-1].name}" if own else f"{path} ({function})"

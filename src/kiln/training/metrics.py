@@ -45,7 +45,9 @@ class Objective:
         return 0.0 if self.greater_is_better else 1e12
 
 
-METRIC_NAMES = {"auc": "AUC", "f1_macro": "macro F1", "rmse": "RMSE", "r2": "R²", "mae": "MAE", "log_loss": "log-loss"}
+# How a metric is named for people (progress lines, plots, the gate's checks).
+METRIC_NAMES = {"auc": "AUC", "pr_auc": "PR-AUC", "f1": "F1", "f1_macro": "macro F1", "f1_weighted": "weighted F1",
+                "log_loss": "log-loss", "rmse": "RMSE", "mae": "MAE", "r2": "R²", "mape": "MAPE"}
 OBJECTIVES = {"binary": Objective("auc"), "multiclass": Objective("log_loss"), "regression": Objective("rmse")}
 
 
