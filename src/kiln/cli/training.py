@@ -9,6 +9,7 @@ import typer
 from kiln.cli.command import WorkspaceOption, respond
 from kiln.cli.models import render_registration
 from kiln.cli.output import JsonOption, out, progress
+from kiln.training.distributed import DistributedSpec, resume_distributed, train_distributed
 from kiln.training.family import parse_params
 from kiln.training.run import TrainResult, train_entry_point
 from kiln.training.run import train as train_model
@@ -37,6 +38,11 @@ def _render_trained(result: TrainResult) -> None:
     for part, label in (("valid", "validation"), ("test", "test")):
         out.print(f"  {label}: {_metrics_line(result.metrics[part])}", markup=False)
     out.print(f"  model: {result.model_uri}", markup=False)
+    if result.distributed is not None:
+        d = result.distributed
+        resumed = f", resumed from its checkpoint at round {d.resumed_from_round}" if d.resumed_from_round else ""
+        out.print(f"  distributed job {d.job}: {d.workers} workers, {d.rounds} rounds in {d.seconds:.1f}s "
+                  f"({d.rows_rounds_per_second:,.0f} row-rounds/s){resumed}; checkpoints in {d.folder}", markup=False)
 
 
 def _render_tuned(outcome: TuneOutcome) -> None:
@@ -58,7 +64,9 @@ def _render_tuned(outcome: TuneOutcome) -> None:
 
 
 def train(
-    training_set: Path = TrainingSetOption,
+    training_set: Path | None = typer.Option(None, "--training-set", "-t",
+                                                help="A training set from `kiln features training-set` (parquet, "
+                                                     "with its .json)."),
     family: str = typer.Option("lgbm", "--family", "-f", help="Model family: lgbm, xgb or mlp."),
     param: list[str] = typer.Option([], "--param", "-p", help="NAME=VALUE, e.g. learning_rate=0.05 (repeatable)."),
     iterations: int | None = typer.Option(None, "--iterations", help="Training length (the family's default)."),
@@ -68,19 +76,41 @@ def train(
     entry_point: Path | None = typer.Option(None, "--entry-point", help="Your own training code instead of a "
                                                "family: a Python file with train(context) and predict(model, x) "
                                                "(see examples/)."),
+    workers: int | None = typer.Option(None, "--workers", "-w", min=1,
+                                       help="Distributed training (xgb, lgbm): data-parallel on this many Ray Train "
+                                            "workers, checkpointed; a lost worker is replaced and the job goes on."),
+    checkpoint_every: int = typer.Option(5, "--checkpoint-every", min=1,
+                                         help="Distributed training: iterations between checkpoints."),
+    resume: str | None = typer.Option(None, "--resume", help="Finish a distributed training job that stopped, from "
+                                                            "its newest checkpoint."),
     seed: int = SeedOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Train one model of a family (or of your own code) on a training set and log it to MLflow (params, metrics
     per iteration, model)."""
+    if resume is not None:
+        respond(workspace, as_json, lambda ws: resume_distributed(ws, resume, progress=progress), _render_trained)
+        return
+    if training_set is None:
+        raise typer.BadParameter("a training set is needed (or --resume JOB)", param_hint="--training-set")
+    chosen = training_set
+    if workers is not None:
+        if entry_point is not None:
+            raise typer.BadParameter("distributed training takes a built-in family (xgb, lgbm), not --entry-point",
+                                     param_hint="--workers")
+        spec = DistributedSpec(training_set=str(training_set.resolve()), family=family, workers=workers,
+                               params=parse_params(param), seed=seed, iterations=iterations, threshold=threshold,
+                               task=task, checkpoint_every=checkpoint_every)
+        respond(workspace, as_json, lambda ws: train_distributed(ws, spec, progress=progress), _render_trained)
+        return
     if entry_point is not None:
-        respond(workspace, as_json, lambda ws: train_entry_point(ws, training_set, entry_point, parse_params(param),
+        respond(workspace, as_json, lambda ws: train_entry_point(ws, chosen, entry_point, parse_params(param),
                                                                  seed=seed, threshold=threshold, progress=progress,
                                                                  task=task),
                 _render_trained)
         return
-    respond(workspace, as_json, lambda ws: train_model(ws, training_set, family, parse_params(param), seed=seed,
+    respond(workspace, as_json, lambda ws: train_model(ws, chosen, family, parse_params(param), seed=seed,
                                                        iterations=iterations, threshold=threshold, progress=progress,
                                                        task=task),
             _render_trained)

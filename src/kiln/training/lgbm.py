@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 LGBM_ROUNDS_PER_ITERATION = 10
+MODEL_FILE = "model.lgbm.txt"
 
 
 def lgbm_objective(task: Task) -> dict[str, Any]:
@@ -21,18 +22,41 @@ def lgbm_objective(task: Task) -> dict[str, Any]:
     return {"objective": task.kind}  # "binary" and "regression" are LightGBM's names too
 
 
-class LgbmLearner:
+def lgbm_params(config: dict[str, Any], seed: int, task: Task) -> dict[str, Any]:
+    """LightGBM's parameters for a family config (one thread: trials and workers each take one core)."""
+    return {
+        **lgbm_objective(task), "learning_rate": config["learning_rate"], "num_leaves": int(config["num_leaves"]),
+        "min_data_in_leaf": int(config["min_child_samples"]), "feature_fraction": config["colsample"],
+        "bagging_fraction": config["subsample"], "bagging_freq": 1, "lambda_l2": config["reg_lambda"],
+        "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1,
+    }
+
+
+class LgbmModel:
+    """A trained booster, however it was trained (step by step here, or by workers of a distributed job)."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
+
+    def output(self, x: "np.ndarray") -> "np.ndarray":
+        # Booster.predict is typed for every output kind; on a dense matrix it gives [N] or, multiclass, [N, K]
+        return cast("np.ndarray", self.booster.predict(x))
+
+    def save(self, folder: Path) -> str:
+        self.booster.save_model(str(folder / MODEL_FILE))
+        return MODEL_FILE
+
+    def rounds(self) -> int:
+        """Boosting rounds trained."""
+        return int(self.booster.current_iteration())
+
+
+class LgbmLearner(LgbmModel):
     def __init__(self, config: dict[str, Any], x: "np.ndarray", y: "np.ndarray", seed: int, task: Task) -> None:
         import lightgbm as lgb
 
-        params = {
-            **lgbm_objective(task), "learning_rate": config["learning_rate"], "num_leaves": int(config["num_leaves"]),
-            "min_data_in_leaf": int(config["min_child_samples"]), "feature_fraction": config["colsample"],
-            "bagging_fraction": config["subsample"], "bagging_freq": 1, "lambda_l2": config["reg_lambda"],
-            "seed": seed, "deterministic": True, "force_row_wise": True, "num_threads": 1, "verbose": -1,
-        }
-        self.params, self.dataset = params, lgb.Dataset(x, y, free_raw_data=False)
-        self.booster = lgb.Booster(params, self.dataset)
+        self.params, self.dataset = lgbm_params(config, seed, task), lgb.Dataset(x, y, free_raw_data=False)
+        super().__init__(lgb.Booster(self.params, self.dataset))
 
     def step(self) -> None:
         target = (self.booster.current_iteration() // LGBM_ROUNDS_PER_ITERATION + 1) * LGBM_ROUNDS_PER_ITERATION
@@ -41,16 +65,8 @@ class LgbmLearner:
             if self.booster.current_iteration() >= target or self.booster.update():
                 break
 
-    def output(self, x: "np.ndarray") -> "np.ndarray":
-        # Booster.predict is typed for every output kind; on a dense matrix it gives [N] or, multiclass, [N, K]
-        return cast("np.ndarray", self.booster.predict(x))
-
-    def save(self, folder: Path) -> str:
-        self.booster.save_model(str(folder / "model.lgbm.txt"))
-        return "model.lgbm.txt"
-
     def state(self) -> bytes:
-        return self.booster.model_to_string().encode()
+        return str(self.booster.model_to_string()).encode()
 
     def restore(self, state: bytes) -> None:
         import lightgbm as lgb
@@ -71,5 +87,5 @@ LGBM = Family(
     },
     defaults={"learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20, "colsample": 0.8,
               "subsample": 0.9, "reg_lambda": 1.0},
-    start=LgbmLearner, model_file="model.lgbm.txt", exports_onnx=False,
+    start=LgbmLearner, model_file=MODEL_FILE, exports_onnx=False,
 )

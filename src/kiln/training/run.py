@@ -24,6 +24,21 @@ MODEL_ARTIFACT = "model"
 
 
 @dataclass
+class DistributedRun:
+    """How the job went: its workers, the rounds trained, and whether it resumed from a checkpoint."""
+
+    job: str
+    workers: int
+    rounds: int  # boosting rounds the model holds
+    checkpoint_every_rounds: int
+    resumed_from_round: int  # 0: the last attempt started from scratch
+    checkpoints: list[str]
+    seconds: float
+    rows_rounds_per_second: float  # training rows times rounds, over the job's wall time
+    folder: str
+
+
+@dataclass
 class TrainResult:
     run_id: str
     experiment: str
@@ -36,6 +51,7 @@ class TrainResult:
     metrics: dict[str, dict[str, float | None]]  # "valid" / "test" -> metrics
     model_uri: str
     lineage: dict[str, Any] = field(default_factory=dict)
+    distributed: DistributedRun | None = None  # a job of several workers (`kiln train --workers N`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,23 +24,21 @@ def xgb_objective(task: Task) -> dict[str, Any]:
     return {"objective": "reg:squarederror", "eval_metric": "rmse"}
 
 
-class XgbLearner:
-    def __init__(self, config: dict[str, Any], x: "np.ndarray", y: "np.ndarray", seed: int, task: Task) -> None:
-        import xgboost as xgb
+def xgb_params(config: dict[str, Any], seed: int, task: Task) -> dict[str, Any]:
+    """XGBoost's parameters for a family config (one thread: trials and workers each take one core)."""
+    return {
+        **xgb_objective(task), "eta": config["learning_rate"], "max_depth": int(config["max_depth"]),
+        "min_child_weight": config["min_child_weight"], "subsample": config["subsample"],
+        "colsample_bytree": config["colsample"], "lambda": config["reg_lambda"], "tree_method": "hist",
+        "seed": seed, "nthread": 1, "verbosity": 0,
+    }
 
-        self.params = {
-            **xgb_objective(task), "eta": config["learning_rate"], "max_depth": int(config["max_depth"]),
-            "min_child_weight": config["min_child_weight"], "subsample": config["subsample"],
-            "colsample_bytree": config["colsample"], "lambda": config["reg_lambda"], "tree_method": "hist",
-            "seed": seed, "nthread": 1, "verbosity": 0,
-        }
-        self.train = xgb.DMatrix(x, label=y)
-        self.booster = xgb.Booster(self.params, [self.train])
 
-    def step(self) -> None:
-        done = self.booster.num_boosted_rounds()
-        for i in range(done, done + XGB_ROUNDS_PER_ITERATION):
-            self.booster.update(self.train, i)
+class XgbModel:
+    """A trained booster, however it was trained (step by step here, or by workers of a distributed job)."""
+
+    def __init__(self, booster: Any) -> None:
+        self.booster = booster
 
     def output(self, x: "np.ndarray") -> "np.ndarray":
         # inplace_predict is typed for every input kind; a dense matrix gives [N] or, multiclass, [N, K]
@@ -49,6 +47,24 @@ class XgbLearner:
     def save(self, folder: Path) -> str:
         self.booster.save_model(str(folder / MODEL_FILE))
         return MODEL_FILE
+
+    def rounds(self) -> int:
+        """Boosting rounds trained."""
+        return int(self.booster.num_boosted_rounds())
+
+
+class XgbLearner(XgbModel):
+    def __init__(self, config: dict[str, Any], x: "np.ndarray", y: "np.ndarray", seed: int, task: Task) -> None:
+        import xgboost as xgb
+
+        self.params = xgb_params(config, seed, task)
+        self.train = xgb.DMatrix(x, label=y)
+        super().__init__(xgb.Booster(self.params, [self.train]))
+
+    def step(self) -> None:
+        done = self.booster.num_boosted_rounds()
+        for i in range(done, done + XGB_ROUNDS_PER_ITERATION):
+            self.booster.update(self.train, i)
 
     def state(self) -> bytes:
         return bytes(self.booster.save_raw(raw_format="ubj"))

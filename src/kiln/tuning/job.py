@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln import tracking
-from kiln.errors import EnvironmentProblem, InputError, Interrupted, ServiceError, WorkspaceError
+from kiln.errors import EnvironmentProblem, InputError, Interrupted, WorkspaceError
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
@@ -22,6 +21,7 @@ from kiln.training.families import get_family
 from kiln.training.family import Family, Fitted, Param
 from kiln.training.metrics import Objective, objective
 from kiln.training.prepare import fit, prepare
+from kiln.training.ray_runtime import start_ray
 from kiln.training.run import evaluate, experiment_name, lineage_tags, log_evaluation, log_trained_model
 from kiln.tuning.plot import objective_plot
 from kiln.tuning.space import clip, narrowed, parse_ranges, ray_space
@@ -159,24 +159,6 @@ def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
     return tune.with_resources(trial, {"cpu": 1})
 
 
-def _start_ray(ws: Workspace) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    settings = ws.settings.ray
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
-    if settings.address == "local":
-        ray.init(num_cpus=settings.num_cpus, **kwargs)
-    else:
-        try:
-            ray.init(address=settings.address, **kwargs)
-        except ConnectionError as exc:
-            raise ServiceError(f"no Ray cluster answers at ray.address {settings.address} ({exc})",
-                               hint="start the Ray cluster (manifests/overlays/production), or set ray.address: "
-                                    "local to tune inside the step") from None
-
-
 def _progress_callback(total: int, progress: Progress, goal: Objective) -> Any:
     from ray.tune import Callback
 
@@ -291,7 +273,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
     max_iterations = spec.max_iterations or family.max_iterations
     started = time.monotonic()
     prep = prepare(data, spec.seed)
-    _start_ray(ws)
+    start_ray(ws)
     trainable = _trainable(record["spec"], prep, max_iterations)
     ray_dir = folder / "ray"
     if restore and (ray_dir / "tuner.pkl").exists():
