@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 from kiln.errors import InputError
@@ -99,3 +103,31 @@ def test_windows_count_since_a_change_and_forget_old_answers() -> None:
     w.add("blue", 1.0, False)
     assert w.stats("blue", since=0.0).requests == 1
     assert w.stats("green", since=0.0).requests == 0
+
+
+def test_the_cluster_controller_stops_at_once_on_sigterm_while_it_waits(tmp_path: Path) -> None:
+    """A replaced controller pod's process ends when Kubernetes asks (SIGTERM), not at the end of its grace period:
+    here its API answers nothing, so it logs that it made no decision and waits its 60 s interval."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}], "users": [{"name": "u", "user": {}}]}))
+    proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.controller", "--endpoint", "churn", "--namespace",
+                             "kiln", "--prometheus", "http://127.0.0.1:9", "--interval", "60"],
+                            env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    lines = []
+    while not lines or "churn: no decision" not in lines[-1]:  # the client's retries come first
+        lines.append(proc.stderr.readline())
+        assert lines[-1], lines  # the controller did not exit
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    assert "churn: stopped" in proc.stderr.read()

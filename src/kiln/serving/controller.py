@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import signal
-import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -297,6 +297,9 @@ def read_spec(kube: Kube, endpoint: str, namespace: str) -> EndpointSpec:
     return parse_spec(yaml.safe_load((cm.get("data") or {}).get("endpoint.yaml", "")), f"ConfigMap {namespace}/{name}")
 
 
+STOP = threading.Event()  # set by SIGTERM: the loop ends after the decision under way, or at once while it waits
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--endpoint", required=True)
@@ -316,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s: %s", args.endpoint, str(exc).replace("\n", " "))
         return exc.exit_code
     warned = False
-    while True:
+    while not STOP.is_set():
         code = 0
         try:
             # Read every time: `kiln endpoint update` adds the candidate variant to the spec before requesting.
@@ -334,10 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s: no decision: %s", args.endpoint, str(exc).replace("\n", " "))
         if args.once:
             return code
-        time.sleep(args.interval)
+        STOP.wait(args.interval)
+    log.info("%s: stopped", args.endpoint)
+    return 0
 
 if __name__ == "__main__":
     # As a container's first process, a signal without a handler is ignored: the old controller of a replaced pod
-    # would keep deciding beside the new one until it is killed at the end of its grace period.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # would keep deciding beside the new one until it is killed at the end of its grace period. The handler only
+    # sets a flag (an exit raised inside a client call could be caught there and lost).
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     raise SystemExit(main())
