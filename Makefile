@@ -53,9 +53,9 @@ layers: setup
 
 ## Re-resolve the locks after changing dependencies in pyproject.toml.
 lock: setup
-	$(BIN)/uv pip compile pyproject.toml --extra test --extra build --python-version 3.11 --generate-hashes \
-		--no-header -o requirements.lock
-	@# The platform image's: the same pins, without the test tools.
+	$(BIN)/uv pip compile pyproject.toml --extra test --extra build --extra examples --python-version 3.11 \
+		--generate-hashes --no-header -o requirements.lock
+	@# The platform image's: the same pins, without the test tools and the examples' libraries (Keras, JAX).
 	$(BIN)/uv pip compile pyproject.toml --extra build --python-version 3.11 --generate-hashes --no-header \
 		-c requirements.lock -o requirements-runtime.lock
 	$(BIN)/uv pip compile requirements-bootstrap.in --python-version 3.11 --generate-hashes --no-header \

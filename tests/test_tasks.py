@@ -441,6 +441,8 @@ def test_an_entry_point_trains_registers_and_explains_like_a_family(bundled: Pat
     res = run_kiln("clarify", "explain", f"wine_own/{version['version']}", "--rows", "20", "-w", bundled, "--json")
     assert res.code == 0, res.stderr
     assert json.loads(res.stdout)["explainer"] == "PermutationExplainer"
+    res = run_kiln("compile", f"wine_own/{version['version']}", "--target", "x86_64", "-w", bundled)
+    assert res.code == 1 and "model family 'entry' has no exporter" in res.stderr, res.stderr  # no tree nor graph
 
     from kiln.monitoring.retrain import retrain
     from kiln.workspace import open_workspace
@@ -494,3 +496,49 @@ def test_a_failing_entry_point_is_reported_with_its_own_line_and_leaves_no_model
                                      "    return x\n")
     res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", tmp_path / "odd.py", "-w", bundled)
     assert res.code == 1 and "Kiln saves models of scikit-learn, XGBoost" in res.stderr, res.stderr
+
+
+KERAS_EXAMPLE = Path(__file__).parents[1] / "examples" / "keras" / "train.py"
+
+
+@pytest.mark.parametrize("name, label, metric, floor", [("wine", "cultivar", "accuracy", 0.85),
+                                                         ("diabetes", "target", "r2", 0.2)])
+def test_the_keras_entry_point_trains_registers_and_answers_each_task(bundled: Path, name: str, label: str,
+                                                                      metric: str, floor: float) -> None:
+    """A deep-learning network (Keras 3 on JAX, CPU) as your own training code: saved by MLflow's keras flavor inside
+    the model folder, loaded again by it, and answering through the pyfunc as its own predict() does."""
+    res = run_kiln("train", "-t", bundled / f"{name}.parquet", "--entry-point", KERAS_EXAMPLE, "-w", bundled, "--json",
+                   timeout=300)
+    assert res.code == 0, res.stderr[-2000:]
+    trained = json.loads(res.stdout)
+    assert (trained["family"], trained["iterations"]) == ("entry", 30), "one report per epoch"
+    assert trained["metrics"]["test"][metric] > floor
+    reg = run_kiln("models", "register", trained["run_id"], "--name", f"{name}_keras", "-w", bundled, "--json")
+    assert reg.code == 0, reg.stderr
+    version = json.loads(reg.stdout)["version"]
+    assert version["gate"] == "passed", json.loads(reg.stdout)["evaluation"]["gate"]
+    ref = f"models:/{name}_keras/{version['version']}"
+    rows = pd.read_parquet(bundled / f"{name}.parquet")
+    answer = _pyfunc_answers(bundled, ref, rows.drop(columns=[label]))
+
+    import mlflow.artifacts
+    import mlflow.keras
+    from mlflow.models import Model
+
+    from kiln.training.encoding import Encoder
+    from kiln.training.entry import load_entry_point
+
+    local = Path(mlflow.artifacts.download_artifacts(ref))
+    folder = local / Model.load(local / "MLmodel").flavors["python_function"]["artifacts"]["model_folder"]["path"]
+    assert Model.load(folder / "user_model" / "MLmodel").flavors["keras"]["keras_backend"] == "jax"
+    network = mlflow.keras.load_model(str(folder / "user_model"))
+    encoder = Encoder.from_dict(json.loads((folder / "encoder.json").read_text()))
+    own = load_entry_point(KERAS_EXAMPLE).predict(network, encoder.transform(rows.drop(columns=[label])))
+    if name == "wine":
+        columns = [f"probability_{c}" for c in sorted(WINE_CLASSES.values())]  # the classes in Kiln's order
+        np.testing.assert_allclose(answer[columns].to_numpy(), own, rtol=1e-6, atol=1e-6)
+        assert (answer["prediction"] == rows[label]).mean() > 0.9, "named classes come back, mostly right"
+    else:
+        np.testing.assert_allclose(answer["prediction"].to_numpy(), own, rtol=1e-6)
+        residual = ((answer["prediction"] - rows[label]) ** 2).sum()
+        assert 1 - residual / ((rows[label] - rows[label].mean()) ** 2).sum() > 0.3, "R² over every patient"
