@@ -259,6 +259,104 @@ class MonitoringSettings(Section):
         return checked
 
 
+# --- Debugger (SageMaker Debugger's built-in rules) -----------------------------------------
+RuleAction = Literal["stop", "alert", "off"]
+RULE_ACTIONS: tuple[str, ...] = ("stop", "alert", "off")
+
+
+class RuleSettings(Section):
+    """What a rule does when it fires: stop the training (or trial) at that step, alert (record it and go on), or
+    off (not evaluated)."""
+
+    action: RuleAction = "alert"
+
+
+class OverfitRule(RuleSettings):
+    start_step: int = Field(1, ge=1, description="The first step a window may start at.")
+    patience: int = Field(3, ge=1, le=1000, description="Steps in a row the validation loss must rise while the "
+                                                        "training loss falls.")
+    min_rise: float = Field(0.01, ge=0.0, le=10.0, description="Least rise of the validation loss over the window, "
+                                                               "as a share of its value at the window's start.")
+
+
+class OvertrainingRule(RuleSettings):
+    action: RuleAction = "stop"
+    patience_validation: int = Field(10, ge=1, le=1000, description="Steps without a new best validation loss.")
+    delta: float = Field(0.001, ge=0.0, lt=1.0, description="A new best must be lower than the best so far by this "
+                                                            "share of it.")
+
+
+class LossNotDecreasingRule(RuleSettings):
+    action: RuleAction = "stop"
+    num_steps: int = Field(10, ge=1, le=1000, description="Steps over which the training loss must fall.")
+    diff_percent: float = Field(0.1, ge=0.0, le=100.0, description="Least fall of the training loss over "
+                                                                   "num_steps, in percent of its earlier value.")
+
+
+class ClassImbalanceRule(RuleSettings):
+    threshold: float = Field(0.05, gt=0.0, lt=1.0, description="Smallest share of the training rows a class may "
+                                                               "have (classification; checked at the start).")
+
+
+class VanishingGradientRule(RuleSettings):
+    threshold: float = Field(1e-7, gt=0.0, le=1.0, description="Mean absolute gradient of a layer's weights below "
+                                                               "which it no longer learns (MLP).")
+
+
+class DeadReluRule(RuleSettings):
+    threshold_layer: float = Field(0.5, gt=0.0, le=1.0, description="Share of a hidden layer's ReLUs that are zero "
+                                                                    "on every sampled training row (MLP).")
+
+
+class FeatureImportanceOverweightRule(RuleSettings):
+    threshold: float = Field(0.8, gt=0.0, le=1.0, description="Share of the total gain the top nfeatures may hold "
+                                                              "(trees).")
+    nfeatures: int = Field(1, ge=1, le=1000, description="How many of the most important features are summed.")
+    start_step: int = Field(3, ge=1, description="The first step it is checked at (early trees lean on one "
+                                                 "feature as a rule).")
+
+
+class TreeDepthRule(RuleSettings):
+    threshold: float = Field(0.9, gt=0.0, le=1.0, description="Share of the inspected trees that reach the "
+                                                              "configured max_depth (XGBoost) or num_leaves "
+                                                              "(LightGBM).")
+    min_trees: int = Field(5, ge=1, description="Fewer inspected trees than this: not judged (a look inspects the "
+                                                "newest five rounds' trees).")
+
+
+class DebuggerRules(Section):
+    """Each built-in rule's action and parameters (SageMaker Debugger's rule names, in snake case)."""
+
+    overfit: OverfitRule = OverfitRule()
+    overtraining: OvertrainingRule = OvertrainingRule()
+    loss_not_decreasing: LossNotDecreasingRule = LossNotDecreasingRule()
+    class_imbalance: ClassImbalanceRule = ClassImbalanceRule()
+    vanishing_gradient: VanishingGradientRule = VanishingGradientRule()
+    dead_relu: DeadReluRule = DeadReluRule()
+    feature_importance_overweight: FeatureImportanceOverweightRule = FeatureImportanceOverweightRule()
+    tree_depth: TreeDepthRule = TreeDepthRule()
+
+
+class DebuggerSettings(Section):
+    """The Debugger: rules evaluated at every step of a built-in family's training or tuning trial, and a profiler."""
+
+    enabled: bool = Field(True, description="Evaluate the rules and profile `kiln train` and tuning trials.")
+    profiler_interval: float = Field(0.5, gt=0.0, le=60.0, description="Seconds between the profiler's samples of "
+                                                                       "CPU and resident memory.")
+    profile_trials: bool = Field(False, description="Profile tuning trials too (each trial's summary in its "
+                                                    "metrics); rules are evaluated in trials either way.")
+    sample_rows: int = Field(500, ge=50, le=1_000_000, description="Rows the losses are measured on each step: a "
+                             "fixed sample of at most this many training and validation rows (the MLP's gradients and "
+                             "dead ReLUs too); trees score every training row, from the engines' running scores, up to "
+                             "twenty times this many, and validation rows up to a twentieth of the training rows. "
+                             "Where the caller measured every validation row already (kiln train, tuning trials), "
+                             "that loss is used.")
+    model_every: int = Field(10, ge=1, le=1000, description="Steps between looks at a model's internals (a tree "
+                                                           "model's gain and depth, a network's gradients), and at "
+                                                           "the last step.")
+    rules: DebuggerRules = DebuggerRules()
+
+
 class Settings(BaseSettings):
     """Everything Kiln reads from kiln.yaml and KILN_* variables."""
 
@@ -277,6 +375,7 @@ class Settings(BaseSettings):
     services: ServicesSettings = ServicesSettings()
     gates: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    debugger: DebuggerSettings = DebuggerSettings()
 
     @model_validator(mode="before")
     @classmethod

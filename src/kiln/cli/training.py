@@ -41,8 +41,15 @@ def _render_trained(result: TrainResult) -> None:
     if result.distributed is not None:
         d = result.distributed
         resumed = f", resumed from its checkpoint at round {d.resumed_from_round}" if d.resumed_from_round else ""
-        out.print(f"  distributed job {d.job}: {d.workers} workers, {d.rounds} rounds in {d.seconds:.1f}s "
-                  f"({d.rows_rounds_per_second:,.0f} row-rounds/s){resumed}; checkpoints in {d.folder}", markup=False)
+        out.print(f"  distributed job {d.job}: {d.workers} workers, {d.rounds} rounds ({d.rounds_per_second:.1f} a "
+                  f"second of training), {d.seconds:.1f}s in all{resumed}; checkpoints in {d.folder}", markup=False)
+    found = result.debugger
+    if found is not None:
+        stopped = f"; stopped at iteration {found.stopped_at} by {found.stopped_by}" if found.stopped_by else ""
+        out.print(f"  debugger: {len(found.findings)} finding(s) from {len(found.rules)} rules{stopped}", markup=False)
+        for f in found.findings:
+            out.print(f"    {f.rule} ({f.action}) at iteration {f.step}: {f.message}", markup=False)
+        out.print(f"  debugger report: {found.report}", markup=False)
 
 
 def _render_tuned(outcome: TuneOutcome) -> None:
@@ -59,6 +66,11 @@ def _render_tuned(outcome: TuneOutcome) -> None:
     out.print(f"  MLflow run {result.parent_run_id} (experiment '{result.experiment}'); model {result.model_uri}",
               markup=False)
     out.print(f"  objective plot: {result.plot}", markup=False)
+    ruled = [t for t in result.trials if t.get("debugger_stopped")]
+    if ruled:
+        out.print(f"  {len(ruled)} trial(s) stopped by a Debugger rule: "
+                  + ", ".join(f"{t['trial_id']} ({t['debugger_stopped']} at iteration {t['iterations']})"
+                              for t in ruled), markup=False)
     if outcome.registered:
         render_registration(outcome.registered)
 
@@ -76,13 +88,19 @@ def train(
     entry_point: Path | None = typer.Option(None, "--entry-point", help="Your own training code instead of a "
                                                "family: a Python file with train(context) and predict(model, x) "
                                                "(see examples/)."),
-    workers: int | None = typer.Option(None, "--workers", "-w", min=1,
+    workers: int | None = typer.Option(None, "--workers", min=1,
                                        help="Distributed training (xgb, lgbm): data-parallel on this many Ray Train "
                                             "workers, checkpointed; a lost worker is replaced and the job goes on."),
     checkpoint_every: int = typer.Option(5, "--checkpoint-every", min=1,
                                          help="Distributed training: iterations between checkpoints."),
     resume: str | None = typer.Option(None, "--resume", help="Finish a distributed training job that stopped, from "
                                                             "its newest checkpoint."),
+    debugger: bool | None = typer.Option(None, "--debugger/--no-debugger", help="Evaluate the Debugger's rules "
+                                         "at every iteration and profile the training (default: the settings' "
+                                         "debugger.enabled, on)."),
+    rule: list[str] = typer.Option([], "--rule", help="Change a Debugger rule: NAME=stop|alert|off or "
+                                   "NAME.PARAM=VALUE, e.g. Overfit=stop, overtraining.patience_validation=5 "
+                                   "(repeatable)."),
     seed: int = SeedOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
@@ -112,7 +130,7 @@ def train(
         return
     respond(workspace, as_json, lambda ws: train_model(ws, chosen, family, parse_params(param), seed=seed,
                                                        iterations=iterations, threshold=threshold, progress=progress,
-                                                       task=task),
+                                                       task=task, debugger=debugger, rules=list(rule)),
             _render_trained)
 
 

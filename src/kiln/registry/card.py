@@ -21,6 +21,8 @@ USES = {
     "regression": "Predicts the value of `{label}` for each `{entity}` of `{dataset}`",
 }
 BIAS_SHOWN = ("DPPL", "DI", "AD", "RD", "DAR", "DRR")
+# The run tag training sets to its Debugger findings' artifact path (read by path: the registry imports no training).
+DEBUGGER_PATH_TAG = "kiln.debugger_findings_path"
 
 
 @dataclass
@@ -45,6 +47,30 @@ def _artifact(run_id: str | None, path: str) -> Any:
 
 def _num(value: Any) -> str:
     return "–" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _debugger_lines(run: Any) -> list[str]:
+    """The Debugger's rules, findings and profile of the version's training, from the run's findings artifact."""
+    path = run.data.tags.get(DEBUGGER_PATH_TAG) if run else None
+    doc = _artifact(run.info.run_id, path) if path else None
+    if not doc:
+        return ["Not run for this version's training (the Debugger was off, or the model came from your own "
+                "training code)."]
+    evaluated = [f"{r['name']} ({r['action']})" for r in doc.get("rules", []) if r.get("evaluated")]
+    lines = [f"Rules evaluated at each of {doc.get('steps')} steps of the {doc.get('family')} training (loss: "
+             f"{doc.get('loss')}): {', '.join(evaluated) or 'none'}.", ""]
+    lines += [f"- **{f['rule']}** ({f['action']}) at step {f['step']}: {f['message']}"
+              for f in doc.get("findings", [])] or ["- no rule fired"]
+    if doc.get("stopped_by"):
+        lines += ["", f"Training stopped at step {doc['stopped_at']} by {doc['stopped_by']}; the model is the one "
+                      "trained up to there."]
+    p = doc.get("profile")
+    if p:
+        cpu = ["–" if v is None else f"{v:.0f}" for v in (p.get("cpu_mean"), p.get("cpu_max"))]
+        lines += ["", f"Profile: {p['seconds']:.1f} s, CPU mean {cpu[0]} % (max {cpu[1]} %), peak resident memory "
+                      f"{p['rss_peak_mb']:.0f} MB."]
+    lines += ["", f"Report: `{doc.get('report', path)}` with the run's artifacts."]
+    return lines
 
 
 def render(ws: Workspace, info: VersionInfo) -> str:
@@ -104,6 +130,7 @@ def render(ws: Workspace, info: VersionInfo) -> str:
         lines += [f"{r['rank']}. {r['feature']} ({r['mean_abs_shap']:.4f})" for r in shap["ranking"][:10]]
     else:
         lines += [f"Not computed yet: `kiln clarify explain {info.name}/{info.version}`."]
+    lines += ["", "## Debugger", "", *_debugger_lines(run)]
     lines += ["", "## Limitations", "",
               "- Measured on held-out rows of the same training set: quality on future traffic is what the monitor "
               "checks.",

@@ -23,7 +23,7 @@ from kiln.errors import InputError, Interrupted, KilnError
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
 from kiln.training.data import load_training_set
-from kiln.training.distributed_worker import RESUMED_FROM, WorkerSpec, train_worker
+from kiln.training.distributed_worker import RESUMED_FROM, TRAIN_SECONDS, WorkerSpec, train_worker
 from kiln.training.families import get_family
 from kiln.training.lgbm import LGBM_ROUNDS_PER_ITERATION, LgbmModel, lgbm_params
 from kiln.training.prepare import prepare
@@ -156,7 +156,7 @@ def _run(ws: Workspace, folder: Path, record: dict[str, Any], progress: Progress
             job=record["job"], workers=spec.workers, rounds=model.rounds(),
             checkpoint_every_rounds=worker_spec.checkpoint_rounds,
             resumed_from_round=resumed, checkpoints=sorted(p.name for p in (folder / "ray").glob("*/checkpoint_*")),
-            seconds=round(seconds, 2), rows_rounds_per_second=round(len(prep.y["train"]) * (rounds - resumed) / seconds),
+            seconds=round(seconds, 2), train_seconds=round(float(result.metrics.get(TRAIN_SECONDS, seconds)), 3),
             folder=str(folder))
         mlflow.log_dict(asdict(report), "distributed/job.json")
         mlflow.log_metrics({"distributed_seconds": seconds, "distributed_resumed_from_round": resumed})

@@ -3,6 +3,7 @@ own data-parallel training, a checkpoint every few iterations, and a restart fro
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 RESUMED_FROM = "resumed_from_round"  # in every report: the boosting round this attempt of the job started from
+TRAIN_SECONDS = "train_seconds"  # in every report: this attempt's seconds of training so far (rank 0's clock)
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,15 @@ class _Scorer:
 def _checkpoint_reports(callback: Any, start_round: int, every: int) -> Any:
     """Ray's report callback for the library, reporting with checkpoints only (each report waits for the controller,
     seconds, and Ray's own reports every round), each marked with the round this attempt started from."""
+    started = time.perf_counter()
 
     class CheckpointReports(callback):  # type: ignore[misc]
         def _report_metrics(self, report_dict: dict[str, Any]) -> None:
             pass
 
         def _save_and_report_checkpoint(self, report_dict: dict[str, Any], model: Any) -> None:
-            super()._save_and_report_checkpoint({**report_dict, RESUMED_FROM: start_round}, model)
+            super()._save_and_report_checkpoint(
+                {**report_dict, RESUMED_FROM: start_round, TRAIN_SECONDS: time.perf_counter() - started}, model)
 
     return CheckpointReports(frequency=every)
 

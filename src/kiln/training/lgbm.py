@@ -39,8 +39,10 @@ class LgbmModel:
         self.booster = booster
 
     def output(self, x: "np.ndarray") -> "np.ndarray":
-        # Booster.predict is typed for every output kind; on a dense matrix it gives [N] or, multiclass, [N, K]
-        return cast("np.ndarray", self.booster.predict(x))
+        # Booster.predict is typed for every output kind; on a dense matrix it gives [N] or, multiclass, [N, K]. One
+        # thread, as in training: without it LightGBM sets the process's OpenMP threads to every core, and the
+        # training steps after it contend with the other trials
+        return cast("np.ndarray", self.booster.predict(x, num_threads=1))
 
     def save(self, folder: Path) -> str:
         self.booster.save_model(str(folder / MODEL_FILE))

@@ -35,9 +35,10 @@ class MlpLearner:
         self.y_mean, self.y_scale = 0.0, 1.0
         if not task.is_classification:  # a target in the hundreds would take the network many epochs to reach
             self.y_mean, self.y_scale = float(y.mean()), float(y.std()) or 1.0
-        self.x, self.y = self._scaled(x), (y - self.y_mean) / self.y_scale if not task.is_classification else y
+        self.x, self.y = self.scaled(x), (y - self.y_mean) / self.y_scale if not task.is_classification else y
 
-    def _scaled(self, x: "np.ndarray") -> "np.ndarray":
+    def scaled(self, x: "np.ndarray") -> "np.ndarray":
+        """Encoded rows as the network sees them: standardized with the training rows' mean and scale."""
         return cast("np.ndarray", (x - self.mean) / self.scale)
 
     def step(self) -> None:
@@ -50,8 +51,8 @@ class MlpLearner:
 
     def output(self, x: "np.ndarray") -> "np.ndarray":
         if self.task.kind == "regression":
-            return cast("np.ndarray", self.model.predict(self._scaled(x)) * self.y_scale + self.y_mean)
-        p = self.model.predict_proba(self._scaled(x))
+            return cast("np.ndarray", self.model.predict(self.scaled(x)) * self.y_scale + self.y_mean)
+        p = self.model.predict_proba(self.scaled(x))
         return cast("np.ndarray", p[:, 1] if self.task.kind == "binary" else p)
 
     def state(self) -> bytes:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.data.task import Task
 from kiln.training.data import TrainingData
+from kiln.training.debugger.session import Debugger
 from kiln.training.encoding import Encoder
 from kiln.training.family import Family, Learner
 from kiln.training.metrics import Metrics, task_metrics
@@ -42,13 +43,31 @@ def prepare(data: TrainingData, seed: int) -> Prepared:
 
 
 def fit(family: Family, config: dict[str, Any], prep: Prepared, seed: int, iterations: int,
-        on_iteration: Callable[[int, Metrics], bool | None] | None = None) -> Learner:
-    """Train for up to ``iterations``; after each, ``on_iteration(i, validation metrics)`` may return True to stop."""
+        on_iteration: Callable[[int, Metrics], bool | None] | None = None,
+        debugger: Debugger | bool = False) -> Learner:
+    """Train for up to ``iterations``; after each, ``on_iteration(i, validation metrics)`` may return True to stop.
+
+    ``debugger``: False (the default) evaluates no rule; True evaluates the default rules whose action is stop after
+    every step (one that fires ends the training there; alerts would go unread); a Debugger of your own is begun and ended here,
+    and read afterwards for its findings and profile.
+    """
+    session = debugger if isinstance(debugger, Debugger) else \
+        Debugger(profile=False, alerts=False) if debugger else None
     learner = start(family, config, prep, seed)
-    for i in range(1, iterations + 1):
-        learner.step()
-        if on_iteration is not None and on_iteration(i, validation_metrics(learner, prep)):
-            break
+    if session is not None:
+        session.begin(family.name, learner, prep)
+    try:
+        for i in range(1, iterations + 1):
+            learner.step()
+            valid = validation_metrics(learner, prep) if on_iteration is not None else None
+            stop = on_iteration is not None and valid is not None and bool(on_iteration(i, valid))
+            if session is not None and session.after_step(i, learner, last=i == iterations, valid=valid):
+                stop = True
+            if stop:
+                break
+    finally:
+        if session is not None:
+            session.end(learner)
     return learner
 
 

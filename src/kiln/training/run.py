@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from kiln.progress import Progress, no_progress
+from kiln.settings import DebuggerSettings
 from kiln.tracking import code_version, experiment_id
 from kiln.training.data import TrainingData, load_training_set
+from kiln.training.debugger import Debugger, DebuggerSummary, configure, start_report
 from kiln.training.entry import EntryLearner, context_for, entry_family, load_entry_point
 from kiln.training.families import get_family
 from kiln.training.family import Family, Fitted
@@ -33,9 +35,14 @@ class DistributedRun:
     checkpoint_every_rounds: int
     resumed_from_round: int  # 0: the last attempt started from scratch
     checkpoints: list[str]
-    seconds: float
-    rows_rounds_per_second: float  # training rows times rounds, over the job's wall time
+    seconds: float  # the whole job: Ray, the workers' start, any restart, training
+    train_seconds: float  # the last attempt's boosting, on rank 0's clock
     folder: str
+
+    @property
+    def rounds_per_second(self) -> float:
+        """Boosting rounds a second while the workers trained (the rounds of the last attempt)."""
+        return (self.rounds - self.resumed_from_round) / self.train_seconds if self.train_seconds else 0.0
 
 
 @dataclass
@@ -52,6 +59,7 @@ class TrainResult:
     model_uri: str
     lineage: dict[str, Any] = field(default_factory=dict)
     distributed: DistributedRun | None = None  # a job of several workers (`kiln train --workers N`)
+    debugger: DebuggerSummary | None = None  # None: the Debugger was off (or the model is the user's own code)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,18 +136,29 @@ def log_trained_model(learner: Fitted, data: TrainingData, prep: Prepared, famil
     return model_uri
 
 
+def debugger_settings(ws: Workspace, enabled: bool | None = None, rules: list[str] | None = None) -> \
+        DebuggerSettings | None:
+    """The workspace's Debugger settings with ``enabled`` and ``--rule`` items on top; None when it is off."""
+    settings = configure(ws.settings.debugger, enabled, rules or [])
+    return settings if settings.enabled else None
+
+
 def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str, Any] | None = None,
           seed: int = 7, iterations: int | None = None, threshold: float = 0.5,
-          progress: Progress = no_progress, task: str | None = None) -> TrainResult:
+          progress: Progress = no_progress, task: str | None = None, debugger: bool | None = None,
+          rules: list[str] | None = None) -> TrainResult:
     """Fit, evaluate on validation and test, and log params, per-iteration metrics and the model to MLflow.
 
-    ``task`` (binary, multiclass, regression) overrides the one the training set records.
+    ``task`` (binary, multiclass, regression) overrides the one the training set records. ``debugger`` switches
+    the Debugger on or off (default: the settings' ``debugger.enabled``); ``rules`` change its rules
+    (``NAME=ACTION`` or ``NAME.PARAM=VALUE``). A rule whose action is stop ends the training at that step.
     """
     import mlflow
 
     family = get_family(family_name)
     config = family.config(params)
     steps = iterations or family.max_iterations
+    settings = debugger_settings(ws, debugger, rules)
     data = load_training_set(training_set, task)
     prep = prepare(data, seed)
     goal = objective(data.task)
@@ -151,23 +170,37 @@ def train(ws: Workspace, training_set: Path, family_name: str, params: dict[str,
                           tags=lineage_tags(data, family, seed)) as run:
         mlflow.log_params({**config, "family": family.name, "iterations": steps, "threshold": threshold,
                            "split": prep.split.method})
+        done = 0
 
         def on_iteration(i: int, valid: Metrics) -> None:
+            nonlocal done
+            done = i
             score = valid[goal.metric]
             mlflow.log_metrics({f"valid_{goal.metric}": goal.missing() if score is None else score}, step=i)
             if i % 10 == 0 or i == steps:
                 shown = "undefined" if score is None else f"{score:.4f}"
                 progress(f"iteration {i}/{steps} ({family.unit} each): {goal.label} {shown}")
 
-        learner = fit(family, config, prep, seed, steps, on_iteration)
+        session = Debugger(settings) if settings is not None else None
+        learner = fit(family, config, prep, seed, steps, on_iteration, debugger=session or False)
+        report = None
+        if session is not None:
+            if session.stopped is not None:
+                progress(f"stopped at iteration {done} by the Debugger's {session.stopped.rule} rule: "
+                         f"{session.stopped.message}")
+            report = start_report(session, ws, run.info.run_id, f"Debugger: {name}, {family.name}, run "
+                                                                f"{run.info.run_id}")
         metrics = evaluate(learner, prep, threshold)
         log_evaluation(learner, prep, data, metrics)
         progress("logging the model")
         model_uri = log_trained_model(learner, data, prep, family, config, seed, threshold)
+        found = report.finish() if report is not None else None
+        if found is not None and found.plot_problem:
+            progress(f"the Debugger's plots are missing: {found.plot_problem}")
     return TrainResult(run_id=run.info.run_id, experiment=name, family=family.name, task=data.task.to_dict(),
                        config=config,
-                       iterations=steps, seed=seed, split=prep.summary(), metrics=metrics, model_uri=model_uri,
-                       lineage=json.loads(json.dumps(data.lineage, default=str)))
+                       iterations=done, seed=seed, split=prep.summary(), metrics=metrics, model_uri=model_uri,
+                       lineage=json.loads(json.dumps(data.lineage, default=str)), debugger=found)
 
 
 def train_entry_point(ws: Workspace, training_set: Path, entry_path: Path, params: dict[str, Any] | None = None,

@@ -15,7 +15,9 @@ from kiln import tracking
 from kiln.errors import EnvironmentProblem, InputError, Interrupted, WorkspaceError
 from kiln.files import write_json_atomic
 from kiln.progress import Progress, no_progress
+from kiln.settings import DebuggerSettings
 from kiln.training.data import load_training_set
+from kiln.training.debugger import Debugger, start_report
 from kiln.training.entry import EntryLearner, context_for, entry_family, load_entry_point
 from kiln.training.families import get_family
 from kiln.training.family import Family, Fitted, Param
@@ -147,7 +149,7 @@ def warm_start(ws: Workspace, spec: TuneSpec, data_sha: str, params: dict[str, P
     return [clip(t["config"], params) for t in best], None, []
 
 
-def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
+def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int, debugger: DebuggerSettings) -> Any:
     from ray import tune
 
     if spec.get("entry_point"):
@@ -155,7 +157,7 @@ def _trainable(spec: dict[str, Any], prep: Any, max_iterations: int) -> Any:
                                      max_iterations=max_iterations)
     else:
         trial = tune.with_parameters(run_trial, family_name=spec["family"], prep=prep, seed=spec["seed"],
-                                     max_iterations=max_iterations)
+                                     max_iterations=max_iterations, debugger=debugger)
     return tune.with_resources(trial, {"cpu": 1})
 
 
@@ -274,7 +276,7 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
     started = time.monotonic()
     prep = prepare(data, spec.seed)
     start_ray(ws)
-    trainable = _trainable(record["spec"], prep, max_iterations)
+    trainable = _trainable(record["spec"], prep, max_iterations, ws.settings.debugger)
     ray_dir = folder / "ray"
     if restore and (ray_dir / "tuner.pkl").exists():
         tuner = tune.Tuner.restore(str(ray_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -318,12 +320,13 @@ def _fit(ws: Workspace, folder: Path, record: dict[str, Any], params: dict[str, 
     return _finish(ws, folder, record, trials, prep, data, started, progress)
 
 
-def _refit(spec: TuneSpec, family: Family, config: dict[str, Any], prep: Any,
-           iterations: int) -> tuple[Fitted, dict[str, Any]]:
-    """The best configuration trained again: a family for the iterations that scored best; an entry point's code
-    as it trains (it decides its own length); with the meta its model folder needs."""
+def _refit(spec: TuneSpec, family: Family, config: dict[str, Any], prep: Any, iterations: int,
+           debugger: Debugger | None) -> tuple[Fitted, dict[str, Any]]:
+    """The best configuration trained again: a family for the iterations that scored best (under the Debugger's
+    rules, as its trials were); an entry point's code as it trains (it decides its own length); with the meta its
+    model folder needs."""
     if not spec.entry_point:
-        return fit(family, config, prep, spec.seed, iterations), {}
+        return fit(family, config, prep, spec.seed, iterations, debugger=debugger or False), {}
     entry = load_entry_point(Path(spec.entry_point))
     learner = EntryLearner(entry, entry.train(context_for(prep, entry, config, spec.seed, lambda i, m: None)),
                            prep.task)
@@ -345,6 +348,12 @@ def _trial_records(grid: Any, started_epoch: float, goal: Objective) -> list[dic
                   "valid_score": float(best[METRIC]), "best_iteration": int(best["training_iteration"]),
                   "iterations": int(frame["training_iteration"].max()), "stopped_early": False,
                   "finished_s": round(float(frame["timestamp"].max()) - started_epoch, 1), "source": "run"}
+        if "debugger_findings" in frame:  # the Debugger's word on the trial: its last report's
+            last = frame.iloc[-1]
+            record["debugger_findings"] = int(last["debugger_findings"])
+            if isinstance(last.get("debugger_stopped"), str) and last["debugger_stopped"]:
+                record["debugger_stopped"] = str(last["debugger_stopped"])
+                record["debugger_stop_message"] = str(last["debugger_stop_message"])
         if result.error is not None:
             # A trial that died part way keeps what it measured, but it is marked and never chosen as best.
             record["error"] = f"{type(result.error).__name__}: {str(result.error)[-500:]}"
@@ -372,13 +381,17 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
     config = family.config({k: v for k, v in best["config"].items() if k in family.params})
     progress(f"best: trial {best['trial_id']} {goal.label} {best['valid_score']:.4f} at iteration "
              f"{best['best_iteration']}; refitting it")
-    learner, extra = _refit(spec, family, config, prep, best["best_iteration"])
+    settings = ws.settings.debugger
+    session = Debugger(settings) if settings.enabled and not spec.entry_point else None
+    learner, extra = _refit(spec, family, config, prep, best["best_iteration"], session)
     metrics = evaluate(learner, prep, threshold=0.5)
     used = sum(t["iterations"] for t in trials if t["source"] == "run")
     write_json_atomic(folder / "trials.json", trials, default=str)
     plot = objective_plot(trials, goal, f"{record['job']}: {goal.label}", folder / "objective.png")
     tracking.client(ws)
     with mlflow.start_run(run_id=record["parent_run_id"]):
+        report = start_report(session, ws, record["parent_run_id"], f"Debugger: {record['job']}'s best "
+                              "configuration, refit") if session is not None else None
         mlflow.log_params({f"best_{k}": v for k, v in config.items()} | {"best_iterations": best["best_iteration"]})
         ran = sum(t["source"] == "run" for t in trials)
         mlflow.log_metrics({f"best_valid_{goal.metric}": best["valid_score"], "trials_run": ran,
@@ -387,6 +400,8 @@ def _finish(ws: Workspace, folder: Path, record: dict[str, Any], trials: list[di
         mlflow.log_artifact(str(plot), "tuning")
         mlflow.log_artifact(str(folder / "trials.json"), "tuning")
         model_uri = log_trained_model(learner, data, prep, family, config, spec.seed, 0.5, extra)
+        if report is not None:
+            report.finish()
     for checkpoint in (folder / "ray").glob("*/checkpoint_*"):
         shutil.rmtree(checkpoint, ignore_errors=True)  # trials are done: their checkpoints are no longer needed
     seconds = round(time.monotonic() - started, 1)
