@@ -91,6 +91,7 @@ def test_an_interrupted_job_is_finished_from_its_newest_checkpoint_into_the_same
     (["-t", "train.parquet", "-f", "mlp", "--workers", "2"], "'mlp' trains on one worker"),
     (["--resume", "train-xgb-2w-19990101-000000"], "no distributed training job 'train-xgb-2w-19990101-000000'"),
     (["-t", "train.parquet", "--workers", "2", "-p", "max_depth=99"], "max_depth"),
+    (["-t", "train.parquet", "-f", "xgb", "--workers", "2", "--rule", "overfit=stop"], "the Debugger watches"),
 ])
 def test_bad_distributed_input_is_named_and_starts_nothing(ws: Path, args: list[str], needle: str) -> None:
     before = sorted((ws / "training").glob("*")) if (ws / "training").is_dir() else []

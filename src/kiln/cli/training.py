@@ -113,6 +113,9 @@ def train(
     if training_set is None:
         raise typer.BadParameter("a training set is needed (or --resume JOB)", param_hint="--training-set")
     chosen = training_set
+    if (workers is not None or entry_point is not None) and (rule or debugger):
+        raise typer.BadParameter("the Debugger watches the built-in families trained on one worker; drop --rule and "
+                                 "--debugger, or --workers and --entry-point", param_hint="--rule")
     if workers is not None:
         if entry_point is not None:
             raise typer.BadParameter("distributed training takes a built-in family (xgb, lgbm), not --entry-point",
