@@ -155,7 +155,7 @@ def _run(ws: Workspace, folder: Path, record: dict[str, Any], progress: Progress
         report = DistributedRun(
             job=record["job"], workers=spec.workers, rounds=model.rounds(),
             checkpoint_every_rounds=worker_spec.checkpoint_rounds,
-            resumed_from_round=resumed, checkpoints=sorted(p.name for p in (folder / "ray").glob("*/checkpoint_*")),
+            resumed_from_round=resumed, checkpoints=sorted(p.name for p in (folder / "ray").glob("*/checkpoint_*") if p.is_dir()),
             seconds=round(seconds, 2), train_seconds=round(float(result.metrics.get(TRAIN_SECONDS, seconds)), 3),
             folder=str(folder))
         mlflow.log_dict(asdict(report), "distributed/job.json")
