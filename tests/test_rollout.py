@@ -122,12 +122,16 @@ def test_the_cluster_controller_stops_at_once_on_sigterm_while_it_waits(tmp_path
                              "kiln", "--prometheus", "http://127.0.0.1:9", "--interval", "60"],
                             env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    lines = []
-    while not lines or "churn: no decision" not in lines[-1]:  # the client's retries come first
-        lines.append(proc.stderr.readline())
-        assert lines[-1], lines  # the controller did not exit
-    started = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=10) == 0
-    assert time.monotonic() - started < 5
-    assert "churn: stopped" in proc.stderr.read()
+    try:
+        lines = []
+        while not lines or "churn: no decision" not in lines[-1]:  # the client's retries come first
+            lines.append(proc.stderr.readline())
+            assert lines[-1], lines  # the controller did not exit
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 5
+        assert "churn: stopped" in proc.stderr.read()
+    finally:
+        proc.kill()  # a failed check leaves no controller behind
+        proc.wait()
