@@ -210,10 +210,10 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ws
 
 
-def _tune_and_register(ws: Path, name: str, family: str, *ranges: str) -> dict:
+def _tune_and_register(ws: Path, name: str, how: list[str], *ranges: str, iterations: int = 6) -> dict:
     narrowed = [arg for r in ranges for arg in ("--range", r)]
-    res = run_kiln("tune", "-t", ws / f"{name}.parquet", "-f", family, "-n", "2", "--max-iterations", "6", *narrowed,
-                   "-w", ws, "--json", timeout=600)
+    res = run_kiln("tune", "-t", ws / f"{name}.parquet", *how, "-n", "2", "--max-iterations", str(iterations),
+                   *narrowed, "-w", ws, "--json", timeout=600)
     assert res.code == 0, res.stderr[-3000:]
     return json.loads(res.stdout)
 
@@ -221,14 +221,31 @@ def _tune_and_register(ws: Path, name: str, family: str, *ranges: str) -> dict:
 @pytest.fixture(scope="module")
 def diabetes_mlp(bundled: Path) -> dict:
     """The MLP tuned on diabetes and registered as diabetes/1."""
-    return _tune_and_register(bundled, "diabetes", "mlp")
+    return _tune_and_register(bundled, "diabetes", ["-f", "mlp"])
 
 
 @pytest.fixture(scope="module")
 def wine_lgbm(bundled: Path) -> dict:
     """LightGBM tuned on wine and registered as wine/1."""
     # 124 training rows: leaves of up to 100 rows (the family's range, sized for larger data) could not split at all
-    return _tune_and_register(bundled, "wine", "lgbm", "min_child_samples=5:15", "learning_rate=0.05:0.3")
+    return _tune_and_register(bundled, "wine", ["-f", "lgbm"], "min_child_samples=5:15", "learning_rate=0.05:0.3")
+
+
+XGB_EXAMPLE = Path(__file__).parents[1] / "examples" / "xgboost" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def wine_xgb(bundled: Path) -> dict:
+    """XGBoost tuned on wine and registered as wine-xgb/1."""
+    return _tune_and_register(bundled, "wine", ["-f", "xgb", "--model-name", "wine-xgb"])
+
+
+@pytest.fixture(scope="module")
+def diabetes_own(bundled: Path) -> dict:
+    """Your own training code (XGBoost's own loop, examples/xgboost) tuned on diabetes, registered as
+    diabetes-own/1."""
+    return _tune_and_register(bundled, "diabetes", ["--entry-point", XGB_EXAMPLE, "--model-name", "diabetes-own"],
+                              "max_depth=2:4", iterations=4)
 
 
 def _pyfunc_answers(ws: Path, ref: str, rows: pd.DataFrame) -> pd.DataFrame:
@@ -332,18 +349,19 @@ def test_endpoints_answer_each_task_on_v1_and_v2(bundled: Path, diabetes_mlp: di
             "the ONNX graph answers what the MLflow model answers"
 
         for name, label, features_of in (("diabetes", "target", features), ("wine", "cultivar", cols)):
-            _monitor(bundled, name, label, features_of, urls[name])
+            _monitor(bundled, name, name, label, features_of, urls[name])
     finally:
         run_kiln("down", "-w", bundled)
 
 
-def _monitor(ws: Path, name: str, label: str, features: list[str], url: str) -> None:
-    """One request a row with a known inference id, the rows' true labels, then a monitor run over the capture."""
+def _monitor(ws: Path, name: str, dataset: str, label: str, features: list[str], url: str) -> None:
+    """One request a row with a known inference id, the rows' true labels, then a monitor run over the capture of
+    endpoint ``name`` (serving a model of ``dataset``)."""
     import time
 
     import httpx
 
-    rows = pd.read_parquet(ws / f"{name}.parquet").sample(n=120, random_state=1)  # wine is stored class by class
+    rows = pd.read_parquet(ws / f"{dataset}.parquet").sample(n=120, random_state=1)  # wine is stored class by class
     records = json.loads(rows[features].to_json(orient="records"))
     with httpx.Client(timeout=30) as http:
         for i, record in enumerate(records):
@@ -362,7 +380,7 @@ def _monitor(ws: Path, name: str, label: str, features: list[str], url: str) -> 
     monitors = json.loads(res.stdout)["monitors"]
     quality = monitors["model_quality"]
     assert quality["rows"] >= 100, quality
-    if name == "diabetes":
+    if dataset == "diabetes":
         assert quality["observed"]["r2"] > 0.2 and quality["observed"]["rmse"] < 80, quality
         assert quality["baseline"]["rmse"] > 0
         assert monitors["bias_drift"]["facets"], monitors["bias_drift"]  # outcomes below 140, by age and sex
@@ -375,28 +393,77 @@ def test_each_task_compiles_and_the_edge_agent_answers_as_the_platform(bundled: 
                                                                        wine_lgbm: dict) -> None:
     """The MLP's regression graph and LightGBM's softmax trees, compiled by TVM for this machine, loaded as a device
     loads them: the same answers as the registered model's."""
-    from kiln_edge.model import CompiledModel
-
     for ref in ("diabetes/1", "wine/1"):
-        res = run_kiln("compile", ref, "--target", "x86_64", "-w", bundled, "--json", timeout=600)
-        assert res.code == 0, res.stderr[-2000:]
-        compiled = json.loads(res.stdout)
-        bundle = Path(compiled["path"])
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        assert compiled["parity"]["max_abs_diff"] <= 1e-5
-        name = ref.split("/")[0]
-        rows = pd.read_parquet(bundled / f"{name}.parquet").head(20)
-        features = manifest["model"]["features"]
-        want = _pyfunc_answers(bundled, f"models:/{ref}", rows[features])
-        got = pd.DataFrame(CompiledModel(bundle, manifest).predict(json.loads(rows[features].to_json(orient="records"))))
-        assert list(got.columns) == list(want.columns)
-        if name == "diabetes":
+        manifest = _compiled_answers_as_registered(bundled, ref, ref.split("/")[0])
+        assert manifest["details"]["parity"]["max_abs_diff"] <= 1e-5
+        if ref == "diabetes/1":
             assert manifest["output"]["shape"] == [-1, 1] and manifest["model"]["task"] == "regression"
-            np.testing.assert_allclose(got["prediction"], want["prediction"], rtol=1e-5)
         else:
             assert manifest["output"]["columns"] == [f"probability_{c}" for c in sorted(WINE_CLASSES.values())]
-            assert got["prediction"].tolist() == want["prediction"].tolist()
-            np.testing.assert_allclose(got.drop(columns="prediction"), want.drop(columns="prediction"), atol=1e-5)
+
+
+def _compiled_answers_as_registered(ws: Path, ref: str, dataset: str) -> dict:
+    """``ref`` compiled by TVM for this machine and loaded as a device loads it answers as the registered model does;
+    its bundle's manifest."""
+    from kiln_edge.model import CompiledModel
+
+    res = run_kiln("compile", ref, "--target", "x86_64", "-w", ws, "--json", timeout=600)
+    assert res.code == 0, res.stderr[-2000:]
+    bundle = Path(json.loads(res.stdout)["path"])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    rows = pd.read_parquet(ws / f"{dataset}.parquet").head(20)
+    features = manifest["model"]["features"]
+    want = _pyfunc_answers(ws, f"models:/{ref}", rows[features])
+    got = pd.DataFrame(CompiledModel(bundle, manifest).predict(json.loads(rows[features].to_json(orient="records"))))
+    assert list(got.columns) == list(want.columns)
+    if manifest["model"]["task"] == "regression":
+        np.testing.assert_allclose(got["prediction"], want["prediction"], rtol=1e-5)
+    else:
+        assert got["prediction"].tolist() == want["prediction"].tolist()
+        np.testing.assert_allclose(got.drop(columns="prediction"), want.drop(columns="prediction"), atol=1e-5)
+    return manifest
+
+
+def test_xgboost_and_an_entry_point_are_explained_served_monitored_and_compiled(bundled: Path, wine_xgb: dict,
+                                                                                 diabetes_own: dict) -> None:
+    """The families the tests above leave out, from their tuning jobs on: XGBoost on wine, and your own training code
+    (XGBoost's own loop, examples/xgboost) on diabetes, explained, behind endpoints, monitored and compiled."""
+    import httpx
+
+    assert wine_xgb["metrics"]["test"]["accuracy"] > 0.85 and wine_xgb["registered"]["version"]["gate"] == "passed"
+    own = diabetes_own["registered"]["version"]
+    assert diabetes_own["metrics"]["test"]["r2"] > 0.2 and own["gate"] == "passed"
+    assert own["tags"]["kiln.family"] == "entry" and all(t["iterations"] <= 4 for t in diabetes_own["trials"])
+    cases = (("wine-xgb", "wine", "cultivar", {"proline", "flavanoids", "color_intensity"}),
+             ("diabetes-own", "diabetes", "target", {"bmi", "s5"}))
+    for name, _, _, leaders in cases:
+        res = run_kiln("clarify", "explain", f"{name}/1", "--rows", "40", "-w", bundled, "--json")
+        assert res.code == 0, res.stderr
+        ranking = [r["feature"] for r in json.loads(res.stdout)["global_importance"]]
+        assert leaders & set(ranking[:3]), f"{name}: {leaders} lead its explanations; got {ranking}"
+    try:
+        for name, dataset, label, _ in cases:
+            res = run_kiln("endpoint", "deploy", "--model", f"models:/{name}/1", "-w", bundled, "--json", timeout=300)
+            assert res.code == 0, res.stderr
+            url = json.loads(run_kiln("endpoint", "status", name, "-w", bundled, "--json").stdout)["url"]
+            rows = pd.read_parquet(bundled / f"{dataset}.parquet").head(3)
+            features = [c for c in rows.columns if c not in ("bottle", "patient", "label_timestamp", label)]
+            v1 = httpx.post(f"{url}/v1/models/{name}:predict", timeout=30,
+                            json={"instances": json.loads(rows[features].to_json(orient="records"))})
+            assert v1.status_code == 200, v1.text
+            want = _pyfunc_answers(bundled, f"models:/{name}/1", rows[features])
+            served = [p["prediction"] for p in v1.json()["predictions"]]
+            if dataset == "diabetes":
+                np.testing.assert_allclose(served, want["prediction"], rtol=1e-6)
+            else:
+                assert served == want["prediction"].tolist()
+            _monitor(bundled, name, dataset, label, features, url)
+    finally:
+        run_kiln("down", "-w", bundled)
+
+    for name, dataset, _, _ in cases:
+        manifest = _compiled_answers_as_registered(bundled, f"{name}/1", dataset)
+        assert manifest["model"]["family"] == ("entry" if name == "diabetes-own" else "xgb")
 
 
 @pytest.mark.parametrize("name, family, metric, floor", [
@@ -442,7 +509,8 @@ def test_an_entry_point_trains_registers_and_explains_like_a_family(bundled: Pat
     assert res.code == 0, res.stderr
     assert json.loads(res.stdout)["explainer"] == "PermutationExplainer"
     res = run_kiln("compile", f"wine_own/{version['version']}", "--target", "x86_64", "-w", bundled)
-    assert res.code == 1 and "model family 'entry' has no exporter" in res.stderr, res.stderr  # no tree nor graph
+    assert res.code == 1 and "HistGradientBoostingClassifier, MLflow flavor sklearn) has no exporter" in res.stderr, \
+        res.stderr  # scikit-learn's own trees: no exporter (an XGBoost or LightGBM booster compiles)
 
     from kiln.monitoring.retrain import retrain
     from kiln.workspace import open_workspace
@@ -496,6 +564,32 @@ def test_a_failing_entry_point_is_reported_with_its_own_line_and_leaves_no_model
                                      "    return x\n")
     res = run_kiln("train", "-t", bundled / "wine.parquet", "--entry-point", tmp_path / "odd.py", "-w", bundled)
     assert res.code == 1 and "Kiln saves models of scikit-learn, XGBoost" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_an_entry_points_booster_compiles_only_if_predict_answers_what_it_predicts(kind: str) -> None:
+    import xgboost as xgb
+
+    from kiln.compile.entry_graph import check_answers
+    from kiln.training.xgb_onnx import xgb_to_onnx
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    y = {"binary": x[:, 0] > 0, "multiclass": np.digitize(x[:, 0], [-0.5, 0.5]), "regression": 3 * x[:, 0] + x[:, 1]}
+    params = {"binary": {"objective": "binary:logistic"}, "regression": {"objective": "reg:squarederror"},
+              "multiclass": {"objective": "multi:softprob", "num_class": 3}}[kind]
+    booster = xgb.train({**params, "max_depth": 3}, xgb.DMatrix(x, label=y[kind].astype(float)), 20)
+    task = Task(kind, ("a", "b", "c") if kind == "multiclass" else (0, 1) if kind == "binary" else ())
+    graph = xgb_to_onnx(booster, 4)
+    own = booster.predict(xgb.DMatrix(x)).astype(np.float64)
+    assert check_answers(graph, lambda rows: own, task, x, "m/1") <= 1e-4
+    with pytest.raises(InputError, match=r"m/1: its predict\(\) answers .* on held-out row 0 where the booster"):
+        check_answers(graph, lambda rows: own + 0.01 * (np.arange(len(own)) == 0).reshape(-1, *[1] * (own.ndim - 1)),
+                      task, x, "m/1")
+    if kind == "binary":
+        margins = booster.predict(xgb.DMatrix(x), output_margin=True).astype(np.float64)
+        with pytest.raises(InputError, match="where the booster inside answers"):
+            check_answers(graph, lambda rows: margins, task, x, "m/1")
 
 
 KERAS_EXAMPLE = Path(__file__).parents[1] / "examples" / "keras" / "train.py"

@@ -75,14 +75,14 @@ def shap_values(predictor: "Predictor", frame: "pd.DataFrame", seed: int) -> tup
         rows = np.arange(len(x))
         values = np.asarray(result.values)[rows, :, predicted]
         base, name = float(np.asarray(result.base_values)[rows, predicted].mean()), "PermutationExplainer"
-    elif hasattr(predictor.runner, "run"):
+    elif predictor.booster is None:  # a network, or your own code's predict(): explained by its answers alone
         explainer = shap.PermutationExplainer(predictor.output_matrix, shap.maskers.Independent(background),
                                               seed=seed)
         result = explainer(x, silent=True)
         values, base, name = result.values, float(np.mean(result.base_values)), "PermutationExplainer"
     else:
         output = "probability" if predictor.task.kind == "binary" else "raw"  # raw: a regression tree's value
-        explainer = shap.TreeExplainer(predictor.runner, data=background, model_output=output,
+        explainer = shap.TreeExplainer(predictor.booster, data=background, model_output=output,
                                        feature_perturbation="interventional")
         values, base, name = explainer.shap_values(x), float(explainer.expected_value), "TreeExplainer"
     values = np.asarray(values).reshape(len(x), -1)

@@ -13,6 +13,7 @@ from typing import Any
 from kiln import tracking
 from kiln.compile.build import BuiltLibrary, build_library
 from kiln.compile.bundle import ENCODER, ManifestDraft, write_bundle
+from kiln.compile.entry_graph import check_answers
 from kiln.compile.keys import fingerprint, signing_key
 from kiln.compile.parity import Parity, check_parity
 from kiln.compile.runner import CompiledModel
@@ -71,6 +72,9 @@ def compile_version(ws: Workspace, ref: str, options: CompileOptions,
     progress(f"{source.name}/{source.version} ({source.family}): {len(source.graph.graph.node)} ONNX nodes, "
              f"{source.width} inputs")
     sample = file_sample(source, options.sample) if options.sample else holdout_sample(ws, source)
+    if source.answers is not None:
+        progress(f"the exported graph against the model's own predict() on {len(sample)} held-out rows")
+        check_answers(source.graph, source.answers, source.task, sample, f"{source.name}/{source.version}")
     key = signing_key(ws)
     root = compiled_root(ws)
     root.mkdir(parents=True, exist_ok=True)

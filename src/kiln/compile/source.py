@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kiln.compile.entry_graph import COMPILES, entry_graph
 from kiln.data.task import Task
 from kiln.errors import InputError
 from kiln.registry.versions import get_version
 from kiln.training.data import load_training_set
 from kiln.training.encoding import Encoder
+from kiln.training.entry import ENTRY_FAMILY
 from kiln.training.predictor import ENCODER_FILE, META_FILE
 from kiln.training.split import split
 from kiln.training.tree_onnx import lgbm_to_onnx
@@ -35,6 +38,9 @@ class SourceModel:
     meta: dict[str, Any]  # the version's kiln-model.json: family, threshold, features, label
     width: int
     feature_names: list[str]  # the encoded columns, in tensor order
+    # the version's own answers for encoded rows where its graph was not built by Kiln (an entry point's predict()):
+    # the compiler checks the graph against them first
+    answers: Callable[["np.ndarray"], "np.ndarray"] | None = None
 
     @property
     def threshold(self) -> float:
@@ -66,9 +72,13 @@ def load_source(ws: Workspace, ref: str) -> SourceModel:
     meta = json.loads((folder / META_FILE).read_text())
     encoder = json.loads((folder / ENCODER_FILE).read_text())
     names = Encoder.from_dict(encoder).output_names
-    graph = export_graph(meta["family"], folder / meta["model_file"], len(names))
+    answers = None
+    if meta["family"] == ENTRY_FAMILY:
+        graph, answers = entry_graph(folder, meta, len(names), Task.from_dict(meta.get("task")))
+    else:
+        graph = export_graph(meta["family"], folder / meta["model_file"], len(names))
     return SourceModel(name=info.name, version=info.version, family=meta["family"], graph=graph, encoder=encoder,
-                       meta=meta, width=len(names), feature_names=names)
+                       meta=meta, width=len(names), feature_names=names, answers=answers)
 
 
 def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto":
@@ -86,7 +96,7 @@ def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto"
 
         return xgb_to_onnx(xgb.Booster(model_file=str(model_file)), width)
     raise InputError(f"model family '{family}' has no exporter to standard ONNX operators",
-                     hint="families that compile: mlp, lgbm, xgb")
+                     hint=f"families that compile: mlp, lgbm, xgb, and entry points holding {COMPILES}")
 
 
 def holdout_sample(ws: Workspace, source: SourceModel, rows: int = SAMPLE_ROWS) -> "np.ndarray":

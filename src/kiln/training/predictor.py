@@ -53,6 +53,11 @@ class Predictor:
             runner = lgb.Booster(model_file=str(path))
         return cls(meta=meta, encoder=encoder, runner=runner)
 
+    @property
+    def booster(self) -> Any | None:
+        """The LightGBM or XGBoost booster of a built-in tree family (what reads its trees needs), else None."""
+        return None if hasattr(self.runner, "run") or hasattr(self.runner, "entry") else self.runner
+
     def output_matrix(self, x: "np.ndarray") -> "np.ndarray":
         """The task's output for an already-encoded matrix: P(positive) for binary, [N, K] class probabilities for
         multiclass, values for regression."""
