@@ -19,7 +19,7 @@ DATA = WORKSPACE + "/data/churn"
 
 def train_and_evaluate(workspace: Any, data: Any, model_name: Any, family: Any, strategy: Any, trials: Any,
                        max_iterations: Any, max_concurrent: Any, seed: Any, min_auc: Any,
-                       max_auc_drop: Any) -> tuple[Any, Any]:
+                       max_auc_drop: Any, entry_point: Any = "") -> tuple[Any, Any]:
     """validate -> ingest -> training set -> tune -> evaluate; the tune and evaluate tasks back."""
     validated = validate_data(workspace=workspace, data=data)
     ingested = ingest_features(workspace=workspace, dataset=validated.outputs["dataset"])
@@ -28,7 +28,7 @@ def train_and_evaluate(workspace: Any, data: Any, model_name: Any, family: Any, 
     tuned = tune_model(workspace=workspace, training_set=built.outputs["training_set"], family=family,
                        strategy=strategy, trials=trials, max_iterations=max_iterations, max_concurrent=max_concurrent,
                        seed=seed, pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-                       pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+                       pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, entry_point=entry_point)
     evaluated = evaluate_model(workspace=workspace, model=tuned.outputs["model"], model_name=model_name,
                                min_auc=min_auc, max_auc_drop=max_auc_drop)
     return tuned, evaluated

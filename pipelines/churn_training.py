@@ -17,7 +17,7 @@ def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str
                    targets: list = ["x86_64", "aarch64", "cuda"],  # noqa: B006 - KFP takes a literal default
                    endpoint: str = "churn",
                    canary_percent: float = 20.0, bake_seconds: float = 60.0, explain_rows: int = 200,
-                   deploy: bool = True):
+                   deploy: bool = True, entry_point: str = ""):
     """The training pipeline.
 
     Args:
@@ -40,9 +40,11 @@ def churn_training(workspace: str = WORKSPACE, data: str = DATA, model_name: str
         explain_rows: Held-out rows explained with SHAP.
         deploy: Deploy and baseline the new version: on this machine, or with serving type kserve on the
             cluster (KServe and Istio installed) through the Kubernetes API.
+        entry_point: Your own training code instead of a family (a Python file's path as the steps see it, e.g.
+            in the workspace): its train(context), predict(model, x) and PARAMS are tuned.
     """
     tuned, evaluated = train_and_evaluate(workspace, data, model_name, family, strategy, trials, max_iterations,
-                                          max_concurrent, seed, min_auc, max_auc_drop)
+                                          max_concurrent, seed, min_auc, max_auc_drop, entry_point)
     with dsl.If(evaluated.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 - a KFP condition
         registered = register(workspace, tuned, model_name, approve)
         explain_model(workspace=workspace, version=registered.outputs["Output"], rows=explain_rows, seed=seed)

@@ -122,12 +122,14 @@ def test_submitting_to_an_unreachable_kfp_server_says_which(tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_a_failed_gate_skips_registration_and_everything_after_it(churn_dataset: Path, tmp_path: Path) -> None:
+    """With your own training code (the scikit-learn example) tuned by the pipeline's tune step."""
     ws = tmp_path / "ws"
     assert run_kiln("init", ws).code == 0
     data = ws / "data" / "churn"
     shutil.copytree(churn_dataset, data)
+    example = Path(__file__).parents[1] / "examples" / "sklearn" / "train.py"
     res = run_kiln("pipeline", "run", "churn_training", "-w", ws, "--param", "trials=1", "--param", "max_iterations=1",
-                   "--param", "min_auc=0.999", "--json", timeout=600)
+                   "--param", "min_auc=0.999", "--param", f"entry_point={example}", "--json", timeout=600)
     assert res.code == 0, res.stderr[-4000:]
     run = json.loads(res.stdout)
     assert run["status"] == "SUCCESS", "a gate that fails is the pipeline working, not failing"
@@ -136,6 +138,9 @@ def test_a_failed_gate_skips_registration_and_everything_after_it(churn_dataset:
     evaluated = json.loads((Path(run["root"]) / "evaluate-model" / "executor_output.json").read_text())
     assert evaluated["parameterValues"]["Output"] is False
     assert "test AUC" in (Path(run["root"]) / "evaluate-model" / "gate").read_text()
+    tuned = json.loads((Path(run["root"]) / "tune-model" / "executor_output.json").read_text())
+    [model] = tuned["artifacts"]["model"]["artifacts"]
+    assert model["metadata"]["family"] == "entry", model["metadata"]
     listed = run_kiln("models", "list", "-w", ws, "--json")
     assert listed.code == 0 and json.loads(listed.stdout) == [], "nothing was registered"
     assert not (ws / "artifacts" / "published").exists()

@@ -61,7 +61,7 @@ def tune_step(workspace: str, training_set: str, model_out: str, family: str, st
                                                                         else {}),
                  "trials": len(result.trials), "stopped_early": sum(t["stopped_early"] for t in result.trials),
                  "trial_iterations": result.trial_iterations},
-        metadata={"run_id": result.parent_run_id, "model_uri": result.model_uri, "family": family,
+        metadata={"run_id": result.parent_run_id, "model_uri": result.model_uri, "family": spec.family,
                   "tuning_job": result.job, "training_set": spec.training_set, **tags},
         html=result.plot)
 
