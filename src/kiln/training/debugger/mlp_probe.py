@@ -13,6 +13,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from threadpoolctl import ThreadpoolController
+
 from kiln.training.debugger.observation import LayerStats, Observation
 from kiln.training.debugger.probe import LAYERS, RELU, loss_name, sample_rows, task_loss
 from kiln.training.family import Learner
@@ -74,6 +76,7 @@ class MlpProbe:
         self.y_valid = y_valid if prep.task.is_classification else (y_valid - learner.y_mean) / learner.y_scale
         self.y_scale = learner.y_scale
         self.shows = frozenset({LAYERS, RELU} if learner.model.activation == "relu" else {LAYERS})
+        self._blas: Any = None
 
     def _forward(self, model: Any, x: "np.ndarray") -> list["np.ndarray"]:
         hidden = ACTIVATIONS[model.activation][0]
@@ -100,8 +103,12 @@ class MlpProbe:
         import numpy as np
 
         assert isinstance(learner, MlpLearner)
-        with np.errstate(all="ignore"):  # a diverged network's weights overflow: its losses say so, not warnings
-            return self._observe(learner.model, step, look, valid_loss)
+        if self._blas is None:
+            self._blas = ThreadpoolController()  # made here, where numpy's BLAS is loaded, and kept: a scan costs
+        # one BLAS thread for these small products: waking the training's threads for 500 rows cost more CPU time
+        # (about 10% of the MLP's training) than it saved
+        with self._blas.limit(limits=1, user_api="blas"), np.errstate(all="ignore"):
+            return self._observe(learner.model, step, look, valid_loss)  # a diverged network overflows: no warning
 
     def _observe(self, model: Any, step: int, look: bool, valid_loss: float | None) -> Observation:
         import numpy as np
