@@ -27,12 +27,14 @@ class ProfileSummary:
     cpu_mean: float | None  # None: no interval was measured
     cpu_max: float | None
     rss_peak_mb: float
+    cpu_seconds: float = 0.0  # the profiler thread's own CPU time
+
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "interval": self.interval, "seconds": round(self.seconds, 3),
                 "cpu_mean": None if self.cpu_mean is None else round(self.cpu_mean, 1),
                 "cpu_max": None if self.cpu_max is None else round(self.cpu_max, 1),
-                "rss_peak_mb": round(self.rss_peak_mb, 1)}
+                "rss_peak_mb": round(self.rss_peak_mb, 1), "cpu_seconds": round(self.cpu_seconds, 4)}
 
 
 class Profiler:
@@ -46,6 +48,7 @@ class Profiler:
         self._process: Any = None
         self._started = 0.0
         self._seconds = 0.0
+        self._cpu = 0.0  # the sampling thread's CPU seconds
 
     def _sample(self) -> None:
         now = time.monotonic() - self._started
@@ -55,6 +58,7 @@ class Profiler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._sample()
+        self._cpu = time.thread_time()  # the thread's whole CPU time, read at its end
 
     def start(self) -> None:
         import psutil
@@ -80,4 +84,4 @@ class Profiler:
         seconds = self._seconds or (time.monotonic() - self._started if self._started else 0.0)
         return ProfileSummary(samples=len(self.samples), interval=self.interval, seconds=seconds,
                               cpu_mean=sum(cpu) / len(cpu) if cpu else None, cpu_max=max(cpu) if cpu else None,
-                              rss_peak_mb=max((s.rss_mb for s in self.samples), default=0.0))
+                              rss_peak_mb=max((s.rss_mb for s in self.samples), default=0.0), cpu_seconds=self._cpu)

@@ -50,7 +50,8 @@ def _page(doc: dict[str, Any], title: str) -> str:
                if doc["stopped_by"] else f"<p>Trained all {doc['steps']} steps.</p>")
     p = doc["profile"] or {}
     profile = (f"<p>{p.get('seconds', 0):.1f} s; CPU mean {p.get('cpu_mean')} %, max {p.get('cpu_max')} %; "
-               f"peak RSS {p.get('rss_peak_mb')} MB ({p.get('samples')} samples)</p>" if p else "<p>not profiled</p>")
+               f"peak RSS {p.get('rss_peak_mb')} MB ({p.get('samples')} samples); the Debugger's own time "
+               f"{doc.get('debugger_seconds', 0):.2f} s (its rules and this profiler)</p>" if p else "<p>not profiled</p>")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>" + e(title) + "</title><style>"
             "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 8px}</style></head><body>"
@@ -101,7 +102,8 @@ class Report:
 
         problem = self.wait()
         mlflow.log_artifacts(str(self.folder), ARTIFACT_FOLDER)
-        mlflow.log_metric("debugger_findings", len(self.debugger.findings))
+        mlflow.log_metrics({"debugger_findings": len(self.debugger.findings),
+                            "debugger_seconds": self.debugger.cost_seconds})
         tags = {FINDINGS_TAG: str(len(self.debugger.findings)), PATH_TAG: FINDINGS_ARTIFACT}
         if self.debugger.stopped is not None:
             tags[STOPPED_TAG] = self.debugger.stopped.rule

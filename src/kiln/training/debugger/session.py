@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING, Any
 
 from kiln.settings import DebuggerSettings
@@ -59,10 +60,18 @@ class Debugger:
         self.profile: ProfileSummary | None = None
         self._probe: Probe | None = None
         self._looked = self._internals = False
+        self.seconds = 0.0  # spent in begin, after_step and end: the Debugger's own cost on the training's thread
 
     def begin(self, family: str, learner: Learner, prep: "Prepared") -> bool:
         """Before the first step: pick the rules that apply, check the labels, start the profiler. True when a
         rule checked here stops the training (it then ends after its first step)."""
+        started = time.perf_counter()
+        try:
+            return self._begin(family, learner, prep)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def _begin(self, family: str, learner: Learner, prep: "Prepared") -> bool:
         self.family, self.task = family, prep.task.kind
         self._probe = probe_for(learner, prep, self.settings)
         self.loss = self._probe.loss
@@ -97,20 +106,29 @@ class Debugger:
         are looked at every ``model_every`` steps and at the ``last``. ``valid``: the task's metrics of every
         validation row, when the caller has them (their log-loss or RMSE is then the validation loss)."""
         assert self._probe is not None, "begin() comes first"
+        started = time.perf_counter()
         self._looked = self._internals and (last or step % self.settings.model_every == 0)
         known = valid.get("log_loss" if self.task != "regression" else "rmse") if valid else None
         self.history.append(self._probe.observe(learner, step, self._looked, known))
         self._evaluate(stops=True)
+        self.seconds += time.perf_counter() - started
         return self.stopped is not None
 
     def end(self, learner: Learner) -> None:
         """After the last step: a look at the model's internals if that step had none, and the profile."""
+        started = time.perf_counter()
         if self._probe is not None and self.history and self._internals and not self._looked:
             now = self.history[-1]
             self.history[-1] = self._probe.observe(learner, now.step, True, now.valid_loss)
             self._evaluate(stops=False)  # the training is over: a stop rule firing now stops nothing
         if self.profiler is not None:
             self.profile = self.profiler.stop()
+        self.seconds += time.perf_counter() - started
+
+    @property
+    def cost_seconds(self) -> float:
+        """The Debugger's own cost: its calls on the training's thread and its profiler thread's CPU time."""
+        return self.seconds + (self.profile.cpu_seconds if self.profile else 0.0)
 
     @property
     def steps(self) -> int:
@@ -142,6 +160,7 @@ class Debugger:
             "findings": [dataclasses.asdict(f) for f in self.findings],
             "losses": [{"step": o.step, "train": o.train_loss, "valid": o.valid_loss} for o in self.history],
             "profile": self.profile.to_dict() if self.profile else None,
+            "debugger_seconds": round(self.cost_seconds, 4),
             "profile_samples": [[round(s.seconds, 3), round(s.cpu_percent, 1), round(s.rss_mb, 1)]
                                 for s in (self.profiler.samples if self.profiler else [])],
         }
