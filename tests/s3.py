@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.test_stack import free_port
+from tests.test_stack import free_ports
 
 WEED = Path(sys.executable).parent / "weed"
 PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -58,7 +58,8 @@ class S3:
 def s3_server(folder: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:
     """SeaweedFS with its S3 gateway on a free loopback port, ``buckets`` made; stopped when the block ends."""
     folder.mkdir(parents=True, exist_ok=True)
-    store = S3(endpoint=f"http://127.0.0.1:{free_port()}", region="us-east-1", access_key=secrets.token_hex(8),
+    s3_port, *ports = free_ports(1 + len(PORTS))  # all different: the S3 gateway once met its filer on one port
+    store = S3(endpoint=f"http://127.0.0.1:{s3_port}", region="us-east-1", access_key=secrets.token_hex(8),
                secret_key=secrets.token_hex(20))
     config = folder / "s3.json"
     config.write_text(json.dumps({"identities": [{
@@ -67,7 +68,7 @@ def s3_server(folder: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3]:
     (folder / "data").mkdir(exist_ok=True)
     args = [str(WEED), "server", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
             f"-s3.port={store.endpoint.rsplit(':', 1)[1]}", f"-s3.config={config}", "-iam=false", "-s3.autoCreateBucket=false",
-            "-volume.max=20", *(f"-{name}={free_port()}" for name in PORTS)]
+            "-volume.max=20", *(f"-{name}={port}" for name, port in zip(PORTS, ports))]
     log = (folder / "weed.log").open("wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     try:
