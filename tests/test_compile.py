@@ -100,13 +100,15 @@ def test_tuning_records_are_kept_and_reused_for_the_same_shapes(compiled: Compil
     from mlflow import MlflowClient
 
     root = compiled.root
-    # In process: `kiln compile --tune` tunes in a fresh process of its own, whatever this one has imported.
-    first = ok("compile", "toy/1", "--target", "x86_64", "--tune", "--trials", "10", "-w", root)
+    # As a process: `kiln compile --tune` tunes in a fresh process of its own, whose console must not reach the
+    # command's stdout (the JSON result alone); MetaSchedule's console goes to its logs folder.
+    first = ok("compile", "toy/1", "--target", "x86_64", "--tune", "--trials", "10", "-w", root, isolated=True)
     tuning = first["tuning"]
     assert tuning["tuned"] and not tuning["untuned"] and tuning["trials"] == 10
     assert first["parity"]["max_abs_diff"] <= 1e-5
     database = Path(tuning["database"])
     assert (database / "database_tuning_record.json").stat().st_size > 0
+    assert "Initializing Task" in (database / "logs" / "console.log").read_text()
     run = MlflowClient(f"sqlite:///{root}/models/mlflow.db").get_run(first["mlflow_run_id"])
     assert run.data.tags["kiln.tuned"] == "true" and run.data.metrics["tuning_seconds"] > 0
     # Another model with the same layer sizes: every kernel's record is found, nothing is tuned again.

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import multiprocessing
+import os
 import pickle
+import sys
 import types
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -72,6 +74,7 @@ def _child(sender: Connection, graph: bytes, width: int, batches: tuple[int, ...
     import onnx
 
     try:
+        _console_to(Path(work_dir) / "logs" / "console.log")
         with _getmodule_by_file():
             import tvm.s_tir.tensor_intrin  # noqa: F401 - the tuning contexts import it; done here, at a fraction of the cost
         report = tune_model(onnx.load_from_string(graph), width, batches, target, Path(work_dir), trials, again,
@@ -81,6 +84,17 @@ def _child(sender: Connection, graph: bytes, width: int, batches: tuple[int, ...
         sender.send(("error", _portable(exc)))
     finally:
         sender.close()
+
+
+def _console_to(path: Path) -> None:
+    """This process's stdout and stderr (MetaSchedule logs each task to the console) into ``path``: the command's
+    stdout holds its result alone (`kiln compile --json`), and its progress comes through the pipe."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as log:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
 
 
 @contextlib.contextmanager
