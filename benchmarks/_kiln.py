@@ -22,6 +22,23 @@ def kiln(*args: object, ws: Path) -> dict:
     return json.loads(res.stdout)
 
 
+def learnable_frame(rows: int, width: int) -> tuple["pd.DataFrame", list[str]]:
+    """A training table (customer_id, label_timestamp, ``width`` normal features f00.., churned) whose label follows
+    a few features, one through a sine; and the feature names."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, width))
+    logit = x[:, :5] @ np.array([1.0, -0.8, 0.6, 0.4, -0.3]) + 0.5 * np.sin(x[:, 5] * 2)
+    features = [f"f{i:02d}" for i in range(width)]
+    frame = pd.DataFrame(x, columns=features)
+    frame.insert(0, "customer_id", np.arange(rows))
+    frame.insert(1, "label_timestamp", pd.Timestamp("2026-01-01", tz="UTC"))
+    frame["churned"] = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype("int64")
+    return frame, features
+
+
 def registered_workspace(root: Path, frame: "pd.DataFrame", features: list[str], *train_args: object) -> Path:
     """A new workspace ROOT/ws with ``frame`` (customer_id, label_timestamp, features, churned) as its training
     set, a model trained on it with ``train_args`` (family, parameters) and registered as `bench` version 1."""

@@ -29,7 +29,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _kiln import kiln, registered_workspace  # noqa: E402
+from _kiln import kiln, learnable_frame, registered_workspace  # noqa: E402
 from _report import Figure, parser, run_measured  # noqa: E402
 
 WIDTH, HIDDEN = 20, 128
@@ -38,18 +38,7 @@ GOAL_ORT, GOAL_NATIVE = 0.8, 0.5
 
 def workspace(root: Path) -> Path:
     """A workspace with the MLP registered as `bench` version 1, trained on a learnable synthetic table."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    n = 4000
-    x = rng.normal(size=(n, WIDTH))
-    logit = x[:, :5] @ np.array([1.0, -0.8, 0.6, 0.4, -0.3]) + 0.5 * np.sin(x[:, 5] * 2)
-    features = [f"f{i:02d}" for i in range(WIDTH)]
-    frame = pd.DataFrame(x, columns=features)
-    frame.insert(0, "customer_id", np.arange(n))
-    frame.insert(1, "label_timestamp", pd.Timestamp("2026-01-01", tz="UTC"))
-    frame["churned"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
+    frame, features = learnable_frame(4000, WIDTH)
     return registered_workspace(root, frame, features, "-f", "mlp", "-p", f"width={HIDDEN}", "-p", "layers=2",
                                 "--iterations", "5")
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _kiln import kiln, registered_workspace
+from _kiln import kiln, learnable_frame, registered_workspace
 from _report import Figure, parser, run_measured
 from compiled_latency import compiled_model, latency_us  # sets one thread everywhere before numpy starts
 
@@ -32,18 +32,7 @@ GOAL_B1, GOAL_B256 = 1.0, 0.5
 
 def workspace(root: Path) -> Path:
     """A workspace with LightGBM registered as `bench` version 1, trained on a learnable synthetic table."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    n = 20_000
-    x = rng.normal(size=(n, WIDTH))
-    logit = x[:, :5] @ np.array([1.0, -0.8, 0.6, 0.4, -0.3]) + 0.8 * x[:, 5] * x[:, 6] + 0.5 * np.sin(x[:, 7] * 2)
-    features = [f"f{i:02d}" for i in range(WIDTH)]
-    frame = pd.DataFrame(x, columns=features)
-    frame.insert(0, "customer_id", np.arange(n))
-    frame.insert(1, "label_timestamp", pd.Timestamp("2026-01-01", tz="UTC"))
-    frame["churned"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")
+    frame, features = learnable_frame(20_000, WIDTH)
     return registered_workspace(root, frame, features, "-f", "lgbm", "--iterations", str(ROUNDS // 10),
                                 "--no-debugger")
 
