@@ -31,9 +31,11 @@ if TYPE_CHECKING:
 
 def tune_model(graph: "onnx.ModelProto", width: int, batches: tuple[int, ...], target: CompileTarget,
                work_dir: Path, trials: int, again: bool, progress: Progress) -> TuningReport:
-    """The kernels of the graph at every batch size, tuned in one budget of ``trials`` (see `tune`)."""
+    """The kernels of the graph at every batch size, tuned in one budget of ``trials`` (see `tune`), in the process
+    `tune_apart` starts: its console goes to the tuning folder once the graph has imported."""
     tvm_target = tuning_target(target)
     modules = [lower(import_graph(graph, batch, width), tvm_target) for batch in batches]
+    _console_to(work_dir / "logs" / "console.log")  # a graph that does not import leaves no folder behind
     return tune(modules, tvm_target, work_dir, trials, progress, again)
 
 
@@ -74,7 +76,6 @@ def _child(sender: Connection, graph: bytes, width: int, batches: tuple[int, ...
     import onnx
 
     try:
-        _console_to(Path(work_dir) / "logs" / "console.log")
         with _getmodule_by_file():
             import tvm.s_tir.tensor_intrin  # noqa: F401 - the tuning contexts import it; done here, at a fraction of the cost
         report = tune_model(onnx.load_from_string(graph), width, batches, target, Path(work_dir), trials, again,
