@@ -79,10 +79,20 @@ def compiled_model(bundle: Path):  # kiln.compile.runner.CompiledModel
     return CompiledModel({int(b): bundle / name for b, name in manifest["libraries"].items()})
 
 
+def ort_predict(graph):  # an onnx.ModelProto -> a callable on float32 rows
+    """ONNX Runtime on ``graph`` with one intra-op and one inter-op thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
 def measure(args) -> tuple[list[Figure], dict]:
     import numpy as np
     import onnx
-    import onnxruntime as ort
 
     root = Path(tempfile.mkdtemp(prefix="kiln-bench-compile-"))
     try:
@@ -96,15 +106,11 @@ def measure(args) -> tuple[list[Figure], dict]:
         again = kiln("compile", "bench/1", "--target", "x86_64", "--tune", "--trials", args.trials, ws=ws)
 
         graph = onnx.load(str(next((ws / "models").rglob("model.onnx"))))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
         clf, mean, scale = native_mlp(graph)
         predictors = {
             "tuned": compiled_model(Path(tuned["path"])).predict,
             "default": compiled_model(Path(default["path"])).predict,
-            "ort": lambda x: session.run(None, {name: x})[0],
+            "ort": ort_predict(graph),
             "native": lambda x: clf.predict_proba((x - mean) / scale),
         }
         x = np.random.default_rng(1).normal(size=(256, WIDTH)).astype(np.float32)

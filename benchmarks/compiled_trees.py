@@ -24,7 +24,7 @@ from pathlib import Path
 
 from _kiln import kiln, learnable_frame, registered_workspace
 from _report import Figure, parser, run_measured
-from compiled_latency import compiled_model, latency_us  # sets one thread everywhere before numpy starts
+from compiled_latency import compiled_model, latency_us, ort_predict  # sets one thread everywhere before numpy starts
 
 WIDTH, ROUNDS = 20, 100
 GOAL_B1, GOAL_B256 = 1.0, 0.5
@@ -40,7 +40,6 @@ def workspace(root: Path) -> Path:
 def measure(args) -> tuple[list[Figure], dict]:
     import lightgbm as lgb
     import numpy as np
-    import onnxruntime as ort
 
     from kiln.compile.source import export_graph
 
@@ -58,13 +57,9 @@ def measure(args) -> tuple[list[Figure], dict]:
         booster = lgb.Booster(model_file=str(model_file))
         trees = booster.num_trees()
         graph = export_graph("lgbm", model_file, WIDTH)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
-        session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
         predictors = {key: compiled_model(Path(doc["path"])).predict for key, doc in compiled.items()}
         predictors["lightgbm"] = lambda x: booster.predict(x, num_threads=1)
-        predictors["ort"] = lambda x: session.run(None, {name: x})[0]
+        predictors["ort"] = ort_predict(graph)
         x = np.random.default_rng(1).normal(size=(256, WIDTH)).astype(np.float32)
         reference = booster.predict(x, num_threads=1)
         agreement = {k: float(np.abs(np.asarray(p(x)).reshape(len(x), -1)[:, -1] - reference).max())
