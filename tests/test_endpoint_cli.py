@@ -107,7 +107,6 @@ def test_a_deploy_that_cannot_start_leaves_nothing_behind(ws: Path) -> None:
     assert res.code == 1 and "name: String should match" in res.stderr and "variants: List should have" in res.stderr
     for runtime, needle in [
         ("onnx", "variants[0].runtime onnx: models:/toy@challenger is a lgbm model with no ONNX graph"),
-        ("tvm", "variants[0].runtime tvm: a local endpoint serves mlflow and onnx"),
     ]:
         (ws / "runtime.yaml").write_text(f"name: toy\nvariants: [{{name: a, model: 'models:/toy@challenger', "
                                          f"runtime: {runtime}}}]\n")

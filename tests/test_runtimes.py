@@ -26,12 +26,11 @@ def test_an_unknown_runtime_is_refused_naming_the_known_ones() -> None:
 
 
 def test_the_registry_says_where_each_runtime_is_served() -> None:
-    assert local_runtimes() == ["mlflow", "onnx"]
+    assert local_runtimes() == ["mlflow", "onnx", "tvm"]
     assert {n: (r.model_format, r.cluster_runtime) for n, r in RUNTIMES.items()} == {
         "mlflow": ("mlflow", None), "onnx": ("onnx", None), "tvm": ("tvm", "kiln-tvm")}
     assert [n for n, r in RUNTIMES.items() if r.needs_onnx_graph] == ["onnx"]
-    with pytest.raises(InputError, match="runtime tvm: compiled TVM artifacts are not served yet"):
-        RUNTIMES["tvm"].model_type()
+    assert [n for n, r in RUNTIMES.items() if r.serves_bundle] == ["tvm"]
 
 
 def test_each_local_runtime_names_a_kserve_model_class() -> None:
@@ -39,32 +38,34 @@ def test_each_local_runtime_names_a_kserve_model_class() -> None:
 
     from kiln.serving.onnx_model import OnnxModel
     from kiln.serving.runtime import KilnModel
+    from kiln.serving.tvm_model import TvmModel
 
     assert RUNTIMES["mlflow"].model_type() is KilnModel and RUNTIMES["onnx"].model_type() is OnnxModel
+    assert RUNTIMES["tvm"].model_type() is TvmModel
     assert all(issubclass(RUNTIMES[n].model_type(), kserve.Model) for n in local_runtimes())
 
 
 def test_the_model_server_offers_the_local_runtimes_only() -> None:
     res = subprocess.run([sys.executable, "-m", "kiln.serving.server", "--name", "toy", "--model-uri",
-                          "models:/toy/1", "--runtime", "tvm", "--http-port", "1"], capture_output=True, text=True,
+                          "models:/toy/1", "--runtime", "triton", "--http-port", "1"], capture_output=True, text=True,
                          timeout=60)
-    assert res.returncode == 2 and "--runtime: invalid choice: 'tvm'" in res.stderr, res.stderr
-    assert "'mlflow', 'onnx'" in res.stderr, "the choices are the local runtimes"
+    assert res.returncode == 2 and "--runtime: invalid choice: 'triton'" in res.stderr, res.stderr
+    assert "'mlflow', 'onnx', 'tvm'" in res.stderr, "the choices are the local runtimes"
 
 
 STATE = {
     "name": "toy",
     "spec": parse_spec({"name": "toy", "variants": [{"name": "main", "model": "models:/toy@champion"}],
-                        "shadow": {"name": "dark", "model": "models:/toy/2", "runtime": "onnx"}}).model_dump(
+                        "shadow": {"name": "dark", "model": "models:/toy/2", "runtime": "tvm"}}).model_dump(
         mode="json"),
     "router_port": 8100,
     "variants": {"main": {"model": "models:/toy/1", "requested": "models:/toy@champion", "port": 8101,
-                          "runtime": "mlflow", "role": "production"},
-                 "dark": {"model": "models:/toy/2", "requested": "models:/toy/2", "port": 8102, "runtime": "onnx",
-                          "role": "shadow"}},
+                          "runtime": "mlflow", "role": "production", "artifact": None},
+                 "dark": {"model": "models:/toy/2", "requested": "models:/toy/2", "port": 8102, "runtime": "tvm",
+                          "role": "shadow", "artifact": "toy-v2-x86_64-20261201T000000000000"}},
 }
 PENDING = {"variant": "main", "candidate": "main-next", "model": "models:/toy/3", "requested": "models:/toy/3",
-           "port": 8103, "runtime": "mlflow"}
+           "port": 8103, "runtime": "mlflow", "artifact": None}
 
 
 @pytest.mark.parametrize("data", [STATE, {**STATE, "rollout": PENDING}], ids=["settled", "rolling-out"])

@@ -49,10 +49,11 @@ def serving_workspace(root: Path) -> Path:
     return root
 
 
-def start_server(args: list[str], root: Path, ready_path: str, log_name: str) -> tuple[subprocess.Popen, str]:
+def start_server(args: list[str], root: Path, ready_path: str, log_name: str,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """A server process (python -m ...) on a free loopback port, once ``ready_path`` answers 200."""
     port = free_port()
-    env = {**os.environ, **store_env(root)}
+    env = {**os.environ, **store_env(root), **(env or {})}
     log = (root / log_name).open("w")
     proc = subprocess.Popen([sys.executable, "-m", *args, str(port)], env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"

@@ -24,6 +24,7 @@ from kiln.serving.render import render as render_endpoint
 from kiln.serving.replay import ReplayReport
 from kiln.serving.replay import replay as replay_dataset
 from kiln.serving.rollout import RolloutReport
+from kiln.serving.runtimes import DEFAULT_RUNTIME
 from kiln.serving.spec import EndpointSpec, load_spec, single_model_spec
 from kiln.tracking import client
 from kiln.workspace import Workspace, open_workspace
@@ -39,13 +40,15 @@ def deploy(
                                         "models:/churn@champion."),
     name: str | None = typer.Option(None, "--name", "-n", help="Endpoint name with --model (default: the "
                                        "model's name)."),
+    runtime: str | None = typer.Option(None, "--runtime", "-r", help="With --model: mlflow (default), onnx, or "
+                                       "tvm (the version compiled for this machine; compiled now if it never was)."),
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Start an endpoint's variants and its front on loopback, or (serving type kserve) create its objects on the
     cluster; model aliases are pinned to versions."""
 
-    spec = _spec(spec_file, model, name)
+    spec = _spec(spec_file, model, name, runtime)
     respond(workspace, as_json, lambda ws: endpoints.deploy(ws, spec, progress), _render_deployment)
 
 
@@ -58,14 +61,17 @@ def here(ws: Workspace, command: str) -> Workspace:
     return ws
 
 
-def _spec(spec_file: Path | None, model: str | None, name: str | None) -> EndpointSpec:
-    """The spec file's endpoint, or the one-variant endpoint of ``--model`` (named ``--name``)."""
+def _spec(spec_file: Path | None, model: str | None, name: str | None, runtime: str | None = None) -> EndpointSpec:
+    """The spec file's endpoint, or the one-variant endpoint of ``--model`` (named ``--name``, on ``--runtime``)."""
     if (spec_file is None) == (model is None):
         raise InputError("give an endpoint spec file or --model URI (one of them)")
     if spec_file is not None:
+        if runtime is not None:
+            raise InputError("--runtime goes with --model; a spec file names each variant's runtime")
         return load_spec(spec_file)
     assert model is not None  # checked above: exactly one of the two was given
-    return single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model)
+    return single_model_spec(name or model.removeprefix("models:/").split("@")[0].split("/")[0], model,
+                             runtime or DEFAULT_RUNTIME)
 
 
 def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
@@ -77,7 +83,8 @@ def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
     name = deployed.state.name
     out.print(f"endpoint {name}: {deployed.url}/v1/models/{name}:predict", markup=False)
     for variant, info in deployed.state.variants.items():
-        out.print(f"  {variant:<12} {info.role:<10} {info.model:<24} port {info.port}", markup=False)
+        served = f"  runtime {info.runtime}" + (f", bundle {info.artifact}" if info.artifact else "")
+        out.print(f"  {variant:<12} {info.role:<10} {info.model:<24} port {info.port}{served}", markup=False)
 
 
 @app.command("status")

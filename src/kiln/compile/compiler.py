@@ -139,7 +139,7 @@ def _draft(source: SourceModel, target: CompileTarget, libraries: list[BuiltLibr
         target=target.describe(),
         runtime={"tvm": tvm.__version__},
         input={"name": "features", "dtype": "float32", "shape": [-1, source.width], "columns": source.feature_names,
-               "encoder": ENCODER},
+               "encoder": ENCODER, **({"schema": source.schema} if source.schema else {})},
         output=source.output(),
         libraries={str(lib.batch): lib.path.name for lib in libraries},
         expires_days=expires_days,

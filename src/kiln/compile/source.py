@@ -41,6 +41,7 @@ class SourceModel:
     # the version's own answers for encoded rows where its graph was not built by Kiln (an entry point's predict()):
     # the compiler checks the graph against them first
     answers: Callable[["np.ndarray"], "np.ndarray"] | None = None
+    schema: list[dict[str, str]] | None = None  # the version's input columns and MLflow types, for model servers
 
     @property
     def threshold(self) -> float:
@@ -77,8 +78,11 @@ def load_source(ws: Workspace, ref: str) -> SourceModel:
         graph, answers = entry_graph(folder, meta, len(names), Task.from_dict(meta.get("task")))
     else:
         graph = export_graph(meta["family"], folder / meta["model_file"], len(names))
+    signature = mlmodel.get_input_schema()  # type: ignore[no-untyped-call]  # MLflow leaves it unannotated
+    schema = [{"name": c.name, "type": str(c.type).removeprefix("DataType.")} for c in signature.inputs] \
+        if signature is not None else None
     return SourceModel(name=info.name, version=info.version, family=meta["family"], graph=graph, encoder=encoder,
-                       meta=meta, width=len(names), feature_names=names, answers=answers)
+                       meta=meta, width=len(names), feature_names=names, answers=answers, schema=schema)
 
 
 def export_graph(family: str, model_file: Path, width: int) -> "onnx.ModelProto":

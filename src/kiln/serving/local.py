@@ -18,16 +18,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kiln import tracking
+from kiln.compile.keys import public_key_path
 from kiln.errors import InputError, ServiceError, WorkspaceError
 from kiln.features.repo import plan_by_service
 from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec, free_ports, pid_file, start, start_all, status, stop, stop_all
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
+from kiln.serving.bundles import bundle_for, bundle_path
 from kiln.serving.compare import ShadowComparison, compare
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
-from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime, local_runtimes
+from kiln.serving.runtimes import DEFAULT_RUNTIME, PUBLIC_KEY_ENV, get_runtime, local_runtimes
 from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant
 from kiln.settings import LocalServing
 from kiln.storage import is_s3
@@ -47,6 +49,7 @@ class VariantRecord(_Record):
     port: int
     runtime: str = DEFAULT_RUNTIME
     role: Literal["production", "shadow"]
+    artifact: str | None = None  # runtime tvm: the compiled bundle it serves
 
 
 class PendingRollout(_Record):
@@ -58,6 +61,7 @@ class PendingRollout(_Record):
     requested: str
     port: int
     runtime: str = DEFAULT_RUNTIME
+    artifact: str | None = None  # runtime tvm: the candidate's compiled bundle
 
 
 class EndpointState(_Record):
@@ -261,16 +265,29 @@ def _local_serving(ws: Workspace) -> LocalServing:
 
 
 def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
-                    runtime: str = DEFAULT_RUNTIME) -> ServiceSpec:
+                    runtime: str = DEFAULT_RUNTIME, artifact: str | None = None) -> ServiceSpec:
+    """A variant's model server; runtime tvm serves the compiled bundle ``artifact`` of ``model_uri``."""
     host = _local_serving(ws).host
+    # both: MLflow keeps the last URIs a process set in its environment, and children inherit them
+    env = dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), ws.settings.mlflow.tracking_uri)
+    served = model_uri
+    if get_runtime(runtime).serves_bundle:
+        if artifact is None:
+            raise WorkspaceError(f"endpoint {endpoint}: variant {variant} (runtime {runtime}) names no bundle",
+                                 hint=f"`kiln endpoint delete {endpoint}`, then deploy it again")
+        served = str(bundle_path(ws, artifact))
+        env[PUBLIC_KEY_ENV] = str(public_key_path(ws))
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
-        command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", model_uri,
+        command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", served,
                  "--runtime", runtime, "--http-port", str(port), "--host", host],
-        host=host, port=port, health_path=f"/v2/models/{endpoint}/ready", setting="serving.base_port",
-        # both: MLflow keeps the last URIs a process set in its environment, and children inherit them
-        env=dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), ws.settings.mlflow.tracking_uri),
+        host=host, port=port, health_path=f"/v2/models/{endpoint}/ready", setting="serving.base_port", env=env,
     )
+
+
+def bundles(ws: Workspace, variants: list[Variant], pinned: dict[str, str], progress: Progress) -> dict[str, str]:
+    """The compiled bundle each runtime-tvm variant serves, by variant name (compiled now where none exists)."""
+    return {v.name: bundle_for(ws, pinned[v.name], progress) for v in variants if get_runtime(v.runtime).serves_bundle}
 
 
 def router_service(ws: Workspace, endpoint: str, port: int) -> ServiceSpec:
@@ -351,19 +368,21 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
     if spec.shadow:
         check_runtime(ws, spec.shadow, "shadow")
     pinned = {v.name: pin(ws, v) for v in variants}
+    artifacts = bundles(ws, variants, pinned, progress)
     host = _local_serving(ws).host
     ports = free_ports(host, _local_serving(ws).base_port, len(variants) + 1, _ports_in_use(ws))
     state = EndpointState(
         name=spec.name, spec=spec, router_port=ports[0],
         variants={v.name: VariantRecord(model=pinned[v.name], requested=v.model, port=p, runtime=v.runtime,
-                                        role="shadow" if spec.shadow is v else "production")
+                                        role="shadow" if spec.shadow is v else "production",
+                                        artifact=artifacts.get(v.name))
                   for v, p in zip(variants, ports[1:])})
     folder = endpoints_dir(ws) / spec.name
     front = router_service(ws, spec.name, ports[0])
     processes = [front]
     for v in variants:
         processes.append(variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port,
-                                         v.runtime))
+                                         v.runtime, artifacts.get(v.name)))
         progress(f"variant {v.name}: {pinned[v.name]} on port {processes[-1].port}")
     try:
         write_json_atomic(folder / "router.json", router_config(ws, spec, state).to_dict())
@@ -389,7 +408,8 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
     """The endpoint's processes: its front first, then each variant's model server."""
     state = read_state(ws, name)
     return [router_service(ws, name, state.router_port),
-            *(variant_service(ws, name, v, info.model, info.port, info.runtime) for v, info in state.variants.items())]
+            *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact)
+              for v, info in state.variants.items())]
 
 
 def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
@@ -402,7 +422,8 @@ def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
     specs = services(ws, name)
     pending = state.rollout
     if pending is not None:
-        specs.append(variant_service(ws, name, pending.candidate, pending.model, pending.port, pending.runtime))
+        specs.append(variant_service(ws, name, pending.candidate, pending.model, pending.port, pending.runtime,
+                                     pending.artifact))
     procs = {s.name: status(ws.state_dir, s).state for s in specs}
     front = specs[0]
     live: dict[str, Any] = {}
@@ -472,8 +493,10 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     if pinned == state.variants[variant].model:
         raise InputError(f"variant {variant} of {name} already serves {pinned}")
     candidate = f"{variant}-next"
+    artifact = bundles(ws, [Variant(name=candidate, model=pinned, runtime=runtime)], {candidate: pinned},
+                       progress).get(candidate)
     [port] = free_ports(_local_serving(ws).host, _local_serving(ws).base_port, 1, _ports_in_use(ws))
-    service = variant_service(ws, name, candidate, pinned, port, runtime)
+    service = variant_service(ws, name, candidate, pinned, port, runtime, artifact)
     progress(f"candidate {candidate}: {pinned} on port {port}")
     start(ws.state_dir, service, progress)
     try:
@@ -485,7 +508,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
         stop(ws.state_dir, service)
         raise
     state.rollout = PendingRollout(variant=variant, candidate=candidate, model=pinned, requested=model, port=port,
-                                   runtime=runtime)
+                                   runtime=runtime, artifact=artifact)
     write_state(ws, state)
     rollout = RolloutReport.from_dict(res.json())
     progress(f"rollout: {rollout.reason}")
@@ -517,13 +540,14 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     rollout = RolloutReport.from_dict(live)
     variant, candidate = pending.variant, pending.candidate
     serving = state.variants[variant]
-    old = variant_service(ws, name, variant, serving.model, serving.port, serving.runtime)
-    new = variant_service(ws, name, candidate, pending.model, pending.port, serving.runtime)
+    old = variant_service(ws, name, variant, serving.model, serving.port, serving.runtime, serving.artifact)
+    new = variant_service(ws, name, candidate, pending.model, pending.port, serving.runtime, pending.artifact)
     if rollout.phase == "promoted":
         stop(ws.state_dir, old)
         # The candidate's process now is the variant: its pid record moves to the variant's name.
         pid_file(ws.state_dir, new.name).replace(pid_file(ws.state_dir, old.name))
         serving.model, serving.requested, serving.port = pending.model, pending.requested, pending.port
+        serving.artifact = pending.artifact
     else:
         stop(ws.state_dir, new)
     state.rollout = None

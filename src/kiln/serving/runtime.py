@@ -1,24 +1,25 @@
 """KServe runtimes for Kiln models: V1 (`/v1/models/NAME:predict`) and V2 (Open Inference Protocol) routes.
 
 A Kiln model is an MLflow pyfunc (encoder + LightGBM, XGBoost or ONNX); load() resolves `models:/NAME@ALIAS` once.
-OnnxModel (onnx_model.py) serves the ONNX graph of the same version with ONNX Runtime alone. Answers carry the
-columns of the model's task (see Predictor.predict): one object per row on V1, one output per column on V2.
+OnnxModel (onnx_model.py) serves the ONNX graph of the same version with ONNX Runtime alone, TvmModel (tvm_model.py)
+a compiled, signed bundle of it. Answers carry the columns of the model's task (see Predictor.predict): one object
+per row on V1, one output per column on V2; V2 model metadata names, types and shapes both.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import kserve
 import mlflow.pyfunc
+import numpy as np
+import pandas as pd
 from kserve.errors import InvalidInput
 
-from kiln.serving.schema import InputSchema, RequestError
-
-if TYPE_CHECKING:
-    import pandas as pd
+from kiln.serving.schema import MAX_INSTANCES, InputSchema, RequestError
 
 log = logging.getLogger(__name__)
 WARM_UP_CALLS = 3
@@ -33,6 +34,9 @@ class KilnModel(kserve.Model):
         self.schema: InputSchema | None = None
         self.predictor: Any = None
         self.version: str | None = None
+        self.tensor_name: str | None = None  # runtimes that also take the encoded FP32 tensor on V2 set these
+        self.width = 0
+        self.encoder: Any = None  # and the version's kiln.training.encoding.Encoder
 
     def load(self) -> bool:
         model = mlflow.pyfunc.load_model(self.model_uri)
@@ -54,19 +58,55 @@ class KilnModel(kserve.Model):
             except Exception as exc:  # noqa: BLE001 - a model that fails on real requests is the guardrails' to judge
                 log.warning("warm-up request to %s failed: %s", self.model_uri, exc)
 
-    def frame(self, payload: Any) -> Any:
+    def frame(self, payload: Any) -> pd.DataFrame:
         """The request's rows as a validated frame; InvalidInput (a 400) names what is wrong."""
+        assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
+        return pd.DataFrame(self.rows(payload), columns=self.schema.names)
+
+    def rows(self, payload: Any) -> list[list[Any]]:
+        """The request's rows, validated, each a list in schema order; InvalidInput (a 400) names what is wrong."""
         assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
         try:
             if isinstance(payload, kserve.InferRequest):
-                return self._v2_frame(payload)
+                return self.schema.rows(self._v2_instances(payload))
             if not isinstance(payload, dict) or "instances" not in payload:
                 raise RequestError("the body must be a JSON object with 'instances' (V1) or 'inputs' (V2)")
-            return self.schema.frame(payload["instances"])
+            return self.schema.rows(payload["instances"])
         except RequestError as exc:
             raise InvalidInput(str(exc)) from None
 
-    def _v2_frame(self, request: kserve.InferRequest) -> Any:
+    def tensor(self, payload: Any) -> np.ndarray | None:
+        """A V2 request's own encoded input, checked: one FP32 tensor ``tensor_name`` of shape [N, width] with
+        finite values; None for any other request (feature rows)."""
+        name, width = self.tensor_name, self.width
+        if name is None or not isinstance(payload, kserve.InferRequest) or not payload.inputs \
+                or payload.inputs[0].name != name:
+            return None
+        item = payload.inputs[0]
+        if len(payload.inputs) != 1 or item.datatype != "FP32":
+            raise InvalidInput(f"input '{name}' must be the only input, with datatype FP32")
+        if len(item.shape) != 2 or item.shape[1] != width or not 1 <= item.shape[0] <= MAX_INSTANCES:
+            raise InvalidInput(f"input '{name}' must have shape [N, {width}] with N from 1 to {MAX_INSTANCES}; "
+                               f"got {item.shape}")
+        try:
+            data = item.data if isinstance(item.data, list) else item.as_numpy().reshape(-1).tolist()
+        except Exception as exc:  # noqa: BLE001 - binary or undecodable tensor contents: the caller's mistake, not a 500
+            raise InvalidInput(f"input '{name}': cannot read its data: {exc}") from None
+        if any(isinstance(row, list) for row in data):  # V2 JSON allows the rows nested
+            data = [v for row in data for v in (row if isinstance(row, list) else [row])]
+        if len(data) != item.shape[0] * width or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in data):
+            raise InvalidInput(f"input '{name}' must hold {item.shape[0] * width} finite numbers")
+        return np.asarray(data, dtype=np.float32).reshape(item.shape[0], width)
+
+    def encoded(self, payload: Any) -> np.ndarray:
+        """The request as the model's encoded FP32 matrix: V2's own tensor as given, or feature rows through the
+        runtime's ``encoder``."""
+        x = self.tensor(payload)
+        return x if x is not None else self.encoder.transform_rows(self.rows(payload))
+
+    @staticmethod
+    def _v2_instances(request: kserve.InferRequest) -> list[dict[str, Any]]:
         """V2 inputs are one tensor per feature (shape [N] or [N, 1]), named as the features."""
         columns: dict[str, list[Any]] = {}
         for item in request.inputs:
@@ -78,28 +118,50 @@ class KilnModel(kserve.Model):
         if len(sizes) > 1:
             raise RequestError(f"V2 inputs must all have the same length; got {sorted(sizes)}")
         n = sizes.pop() if sizes else 0
-        assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
-        return self.schema.frame([{k: v[i] for k, v in columns.items()} for i in range(n)])
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
 
-    def score(self, payload: Any) -> "pd.DataFrame":
-        """The answer frame (the task's columns) for a validated request."""
-        return self.predictor.predict(self.frame(payload))
+    def score(self, payload: Any) -> Columns:
+        """The answer's columns (the task's, see Predictor.predict) for a validated request."""
+        answer = self.predictor.predict(self.frame(payload))
+        return {str(name): answer[name].to_numpy() for name in answer.columns}
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         answer = self.score(payload)
         if isinstance(payload, kserve.InferRequest):
             return kserve.InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
                                         infer_outputs=v2_outputs(answer))
-        return {"predictions": answer.to_dict(orient="records")}
+        return {"predictions": v1_records(answer)}
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        """V2 model metadata's inputs: one tensor per feature, as V2 requests send them."""
+        assert self.schema is not None
+        return [{"name": c.name, "datatype": V2_TYPES.get(c.type, "BYTES"), "shape": [-1]} for c in self.schema.columns]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        """V2 model metadata's outputs: one tensor per answer column, typed as answers carry them."""
+        assert self.schema is not None
+        answer = self.score({"instances": [dict.fromkeys(self.schema.names)]})
+        return [{"name": o.name, "datatype": o.datatype, "shape": [-1]} for o in v2_outputs(answer)]
 
 
-def v2_outputs(answer: "pd.DataFrame") -> list[kserve.InferOutput]:
+Columns = dict[str, np.ndarray]
+V2_TYPES = {"double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32", "boolean": "BOOL",
+            "string": "BYTES"}
+
+
+def v1_records(answer: Columns) -> list[dict[str, Any]]:
+    """One object per row, values as plain JSON numbers and text."""
+    names = list(answer)
+    return [dict(zip(names, values)) for values in zip(*(answer[n].tolist() for n in names))]
+
+
+def v2_outputs(answer: Columns) -> list[kserve.InferOutput]:
     """One V2 output tensor per answer column: FP64 numbers, INT64 whole numbers, BYTES text."""
     outputs = []
-    for name in answer.columns:
-        column = answer[name]
+    for name, column in answer.items():
         kind = column.dtype.kind
         datatype = "FP64" if kind == "f" else "INT64" if kind in "iub" else "BYTES"
-        values = column.astype(str).tolist() if datatype == "BYTES" else column.tolist()
-        outputs.append(kserve.InferOutput(str(name), [len(column)], datatype, values))
+        values = column.astype(str).tolist() if datatype == "BYTES" else column.astype(
+            "float64" if kind == "f" else "int64").tolist()
+        outputs.append(kserve.InferOutput(name, [len(column)], datatype, values))
     return outputs

@@ -34,6 +34,7 @@ class Runtime:
     model_class: str | None = None
     not_local: str = ""
     needs_onnx_graph: bool = False  # the model version must hold an ONNX graph (a family that exports one)
+    serves_bundle: bool = False  # serves a compiled, signed bundle of the version rather than the version itself
     name_env: str | None = None
     name_flag: str | None = None
 
@@ -50,6 +51,7 @@ class Runtime:
 
 
 DEFAULT_RUNTIME = "mlflow"
+PUBLIC_KEY_ENV = "KILN_PUBLIC_KEY"  # runtime tvm: the path of the PEM public key its bundle is checked against
 
 MLFLOW = Runtime(
     name="mlflow", description="the version's MLflow pyfunc (any Kiln model)",
@@ -63,10 +65,10 @@ ONNX = Runtime(
     model_format="onnx", model_class="kiln.serving.onnx_model:OnnxModel", needs_onnx_graph=True,
 )
 TVM = Runtime(
-    name="tvm", description="compiled TVM artifacts",
+    name="tvm", description="the version compiled by TVM for this machine (a signed bundle, checked when it loads)",
     # `kiln-tvm` is a ClusterServingRuntime running Kiln's own TVM model server: KServe ships no TVM runtime.
     model_format="tvm", cluster_runtime="kiln-tvm", name_flag="--name",
-    not_local="compiled TVM artifacts are not served yet",
+    model_class="kiln.serving.tvm_model:TvmModel", serves_bundle=True,
 )
 
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (MLFLOW, ONNX, TVM)}

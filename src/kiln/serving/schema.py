@@ -39,12 +39,15 @@ class InputSchema:
         """Rows as a frame in schema order: a list of objects keyed by feature, or of lists in schema order."""
         import pandas as pd
 
+        return pd.DataFrame(self.rows(instances), columns=self.names)
+
+    def rows(self, instances: Any) -> list[list[Any]]:
+        """The validated rows, each a list in schema order (what frame() holds, for runtimes that need no frame)."""
         if not isinstance(instances, list) or not instances:
             raise RequestError("'instances' must be a non-empty list of rows")
         if len(instances) > MAX_INSTANCES:
             raise RequestError(f"'instances' has {len(instances)} rows; at most {MAX_INSTANCES} per request")
-        rows = [self._row(i, row) for i, row in enumerate(instances)]
-        return pd.DataFrame(rows, columns=self.names)
+        return [self._row(i, row) for i, row in enumerate(instances)]
 
     def _row(self, i: int, row: Any) -> list[Any]:
         if isinstance(row, list):

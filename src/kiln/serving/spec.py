@@ -129,6 +129,7 @@ def parse_spec(data: object, where: str = "endpoint spec") -> EndpointSpec:
         raise InputError(f"{where}: {problems}") from None
 
 
-def single_model_spec(name: str, model: str) -> EndpointSpec:
-    """The spec `kiln endpoint deploy --model URI` builds: one variant taking all traffic."""
-    return parse_spec({"name": name, "variants": [{"name": "primary", "model": model}]}, "--model")
+def single_model_spec(name: str, model: str, runtime: str = DEFAULT_RUNTIME) -> EndpointSpec:
+    """The spec `kiln endpoint deploy --model URI [--runtime R]` builds: one variant taking all traffic."""
+    return parse_spec({"name": name, "variants": [{"name": "primary", "model": model, "runtime": runtime}]},
+                      "--model")

@@ -68,6 +68,34 @@ class Encoder:
                 parts.append(values.astype(np.float32))
         return np.column_stack(parts) if parts else np.zeros((len(frame), 0), dtype=np.float32)
 
+    def transform_rows(self, rows: list[list[Any]]) -> "np.ndarray":
+        """transform() for rows already checked against the input schema, each a list in ``order``, without a
+        frame: pandas costs more than a compiled model at one row. A value of the wrong type is an InputError."""
+        import numpy as np
+
+        out = np.zeros((len(rows), len(self.output_names)), dtype=np.float32)
+        col = 0
+        for j, name in enumerate(self.order):
+            known = self.categories.get(name)
+            if known is not None:
+                index = {c: k for k, c in enumerate(known)}
+                for r, row in enumerate(rows):
+                    k = index.get(str(row[j])) if row[j] is not None else None
+                    if k is not None:
+                        out[r, col + k] = 1.0
+                col += len(known)
+                continue
+            for r, row in enumerate(rows):
+                value = row[j]
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    value = self.numeric[name]
+                try:
+                    out[r, col] = float(value)
+                except (TypeError, ValueError):
+                    raise InputError(f"feature '{name}' must be numeric; got {value!r}") from None
+            col += 1
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"numeric": self.numeric, "categories": self.categories, "order": self.order}
 

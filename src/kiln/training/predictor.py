@@ -92,20 +92,26 @@ class Predictor:
 
 def answer_frame(task: Task, out: "np.ndarray", threshold: float, index: Any = None) -> "pd.DataFrame":
     """The rows Predictor.predict answers, from the task's raw output."""
-    import numpy as np
     import pandas as pd
 
+    return pd.DataFrame(answer_columns(task, out, threshold), index=index)
+
+
+def answer_columns(task: Task, out: "np.ndarray", threshold: float) -> dict[str, "np.ndarray"]:
+    """The answer's columns from the task's raw output (P(positive), [N, K] probabilities, or values), in order:
+    what answer_frame holds, without building a frame (a model server answers one row in microseconds)."""
+    import numpy as np
+
     if task.kind == "regression":
-        return pd.DataFrame({"prediction": np.asarray(out, dtype="float64")}, index=index)
+        return {"prediction": np.asarray(out, dtype="float64").reshape(-1)}
     classes = np.asarray(task.classes)
     if task.kind == "binary":
-        return pd.DataFrame({"probability": out, "prediction": classes[(out >= threshold).astype("int64")]},
-                            index=index)
+        return {"probability": out, "prediction": classes[(out >= threshold).astype("int64")]}
     best = out.argmax(axis=1)
-    frame = pd.DataFrame({"prediction": classes[best], "probability": out[np.arange(len(out)), best]}, index=index)
+    columns = {"prediction": classes[best], "probability": out[np.arange(len(out)), best]}
     for i, c in enumerate(task.classes):
-        frame[f"probability_{c}"] = out[:, i]
-    return frame
+        columns[f"probability_{c}"] = out[:, i]
+    return columns
 
 
 def save_model_folder(folder: Path, learner: Any, encoder: Encoder, meta: dict[str, Any]) -> None:
