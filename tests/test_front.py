@@ -63,7 +63,12 @@ def test_inference_refusals_reach_the_caller_with_their_status(front: tuple[Test
     for res, status, needle in checks:
         assert res.status_code == status, res.text
         assert needle in res.json()["error"]
-    assert client.get("/v2/health/ready").json() == {"ready": True, "endpoint": "toy"}
+    assert client.get("/v2/health/live").json() == {"live": True}, "the front itself is up"
+    res = client.get("/v2/health/ready")
+    assert res.status_code == 503 and res.json() == {"ready": False}, "no variant answers: not ready"
+    res = client.get("/v2/models/toy")
+    assert res.status_code == 503 and "no production variant of this endpoint is answering" in res.json()["error"]
+    assert client.get("/v2/models/other/ready").status_code == 404
 
 
 def test_control_routes_refuse_with_400_404_and_409(front: tuple[TestClient, Router]) -> None:

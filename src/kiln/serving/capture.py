@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import struct
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ class CaptureRecord:
     response: Any
     status: int
     latency_ms: float
+    # V2's binary tensor extension: the JSON part's length when the request (or answer) was binary; the writer
+    # stores it as the V2 JSON form, tensors as lists
+    request_binary_header: int | None = None
+    response_binary_header: int | None = None
 
 
 class CaptureWriter:
@@ -83,11 +88,7 @@ class CaptureWriter:
                 batch.append(self._buffer.popleft())
             by_hour: dict[str, list[str]] = {}
             for rec in batch:
-                row = asdict(rec)
-                for key in ("request", "response"):
-                    if isinstance(row[key], (bytes, bytearray)):
-                        row[key] = parsed(row[key])  # decoded here, off the request path
-                by_hour.setdefault(rec.timestamp[:13], []).append(json.dumps(row, default=str))
+                by_hour.setdefault(rec.timestamp[:13], []).append(_line(rec))
             if self.s3 is not None:
                 return self._put(batch, by_hour)
             for hour, lines in by_hour.items():
@@ -126,10 +127,73 @@ class CaptureWriter:
         self.flush()
 
 
+def _line(rec: CaptureRecord) -> str:
+    """One record as a JSON line, request and answer decoded here, off the request path. A 200's bodies are
+    written as they came, unparsed: the variant's server read the request and wrote the answer with a strict JSON
+    parser and writer, so both are JSON already."""
+    import orjson
+
+    row: dict[str, Any] = {"inference_id": rec.inference_id, "timestamp": rec.timestamp, "endpoint": rec.endpoint,
+                           "variant": rec.variant, "shadow": rec.shadow}
+    for key, body, binary in (("request", rec.request, rec.request_binary_header),
+                              ("response", rec.response, rec.response_binary_header)):
+        if not isinstance(body, (bytes, bytearray)):
+            row[key] = body
+        elif binary is not None:
+            row[key] = binary_v2(bytes(body), binary, key)
+        else:
+            row[key] = orjson.Fragment(bytes(body)) if rec.status == 200 else parsed(bytes(body))
+    row["status"], row["latency_ms"] = rec.status, rec.latency_ms
+    return orjson.dumps(row, default=str).decode()
+
+
+STRUCT = {"BOOL": "?", "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q", "INT8": "b", "INT16": "h",
+          "INT32": "i", "INT64": "q", "FP16": "e", "FP32": "f", "FP64": "d"}  # V2 datatypes, little-endian
+
+
+def binary_v2(raw: bytes, json_length: int, kind: str) -> Any:
+    """A V2 request or answer in the binary tensor extension as its JSON form (tensors as flat lists); what cannot
+    be read is kept as its first 2,000 characters. Read here rather than by KServe's decoder: importing KServe
+    parses the process's command line, which is the front's, not KServe's."""
+    import orjson
+
+    key = "inputs" if kind == "request" else "outputs"
+    try:
+        doc = orjson.loads(raw[:json_length])
+        at = json_length
+        for tensor in doc[key]:
+            size = (tensor.get("parameters") or {}).pop("binary_data_size", None)
+            if size is None:
+                continue
+            tensor["data"] = _tensor_values(raw[at:at + size], tensor["datatype"])
+            at += size
+        return doc
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, struct.error):
+        return {"unparsed": raw[:2000].decode("utf-8", "replace")}
+
+
+def _tensor_values(data: bytes, datatype: str) -> list[Any]:
+    if datatype == "BYTES":  # each element: its length (4 bytes, little-endian), then its bytes
+        values, at = [], 0
+        while at < len(data):
+            (n,) = struct.unpack_from("<I", data, at)
+            values.append(data[at + 4:at + 4 + n].decode("utf-8", "replace"))
+            at += 4 + n
+        return values
+    code = STRUCT[datatype]
+    return list(struct.unpack(f"<{len(data) // struct.calcsize(code)}{code}", data))
+
+
 def parsed(raw: bytes) -> Any:
     """A body as JSON, or its first 2,000 characters when it is not JSON."""
+    import orjson
+
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)  # NaN and Infinity, which orjson refuses
     except (ValueError, UnicodeDecodeError):
         return {"unparsed": raw[:2000].decode("utf-8", "replace")}
 

@@ -293,7 +293,8 @@ def bundles(ws: Workspace, variants: list[Variant], pinned: dict[str, str], prog
 def router_service(ws: Workspace, endpoint: str, port: int) -> ServiceSpec:
     host = _local_serving(ws).host
     config = endpoints_dir(ws) / endpoint / "router.json"
-    return ServiceSpec(name=f"endpoint-{endpoint}", host=host, port=port, health_path="/v2/health/ready",
+    # live, not ready: the front starts beside its variants and is ready once one of them is
+    return ServiceSpec(name=f"endpoint-{endpoint}", host=host, port=port, health_path="/v2/health/live",
                        setting="serving.base_port",
                        command=[sys.executable, "-m", "kiln.serving.app", "--config", str(config), "--port", str(port),
                                 "--host", host])

@@ -1,19 +1,19 @@
 """The endpoint's front: weighted routing to production variants, shadow mirroring, capture, guardrail metrics.
 
 Each variant is its own KServe model server process serving the model under the endpoint's name, so a request
-is forwarded with its path and body unchanged. A shadow copy is sent after the caller's answer is on its way
-and is never awaited by the caller.
+is forwarded with its path and body unchanged, over connections kept open (kiln.serving.upstream). The shadow's
+copies are queued once the caller's answer is ready and sent in batches by kiln.serving.shadow, never awaited by
+the caller; capture records are queued for the writer's thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso
 from kiln.serving.capture import parsed as _parsed
@@ -26,16 +26,15 @@ from kiln.serving.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from kiln.serving.shadow import Copy, ShadowBatcher
+from kiln.serving.upstream import Upstream, UpstreamError
 from kiln.serving.window import Windows
-
-if TYPE_CHECKING:
-    import aiohttp
-    from starlette.requests import Request
-    from starlette.responses import Response
 
 TARGET_HEADER = "x-kiln-target-variant"  # SageMaker's TargetVariant
 VARIANT_HEADER = "x-kiln-variant"  # which variant answered
 INFERENCE_HEADER = "x-kiln-inference-id"
+BINARY_HEADER = b"inference-header-content-length"  # V2's binary tensor extension: the JSON part's length
+MEDIA_TYPES = (b"application/json", b"application/octet-stream")  # the second only with BINARY_HEADER
 
 
 @dataclass
@@ -63,7 +62,15 @@ class RouterState:
     max_body_bytes: int = 1_000_000
     token: str | None = None
     features: FeatureLookup | None = None
-    pending: set[asyncio.Task[None]] = field(default_factory=set)  # shadow tasks in flight
+
+
+@dataclass
+class Reply:
+    """An answer for the caller: status, body, and the headers it goes out with."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
 class Router:
@@ -73,19 +80,18 @@ class Router:
                  seed: int | None = None) -> None:
         self.state, self.windows, self.capture = state, windows, capture
         self.random = random.Random(seed)
-        self.session: aiohttp.ClientSession | None = None  # opened on start-up
+        self._upstreams: dict[str, Upstream] = {}
+        self.shadow: ShadowBatcher | None = None  # made on start-up, in the serving loop
 
     async def start(self) -> None:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=200, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+        self.shadow = ShadowBatcher(self._send_shadow, self._shadow_answered)
+        self.shadow.start()
 
     async def stop(self) -> None:
-        if self.state.pending:
-            await asyncio.wait(self.state.pending, timeout=5)
-        if self.session is not None:
-            await self.session.close()
+        if self.shadow is not None:
+            await self.shadow.stop()
+        for upstream in self._upstreams.values():
+            upstream.close()
 
     def pick(self, target: str | None) -> str:
         """A production variant drawn by share, or the one the caller named."""
@@ -99,75 +105,93 @@ class Router:
                 return name
         return live[-1][0]
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self.session is None:
-            raise RuntimeError("the router is not started: call start() first")
-        return self.session
+    def upstream(self, url: str) -> Upstream:
+        """The connection pool to the server at ``url``."""
+        pool = self._upstreams.get(url)
+        if pool is None:
+            pool = self._upstreams[url] = Upstream(url)
+        return pool
 
-    async def _forward(self, route: Route, path: str, body: bytes, content_type: str) -> tuple[int, bytes, float]:
-        import aiohttp
-
+    async def forward(self, route: Route, method: str, path: str, body: bytes,
+                      headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, dict[bytes, bytes], float]:
+        """The variant's answer (status, body, headers, ms); 503 when its server is gone or does not answer."""
         t0 = time.perf_counter()
         try:
-            async with self._client().post(f"{route.url}{path}", data=body,
-                                           headers={"content-type": content_type}) as resp:
-                data = await resp.read()
-                return resp.status, data, (time.perf_counter() - t0) * 1000
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return 503, b'{"error": "variant unavailable"}', (time.perf_counter() - t0) * 1000
+            answer = await self.upstream(route.url).request(method, path, body, headers)
+        except UpstreamError:
+            return 503, b'{"error": "variant unavailable"}', {}, (time.perf_counter() - t0) * 1000
+        return answer.status, answer.body, answer.headers, (time.perf_counter() - t0) * 1000
 
-    async def infer(self, request: Request) -> Response:
-        """POST /v1/models/{endpoint}:predict and /v2/models/{endpoint}/infer; a refusal raises RequestRefused."""
-        from starlette.responses import Response
-
+    async def ask_variants(self, path: str) -> tuple[int, bytes, str]:
+        """GET ``path`` from the production variants, largest share first, until one answers (not 503): its status,
+        body and content type; 503 when none does."""
         st = self.state
-        if st.token is not None and request.headers.get("authorization") != f"Bearer {st.token}":
+        for name in sorted(st.variants, key=lambda n: -st.shares.get(n, 0.0)):
+            status, body, headers, _ = await self.forward(st.variants[name], "GET", path, b"", [])
+            if status != 503:
+                return status, body, headers.get(b"content-type", b"application/json").decode("latin-1")
+        return 503, b'{"error": "no production variant is answering"}', "application/json"
+
+    def check(self, headers: Mapping[bytes, bytes], declared: int | None) -> None:
+        """Refuse a request before its body is read: token, declared length, content type, target variant."""
+        st = self.state
+        if st.token is not None and headers.get(b"authorization") != f"Bearer {st.token}".encode():
             raise Unauthorized("missing or wrong bearer token")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > st.max_body_bytes:
+        if declared is not None and declared > st.max_body_bytes:
             raise PayloadTooLarge(f"request body over the limit of {st.max_body_bytes} bytes")
-        body = await request.body()
+        media = headers.get(b"content-type", b"application/json").split(b";")[0].strip().lower()
+        if media not in MEDIA_TYPES or (media == MEDIA_TYPES[1] and BINARY_HEADER not in headers):
+            raise UnsupportedMediaType(f"content-type {headers.get(b'content-type', b'').decode('latin-1')!r}: "
+                                       "requests are application/json (or V2's binary tensor extension, with "
+                                       "inference-header-content-length)")
+        target = headers.get(TARGET_HEADER.encode())
+        if target is not None and target.decode("latin-1") not in st.variants:
+            raise NotFound(f"no production variant '{target.decode('latin-1')}'; variants: {', '.join(st.variants)}")
+
+    async def infer(self, path: str, headers: Mapping[bytes, bytes], body: bytes) -> Reply:
+        """POST /v1/models/{endpoint}:predict and /v2/models/{endpoint}/infer (``headers``' names lower-cased,
+        already checked by check()); a refusal raises RequestRefused."""
+        st = self.state
         if len(body) > st.max_body_bytes:
             raise PayloadTooLarge(f"request body over the limit of {st.max_body_bytes} bytes")
-        target = request.headers.get(TARGET_HEADER)
-        if target is not None and target not in st.variants:
-            raise NotFound(f"no production variant '{target}'; variants: {', '.join(st.variants)}")
-        content_type = request.headers.get("content-type", "application/json")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            raise UnsupportedMediaType(f"content-type {content_type!r}: requests are application/json")
-        path = request.url.path
         if st.features is not None and path.endswith(":predict") and st.features.join_key.encode() in body:
             body = await self._with_features(st.features, body)
-        name = self.pick(target)
-        status, data, ms = await self._forward(st.variants[name], path, body, content_type)
+        binary = headers.get(BINARY_HEADER)
+        # V2 clients send the binary extension with no content type; KServe reads a JSON type's body as JSON only
+        sent = [(b"content-type", headers.get(b"content-type", MEDIA_TYPES[binary is not None]))]
+        if binary is not None:
+            sent.append((BINARY_HEADER, binary))
+        target = headers.get(TARGET_HEADER.encode())
+        name = self.pick(target.decode("latin-1") if target is not None else None)
+        status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
         if status == 503 and target is None:
             # That variant's server is gone: answer from another live one rather than fail the caller.
             for other in [n for n, s in st.shares.items() if s > 0 and n != name]:
                 self.windows.add(name, ms, True)
                 name = other
-                status, data, ms = await self._forward(st.variants[name], path, body, content_type)
+                status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
                 if status != 503:
                     break
         self.windows.add(name, ms, status >= 500)
         if 400 <= status < 500:
             data = _error_body(data)
-        inference_id = request.headers.get(INFERENCE_HEADER) or uuid.uuid4().hex
+        inference_id = headers.get(INFERENCE_HEADER.encode(), b"").decode("latin-1") or uuid.uuid4().hex
         captured = self.capture is not None and self.capture.sampled()
         if self.capture is not None and captured:
-            self.capture.record(self._record(inference_id, name, False, body, data, status, ms))
-        if st.shadow is not None and st.shadow_percent > 0 and self.random.random() * 100 < st.shadow_percent:
-            task = asyncio.get_running_loop().create_task(
-                self._mirror(inference_id, path, body, content_type, captured))
-            st.pending.add(task)
-            task.add_done_callback(st.pending.discard)
-        return Response(data, status_code=status, media_type="application/json",
-                        headers={VARIANT_HEADER: name, INFERENCE_HEADER: inference_id})
+            self.capture.record(self._record(inference_id, name, False, body, data, status, ms, headers.get(BINARY_HEADER),
+                                             answered.get(BINARY_HEADER)))
+        if st.shadow is not None and st.shadow_percent > 0 and self.shadow is not None and (
+                st.shadow_percent >= 100 or self.random.random() * 100 < st.shadow_percent):
+            self.shadow.put(Copy(inference_id, path, body, sent, captured))
+        out = [(b"content-type", answered.get(b"content-type", b"application/json")),
+               (VARIANT_HEADER.encode(), name.encode()), (INFERENCE_HEADER.encode(), inference_id.encode())]
+        if BINARY_HEADER in answered:
+            out.append((BINARY_HEADER, answered[BINARY_HEADER]))
+        return Reply(status, data, out)
 
     async def _with_features(self, lookup: FeatureLookup, body: bytes) -> bytes:
         """Instances that carry only the entity id get the feature service's online values (KServe's Feast
         transformer does the same); any other body is passed on untouched for the model to judge."""
-        import aiohttp
-
         request = _parsed(body)
         rows = request.get("instances") if isinstance(request, dict) else None
         if not (isinstance(rows, list) and rows and all(isinstance(r, dict) and set(r) == {lookup.join_key}
@@ -177,11 +201,13 @@ class Router:
         if not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in ids):
             raise BadRequest(f"instances[].{lookup.join_key} must be text or an integer")
         query = {"feature_service": lookup.service, "entities": {lookup.join_key: ids}}
+        import orjson
+
         try:
-            async with self._client().post(f"{lookup.url}/get-online-features", json=query) as resp:
-                answer = await resp.json(content_type=None)
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
+            got = await self.upstream(lookup.url).request("POST", "/get-online-features", orjson.dumps(query),
+                                                          [(b"content-type", b"application/json")])
+            answer, status = orjson.loads(got.body), got.status
+        except (UpstreamError, orjson.JSONDecodeError):
             raise Unavailable(f"the feature server at {lookup.url} is not answering; start it with `kiln up`") \
                 from None
         if status != 200:
@@ -200,21 +226,32 @@ class Router:
             instances.append(row)
         return json.dumps({"instances": instances}).encode()
 
-    async def _mirror(self, inference_id: str, path: str, body: bytes, content_type: str, captured: bool) -> None:
+    async def _send_shadow(self, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
+                           ) -> tuple[int, bytes, float]:
         shadow = self.state.shadow
         if shadow is None:
-            return
-        await asyncio.sleep(0)  # let the caller's answer go out first
-        status, data, ms = await self._forward(shadow, path, body, content_type)
-        self.windows.add(shadow.name, ms, status >= 500)
-        if self.capture is not None and captured:
-            self.capture.record(self._record(inference_id, shadow.name, True, body, data, status, ms))
+            return 503, b'{"error": "no shadow"}', 0.0
+        status, data, _, ms = await self.forward(shadow, "POST", path, body, headers)
+        return status, data, ms
+
+    def _shadow_answered(self, copy: Copy, status: int, data: bytes, ms: float) -> None:
+        shadow = self.state.shadow
+        name = shadow.name if shadow is not None else "shadow"
+        self.windows.add(name, ms, status >= 500)
+        if self.capture is not None and copy.captured:
+            self.capture.record(self._record(copy.inference_id, name, True, copy.body, data, status, ms,
+                                             dict(copy.headers).get(BINARY_HEADER), None))
 
     def _record(self, inference_id: str, variant: str, shadow: bool, body: bytes, data: bytes, status: int,
-                ms: float) -> CaptureRecord:
+                ms: float, request_binary: bytes | None, response_binary: bytes | None) -> CaptureRecord:
         return CaptureRecord(inference_id=inference_id, timestamp=now_iso(), endpoint=self.state.endpoint,
                              variant=variant, shadow=shadow, request=body, response=data,
-                             status=status, latency_ms=round(ms, 3))
+                             status=status, latency_ms=round(ms, 3), request_binary_header=_length(request_binary),
+                             response_binary_header=_length(response_binary))
+
+
+def _length(header: bytes | None) -> int | None:
+    return int(header) if header is not None and header.isdigit() else None
 
 
 def _error_body(raw: bytes) -> bytes:
