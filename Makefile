@@ -7,8 +7,9 @@ WORKSPACE ?= demo-workspace
 PYTEST_ARGS ?=
 
 # Debian packages steps need: the aarch64 cross compiler (kiln compile --target aarch64), and qemu and debootstrap
-# for the emulated ARM device the tests run the edge agent on. Installed once, skipped when present.
-SYSTEM_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap
+# for the emulated ARM device the tests run the edge agent on, and wrk for load tests (`kiln endpoint recommend`,
+# the soak). Installed once, skipped when present.
+SYSTEM_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap wrk
 
 .PHONY: setup system images demo test lock layers clean
 

@@ -1,50 +1,39 @@
-"""Endpoint throughput and latency: the Kiln endpoint against bare KServe serving the same model.
+"""Endpoint throughput and latency per serving runtime, on one model version: `mlflow models serve`, a bare
+kserve.ModelServer (Kiln's model server alone), a Kiln endpoint with one variant, and a Kiln endpoint with two
+production variants (90/10), a 100% shadow and capture on.
 
-One small LightGBM model is registered in a fresh workspace. The reference is `kserve.ModelServer` serving it
-alone; the figure is a Kiln endpoint serving it with two production variants (90/10), a 10% shadow and data
-capture on, all on the same machine. Load comes from wrk (Debian package `wrk`) on loopback: a fixed number of
-connections, each sending the next request as soon as the last is answered.
+A LightGBM version (`bench` 1) is served by the mlflow and tvm runtimes (and by `mlflow models serve`); an MLP
+version (`bench-mlp` 1) by the onnx runtime, which needs the ONNX graph a tree model does not have. Load comes
+from wrk on loopback (kiln.serving.loadtest): one-row V1 requests over a fixed number of connections, each sending
+its next request when the last is answered. Every configuration is measured in turn, in interleaved rounds; the
+figures are medians over the rounds.
 
-Goal: throughput at least 0.9 of bare KServe, p99 at most 1.25 of it.
+Goals: per runtime, the full endpoint serves >= 0.9 of its bare server's throughput with p99 <= 1.25 times; the
+tvm runtime >= 1,000 requests/s with p99 under 15 ms and >= 4 times the mlflow runtime; the mlflow runtime >= 2
+times `mlflow models serve`.
 
-    .venv/bin/python benchmarks/endpoint_throughput.py [--seconds 20] [--connections 16] [--json]
+    .venv/bin/python benchmarks/endpoint_throughput.py [--seconds 10] [--rounds 3] [--connections 8] [--json]
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _kiln import KILN, kiln, registered_workspace
+from _kiln import KILN, kiln, learnable_frame, registered_workspace
 from _report import Figure, parser, run_measured
 
-ROW = {"calls": 5, "tenure": 40.0, "plan": "basic"}
+RUNTIMES = {"mlflow": "bench", "tvm": "bench", "onnx": "bench-mlp"}
 
 
-def workspace(root: Path) -> Path:
-    """A workspace with model `bench` registered (version 1): LightGBM on a learnable synthetic table."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    n = 2000
-    calls, tenure = rng.poisson(2, n), rng.uniform(0, 1000, n)
-    plan = rng.choice(["basic", "plus", "pro"], n)
-    logit = 0.9 * calls - tenure / 300 + (plan == "basic") * 0.8 - 0.5
-    frame = pd.DataFrame({"customer_id": np.arange(n), "label_timestamp": pd.Timestamp("2026-01-01", tz="UTC"),
-                          "calls": calls, "tenure": tenure, "plan": plan,
-                          "churned": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype("int64")})
-    return registered_workspace(root, frame, ["calls", "tenure", "plan"], "-f", "lgbm", "--iterations", "5")
-
-
-def wait_ready(url: str, seconds: float = 120) -> None:
+def wait_ready(url: str, log: Path, seconds: float = 180) -> None:
     import httpx
 
     deadline = time.monotonic() + seconds
@@ -55,84 +44,122 @@ def wait_ready(url: str, seconds: float = 120) -> None:
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    sys.exit(f"{url} did not become ready")
+    sys.exit(f"{url} did not become ready; its log:\n{log.read_text()[-2000:]}")
 
 
-def wrk(url: str, seconds: int, connections: int, folder: Path) -> dict[str, float]:
-    """wrk's requests/s and latency percentiles for POSTing one V1 instance to ``url``."""
-    script = folder / "post.lua"
-    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                      f"wrk.body = '{json.dumps({'instances': [ROW]})}'\n")
-    subprocess.run(["wrk", "-t1", "-c", str(connections), "-d", "3s", "-s", str(script), url],
-                   capture_output=True, check=True)  # warm-up: connections, caches, lazy imports
-    res = subprocess.run(["wrk", "-t1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s",
-                          str(script), url], capture_output=True, text=True, check=True)
-    text = res.stdout
-    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+def free_port() -> int:
+    import socket
 
-    def pct(p: str) -> float:
-        m = re.search(rf"^\s*{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
-        return float(m.group(1)) * unit[m.group(2)]
-
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)), "p50": pct("50"),
-            "p99": pct("99"), "non_2xx": int(errors.group(1)) if errors else 0}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def measure(args) -> tuple[list[Figure], dict]:
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: `apt-get install wrk` (Debian package) and run again")
+    from kiln.serving.loadtest import load_test, wrk_path
+
+    wrk_path()
     root = Path(tempfile.mkdtemp(prefix="kiln-bench-endpoint-"))
     procs: list[subprocess.Popen] = []
+    deployed: list[str] = []
     ws = None
     try:
-        print("… training and registering the model", file=sys.stderr)
-        ws = workspace(root)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{ws}/models/mlflow.db"}
-        port = 18431
-        log = (root / "bare.log").open("w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "kiln.serving.server", "--name", "bench", "--model-uri",
-                                       "models:/bench/1", "--http-port", str(port)], env=env, stdout=log,
-                                      stderr=log))
-        wait_ready(f"http://127.0.0.1:{port}/v2/models/bench/ready")
-        print(f"… bare KServe: wrk, {args.connections} connections, {args.seconds} s", file=sys.stderr)
-        bare = wrk(f"http://127.0.0.1:{port}/v1/models/bench:predict", args.seconds, args.connections, root)
-        procs.pop().terminate()
+        print("… training and registering LightGBM and an MLP on 6 features; compiling LightGBM", file=sys.stderr)
+        frame, features = learnable_frame(4000, 6)
+        ws = registered_workspace(root, frame, features, "-f", "lgbm", "--iterations", "30")
+        run = kiln("train", "-t", ws / "train.parquet", "-f", "mlp", "--iterations", "20", ws=ws)["run_id"]
+        kiln("models", "register", run, "--name", "bench-mlp", ws=ws)
+        for model in set(RUNTIMES.values()):
+            kiln("models", "approve", f"{model}/1", "--reason", "benchmark", ws=ws)
+        bundle = kiln("compile", "models:/bench/1", "--target", "x86_64", ws=ws)["path"]
+        row = json.dumps({"instances": [dict.fromkeys(features, 0.25)]}).encode()
+        uri = f"sqlite:///{ws}/models/mlflow.db"
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri,
+               "KILN_PUBLIC_KEY": str(ws / "artifacts" / "signing-key.pub"),
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow runs uvicorn
 
-        spec = root / "endpoint.yaml"
-        spec.write_text(json.dumps({
-            "name": "bench",
-            "variants": [{"name": "blue", "model": "models:/bench/1", "weight": 9},
-                         {"name": "green", "model": "models:/bench/1", "weight": 1}],
-            "shadow": {"name": "shadow", "model": "models:/bench/1", "sample_percent": 10},
-            "capture": {"enabled": True, "sample_percent": 100},
-        }))
-        print("… deploying the Kiln endpoint (2 variants 90/10, 10% shadow, capture)", file=sys.stderr)
-        url = kiln("endpoint", "deploy", spec, ws=ws)["url"]
-        print(f"… Kiln endpoint: wrk, {args.connections} connections, {args.seconds} s", file=sys.stderr)
-        endpoint = wrk(f"{url}/v1/models/bench:predict", args.seconds, args.connections, root)
-        status = kiln("endpoint", "status", "bench", ws=ws)
+        def process(name: str, command: list[str], ready: str) -> str:
+            log = root / f"{name}.log"
+            procs.append(subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT))
+            wait_ready(ready, log)
+            return ready
+
+        targets: dict[str, str] = {}
+        port = free_port()
+        process("mlflow-serve", [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                                 "models:/bench/1", "-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"],
+                f"http://127.0.0.1:{port}/ping")
+        targets["mlflow models serve"] = f"http://127.0.0.1:{port}/invocations"
+        for runtime, model in RUNTIMES.items():
+            print(f"… starting the {runtime} runtime: bare, and two endpoints", file=sys.stderr)
+            port = free_port()
+            served = bundle if runtime == "tvm" else f"models:/{model}/1"
+            process(f"bare-{runtime}", [sys.executable, "-m", "kiln.serving.server", "--name", model, "--model-uri",
+                                        served, "--runtime", runtime, "--http-port", str(port)],
+                    f"http://127.0.0.1:{port}/v2/models/{model}/ready")
+            targets[f"{runtime} bare"] = f"http://127.0.0.1:{port}/v1/models/{model}:predict"
+            variant = {"model": f"models:/{model}/1", "runtime": runtime}
+            for kind, spec in [("one variant", {"variants": [{"name": "primary", **variant}]}),
+                               ("90/10 + shadow + capture", {
+                                   "variants": [{"name": "blue", "weight": 9, **variant},
+                                                {"name": "green", "weight": 1, **variant}],
+                                   "shadow": {"name": "dark", "sample_percent": 100, **variant},
+                                   "capture": {"enabled": True, "sample_percent": 100}})]:
+                name = f"b-{runtime}-{'one' if kind == 'one variant' else 'full'}"
+                (root / f"{name}.json").write_text(json.dumps({"name": name, **spec}))
+                url = kiln("endpoint", "deploy", root / f"{name}.json", ws=ws)["url"]
+                deployed.append(name)
+                targets[f"{runtime} endpoint, {kind}"] = f"{url}/v1/models/{name}:predict"
+
+        results: dict[str, list] = {name: [] for name in targets}
+        for r in range(args.rounds):
+            for name, url in targets.items():
+                print(f"… round {r + 1}/{args.rounds}: {name}", file=sys.stderr)
+                results[name].append(load_test(url, row, args.seconds, args.connections))
         captured = sum(1 for f in (ws / "capture").rglob("*.jsonl") for _ in f.open())
     finally:
+        for name in deployed:
+            subprocess.run([str(KILN), "endpoint", "delete", name, "-w", str(ws)], capture_output=True)
         for p in procs:
             p.terminate()
-        if ws is not None:
-            subprocess.run([str(KILN), "endpoint", "delete", "bench", "-w", str(ws)], capture_output=True)
+        for p in procs:
+            p.wait(30)
         shutil.rmtree(root, ignore_errors=True)
-    figures = [
-        Figure("throughput", endpoint["rps"], "/s", bare["rps"], "bare KServe", "ratio >= 0.9"),
-        Figure("p50 latency", endpoint["p50"], "ms", bare["p50"], "bare KServe"),
-        Figure("p99 latency", endpoint["p99"], "ms", bare["p99"], "bare KServe", "ratio <= 1.25"),
+
+    def rps(name: str) -> float:
+        return statistics.median(r.requests_per_second for r in results[name])
+
+    def p99(name: str) -> float:
+        return statistics.median(r.p99_ms for r in results[name])
+
+    figures = []
+    for runtime in RUNTIMES:
+        bare = f"{runtime} bare"
+        for kind, short in [("90/10 + shadow + capture", "full"), ("one variant", "1 variant")]:
+            name = f"{runtime} endpoint, {kind}"
+            figures += [Figure(f"{runtime}: endpoint {short} rps", rps(name), "/s", rps(bare), "bare server",
+                               "ratio >= 0.9" if short == "full" else ""),
+                        Figure(f"{runtime}: endpoint {short} p99", p99(name), "ms", p99(bare), "bare server",
+                               "ratio <= 1.25" if short == "full" else "")]
+    figures += [
+        Figure("mlflow runtime rps", rps("mlflow bare"), "/s", rps("mlflow models serve"), "mlflow models serve",
+               "ratio >= 2"),
+        Figure("tvm runtime rps", rps("tvm bare"), "/s", rps("mlflow bare"), "mlflow runtime", "ratio >= 4"),
+        Figure("tvm runtime rps", rps("tvm bare"), "/s", 1000.0, "1,000 requests/s", "ratio >= 1"),
+        Figure("tvm runtime p99", p99("tvm bare"), "ms", 15.0, "15 ms", "ratio < 1"),
     ]
-    served = {k: v.get("requests") for k, v in status.get("live", {}).get("variants", {}).items()}
-    notes = {"connections": args.connections, "seconds": args.seconds,
-             "non-2xx answers (bare, endpoint)": f"{bare['non_2xx']}, {endpoint['non_2xx']}",
-             "requests per variant (last minute)": served, "capture records written": captured}
+    notes = {"connections": args.connections, "seconds per test": args.seconds, "rounds": args.rounds,
+             "failed requests (all tests)": sum(r.failures for rs in results.values() for r in rs),
+             "capture records written": captured,
+             "requests/s by round": {n: [round(r.requests_per_second) for r in rs] for n, rs in results.items()},
+             "p99 ms by round": {n: [r.p99_ms for r in rs] for n, rs in results.items()}}
     return figures, notes
 
 
 if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=int, default=20)
-    p.add_argument("--connections", type=int, default=16)
-    run_measured("Endpoint throughput (Kiln endpoint vs bare KServe)", measure, p.parse_args())
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--connections", type=int, default=8)
+    run_measured("Endpoint throughput per runtime (Kiln endpoint vs bare KServe vs mlflow models serve)", measure,
+                 p.parse_args())
