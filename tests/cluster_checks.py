@@ -30,12 +30,32 @@ def documents(text: str) -> list[dict[str, Any]]:
 
 
 def validate(obj: dict[str, Any]) -> None:
-    """kubernetes-validate, strict (unknown fields are errors), against KUBERNETES_VERSION; raises naming the object."""
+    """kubernetes-validate, strict (unknown fields are errors), against KUBERNETES_VERSION; raises naming the object.
+    A KServe ServingRuntime goes through the KServe SDK's model, and its pod part through Kubernetes' PodSpec."""
+    if obj["kind"] == "ServingRuntime":
+        serving_runtime(obj)
+        pod = {k: v for k, v in obj["spec"].items() if k in POD_SPEC_FIELDS}
+        obj = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": obj["metadata"]["name"]},
+               "template": {"spec": pod}}
     try:
         kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
         where = ".".join(map(str, exc.absolute_path)) or "(top)"
         raise AssertionError(f"{obj['kind']} {obj['metadata'].get('name')}: at {where}: {exc.message}") from None
+
+
+# The fields a ServingRuntime's spec shares with a PodSpec.
+POD_SPEC_FIELDS = ("containers", "volumes", "nodeSelector", "affinity", "tolerations", "imagePullSecrets")
+
+
+def serving_runtime(obj: dict[str, Any]) -> None:
+    """A round trip through the KServe SDK's V1alpha1ServingRuntime: a field it does not know, or one of the wrong
+    type, fails naming it."""
+    from kiln.serving.render import _differences, _sdk_client
+
+    client = _sdk_client()
+    again = client.sanitize_for_serialization(client._ApiClient__deserialize(dict(obj), "V1alpha1ServingRuntime"))
+    assert again == obj, f"ServingRuntime {obj['metadata']['name']}: {_differences(obj, again)}"
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -49,6 +69,8 @@ def pod_spec(obj: dict[str, Any]) -> dict[str, Any] | None:
         return spec["jobTemplate"]["spec"]["template"]["spec"]
     if kind == "PodTemplate":
         return obj["template"]["spec"]
+    if kind == "ServingRuntime":  # KServe's template of a predictor's pod
+        return spec
     return None
 
 

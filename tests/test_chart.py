@@ -29,8 +29,12 @@ from tests.k8s_tools import tools
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "kiln"
 NAMESPACE = "kubeflow"
+# A public key made for the tests (its private half was thrown away), as `--set-file` gives the workspace's.
+PUBLIC_KEY = ROOT / "tests" / "data" / "signing-key.pub"
+TVM = ["--set", "servingRuntimes.tvm.enabled=true", "--set-file", f"servingRuntimes.tvm.publicKey={PUBLIC_KEY}"]
 VALUES = {"default": [], "kind": ["-f", CHART / "values-kind.yaml"],
-          "production": ["-f", CHART / "values-production.yaml"], "dev": ["-f", CHART / "values-dev.yaml"]}
+          "production": ["-f", CHART / "values-production.yaml"], "dev": ["-f", CHART / "values-dev.yaml"],
+          "tvm": TVM}
 EXPOSED = ("mlflow", "feature-server", "evidently", "distribution", "capture")
 
 
@@ -258,6 +262,72 @@ def test_rollout_controller_may_patch_only_its_endpoints_routing(helm: Path) -> 
     assert sorted(tokens) == sorted(d["metadata"]["name"] for d in deployments)
 
 
+def test_the_tvm_serving_runtime_runs_what_a_rendered_tvm_variant_asks_for(helm: Path) -> None:
+    """The ServingRuntime `kiln-tvm` in the endpoints' namespace serves what `kiln endpoint render` writes for a tvm
+    variant; the pod KServe makes from the two runs Kiln's server on the bundle in /mnt/models, named after the
+    endpoint, checking it against the key from the chart's ConfigMap, as the chart's user on a read-only root."""
+    from kiln.serving.render import objects
+    from kiln.serving.server import arguments
+    from kiln.serving.spec import single_model_spec
+    from tests.predictor import predictor_pod
+
+    assert by(template(helm), "ServingRuntime") == [], "off unless asked for: it needs KServe's kinds"
+    objs = template(helm, *TVM, "--set", "rolloutController.namespace=serving")
+    [runtime] = by(objs, "ServingRuntime")
+    assert runtime["metadata"]["namespace"] == "serving"
+    spec = single_model_spec("churn", "models:/churn/3", "tvm")
+    [isvc] = [o for o in objects(spec, namespace="serving", storage_uris={"primary": "s3://kiln/artifacts/compiled/b1"})
+              if o["kind"] == "InferenceService"]
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == runtime["metadata"]["name"] == "kiln-tvm"
+    pod = predictor_pod(runtime, isvc)  # refuses a format or protocol the runtime does not serve
+    [container] = pod["containers"]
+    command = [*container["command"], *container["args"]]
+    assert command[:3] == ["python", "-m", "kiln.serving.server"]
+    args = arguments(command[3:])
+    assert (args.name, args.runtime, args.model_uri, args.http_port, args.host) == (
+        "churn", "tvm", "/mnt/models", 8080, "0.0.0.0"), "the endpoint's name wins over the runtime's {{.Name}}"
+    # Without the InferenceService's args the model is named after the InferenceService, as KServe names it.
+    assert arguments([*container["command"][3:], *runtime["spec"]["containers"][0]["args"]]).name == "{{.Name}}"
+
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    folder, file = env["KILN_PUBLIC_KEY"].rsplit("/", 1)
+    key_volume = volumes[mounts[folder]["name"]]
+    [config_map] = by(objs, "ConfigMap", key_volume["configMap"]["name"])
+    assert config_map["metadata"]["namespace"] == "serving", "a pod mounts ConfigMaps of its own namespace only"
+    assert config_map["data"][file] == PUBLIC_KEY.read_text()
+    assert mounts["/mnt/models"]["readOnly"] and mounts[folder]["readOnly"]
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]] and env["HOME"] == "/tmp"
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and security["runAsUser"] == 10001 and security["runAsNonRoot"]
+    assert container["resources"]["limits"]["memory"] == "4Gi", "the InferenceService's resources win"
+    assert runtime["spec"]["nodeSelector"]["kubernetes.io/arch"] == "amd64"
+    settings = yaml.safe_load(by(objs, "ConfigMap", "kiln-settings")[0]["data"]["kiln.yaml"])
+    assert settings["serving"]["tvm_target"] == "x86_64" and settings["serving"]["namespace"] == "serving"
+    arm = template(helm, *TVM, "--set", "servingRuntimes.tvm.target=aarch64")
+    assert by(arm, "ServingRuntime")[0]["spec"]["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+    assert "tvm_target: aarch64" in by(arm, "ConfigMap", "kiln-settings")[0]["data"]["kiln.yaml"]
+
+
+def test_the_tvm_runtime_refuses_a_missing_malformed_or_private_key(helm: Path, tmp_path: Path) -> None:
+    err = template_error(helm, "--set", "servingRuntimes.tvm.enabled=true")
+    assert "servingRuntimes.tvm.publicKey is required" in err and "signing-key.pub" in err
+    err = template_error(helm, "--set", "servingRuntimes.tvm.enabled=true", "--set",
+                         "servingRuntimes.tvm.publicKey=not a key")
+    assert "servingRuntimes.tvm.publicKey is not a PEM public key" in err
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private = tmp_path / "artifact-signing.pem"
+    private.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    err = template_error(helm, "--set", "servingRuntimes.tvm.enabled=true", "--set-file",
+                         f"servingRuntimes.tvm.publicKey={private}")
+    body = private.read_text().splitlines()[1]
+    assert "/servingRuntimes/tvm/publicKey" in err and body not in err, "refused, without printing the private key"
+
+
 def _pod(obj: dict[str, Any]) -> dict[str, Any] | None:
     from tests.cluster_checks import pod_spec
 
@@ -347,6 +417,9 @@ def test_bucket_hook_names_a_bad_bucket_and_an_unreachable_store() -> None:
     ("mlflow.resources.requests.memory=lots", "/mlflow/resources/requests/memory"),
     ("distribution.nodePort=80", "/distribution/nodePort"),
     ("rolloutController.endpoints={Churn_1}", "/rolloutController/endpoints/0"),
+    ("servingRuntimes.tvm.target=x86", "/servingRuntimes/tvm/target"),
+    ("servingRuntimes.tvm.enabled=yes", "/servingRuntimes/tvm/enabled"),
+    ("servingRuntimes.tvm.resources.limits.cpu=many", "/servingRuntimes/tvm/resources/limits/cpu"),
 ])
 def test_schema_rejects_a_wrong_value_and_names_it(helm: Path, setting: str, named: str) -> None:
     err = template_error(helm, "--set", setting)

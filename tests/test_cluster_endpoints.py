@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import clean_env, run_kiln
@@ -305,6 +306,91 @@ def test_the_controllers_main_loop_logs_one_line_per_decision(kube, namespace, m
     caplog.clear()
     assert controlling.main([*argv[:1], "gone", *argv[2:]]) == 2
     assert "ConfigMap" in caplog.records[0].getMessage() and "not found" in caplog.records[0].getMessage()
+
+
+TVM_SPEC = """
+name: fast
+variants: [{name: primary, model: "models:/toy/1", runtime: tvm}]
+"""
+
+
+def test_a_tvm_variant_serves_its_bundle_for_the_nodes_from_the_object_store(kube, namespace, ws, s3,
+                                                                            monkeypatch) -> None:
+    """`runtime: tvm` on a cluster: the InferenceService names the chart's kiln-tvm runtime and, as its storageUri,
+    the version's bundle compiled for the nodes (x86_64) in the artifacts store, which must be an object store; a
+    second deploy compiles nothing. The chart's ServingRuntime is accepted by the API server, and the pod KServe
+    would make from it and the InferenceService (tests/predictor.py) runs on the node and answers as the registered
+    model does."""
+    import tempfile
+
+    from kiln.compile.bundle import verify_bundle
+    from kiln.compile.keys import load_public_key
+    from tests.cluster_checks import documents, run
+    from tests.k8s_tools import tools
+    from tests.predictor import predictor_pod
+    from tests.test_chart import CHART
+    from tests.test_tvm_runtime import held_out
+
+    root, env = ws
+    spec = write_spec(ws, TVM_SPEC)
+    refused = run_kiln("endpoint", "deploy", spec, "-w", root, env=env)
+    assert refused.code == 1 and "which a cluster's model servers cannot read" in refused.stderr, refused.stderr
+    assert "artifacts: {type: s3, uri: s3://BUCKET/artifacts}" in refused.stderr
+    assert "fast-primary" not in isvcs(kube, namespace), "refused before anything was made"
+    stored = {**env, "KILN_ARTIFACTS": json.dumps({"type": "s3", "uri": f"s3://kiln/artifacts-{namespace}"})}
+    odd = run_kiln("endpoint", "deploy", spec, "-w", root, env={**stored, "KILN_SERVING__TVM_CPU": "pentium-9000"})
+    assert odd.code == 1 and "serving.tvm_cpu 'pentium-9000' is not a CPU LLVM knows for x86_64" in odd.stderr
+
+    res = run_kiln("endpoint", "deploy", spec, "-w", root, "--json", env=stored, timeout=900)
+    assert res.code == 0, res.stderr[-3000:]
+    uri = json.loads(res.stdout)["storage"]["primary"]
+    artifact = uri.rsplit("/", 1)[1]
+    assert uri == f"s3://kiln/artifacts-{namespace}/compiled/{artifact}"
+    isvc = isvcs(kube, namespace)["fast-primary"]
+    model = isvc["spec"]["predictor"]["model"]
+    assert (model["storageUri"], model["runtime"], model["modelFormat"]["name"]) == (uri, "kiln-tvm", "tvm")
+    folder = Path(tempfile.mkdtemp(prefix="kiln-bundle-", dir="/tmp"))
+    s3.download(uri, folder)  # what KServe's storage initializer would put in /mnt/models
+    verdict = verify_bundle(folder, load_public_key(root / "artifacts" / "signing-key.pub"))
+    assert verdict.ok and verdict.manifest, verdict.problems
+    assert (verdict.manifest["target"]["name"], verdict.manifest["model"]["version"]) == ("x86_64", "1")
+    again = run_kiln("endpoint", "deploy", spec, "-w", root, "--json", env=stored, timeout=900)
+    assert again.code == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["storage"]["primary"] == uri and "compiling" not in again.stderr
+    assert {c["action"] for c in json.loads(again.stdout)["changes"]} == {"unchanged"}
+    assert len(list((root / "artifacts" / "compiled").glob("toy-v1-x86_64-*"))) == 1, "compiled once"
+
+    chart = documents(run(tools()["helm"], "template", "kiln", CHART, "-n", namespace, "--show-only",
+                          "templates/serving-runtimes.yaml", "--set", f"rolloutController.namespace={namespace}",
+                          "--set", "image.pullPolicy=Never", "--set", "servingRuntimes.tvm.enabled=true",
+                          "--set-file", f"servingRuntimes.tvm.publicKey={root / 'artifacts' / 'signing-key.pub'}").stdout)
+    kube.apply(*chart)
+    runtime = kube.get("servingruntime", "kiln-tvm", "-n", namespace)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    pod = predictor_pod(runtime, isvc, {"hostPath": {"path": str(folder), "type": "Directory"}})
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "spec": pod, "metadata": {
+        "name": "fast-primary-predictor", "namespace": namespace, "labels": isvc["metadata"]["labels"]}})
+    try:
+        kube.run("-n", namespace, "wait", "--for=condition=Ready", "pod/fast-primary-predictor", "--timeout=180s")
+        ip = kube.get("pod", "fast-primary-predictor", "-n", namespace)["status"]["podIP"]
+        rows = held_out(50)
+        answer = httpx.post(f"http://{ip}:8080/v1/models/fast:predict", json={"instances": rows}, timeout=30)
+        assert answer.status_code == 200, answer.text
+    finally:
+        kube.run("-n", namespace, "delete", "pod", "fast-primary-predictor", "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+    import mlflow.pyfunc
+    import pandas as pd
+
+    for key, value in live_env(env).items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    want = mlflow.pyfunc.load_model("models:/toy/1").predict(pd.DataFrame(rows).astype({"calls": "float64"}))
+    got = answer.json()["predictions"]
+    assert [p["prediction"] for p in got] == want["prediction"].tolist()
+    assert max(abs(p["probability"] - w) for p, w in zip(got, want["probability"])) <= 1e-5
+    assert kiln(ws, "endpoint", "delete", "fast").code == 0
 
 
 # --- The rollout controller, live ------------------------------------------------------------------------------

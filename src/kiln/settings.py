@@ -124,6 +124,11 @@ class KServeServing(Section):
     metrics: Literal["istio", "kiln"] = Field("istio", description="istio: the mesh's request metrics; kiln: the "
                                               "model servers' own, per pod labelled kiln.dev/variant.")
     controller_interval_seconds: float = Field(10.0, gt=0.0, description="Seconds between a controller's decisions.")
+    tvm_target: Literal["x86_64", "aarch64"] = Field("x86_64", description="What the cluster's nodes run: a tvm "
+                                                     "variant serves its version's bundle for this compile target.")
+    tvm_cpu: str | None = Field(None, description="The LLVM CPU a tvm variant's bundle is compiled for (x86-64-v3, "
+                                "neoverse-n1...); None: any bundle of tvm_target, a new one for kiln compile's "
+                                "default (this machine's CPU for x86_64): set it when the nodes' CPUs are older.")
 
 
 class ServiceSettings(Section):

@@ -77,6 +77,8 @@ def _spec(spec_file: Path | None, model: str | None, name: str | None, runtime: 
 def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
     if isinstance(deployed, ClusterDeployment):
         out.print(f"endpoint {deployed.endpoint} in namespace {deployed.namespace}: {deployed.url}", markup=False)
+        for variant, model in deployed.models.items():
+            out.print(f"  {variant:<12} {model:<24} from {deployed.storage.get(variant, '?')}", markup=False)
         for c in deployed.changes:
             out.print(f"  {c.kind.lower()}/{c.name} {c.action}", markup=False)
         return

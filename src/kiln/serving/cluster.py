@@ -4,7 +4,8 @@ the Kubernetes API.
 An endpoint is its spec ConfigMap, an InferenceService per variant, the VirtualService and the endpoint's Service, all
 labelled `kiln.dev/endpoint=<name>`. Deploying applies them (server-side apply: the same spec twice changes nothing)
 after the API server accepted every one in a dry run, so a refused object leaves the endpoint as it was; objects of
-variants the spec no longer has are deleted. A rollout adds the candidate as a variant of weight 0 and asks the
+variants the spec no longer has are deleted. A variant's model server reads the registered version's files, or, on
+runtime tvm, its bundle compiled for the nodes (`serving.tvm_target`), from the object store. A rollout adds the candidate as a variant of weight 0 and asks the
 endpoint's rollout controller (kiln.serving.controller, in the cluster) to move the weights; when it has ended, the
 variant serves the winner and the candidate's objects go. Model aliases are pinned to versions, as locally.
 """
@@ -17,13 +18,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from kiln.compile.targets import resolve_target
 from kiln.errors import InputError, ServiceError
 from kiln.progress import Progress, no_progress
+from kiln.serving.bundles import bundle_location
 from kiln.serving.controller import ANNOTATION, VirtualServiceRoutes, dump_rollout, load_rollout, read_spec
 from kiln.serving.kube import Conflict, Kube, applied_by_kiln, connect
 from kiln.serving.local import pin, replaced_variant
 from kiln.serving.render import WEIGHTED_ROUTE, config_map_name, endpoint_host, isvc_name, objects, weights_for
 from kiln.serving.rollout import Rollout, RolloutReport, force, start
+from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime
 from kiln.serving.spec import EndpointSpec, Variant
 from kiln.settings import KServeServing
 from kiln.tracking import client
@@ -62,10 +66,11 @@ class ClusterDeployment:
     url: str  # where callers in the mesh send requests
     models: dict[str, str]  # variant -> the pinned models:/NAME/VERSION it serves
     changes: list[Change]
+    storage: dict[str, str] = field(default_factory=dict)  # variant -> where its model server reads its model
 
     def to_dict(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "namespace": self.namespace, "url": self.url, "models": self.models,
-                "changes": [vars(c) for c in self.changes]}
+                "storage": self.storage, "changes": [vars(c) for c in self.changes]}
 
 
 @dataclass(frozen=True)
@@ -133,8 +138,15 @@ def proxied_location(uri: str, destination: str | None) -> str:
     return f"{destination.rstrip('/')}/{match.group(2)}"
 
 
-def storage_uri(ws: Workspace, model: str) -> str:
-    """Where a pinned version's model files are, as KServe's storage initializer reads them."""
+def storage_uri(ws: Workspace, model: str, runtime: str = DEFAULT_RUNTIME, progress: Progress = no_progress) -> str:
+    """Where a pinned version's model files are, as KServe's storage initializer reads them; for a runtime that
+    serves a compiled bundle, that bundle's folder in the artifacts store (compiled for the nodes now if the version
+    has none)."""
+    if get_runtime(runtime).serves_bundle:
+        serving = _serving(ws)
+        if serving.tvm_cpu is not None:
+            _check_cpu(serving.tvm_target, serving.tvm_cpu)
+        return bundle_location(ws, model, serving.tvm_target, serving.tvm_cpu, progress)
     name, _, version = model.removeprefix("models:/").partition("/")
     uri = proxied_location(client(ws).get_model_version_download_uri(name, version),
                            _serving(ws).artifacts_destination)
@@ -143,6 +155,13 @@ def storage_uri(ws: Workspace, model: str) -> str:
                          hint="keep the registry's artifacts in an object store (mlflow.artifact_root: s3://BUCKET/...)"
                               "; behind an MLflow server that proxies them, set serving.artifacts_destination")
     return uri
+
+
+def _check_cpu(target: str, cpu: str) -> None:
+    try:
+        resolve_target(target, cpu)
+    except InputError as exc:
+        raise InputError(f"serving.tvm_cpu '{cpu}' is not a CPU LLVM knows for {target}", hint=exc.hint) from None
 
 
 def _pinned(ws: Workspace, spec: EndpointSpec) -> EndpointSpec:
@@ -169,11 +188,13 @@ def _under_way(state: dict[str, Any] | None) -> bool:
     return state is not None and ("phase" not in state or not load_rollout(state).done)
 
 
-def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str, progress: Progress) -> list[Change]:
-    """Apply the spec's objects (after a dry run of all of them) and delete the endpoint's objects it lacks."""
+def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str,
+           progress: Progress) -> tuple[list[Change], dict[str, str]]:
+    """Apply the spec's objects (after a dry run of all of them) and delete the endpoint's objects it lacks; the
+    changes, and where each variant's model server reads its model."""
     serving = _serving(ws)
     every = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
-    uris = {v.name: storage_uri(ws, v.model) for v in every}
+    uris = {v.name: storage_uri(ws, v.model, v.runtime, progress) for v in every}
     objs = objects(spec, namespace=namespace, storage_uris=uris, capture_url=serving.capture_url,
                    image=serving.controller_image, prometheus=serving.prometheus, metrics=serving.metrics,
                    interval=serving.controller_interval_seconds)
@@ -195,7 +216,7 @@ def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str, progre
             if (kind, name) not in keep and applied_by_kiln(found) and kube.delete(kind, namespace, name):
                 changes.append(Change(kind, name, "deleted"))
                 progress(f"{kind.lower()} {name} deleted")
-    return changes
+    return changes, uris
 
 
 def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) -> ClusterDeployment:
@@ -205,9 +226,9 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
         raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",
                          hint=f"`kiln endpoint promote {spec.name}` or `kiln endpoint rollback {spec.name}` first")
     pinned = _pinned(ws, spec)
-    changes = _apply(ws, kube, pinned, namespace, progress)
+    changes, storage = _apply(ws, kube, pinned, namespace, progress)
     models = {v.name: v.model for v in [*pinned.variants, *([pinned.shadow] if pinned.shadow else [])]}
-    return ClusterDeployment(spec.name, namespace, url_of(spec.name, namespace), models, changes)
+    return ClusterDeployment(spec.name, namespace, url_of(spec.name, namespace), models, changes, storage)
 
 
 def read_endpoint(ws: Workspace, name: str) -> tuple[Kube, str, EndpointSpec]:

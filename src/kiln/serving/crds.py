@@ -1,13 +1,14 @@
-"""CustomResourceDefinitions for what an endpoint applies, for an API server without KServe or Istio installed.
+"""CustomResourceDefinitions for what an endpoint applies and the chart's serving runtime, for an API server without
+KServe or Istio installed.
 
 Usage: python -m kiln.serving.crds [--apply KUBECONFIG]
 (without --apply, a JSON List of the CRDs for `kubectl apply --server-side -f -`)
 
 On a cluster with KServe and Istio their own CRDs are there already; this is for an API server that has neither
 (the local cluster of `scripts/dev-cluster.sh`), so `kiln endpoint deploy` can create, change and delete the objects
-and the API server checks their fields. The InferenceService's schema is generated from the KServe SDK's models (and
-the Kubernetes client's models they nest), so the API server refuses what KServe's own schema would: a field of the
-wrong type, with its path. Istio publishes no Python model: the VirtualService fields Kiln writes are typed here by
+and the API server checks their fields. The InferenceService's and ServingRuntime's schemas are generated from the
+KServe SDK's models (and the Kubernetes client's models they nest), so the API server refuses what KServe's own
+schema would: a field of the wrong type, with its path. Istio publishes no Python model: the VirtualService fields Kiln writes are typed here by
 hand, and the rest kept as given.
 """
 
@@ -96,6 +97,18 @@ def inference_service_crd() -> dict[str, Any]:
          "additionalPrinterColumns": [{"name": "URL", "type": "string", "jsonPath": ".status.url"}, ready]}])
 
 
+def serving_runtime_crd() -> dict[str, Any]:
+    """KServe's ServingRuntime (serving.kserve.io/v1alpha1, what the chart's `kiln-tvm` is), its schema generated from
+    the KServe SDK."""
+    schema = schema_of("V1alpha1ServingRuntime")
+    schema["properties"]["status"] = {"type": "object", **PRESERVE}
+    disabled = {"name": "Disabled", "type": "boolean", "jsonPath": ".spec.disabled"}
+    formats = {"name": "ModelType", "type": "string", "jsonPath": ".spec.supportedModelFormats[*].name"}
+    return _crd("serving.kserve.io", "ServingRuntime", "servingruntimes", [], [
+        {"name": "v1alpha1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema},
+         "subresources": {"status": {}}, "additionalPrinterColumns": [disabled, formats]}])
+
+
 def _destination() -> dict[str, Any]:
     return {"type": "object", "required": ["host"],
             "properties": {"host": {"type": "string"}, "subset": {"type": "string"},
@@ -129,7 +142,7 @@ def virtual_service_crd() -> dict[str, Any]:
 
 def crds() -> list[dict[str, Any]]:
     """Every CRD an endpoint's objects need."""
-    return [inference_service_crd(), virtual_service_crd()]
+    return [inference_service_crd(), serving_runtime_crd(), virtual_service_crd()]
 
 
 def _established(crd: dict[str, Any] | None) -> bool:

@@ -25,7 +25,7 @@ from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec, free_ports, pid_file, start, start_all, status, stop, stop_all
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
-from kiln.serving.bundles import bundle_for, bundle_path
+from kiln.serving.bundles import bundle_for, bundle_path, host_target
 from kiln.serving.compare import ShadowComparison, compare
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
@@ -287,7 +287,8 @@ def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, 
 
 def bundles(ws: Workspace, variants: list[Variant], pinned: dict[str, str], progress: Progress) -> dict[str, str]:
     """The compiled bundle each runtime-tvm variant serves, by variant name (compiled now where none exists)."""
-    return {v.name: bundle_for(ws, pinned[v.name], progress) for v in variants if get_runtime(v.runtime).serves_bundle}
+    served = [v for v in variants if get_runtime(v.runtime).serves_bundle]
+    return {v.name: bundle_for(ws, pinned[v.name], host_target(), progress) for v in served}
 
 
 def router_service(ws: Workspace, endpoint: str, port: int) -> ServiceSpec:

@@ -66,7 +66,8 @@ ONNX = Runtime(
 )
 TVM = Runtime(
     name="tvm", description="the version compiled by TVM for this machine (a signed bundle, checked when it loads)",
-    # `kiln-tvm` is a ClusterServingRuntime running Kiln's own TVM model server: KServe ships no TVM runtime.
+    # KServe ships no TVM runtime: `kiln-tvm` is the chart's ServingRuntime in the endpoints' namespace
+    # (servingRuntimes.tvm), running this server on the platform image; the storageUri is the bundle's folder.
     model_format="tvm", cluster_runtime="kiln-tvm", name_flag="--name",
     model_class="kiln.serving.tvm_model:TvmModel", serves_bundle=True,
 )

@@ -1,4 +1,4 @@
-"""One KServe model server process for one Kiln model (what a local endpoint variant runs).
+"""One KServe model server process for one Kiln model (a local endpoint variant; in a cluster, the kiln-tvm pods).
 
 Usage: python -m kiln.serving.server --name NAME --model-uri models:/churn@champion [--runtime onnx] --http-port 8080
 The MLflow tracking store comes from MLFLOW_TRACKING_URI, as MLflow reads it.
@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from fastapi.responses import JSONResponse
 
 
-def main() -> None:
-    """Load the model and serve it (see the module docstring)."""
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring); a later --name wins over an earlier one, as KServe's
+    InferenceService args follow its ServingRuntime's."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-uri", required=True)
@@ -27,7 +28,12 @@ def main() -> None:
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="0: no gRPC server")
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (loopback by default).")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    """Load the model and serve it (see the module docstring)."""
+    args = arguments()
     # Importing Feast in a parent process (as `kiln up` does) sets this to a temporary folder that is gone by
     # now; inherited, it would make every Prometheus histogram write fail. A model server keeps its own metrics.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
