@@ -107,6 +107,7 @@ def measure(args) -> tuple[list[Figure], dict]:
             "shadow": {"name": "shadow", "model": "models:/bench/1", "sample_percent": 10},
             "capture": {"enabled": True, "sample_percent": 100},
         }))
+        kiln("models", "approve", "bench/1", "--reason", "the benchmark's model", ws=ws)  # production serves approved
         print("… deploying the Kiln endpoint (2 variants 90/10, 10% shadow, capture)", file=sys.stderr)
         url = kiln("endpoint", "deploy", spec, ws=ws)["url"]
         print(f"… Kiln endpoint: wrk, {args.connections} connections, {args.seconds} s", file=sys.stderr)
