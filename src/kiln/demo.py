@@ -142,7 +142,7 @@ def _pipeline(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
-    """An MLP challenger: refused as a canary in production (it is not approved and fails the gate), it serves as a
+    """An MLP challenger: refused as a canary in production (it is not approved), it serves as a
     shadow that sees every request while the champion alone answers."""
 
     if ctx.version is None or ctx.training_set is None:
@@ -172,7 +172,7 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _refused_canary(ws: Workspace, ctx: DemoContext) -> NotCleared:
-    """The challenger asked for as a canary on the pipeline's endpoint, and the refusal that nothing started."""
+    """Ask for the challenger as a canary on the pipeline's endpoint; the refusal (nothing was started or changed)."""
     if DEMO_ENDPOINT not in list_endpoints(ws):
         raise EnvironmentProblem(f"no endpoint {DEMO_ENDPOINT} to try a canary on: the pipeline step did not deploy")
     ctx.progress(f"asking for {ctx.challenger} as a canary in production on endpoint {DEMO_ENDPOINT}")
