@@ -189,7 +189,8 @@ def compiled(tmp_path_factory: pytest.TempPathFactory):
 # another: two scans from nearby bases could pick the same free port before either binds it (modules that only bind
 # ports the kernel hands out run anywhere). The modules using the session's compiled bundles share another, so those
 # are built once. Every other module is a group of its own.
-SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_endpoint_rollout"}
+SERIAL_PORTS = {"test_endpoint_cli", "test_monitor_endpoint", "test_stack", "test_endpoint_rollout",
+                "test_endpoint_approval"}
 COMPILED = {"test_compile", "test_edge"}
 # One worker fetches helm and kubectl into the cache, and runs the modules on the local Kubernetes.
 K8S_TOOLS = {"test_chart", "test_manifests", "test_kind", "test_dev_cluster", "test_cluster_endpoints"}

@@ -49,7 +49,7 @@ serving:
 
 @pytest.fixture(scope="module")
 def ws(kube, namespace: str, s3, tmp_path_factory: pytest.TempPathFactory):
-    """A workspace serving on the cluster, `toy` versions 1 and 2 registered with their files in S3."""
+    """A workspace serving on the cluster, `toy` versions 1 and 2 registered (and approved) with their files in S3."""
     root = tmp_path_factory.mktemp("cluster-endpoints") / "ws"
     env = clean_env(**s3.env())
     assert run_kiln("init", root, env=env).code == 0
@@ -59,8 +59,11 @@ def ws(kube, namespace: str, s3, tmp_path_factory: pytest.TempPathFactory):
     res = run_kiln("train", "-t", train, "-f", "lgbm", "--iterations", "3", "-w", root, "--json", env=env)
     assert res.code == 0, res.stderr[-2000:]
     run_id = json.loads(res.stdout)["run_id"]
-    for _ in range(2):  # two versions of one run: as different to an endpoint as two trainings
+    for version in (1, 2):  # two versions of one run: as different to an endpoint as two trainings
         res = run_kiln("models", "register", run_id, "--name", "toy", "-w", root, "--json", env=env)
+        assert res.code == 0, res.stderr[-2000:]
+        res = run_kiln("models", "approve", f"toy/{version}", "--reason", "reviewed for the tests", "-w", root,
+                       env=env)  # production variants serve approved versions
         assert res.code == 0, res.stderr[-2000:]
     return root, env
 
@@ -153,6 +156,50 @@ def test_a_rollout_adds_the_candidate_and_promote_or_rollback_settles_it(kube, n
     assert "toy-primary-next" not in found
     assert found["toy-primary"]["metadata"]["annotations"]["kiln.dev/model"] == "models:/toy/2", "rolled back"
     assert kiln(ws, "endpoint", "rollback", "toy").code == 1, "nothing under way any more"
+
+
+def test_only_an_approved_version_serves_in_production_and_an_override_is_recorded_on_the_endpoint(kube, namespace,
+                                                                                                 ws) -> None:
+    run_id = json.loads(kiln(ws, "models", "show", "toy/1", "--json").stdout)["run_id"]
+    registered = kiln(ws, "models", "register", run_id, "--name", "toy", "--json")
+    assert registered.code == 0, registered.stderr[-2000:]
+    pending = f"toy/{json.loads(registered.stdout)['version']['version']}"
+    gated = SPEC.replace("name: toy", "name: gated")
+    refused = kiln(ws, "endpoint", "deploy", write_spec(ws, gated.replace("models:/toy/1", f"models:/{pending}")))
+    assert refused.code == 1, refused.stderr
+    assert f"production variant primary: {pending} is PendingManualApproval and its gate passed" in refused.stderr
+    left = kube.run("get", "inferenceservices,virtualservices,services,configmaps", "-n", namespace,
+                    "-l", "kiln.dev/endpoint=gated", "-o", "name").stdout
+    assert left == "", "a refused deploy makes no object"
+
+    # The shadow may serve the pending version; a rollout of it to production needs an override with a reason.
+    res = kiln(ws, "endpoint", "deploy", write_spec(ws, gated.replace("models:/toy/2", f"models:/{pending}")))
+    assert res.code == 0, res.stderr[-3000:]
+    res = kiln(ws, "endpoint", "update", "gated", "--model", f"models:/{pending}", "--no-wait")
+    assert res.code == 1 and f"production variant primary: {pending} is PendingManualApproval" in res.stderr
+    assert "gated-primary-next" not in isvcs(kube, namespace), "a refused rollout adds no candidate"
+    assert "kiln.dev/rollout" not in (kube.get("virtualservice", "gated", "-n", namespace)["metadata"]
+                                      .get("annotations") or {})
+    reason = "the shadow agreed on a week of traffic"
+    res = kiln(ws, "endpoint", "update", "gated", "--model", f"models:/{pending}", "--no-wait", "--override-reason",
+               reason)
+    assert res.code == 0, res.stderr[-3000:]
+    assert "gated-primary-next" in isvcs(kube, namespace)
+    assert kiln(ws, "endpoint", "rollback", "gated").code == 0
+
+    annotation = kube.get("configmap", "kiln-endpoint-gated", "-n", namespace)["metadata"]["annotations"]
+    history = json.loads(annotation["kiln.dev/history"])
+    assert [(h["event"], h["variant"], h["model"]) for h in history] == [
+        ("deployed", "primary", "models:/toy/1"), ("deployed as shadow", "dark", f"models:/{pending}"),
+        ("rollout started", "primary", f"models:/{pending}"), ("override", "primary", f"models:/{pending}"),
+        ("rollout rolled back", "primary", f"models:/{pending}")]
+    assert history[3]["reason"] == f"PendingManualApproval, gate passed: {reason}"
+    status = json.loads(kiln(ws, "endpoint", "status", "gated", "--json").stdout)
+    assert status["history"] == history
+    recorded = json.loads(kiln(ws, "models", "show", pending, "--json").stdout)["history"][-1]
+    assert (recorded["event"], recorded["reason"], recorded["where"]) == \
+        ("production override", reason, "endpoint gated, variant primary")
+    assert kiln(ws, "endpoint", "delete", "gated").code == 0
 
 
 def test_a_variant_left_out_of_the_spec_is_deleted_and_delete_removes_every_object(kube, namespace, ws) -> None:

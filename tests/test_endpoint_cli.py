@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_kiln
-from tests.test_serving import ROWS, serving_workspace
+from tests.test_serving import ROWS, approve, serving_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,7 @@ def test_a_deploy_that_cannot_start_leaves_nothing_behind(ws: Path) -> None:
     # Variants start side by side: one whose model cannot load fails the deploy, and the one that came up is stopped.
     run = ok("train", "-t", ws / "train.parquet", "-f", "lgbm", "--iterations", "2", "-w", ws)
     broken = ok("models", "register", run["run_id"], "--name", "toy", "-w", ws)["version"]["version"]
+    approve(ws, f"toy/{broken}")
     [mlmodel] = (ws / "models").glob(f"artifacts/**/{run['model_uri'].rsplit('/', 1)[-1]}/artifacts/MLmodel")
     mlmodel.unlink()
     (ws / "half.yaml").write_text(f"name: toy\nvariants:\n  - {{name: good, model: 'models:/toy/1', weight: 1}}\n"

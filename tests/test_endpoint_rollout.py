@@ -12,15 +12,18 @@ import httpx
 import pytest
 
 from tests.conftest import run_kiln
-from tests.test_serving import ROWS, serving_workspace
+from tests.test_serving import ROWS, approve, serving_workspace
 
 pytestmark = pytest.mark.slow
 BAKE = 12
 
 
 def register_faulty(root: Path, fault: str) -> str:
-    """Version N of `toy`: the same model as version 1 with ``fault`` injected; returns its URI."""
+    """Version N of `toy`: the same model as version 1 with ``fault`` injected, passing the gate as version 1 does,
+    and approved (the guardrails are under test, not the approval); returns its URI."""
     import mlflow
+
+    from kiln.registry.versions import GATE
 
     mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
     info = mlflow.models.get_model_info("models:/toy/1")
@@ -32,7 +35,8 @@ def register_faulty(root: Path, fault: str) -> str:
                                          artifacts={"model_folder": str(model_folder.parent),
                                                     "fault": str(root / f"{fault}.txt")},
                                          signature=info.signature)
-    version = mlflow.register_model(logged.model_uri, "toy")
+    version = mlflow.register_model(logged.model_uri, "toy", tags={GATE: "passed"})
+    approve(root, f"toy/{version.version}")
     return f"models:/toy/{version.version}"
 
 
@@ -102,6 +106,7 @@ def test_a_healthy_canary_is_promoted_and_serves_alone(ws) -> None:
     res = run_kiln("models", "register", _rerun(root), "--name", "toy", "-w", root, "--json")
     assert res.code == 0, res.stderr[-2000:]
     new = f"models:/toy/{json.loads(res.stdout)['version']['version']}"
+    approve(root, new.removeprefix("models:/"))
     answers: list = []
     done = threading.Event()
     thread = load(url, answers, until=done)  # traffic for as long as the rollout takes, however slow its start

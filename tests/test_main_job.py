@@ -84,11 +84,35 @@ def test_the_main_job_runs_the_training_pipeline_then_serves_monitors_and_reache
     tuned = executor_output(outputs, "tune-model")["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert tuned["kiln.pipeline_run"] == run and (outputs / "tune-model" / "model" / "MLmodel").is_file()
 
-    served = steps["serve the champion with an MLP challenger in canary and as a shadow"]
-    assert served["challenger"] != pipeline["champion"] and served["challenger_family"] == "mlp"
-    assert "canary" in served["variants"] and "shadow" in served["variants"]
+    served = steps["serve the champion alone in production and an MLP challenger as a shadow, its canary refused as "
+                   "not approved"]
+    challenger = served["challenger"]
+    assert challenger != pipeline["champion"] and served["challenger_family"] == "mlp"
+    # the challenger was asked for as a canary and refused (it is not approved), and the user was shown why
+    assert served["challenger_approval"] == "PendingManualApproval"
+    refusal = f"refused: production variant primary: {challenger} is PendingManualApproval and its gate "
+    assert served["canary"].startswith(refusal), served["canary"]
+    assert refusal in stderr, "the step's progress shows the refusal"
+    assert known[challenger]["approval"] == "PendingManualApproval" and not [
+        h for h in known[challenger]["history"] if h["event"] == "production override"], "no override was used"
+    # production is the champion alone; the challenger is the shadow, on ONNX Runtime
+    status = kiln("endpoint", "status", "churn", "-w", ws, "--json")
+    assert status.code == 0, status.stderr
+    endpoint = json.loads(status.stdout)
+    assert {n: (v["role"], v["model"], v["runtime"]) for n, v in endpoint["variants"].items()} == {
+        "primary": ("production", f"models:/{pipeline['champion']}", "mlflow"),
+        "shadow": ("shadow", f"models:/{challenger}", "onnx")}
+    assert endpoint["live"]["shares"] == {"primary": 1.0} and endpoint["rollout"] is None
+    assert [(h["event"], h["model"]) for h in endpoint["history"]] == [
+        ("deployed", f"models:/{pipeline['champion']}"), ("deployed as shadow", f"models:/{challenger}")]
     monitored = steps["monitor traffic that drifts halfway"]
     assert monitored["requests"] == 800 and monitored["status"] == "violations"
+    assert monitored["model"] == pipeline["champion"], "the monitors watch what production serves"
+    compared = kiln("endpoint", "compare", "churn", "-w", ws, "--json")
+    assert compared.code == 0, compared.stderr
+    shadowed = json.loads(compared.stdout)
+    assert shadowed["production_variants"] == ["primary"] and shadowed["shadow_variant"] == "shadow"
+    assert shadowed["requests"] > 0 and shadowed["server_errors"]["shadow"] == 0, "the shadow answered the traffic"
     assert {"usage_minutes_7d_mean", "usage_minutes_30d_mean"} <= set(monitored["drifted_features"].split(", "))
     assert Path(monitored["report"]).is_file()
     edge = steps["an edge device pulls the signed x86_64 bundle and predicts"]

@@ -45,7 +45,9 @@ def monitored(tmp_path_factory: pytest.TempPathFactory):
     ok("features", "ingest", data, "-w", root)
     ok("features", "training-set", "--labels", data, "--out", root / "data" / "ts.parquet", "-w", root)
     run = ok("train", "-t", root / "data" / "ts.parquet", "-f", "lgbm", "--iterations", "20", "-w", root)
-    ok("models", "register", run["run_id"], "--name", "churn", "-w", root)
+    registered = ok("models", "register", run["run_id"], "--name", "churn", "-w", root)["version"]
+    assert registered["gate"] == "passed", registered["tags"].get("kiln.gate_reasons")
+    ok("models", "approve", "churn/1", "--reason", "reviewed for the monitor tests", "-w", root)
     (root / "churn.yaml").write_text(SPEC)
     ok("endpoint", "deploy", root / "churn.yaml", "-w", root)
     rows = pd.read_parquet(root / "data" / "ts.parquet").tail(800)

@@ -63,6 +63,10 @@ STATE = {
                           "runtime": "mlflow", "role": "production", "artifact": None},
                  "dark": {"model": "models:/toy/2", "requested": "models:/toy/2", "port": 8102, "runtime": "tvm",
                           "role": "shadow", "artifact": "toy-v2-x86_64-20261201T000000000000"}},
+    "history": [{"at": "2026-12-01T00:00:00+00:00", "event": "deployed", "variant": "main", "model": "models:/toy/1",
+                 "reason": "", "by": ""},
+                {"at": "2026-12-01T00:00:00+00:00", "event": "override", "variant": "main", "model": "models:/toy/1",
+                 "reason": "PendingManualApproval, gate passed: review on Monday", "by": "ops"}],
 }
 PENDING = {"variant": "main", "candidate": "main-next", "model": "models:/toy/3", "requested": "models:/toy/3",
            "port": 8103, "runtime": "mlflow", "artifact": None}
@@ -74,6 +78,12 @@ def test_the_endpoint_state_reads_and_writes_the_same_json(data: dict) -> None:
     assert json.dumps(state.to_dict(), indent=2) == json.dumps(data, indent=2), "same keys, same order"
     assert state.primary.model == "models:/toy/1" and state.spec.shadow is not None
     assert (state.rollout is None) == ("rollout" not in data)
+
+
+def test_a_state_written_before_the_endpoint_kept_a_history_reads_with_an_empty_one() -> None:
+    old = {k: v for k, v in STATE.items() if k != "history"}
+    state = EndpointState.model_validate_json(json.dumps(old))
+    assert state.history == [] and state.to_dict()["history"] == []
 
 
 def test_a_state_written_before_runtimes_were_recorded_reads_as_mlflow() -> None:

@@ -22,12 +22,20 @@ pytestmark = pytest.mark.slow
 
 
 def train_and_register(root: Path, name: str = "toy") -> None:
-    """A small LightGBM model on synthetic rows, registered as NAME@challenger in the workspace at ``root``."""
+    """A small LightGBM model on synthetic rows, registered as NAME@challenger (version 1; it passes the gate) and
+    approved, in the workspace at ``root``: an endpoint's production variants serve only approved versions."""
     assert run_kiln("init", root).code == 0
     train = write_set(root / "train.parquet", synthetic(), FEATURES)
     res = run_kiln("train", "-t", train, "-f", "lgbm", "--iterations", "3", "-w", root, "--json")
     assert res.code == 0, res.stderr[-2000:]
     res = run_kiln("models", "register", json.loads(res.stdout)["run_id"], "--name", name, "-w", root, "--json")
+    assert res.code == 0, res.stderr[-2000:]
+    approve(root, f"{name}/{json.loads(res.stdout)['version']['version']}")
+
+
+def approve(root: Path, ref: str) -> None:
+    """`kiln models approve REF` in the workspace at ``root``."""
+    res = run_kiln("models", "approve", ref, "--reason", "reviewed for the tests", "-w", root)
     assert res.code == 0, res.stderr[-2000:]
 
 

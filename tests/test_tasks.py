@@ -21,6 +21,7 @@ from kiln.training.families import get_family
 from kiln.training.metrics import objective, task_metrics
 from tests.bundled import WINE_CLASSES, diabetes_csv, wine_csv
 from tests.conftest import run_kiln
+from tests.test_serving import approve
 from tests.test_stack import free_port
 
 AS_OF = "2026-01-01"
@@ -304,6 +305,8 @@ def test_endpoints_answer_each_task_on_v1_and_v2(bundled: Path, diabetes_mlp: di
     (bundled / "diabetes.yaml").write_text(
         "name: diabetes\nvariants: [{name: main, model: 'models:/diabetes/1'}]\n"
         "shadow: {name: graph, model: 'models:/diabetes/1', runtime: onnx}\ncapture: {flush_seconds: 0.2}\n")
+    for ref in ("diabetes/1", "wine/1"):  # production variants serve approved versions
+        approve(bundled, ref)
     try:
         for spec in (bundled / "diabetes.yaml", "--model"):
             args = [spec] if spec != "--model" else ["--model", "models:/wine/1"]
@@ -436,6 +439,8 @@ def test_xgboost_and_an_entry_point_are_explained_served_monitored_and_compiled(
     assert own["tags"]["kiln.family"] == "entry" and all(t["iterations"] <= 4 for t in diabetes_own["trials"])
     cases = (("wine-xgb", "wine", "cultivar", {"proline", "flavanoids", "color_intensity"}),
              ("diabetes-own", "diabetes", "target", {"bmi", "s5"}))
+    for name, _, _, _ in cases:  # production variants serve approved versions
+        approve(bundled, f"{name}/1")
     for name, _, _, leaders in cases:
         res = run_kiln("clarify", "explain", f"{name}/1", "--rows", "40", "-w", bundled, "--json")
         assert res.code == 0, res.stderr

@@ -12,6 +12,7 @@ def test_deploy_endpoint_is_a_reusable_component(tmp_path: Path) -> None:
         "bake_seconds": "NUMBER_DOUBLE",
         "canary_percent": "NUMBER_DOUBLE",
         "endpoint": "STRING",
+        "override_reason": "STRING",
         "promote_champion": "BOOLEAN",
         "version": "STRING",
         "workspace": "STRING",

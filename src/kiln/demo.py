@@ -1,8 +1,8 @@
 """The main job: Kiln's lifecycle end to end on the local embedded default.
 
-Data is generated, then the churn_training pipeline runs as KFP would run it (each step a process), then the
-endpoint it deployed serves the champion with a challenger in canary and as a shadow, drifting traffic is
-monitored, and an edge device pulls the signed bundle. Every step reports what it made and how long it took.
+Data is generated, then the churn_training pipeline runs as KFP would run it (each step a process), then a challenger
+is refused a canary in production (it is not approved) and the endpoint serves the champion alone with the challenger
+as a shadow, drifting traffic is monitored, and an edge device pulls the signed bundle. Every step reports what it made and how long it took.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from kiln.monitoring.simulate import drift_halfway
 from kiln.process import start
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
+from kiln.serving.approval import NotCleared
 from kiln.serving.capture import wait_for_capture
-from kiln.serving.local import delete, deploy, list_endpoints
+from kiln.serving.local import delete, deploy, list_endpoints, update
 from kiln.serving.replay import replay
 from kiln.serving.spec import parse_spec
 from kiln.settings import load_settings
@@ -42,7 +43,7 @@ from kiln.training.data import load_training_set
 from kiln.training.run import train
 from kiln.workflow.catalog import load_pipeline
 from kiln.workflow.local_run import run_local
-from kiln.workspace import init_workspace, open_workspace
+from kiln.workspace import Workspace, init_workspace, open_workspace
 
 DEMO_CUSTOMERS = 2000
 DEMO_DAYS = 120
@@ -141,7 +142,8 @@ def _pipeline(ctx: DemoContext) -> dict[str, Any]:
 
 
 def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
-    """An MLP challenger beside the champion: 10% of live traffic (canary), and every request as a shadow."""
+    """An MLP challenger: refused as a canary in production (it is not approved), it serves as a
+    shadow that sees every request while the champion alone answers."""
 
     if ctx.version is None or ctx.training_set is None:
         raise EnvironmentProblem("no champion to serve beside: the pipeline step did not run")
@@ -149,12 +151,11 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
     result = train(ws, ctx.training_set, "mlp", seed=DEMO_SEED, progress=ctx.progress)
     version = register_run_model(ws, DEMO_MODEL, result.run_id, ctx.progress, model_uri=result.model_uri).version
     ctx.challenger = f"{version.name}/{version.version}"
-    if DEMO_ENDPOINT in list_endpoints(ws):
-        delete(ws, DEMO_ENDPOINT)  # the pipeline's endpoint is started again with the challenger beside it
+    refusal = _refused_canary(ws, ctx)
+    delete(ws, DEMO_ENDPOINT)  # the pipeline's endpoint is started again with the challenger as its shadow
     spec = parse_spec({
         "name": DEMO_ENDPOINT,
-        "variants": [{"name": "primary", "model": f"models:/{ctx.version}", "weight": 90},
-                     {"name": "canary", "model": f"models:/{ctx.challenger}", "weight": 10}],
+        "variants": [{"name": "primary", "model": f"models:/{ctx.version}"}],
         # The challenger's ONNX graph on ONNX Runtime sees every request, its answers kept apart.
         "shadow": {"name": "shadow", "model": f"models:/{ctx.challenger}", "runtime": "onnx", "sample_percent": 100},
         "policy": {"type": "canary", "step_percent": 20, "bake_seconds": DEMO_BAKE_SECONDS},
@@ -164,9 +165,24 @@ def _canary_and_shadow(ctx: DemoContext) -> dict[str, Any]:
     test_auc = result.metrics["test"]["auc"]
     assert test_auc is not None  # the demo's test split holds both classes
     return {"challenger": ctx.challenger, "challenger_family": "mlp",
-            "challenger_test_auc": round(test_auc, 4), "challenger_gate": version.gate,
-            "endpoint": ctx.url, "variants": f"primary {ctx.version} 90%, canary {ctx.challenger} 10%, "
-                                             f"shadow {ctx.challenger} on ONNX Runtime"}
+            "challenger_test_auc": round(test_auc, 4), "challenger_approval": version.approval,
+            "challenger_gate": version.gate, "canary": f"refused: {refusal.message}",
+            "endpoint": ctx.url, "variants": f"primary {ctx.version} 100% (production), "
+                                             f"shadow {ctx.challenger} on ONNX Runtime (every request, answers no one)"}
+
+
+def _refused_canary(ws: Workspace, ctx: DemoContext) -> NotCleared:
+    """Ask for the challenger as a canary on the pipeline's endpoint; the refusal (nothing was started or changed)."""
+    if DEMO_ENDPOINT not in list_endpoints(ws):
+        raise EnvironmentProblem(f"no endpoint {DEMO_ENDPOINT} to try a canary on: the pipeline step did not deploy")
+    ctx.progress(f"asking for {ctx.challenger} as a canary in production on endpoint {DEMO_ENDPOINT}")
+    try:
+        update(ws, DEMO_ENDPOINT, f"models:/{ctx.challenger}", progress=ctx.progress)
+    except NotCleared as refused:
+        ctx.progress(f"refused: {refused.message}")
+        return refused
+    raise EnvironmentProblem(f"{ctx.challenger} was let into production as a canary although it is "
+                             "not approved: the approval check did not refuse it")
 
 
 def _monitor(ctx: DemoContext) -> dict[str, Any]:
@@ -239,7 +255,8 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
     ("run the churn_training pipeline (KFP, locally): validate, ingest (Feast), training set, tune (Ray Tune, "
      "Hyperband), evaluate, gate, register (MLflow), explain (SHAP), compile x86_64/aarch64/CUDA (TVM), publish, "
      "deploy (KServe), baseline", _pipeline),
-    ("serve the champion with an MLP challenger in canary and as a shadow (KServe)", _canary_and_shadow),
+    ("serve the champion alone in production and an MLP challenger as a shadow, its canary refused as not approved "
+     "(KServe)", _canary_and_shadow),
     ("monitor traffic that drifts halfway: data, quality, bias, attribution (Evidently)", _monitor),
     ("an edge device pulls the signed x86_64 bundle and predicts", _edge),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ from kiln.cli.command import WorkspaceOption, respond, show
 from kiln.cli.output import JsonOption, engine_output, err, out, print_json, progress
 from kiln.errors import InputError
 from kiln.serving import endpoints
+from kiln.serving.approval import Override
 from kiln.serving.batch import BatchResult
 from kiln.serving.batch import batch_transform as run_batch_transform
 from kiln.serving.cluster import ClusterDeleted, ClusterDeployment, ClusterStatus
 from kiln.serving.compare import ShadowComparison
+from kiln.serving.history import HistoryEntry
 from kiln.serving.local import Deleted, Deployment, EndpointList, EndpointStatus, compare_shadow
 from kiln.serving.local import invoke as invoke_endpoint
 from kiln.serving.render import DEFAULT_CAPTURE, RenderedEndpoint
@@ -32,6 +35,11 @@ from kiln.workspace import Workspace, open_workspace
 app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update, replay, compare, render, delete.",
                   no_args_is_help=True, rich_markup_mode=None)
 
+OverrideOption = typer.Option(None, "--override-reason", help="Serve a version in production that is not Approved "
+                              "or did not pass the gate, saying why (recorded on the version and in the endpoint's "
+                              "history).")
+HISTORY_SHOWN = 10  # the newest entries `kiln endpoint status` prints; --json holds them all
+
 
 @app.command("deploy")
 def deploy(
@@ -42,14 +50,22 @@ def deploy(
                                        "model's name)."),
     runtime: str | None = typer.Option(None, "--runtime", "-r", help="With --model: mlflow (default), onnx, or "
                                        "tvm (the version compiled for this machine; compiled now if it never was)."),
+    override_reason: str | None = OverrideOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Start an endpoint's variants and its front on loopback, or (serving type kserve) create its objects on the
-    cluster; model aliases are pinned to versions."""
+    cluster; model aliases are pinned to versions. A production variant serves only an Approved version that
+    passed the gate (a shadow, any version) unless --override-reason says why it may."""
 
     spec = _spec(spec_file, model, name, runtime)
-    respond(workspace, as_json, lambda ws: endpoints.deploy(ws, spec, progress), _render_deployment)
+    overridden = _override(override_reason)
+    respond(workspace, as_json, lambda ws: endpoints.deploy(ws, spec, progress, overridden), _render_deployment)
+
+
+def _override(reason: str | None) -> Override | None:
+    """The override ``--override-reason`` asks for, by the current user (an empty reason is refused)."""
+    return None if reason is None else Override(reason, getpass.getuser())
 
 
 def here(ws: Workspace, command: str) -> Workspace:
@@ -87,6 +103,9 @@ def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
     for variant, info in deployed.state.variants.items():
         served = f"  runtime {info.runtime}" + (f", bundle {info.artifact}" if info.artifact else "")
         out.print(f"  {variant:<12} {info.role:<10} {info.model:<24} port {info.port}{served}", markup=False)
+    for h in deployed.state.history:
+        if h.event == "override":
+            out.print(f"  override: {h.variant} serves {h.model} ({h.reason})", markup=False)
 
 
 @app.command("status")
@@ -123,6 +142,18 @@ def _render_status(doc: EndpointStatus | ClusterStatus) -> None:
                   f"traffic ({r['reason']})", markup=False)
     if "error" in live:
         out.print(f"  {live['error']}", markup=False)
+    _render_history(doc.history)
+
+
+def _render_history(history: list[HistoryEntry]) -> None:
+    if not history:
+        return
+    earlier = len(history) - HISTORY_SHOWN
+    out.print("history" + (f" (the newest {HISTORY_SHOWN}; {earlier} earlier in --json):" if earlier > 0 else ":"),
+              markup=False)
+    for h in history[-HISTORY_SHOWN:]:
+        out.print("  ".join(filter(None, [f"  {h.at}", f"{h.event:<19}", f"{h.variant:<12}", h.model,
+                                          f"by {h.by}" if h.by else "", h.reason])), markup=False)
 
 
 def _render_cluster_status(doc: ClusterStatus) -> None:
@@ -137,6 +168,7 @@ def _render_cluster_status(doc: ClusterStatus) -> None:
                   f"({r.reason})", markup=False)
     elif doc.requested:
         out.print(f"  rollout of {doc.requested} requested, not taken up by a controller yet", markup=False)
+    _render_history(doc.history)
 
 
 @app.command("list")
@@ -202,13 +234,16 @@ def update(
     variant: str | None = typer.Option(None, "--variant", help="The production variant it replaces."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the rollout until it is promoted or rolled "
                               "back."),
+    override_reason: str | None = OverrideOption,
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Roll a new model out by the endpoint's policy (canary, linear or all at once) with its guardrails; on a
-    cluster, by the endpoint's rollout controller."""
+    cluster, by the endpoint's rollout controller. The new model must be Approved and have passed the gate unless
+    --override-reason says why it may serve."""
 
-    respond(workspace, as_json, lambda ws: endpoints.update(ws, name, model, variant, wait, progress),
+    overridden = _override(override_reason)
+    respond(workspace, as_json, lambda ws: endpoints.update(ws, name, model, variant, wait, progress, overridden),
             lambda rollout: _render_rollout(name, rollout))
 
 

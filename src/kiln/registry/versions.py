@@ -171,6 +171,25 @@ def _record(c: "MlflowClient", info: VersionInfo, entry: dict[str, Any]) -> None
     c.set_model_version_tag(info.name, info.version, HISTORY, json.dumps(history))
 
 
+def gate_reasons(info: VersionInfo) -> list[str]:
+    """Why the version's gate failed, one line per failed check (empty when it passed or none was recorded)."""
+    raw = info.tags.get(GATE_REASONS, "[]")
+    try:
+        reasons = json.loads(raw)
+    except ValueError:  # cut at MLflow's tag limit
+        return [raw]
+    return [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)]
+
+
+def record_override(ws: Workspace, ref: str, reason: str, by: str, where: str) -> VersionInfo:
+    """Note in the version's approval history that it serves in production by an explicit override (``where``:
+    the endpoint and variant), with who decided and why; its approval stays as it is."""
+    info = get_version(ws, ref)
+    _record(_client(ws), info, {"event": "production override", "status": info.approval, "gate": info.gate,
+                                "by": by, "reason": reason, "where": where})
+    return get_version(ws, f"{info.name}/{info.version}")
+
+
 def set_approval(ws: Workspace, ref: str, status: str, reason: str, by: str) -> VersionInfo:
     """Approve or reject a version; the change and its reason join the version's approval history."""
     if status not in (APPROVED, REJECTED):
@@ -196,7 +215,7 @@ def promote(ws: Workspace, ref: str, by: str) -> Promotion:
         raise InputError(f"{info.name} version {info.version} is {info.approval}; only an Approved version can be "
                          "promoted", hint=f"`kiln models approve {info.name}/{info.version} --reason ...`")
     if info.gate != "passed":
-        reasons = "; ".join(json.loads(info.tags.get(GATE_REASONS, "[]"))) or "no gate result recorded"
+        reasons = "; ".join(gate_reasons(info)) or "no gate result recorded"
         raise InputError(f"{info.name} version {info.version} failed the promotion gate: {reasons}",
                          hint="a version that fails the gate cannot be champion; train a better one")
     c = _client(ws)

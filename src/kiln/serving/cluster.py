@@ -21,8 +21,19 @@ from typing import Any
 from kiln.compile.targets import resolve_target
 from kiln.errors import InputError, ServiceError
 from kiln.progress import Progress, no_progress
+from kiln.serving.approval import Override, clear_for_production, record_overrides
 from kiln.serving.bundles import bundle_location
 from kiln.serving.controller import ANNOTATION, VirtualServiceRoutes, dump_rollout, load_rollout, read_spec
+from kiln.serving.history import (
+    HistoryEntry,
+    deployed,
+    dump_history,
+    ended,
+    entry,
+    extend,
+    load_history,
+    overrides,
+)
 from kiln.serving.kube import Conflict, Kube, applied_by_kiln, connect
 from kiln.serving.local import pin, replaced_variant
 from kiln.serving.render import WEIGHTED_ROUTE, config_map_name, endpoint_host, isvc_name, objects, weights_for
@@ -34,6 +45,7 @@ from kiln.tracking import client
 from kiln.workspace import Workspace
 
 CANDIDATE_SUFFIX = "-next"
+HISTORY = "kiln.dev/history"  # the endpoint's history (kiln.serving.history), on its spec ConfigMap
 # The kinds of an endpoint's objects, in the order they are deleted (what routes to a model server first); with
 # serving.controller_image, also its rollout controller's, before the spec it reads.
 ROUTES_AND_SERVERS = ("VirtualService", "Service", "InferenceService")
@@ -91,11 +103,13 @@ class ClusterStatus:
     variants: list[VariantStatus]
     rollout: RolloutReport | None = None  # the rollout controller's state of the last or current rollout
     requested: str | None = None  # a candidate whose rollout no controller has taken up yet
+    history: list[HistoryEntry] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "namespace": self.namespace, "url": self.url,
                 "variants": [vars(v) for v in self.variants],
-                "rollout": self.rollout.to_dict() if self.rollout else None, "requested": self.requested}
+                "rollout": self.rollout.to_dict() if self.rollout else None, "requested": self.requested,
+                "history": [h.model_dump() for h in self.history]}
 
 
 @dataclass(frozen=True)
@@ -219,16 +233,46 @@ def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str,
     return changes, uris
 
 
-def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) -> ClusterDeployment:
-    """Create the endpoint, or bring an existing one to ``spec``; refused while a rollout is under way."""
+def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
+           override: Override | None = None) -> ClusterDeployment:
+    """Create the endpoint, or bring an existing one to ``spec``; refused while a rollout is under way, and when a
+    production variant's version is not cleared for production (``override`` lets it in, recorded)."""
     kube, namespace = _kube(ws)
     if _under_way(_rollout_state(kube, spec.name, namespace)):
         raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",
                          hint=f"`kiln endpoint promote {spec.name}` or `kiln endpoint rollback {spec.name}` first")
     pinned = _pinned(ws, spec)
+    clearances = [clear_for_production(ws, v.name, v.model, override, progress) for v in pinned.variants]
     changes, storage = _apply(ws, kube, pinned, namespace, progress)
     models = {v.name: v.model for v in [*pinned.variants, *([pinned.shadow] if pinned.shadow else [])]}
+    if any(c.action != "unchanged" for c in changes):
+        _remember(kube, namespace, spec.name, deployed(spec, models, clearances))
+        record_overrides(ws, spec.name, clearances)
     return ClusterDeployment(spec.name, namespace, url_of(spec.name, namespace), models, changes, storage)
+
+
+def _history_of(kube: Kube, namespace: str, name: str) -> tuple[list[HistoryEntry], str]:
+    """The endpoint's history from its spec ConfigMap, and the ConfigMap's resourceVersion."""
+    cm = kube.get("ConfigMap", namespace, config_map_name(name))
+    if cm is None:
+        raise InputError(f"no endpoint '{name}' in namespace {namespace}")
+    raw = (cm["metadata"].get("annotations") or {}).get(HISTORY)
+    where = f"annotation {HISTORY} on ConfigMap {namespace}/{config_map_name(name)}"
+    return load_history(raw, where), cm["metadata"]["resourceVersion"]
+
+
+def _remember(kube: Kube, namespace: str, name: str, entries: list[HistoryEntry]) -> None:
+    """Add ``entries`` to the endpoint's history (read again and retried if the ConfigMap changed meanwhile)."""
+    for attempt in range(3):
+        known, version = _history_of(kube, namespace, name)
+        body = {"metadata": {"resourceVersion": version,
+                             "annotations": {HISTORY: dump_history(extend(known, entries))}}}
+        try:
+            kube.patch("ConfigMap", namespace, config_map_name(name), body)
+            return
+        except Conflict:
+            if attempt == 2:
+                raise
 
 
 def read_endpoint(ws: Workspace, name: str) -> tuple[Kube, str, EndpointSpec]:
@@ -273,9 +317,11 @@ def endpoint_status(ws: Workspace, name: str) -> ClusterStatus:
                                       None if shadow else live.get(f"{isvc}-predictor", 0), ready, why))
     state = _rollout_state(kube, name, namespace) or {}
     url = url_of(name, namespace)
+    known, _ = _history_of(kube, namespace, name)
     if "phase" in state:
-        return ClusterStatus(name, namespace, url, variants, rollout=_report(load_rollout(state), url))
-    return ClusterStatus(name, namespace, url, variants, requested=state.get("candidate"))
+        return ClusterStatus(name, namespace, url, variants, rollout=_report(load_rollout(state), url),
+                             history=known)
+    return ClusterStatus(name, namespace, url, variants, requested=state.get("candidate"), history=known)
 
 
 def delete(ws: Workspace, name: str) -> ClusterDeleted:
@@ -296,10 +342,12 @@ def _report(r: Rollout, candidate_url: str) -> RolloutReport:
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
-           progress: Progress = no_progress, poll_seconds: float = 2.0) -> RolloutReport | None:
+           progress: Progress = no_progress, poll_seconds: float = 2.0,
+           override: Override | None = None) -> RolloutReport | None:
     """Add the new model beside the variant it replaces and ask the endpoint's rollout controller to roll it out by
     the endpoint's policy; with ``wait``, follow it to its end and settle the objects. None when not waited for and
-    the controller has not taken it up yet."""
+    the controller has not taken it up yet. The new model must be cleared for production (``override`` lets another
+    in, recorded)."""
     finalize(ws, name)  # a rollout that ended while nobody followed it is settled first
     kube, namespace, spec = read_endpoint(ws, name)
     if _under_way(_rollout_state(kube, name, namespace)):
@@ -311,6 +359,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     pinned = pin(ws, Variant(name=variant, model=model))
     if pinned == stable.model:
         raise InputError(f"variant {variant} of {name} already serves {pinned}")
+    clearance = clear_for_production(ws, variant, pinned, override, progress)
     candidate = f"{variant}{CANDIDATE_SUFFIX}"
     data = spec.model_dump()
     data["variants"].append({"name": candidate, "model": pinned, "runtime": stable.runtime, "weight": 0.0})
@@ -320,6 +369,10 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     kube.patch("VirtualService", namespace, name, {"metadata": {
         "resourceVersion": vs["metadata"]["resourceVersion"],
         "annotations": {ANNOTATION: json.dumps({"stable": variant, "candidate": candidate})}}})
+    _remember(kube, namespace, name, [
+        entry("rollout started", variant, pinned, f"{spec.policy.type} by the endpoint's rollout controller, "
+                      f"candidate {candidate}"), *overrides([clearance])])
+    record_overrides(ws, name, [clearance])
     progress(f"candidate {candidate}: {pinned}; rollout requested from the endpoint's controller")
     asked, seen = time.monotonic(), ""
     while True:
@@ -360,7 +413,9 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     if r.phase == "promoted":
         next(v for v in data["variants"] if v["name"] == r.stable)["model"] = won["model"]
     _apply(ws, kube, EndpointSpec.model_validate(data), namespace, no_progress)
-    return _report(r, url_of(name, namespace))
+    report = _report(r, url_of(name, namespace))
+    _remember(kube, namespace, name, [ended(r.stable, won["model"], report)])
+    return report
 
 
 def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kiln.progress import Progress, no_progress
 from kiln.serving import cluster, local
+from kiln.serving.approval import Override
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.spec import EndpointSpec
 from kiln.workspace import Workspace, require_local
@@ -18,18 +19,22 @@ def on_cluster(ws: Workspace) -> bool:
     return ws.settings.serving.type == "kserve"
 
 
-def deploy(ws: Workspace, spec: EndpointSpec,
-           progress: Progress = no_progress) -> local.Deployment | cluster.ClusterDeployment:
+def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
+           override: Override | None = None) -> local.Deployment | cluster.ClusterDeployment:
+    """Deploy ``spec``; its production variants serve only versions cleared for production (kiln.serving.approval)
+    unless ``override`` lets them in."""
     if on_cluster(ws):
-        return cluster.deploy(ws, spec, progress)
-    return local.deploy(require_local(ws), spec, progress)
+        return cluster.deploy(ws, spec, progress, override)
+    return local.deploy(require_local(ws), spec, progress, override)
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
-           progress: Progress = no_progress) -> RolloutReport | None:
+           progress: Progress = no_progress, override: Override | None = None) -> RolloutReport | None:
+    """Roll ``model`` out on a production variant; it must be cleared for production unless ``override`` lets it
+    in."""
     if on_cluster(ws):
-        return cluster.update(ws, name, model, variant, wait, progress)
-    return local.update(require_local(ws), name, model, variant, wait, progress)
+        return cluster.update(ws, name, model, variant, wait, progress, override=override)
+    return local.update(require_local(ws), name, model, variant, wait, progress, override=override)
 
 
 def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from kiln import tracking
 from kiln.compile.keys import public_key_path
@@ -25,8 +25,10 @@ from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec, free_ports, pid_file, start, start_all, status, stop, stop_all
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
+from kiln.serving.approval import Override, clear_for_production, record_overrides
 from kiln.serving.bundles import bundle_for, bundle_path, host_target
 from kiln.serving.compare import ShadowComparison, compare
+from kiln.serving.history import HistoryEntry, deployed, ended, entry, extend, overrides
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, PUBLIC_KEY_ENV, get_runtime, local_runtimes
@@ -71,6 +73,7 @@ class EndpointState(_Record):
     spec: EndpointSpec
     router_port: int
     variants: dict[str, VariantRecord]
+    history: list[HistoryEntry] = Field(default_factory=list)  # deploys, rollouts, overrides; none in older files
     rollout: PendingRollout | None = None
 
     @property
@@ -109,12 +112,14 @@ class EndpointStatus:
     variants: dict[str, VariantRecord]
     live: dict[str, Any]  # the front's /kiln/status answer, or {"error": ...} when it does not answer
     rollout: PendingRollout | None
+    history: list[HistoryEntry]
 
     def to_dict(self) -> dict[str, Any]:
         # By hand, not dataclasses.asdict: asdict copies the pydantic records instead of dumping them.
         return {"name": self.name, "url": self.url, "processes": self.processes,
                 "variants": {n: v.model_dump(mode="json") for n, v in self.variants.items()}, "live": self.live,
-                "rollout": self.rollout.model_dump(mode="json") if self.rollout else None}
+                "rollout": self.rollout.model_dump(mode="json") if self.rollout else None,
+                "history": [h.model_dump() for h in self.history]}
 
 
 @dataclass(frozen=True)
@@ -356,8 +361,12 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> Ro
     )
 
 
-def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) -> Deployment:
-    """Start every variant and the front; on any failure stop what was started and leave nothing behind."""
+def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
+           override: Override | None = None) -> Deployment:
+    """Start every variant and the front; on any failure stop what was started and leave nothing behind.
+
+    Production variants serve only versions cleared for production (``override`` lets others in, recorded).
+    """
 
     if _state_path(ws, spec.name).is_file():
         raise InputError(f"endpoint '{spec.name}' is already deployed",
@@ -370,6 +379,7 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
     if spec.shadow:
         check_runtime(ws, spec.shadow, "shadow")
     pinned = {v.name: pin(ws, v) for v in variants}
+    clearances = [clear_for_production(ws, v.name, pinned[v.name], override, progress) for v in spec.variants]
     artifacts = bundles(ws, variants, pinned, progress)
     host = _local_serving(ws).host
     ports = free_ports(host, _local_serving(ws).base_port, len(variants) + 1, _ports_in_use(ws))
@@ -378,7 +388,8 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
         variants={v.name: VariantRecord(model=pinned[v.name], requested=v.model, port=p, runtime=v.runtime,
                                         role="shadow" if spec.shadow is v else "production",
                                         artifact=artifacts.get(v.name))
-                  for v, p in zip(variants, ports[1:])})
+                  for v, p in zip(variants, ports[1:])},
+        history=deployed(spec, pinned, clearances))
     folder = endpoints_dir(ws) / spec.name
     front = router_service(ws, spec.name, ports[0])
     processes = [front]
@@ -394,6 +405,7 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress) 
         shutil.rmtree(folder, ignore_errors=True)
         raise
     write_state(ws, state)
+    record_overrides(ws, spec.name, clearances)
     return Deployment(state, front.url)
 
 
@@ -434,7 +446,7 @@ def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
     except httpx.HTTPError as exc:
         live = {"error": f"front not answering: {exc}"}
     return EndpointStatus(name=name, url=front.url, processes=procs, variants=state.variants, live=live,
-                          rollout=state.rollout)
+                          rollout=state.rollout, history=state.history)
 
 
 def delete(ws: Workspace, name: str) -> Deleted:
@@ -477,8 +489,10 @@ def _front(ws: Workspace, state: EndpointState) -> str:
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
-           progress: Progress = no_progress, poll_seconds: float = 1.0) -> RolloutReport:
-    """Start the new model beside the variant it replaces and roll it out by the endpoint's policy."""
+           progress: Progress = no_progress, poll_seconds: float = 1.0,
+           override: Override | None = None) -> RolloutReport:
+    """Start the new model beside the variant it replaces and roll it out by the endpoint's policy; the new model
+    must be cleared for production (``override`` lets another in, recorded)."""
     import httpx
 
     if read_state(ws, name).rollout is not None:
@@ -494,6 +508,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     pinned = pin(ws, Variant(name=variant, model=model))
     if pinned == state.variants[variant].model:
         raise InputError(f"variant {variant} of {name} already serves {pinned}")
+    clearance = clear_for_production(ws, variant, pinned, override, progress)
     candidate = f"{variant}-next"
     artifact = bundles(ws, [Variant(name=candidate, model=pinned, runtime=runtime)], {candidate: pinned},
                        progress).get(candidate)
@@ -511,7 +526,11 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
         raise
     state.rollout = PendingRollout(variant=variant, candidate=candidate, model=pinned, requested=model, port=port,
                                    runtime=runtime, artifact=artifact)
+    state.history = extend(state.history, [entry("rollout started", variant, pinned, f"{state.spec.policy.type} "
+                                                 f"by the endpoint's policy, candidate {candidate}"),
+                                           *overrides([clearance])])
     write_state(ws, state)
+    record_overrides(ws, name, [clearance])
     rollout = RolloutReport.from_dict(res.json())
     progress(f"rollout: {rollout.reason}")
     seen = rollout.reason
@@ -553,6 +572,7 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     else:
         stop(ws.state_dir, new)
     state.rollout = None
+    state.history = extend(state.history, [ended(variant, pending.model, rollout)])
     for v in [*state.spec.variants, *([state.spec.shadow] if state.spec.shadow else [])]:
         if v.name == variant:
             v.model = serving.model

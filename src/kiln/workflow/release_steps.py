@@ -13,6 +13,7 @@ from kiln.monitoring.run import run_monitor
 from kiln.monitoring.window import parse_time
 from kiln.registry.versions import CHAMPION, get_version, promote
 from kiln.serving import endpoints
+from kiln.serving.approval import Override, cleared
 from kiln.serving.spec import parse_spec
 from kiln.workflow.result import StepResult, say, step
 from kiln.workspace import open_workspace
@@ -46,19 +47,21 @@ def publish_step(workspace: str, artifact_id: str) -> StepResult:
 
 @step
 def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: float, bake_seconds: float,
-                promote_champion: bool) -> StepResult:
+                promote_champion: bool, override_reason: str = "") -> StepResult:
     """Deploy ``version``: a new endpoint serves it; an existing one rolls it out on its primary variant (the first,
-    the one the monitors watch) by the endpoint's policy.
+    the one the monitors watch) by the endpoint's policy. Only an Approved version that passed the gate serves,
+    unless ``override_reason`` says why another may (recorded on the version and the endpoint).
 
     When the version ends up serving (and ``promote_champion``), it becomes the registry's champion.
     """
 
     ws = open_workspace(Path(workspace))
     model = f"models:/{version}"
+    override = Override(override_reason, f"deploy step of endpoint {endpoint}") if override_reason else None
     if endpoint in endpoints.names(ws):
         primary = endpoints.read_spec(ws, endpoint).variants[0].name
         say(f"rolling {version} out on {endpoint}'s variant {primary} by its policy")
-        rollout = endpoints.update(ws, endpoint, model, variant=primary, progress=say)
+        rollout = endpoints.update(ws, endpoint, model, variant=primary, progress=say, override=override)
         phase: str = rollout.phase if rollout else "requested"
         if phase != "promoted":
             raise ServiceError(f"endpoint {endpoint}: the rollout of {version} ended {phase}: "
@@ -69,15 +72,16 @@ def deploy_step(workspace: str, endpoint: str, version: str, canary_percent: flo
                            "policy": {"type": "canary", "step_percent": canary_percent,
                                       "bake_seconds": bake_seconds}}, "deploy step")
         say(f"new endpoint {endpoint} serving {version}")
-        endpoints.deploy(ws, spec, say)
+        endpoints.deploy(ws, spec, say, override)
         phase = "deployed"
     info = get_version(ws, version)
     if promote_champion and CHAMPION not in info.aliases:
-        if info.approval == "Approved" and info.gate == "passed":
+        if cleared(info):
             promote(ws, version, by=f"deploy step of endpoint {endpoint}")
             say(f"{version} is now the champion")
         else:
-            say(f"{version} serves but stays {info.approval}: only an approved version becomes champion")
+            say(f"{version} serves by override but stays {info.approval} (gate {info.gate}): only an approved "
+                "version that passed the gate becomes champion")
     url = endpoints.url(ws, endpoint)
     return StepResult(value=url, metadata={"endpoint": endpoint, "version": version, "phase": phase, "url": url})
 
