@@ -34,8 +34,7 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory):
     root = serving_workspace(tmp_path_factory.mktemp("v2") / "ws")
     run = ok("train", "-t", root / "train.parquet", "-f", "mlp", "--iterations", "3", "-w", root)
     ok("models", "register", run["run_id"], "--name", "toymlp", "-w", root)
-    for model in ("toy", "toymlp"):
-        ok("models", "approve", f"{model}/1", "--reason", "tried with a V2 client", "-w", root)
+    ok("models", "approve", "toymlp/1", "--reason", "tried with a V2 client", "-w", root)  # toy/1 already is
     urls = {}
     for name, model, runtime in [("v2-mlflow", "toy", "mlflow"), ("v2-onnx", "toymlp", "onnx"),
                                  ("v2-tvm", "toy", "tvm")]:
