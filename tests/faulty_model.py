@@ -13,14 +13,27 @@ import pandas as pd
 
 
 class _Faulty:
+    """A kiln Predictor whose answers fail or come late: through predict() (a data frame, MLflow's pyfunc) and
+    output_matrix() (encoded rows, what Kiln's model server calls)."""
+
     def __init__(self, inner, fault: str) -> None:  # a kiln Predictor
         self.inner, self.fault, self.calls = inner, fault, itertools.count()
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)  # encoder, task, meta: the inner predictor's
+
+    def _fault(self) -> None:
         if self.fault == "fail" and next(self.calls) % 2:
             raise RuntimeError("injected fault: every second request fails")
         if self.fault == "slow":
             time.sleep(0.06)
+
+    def output_matrix(self, x):
+        self._fault()
+        return self.inner.output_matrix(x)
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        self._fault()
         return self.inner.predict(frame)
 
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import mlflow.artifacts
+import numpy as np
 import onnxruntime as ort
 from mlflow.models import Model
 
-from kiln.serving.runtime import Columns, KilnModel
+from kiln.serving.runtime import KilnModel
 from kiln.serving.schema import InputSchema
 from kiln.training.encoding import Encoder
-from kiln.training.predictor import ENCODER_FILE, META_FILE, Predictor, answer_columns
+from kiln.training.predictor import ENCODER_FILE, META_FILE, Predictor
 
 
 class NoOnnxGraph(RuntimeError):
@@ -41,12 +41,12 @@ class OnnxModel(KilnModel):
         self.tensor_name, self.width = graph_input.name, graph_input.shape[1]
         self.encoder = Encoder.from_dict(json.loads((folder / ENCODER_FILE).read_text()))
         self.graph = Predictor(meta=meta, encoder=self.encoder, runner=self.session)
+        self.task, self.threshold = self.graph.task, float(meta["threshold"])
         self.schema = InputSchema.from_mlflow(mlmodel.get_input_schema())  # type: ignore[no-untyped-call]  # MLflow leaves Model.get_input_schema unannotated
         self.version = self.model_uri
         self.warm()
         self.ready = True
         return self.ready
 
-    def score(self, payload: Any) -> Columns:
-        return answer_columns(self.graph.task, self.graph.output_matrix(self.encoded(payload)).astype("float64"),
-                              float(self.graph.meta["threshold"]))
+    def output(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.graph.output_matrix(x))

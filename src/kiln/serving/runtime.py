@@ -16,10 +16,11 @@ from typing import Any
 import kserve
 import mlflow.pyfunc
 import numpy as np
-import pandas as pd
 from kserve.errors import InvalidInput
 
+from kiln.data.task import Task
 from kiln.serving.schema import MAX_INSTANCES, InputSchema, RequestError
+from kiln.training.predictor import answer_columns
 
 log = logging.getLogger(__name__)
 WARM_UP_CALLS = 3
@@ -36,11 +37,15 @@ class KilnModel(kserve.Model):
         self.version: str | None = None
         self.tensor_name: str | None = None  # runtimes that also take the encoded FP32 tensor on V2 set these
         self.width = 0
-        self.encoder: Any = None  # and the version's kiln.training.encoding.Encoder
+        self.encoder: Any = None  # the version's kiln.training.encoding.Encoder
+        self.task = Task("binary", (0, 1))  # and its task and decision threshold, set by load()
+        self.threshold = 0.5
 
     def load(self) -> bool:
         model = mlflow.pyfunc.load_model(self.model_uri)
         self.predictor = model.unwrap_python_model().predictor
+        self.encoder, self.task = self.predictor.encoder, self.predictor.task
+        self.threshold = float(self.predictor.meta.get("threshold", 0.5))
         self.schema = InputSchema.from_mlflow(model.metadata.get_input_schema())
         self.version = self.model_uri
         self.warm()
@@ -57,11 +62,6 @@ class KilnModel(kserve.Model):
                 self.score(row)
             except Exception as exc:  # noqa: BLE001 - a model that fails on real requests is the guardrails' to judge
                 log.warning("warm-up request to %s failed: %s", self.model_uri, exc)
-
-    def frame(self, payload: Any) -> pd.DataFrame:
-        """The request's rows as a validated frame; InvalidInput (a 400) names what is wrong."""
-        assert self.schema is not None  # KServe routes requests only to a loaded (ready) model
-        return pd.DataFrame(self.rows(payload), columns=self.schema.names)
 
     def rows(self, payload: Any) -> list[list[Any]]:
         """The request's rows, validated, each a list in schema order; InvalidInput (a 400) names what is wrong."""
@@ -120,10 +120,14 @@ class KilnModel(kserve.Model):
         n = sizes.pop() if sizes else 0
         return [{k: v[i] for k, v in columns.items()} for i in range(n)]
 
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """The task's raw output for encoded rows: P(positive), [N, K] probabilities, or values."""
+        return np.asarray(self.predictor.output_matrix(x))
+
     def score(self, payload: Any) -> Columns:
-        """The answer's columns (the task's, see Predictor.predict) for a validated request."""
-        answer = self.predictor.predict(self.frame(payload))
-        return {str(name): answer[name].to_numpy() for name in answer.columns}
+        """The answer's columns (the task's, see Predictor.predict) for a validated request. Rows go from the
+        request to the encoder to the model without a data frame: building frames cost 25 times the model."""
+        return answer_columns(self.task, self.output(self.encoded(payload)).astype("float64"), self.threshold)
 
     def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         answer = self.score(payload)

@@ -14,15 +14,16 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kiln.compile.bundle import verify_bundle
 from kiln.compile.keys import load_public_key
 from kiln.compile.runner import CompiledModel
 from kiln.data.task import Task
-from kiln.serving.runtime import Columns, KilnModel
+from kiln.serving.runtime import KilnModel
 from kiln.serving.runtimes import PUBLIC_KEY_ENV
 from kiln.serving.schema import Column, InputSchema
 from kiln.training.encoding import Encoder
-from kiln.training.predictor import answer_columns
 
 
 class BundleRefused(RuntimeError):
@@ -57,11 +58,10 @@ class TvmModel(KilnModel):
         self.ready = True
         return self.ready
 
-    def score(self, payload: Any) -> Columns:
-        out = self.compiled.predict(self.encoded(payload)).astype("float64")
+    def output(self, x: np.ndarray) -> np.ndarray:
+        out = self.compiled.predict(x)
         kind = self.task.kind
-        return answer_columns(self.task, out[:, 1] if kind == "binary" else out[:, 0] if kind == "regression" else out,
-                              self.threshold)
+        return out[:, 1] if kind == "binary" else out[:, 0] if kind == "regression" else out
 
 
 def _schema(spec: dict[str, Any], encoder: Encoder) -> InputSchema:
