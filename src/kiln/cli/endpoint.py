@@ -22,6 +22,8 @@ from kiln.serving.compare import ShadowComparison
 from kiln.serving.history import HistoryEntry
 from kiln.serving.local import Deleted, Deployment, EndpointList, EndpointStatus, compare_shadow
 from kiln.serving.local import invoke as invoke_endpoint
+from kiln.serving.recommend import Recommendation
+from kiln.serving.recommend import recommend as run_recommend
 from kiln.serving.render import DEFAULT_CAPTURE, RenderedEndpoint
 from kiln.serving.render import render as render_endpoint
 from kiln.serving.replay import ReplayReport
@@ -32,7 +34,8 @@ from kiln.serving.spec import EndpointSpec, load_spec, single_model_spec
 from kiln.tracking import client
 from kiln.workspace import Workspace, open_workspace
 
-app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update, replay, compare, render, delete.",
+app = typer.Typer(help="Endpoints (KServe): deploy, status, list, invoke, update, replay, compare, recommend, render, "
+                       "delete.",
                   no_args_is_help=True, rich_markup_mode=None)
 
 OverrideOption = typer.Option(None, "--override-reason", help="Serve a version in production that is not Approved "
@@ -106,6 +109,54 @@ def _render_deployment(deployed: Deployment | ClusterDeployment) -> None:
     for h in deployed.state.history:
         if h.event == "override":
             out.print(f"  override: {h.variant} serves {h.model} ({h.reason})", markup=False)
+
+
+@app.command("recommend")
+def recommend(
+    model: str = typer.Argument(..., help="The model version: NAME@ALIAS or NAME/VERSION (models:/ optional)."),
+    p99_ms: float = typer.Option(..., "--p99-ms", help="The latency goal: p99 in milliseconds."),
+    rps: float | None = typer.Option(None, "--rps", help="The rate to meet it at, requests/s (default: report each "
+                                     "configuration's capacity within the goal)."),
+    runtimes: str | None = typer.Option(None, "--runtimes", help="Runtimes to try, comma-separated (default: every "
+                                        "one the model can use)."),
+    replicas: str = typer.Option("1,2", "--replicas", help="Model server counts to try, comma-separated."),
+    seconds: float = typer.Option(3.0, "--seconds", min=1.0, help="Length of each load test."),
+    workspace: Path | None = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Load-test the model on each runtime it can use at each replica count (wrk, loopback only) and recommend the
+    configuration with the fewest cores that meets the p99 goal at the rate: a table, a latency-against-throughput
+    plot (PNG and HTML) and a ready endpoint spec."""
+    counts = _integers(replicas, "--replicas")
+    names = [r.strip() for r in runtimes.split(",") if r.strip()] if runtimes else None
+    ref = model if model.startswith("models:/") else f"models:/{model}"
+    respond(workspace, as_json, lambda ws: run_recommend(ws, ref, p99_ms, rps, names, counts, seconds,
+                                                         progress=progress), _render_recommendation)
+
+
+def _integers(text: str, option: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"{option} {text!r}: expected whole numbers separated by commas") from None
+
+
+def _render_recommendation(result: Recommendation) -> None:
+    goal = f"p99 within {result.p99_ms:g} ms" + (f" at {result.rps:g} requests/s" if result.rps else "")
+    out.print(f"{result.model}: {goal}", markup=False)
+    out.print(f"  {'configuration':<14} {'cores':>5} {'capacity/s':>11}  meets  measured", markup=False)
+    for t in result.trials:
+        mark = "*" if t is result.chosen else " "
+        out.print(f"{mark} {t.name:<14} {t.cores:>5} {t.capacity_rps:>11.0f}  {'yes' if t.meets else 'no ':<5}  "
+                  f"{t.why}", markup=False)
+    for runtime, why in result.skipped.items():
+        out.print(f"  {runtime}: not tried ({why})", markup=False)
+    if result.chosen is None:
+        out.print("no configuration tried meets the goal", markup=False)
+    else:
+        out.print(f"recommended: {result.chosen.name} ({result.chosen.cores} core(s)); deploy it with "
+                  f"`kiln endpoint deploy {result.outputs['spec']}`", markup=False)
+    out.print(f"report: {result.outputs['html']}\nplot: {result.outputs['png']}", markup=False)
 
 
 @app.command("status")

@@ -56,16 +56,19 @@ def _loopback(url: str) -> None:
 
 
 def load_test(url: str, body: bytes, seconds: float = 10.0, connections: int = 8, rate: float | None = None,
-              warm_seconds: float = 2.0, content_type: str = "application/json") -> LoadResult:
+              warm_seconds: float = 2.0, content_type: str = "application/json", answer_ms: float = 0.0
+              ) -> LoadResult:
     """POST ``body`` to ``url`` for ``seconds`` over ``connections`` connections (at ``rate`` requests/s in all
-    when given), after ``warm_seconds`` of the same load that is not counted."""
+    when given: each connection pauses between its requests for its share of the rate, less ``answer_ms``, the time
+    an answer is expected to take), after ``warm_seconds`` of the same load that is not counted."""
     _loopback(url)
     if rate is not None and rate <= 0:
         raise InputError(f"rate {rate}: give requests per second above 0")
     with tempfile.TemporaryDirectory(prefix="kiln-load-") as folder:
         script = Path(folder) / "post.lua"
         (Path(folder) / "body").write_bytes(body)
-        pause = f"function delay() return {connections * 1000.0 / rate:.3f} end\n" if rate else ""
+        pause = f"function delay() return {max(0.0, connections * 1000.0 / rate - answer_ms):.3f} end\n" \
+            if rate else ""
         script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
                           f'local f = io.open("{folder}/body", "rb")\nwrk.body = f:read("*a")\nf:close()\n{pause}')
         base = [wrk_path(), "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(script)]

@@ -269,6 +269,11 @@ def _local_serving(ws: Workspace) -> LocalServing:
     return serving
 
 
+def serving_host(ws: Workspace) -> str:
+    """The address local model servers and fronts listen on (loopback unless settings say otherwise)."""
+    return _local_serving(ws).host
+
+
 def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
                     runtime: str = DEFAULT_RUNTIME, artifact: str | None = None) -> ServiceSpec:
     """A variant's model server; runtime tvm serves the compiled bundle ``artifact`` of ``model_uri``."""
