@@ -114,8 +114,9 @@ def test_windows_hold_the_same_memory_however_many_answers_pass() -> None:
     for i in range(200_000):  # 20 minutes at about 170 requests a second
         now[0] = i * 0.006
         w.add("blue", latency_ms=1.0 + (i % 100), error=False)
-    slices = w._slices["blue"]
-    assert len(slices) <= 900 / 0.25 + 1 and all(len(s.bins) <= 100 for s in slices)
+    slices = [*w._slices["blue"], *w._coarse["blue"]]
+    assert len(slices) <= 90 / 0.25 + 900 / 10 + 2 and all(len(s.bins) <= 100 for s in slices)
+    assert w.stats("blue", since=now[0] - 600).requests == pytest.approx(100_000, abs=2_000), "coarse slices count"
     s = w.summary("blue", seconds=60.0)
     assert s.requests == pytest.approx(10_000, abs=170) and s.p99_ms == pytest.approx(100.0, rel=0.02)
 

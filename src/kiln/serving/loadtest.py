@@ -56,26 +56,36 @@ def _loopback(url: str) -> None:
 
 
 def load_test(url: str, body: bytes, seconds: float = 10.0, connections: int = 8, rate: float | None = None,
-              warm_seconds: float = 2.0, content_type: str = "application/json", answer_ms: float = 0.0
-              ) -> LoadResult:
+              warm_seconds: float = 2.0, content_type: str = "application/json", answer_ms: float = 0.0,
+              id_prefix: str | None = None) -> LoadResult:
     """POST ``body`` to ``url`` for ``seconds`` over ``connections`` connections (at ``rate`` requests/s in all
     when given: each connection pauses between its requests for its share of the rate, less ``answer_ms``, the time
-    an answer is expected to take), after ``warm_seconds`` of the same load that is not counted."""
+    an answer is expected to take), after ``warm_seconds`` of the same load that is not counted. With ``id_prefix``,
+    request N carries the inference id PREFIX-N (x-kiln-inference-id), so an endpoint's capture can be checked
+    request by request."""
     _loopback(url)
     if rate is not None and rate <= 0:
         raise InputError(f"rate {rate}: give requests per second above 0")
     with tempfile.TemporaryDirectory(prefix="kiln-load-") as folder:
-        script = Path(folder) / "post.lua"
         (Path(folder) / "body").write_bytes(body)
         pause = f"function delay() return {max(0.0, connections * 1000.0 / rate - answer_ms):.3f} end\n" \
             if rate else ""
-        script.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
-                          f'local f = io.open("{folder}/body", "rb")\nwrk.body = f:read("*a")\nf:close()\n{pause}')
-        base = [wrk_path(), "-t1", f"-c{connections}", "--timeout", "10s", "-s", str(script)]
+        def script(prefix: str | None) -> str:
+            path = Path(folder) / f"{prefix or 'post'}.lua"
+            tagged = ("local n = 0\nfunction request()\n  n = n + 1\n  return wrk.format(nil, nil, {['Content-Type']"
+                      f" = '{content_type}', ['x-kiln-inference-id'] = '{prefix}-' .. n}}, nil)\nend\n"
+                      if prefix else "")
+            path.write_text(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
+                            f'local f = io.open("{folder}/body", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+                            f"{pause}{tagged}")
+            return str(path)
+
+        base = [wrk_path(), "-t1", f"-c{connections}", "--timeout", "10s", "-s"]
         if warm_seconds > 0:
-            subprocess.run([*base, f"-d{max(1, round(warm_seconds))}s", url], capture_output=True, check=False)
-        res = subprocess.run([*base, f"-d{max(1, round(seconds))}s", "--latency", url], capture_output=True,
-                             text=True, check=False)
+            warm = script(f"{id_prefix}-warm" if id_prefix else None)
+            subprocess.run([*base, warm, f"-d{max(1, round(warm_seconds))}s", url], capture_output=True, check=False)
+        res = subprocess.run([*base, script(id_prefix), f"-d{max(1, round(seconds))}s", "--latency", url],
+                             capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise EnvironmentProblem(f"wrk failed on {url}: {(res.stderr or res.stdout).strip()[-500:]}")
     return parse_wrk(res.stdout, connections, rate)

@@ -1,9 +1,11 @@
 """Per-variant request windows: what the guardrails and `kiln endpoint status` judge a variant by.
 
-Answers are counted in slices of SLICE_SECONDS, each holding its request and error counts and a histogram of
-latencies in bins 2% wide, so memory and the cost of a question stay the same however many requests pass (a list
-of every answer grew by tens of megabytes an hour under load). Percentiles are read off the bins, clamped to the
-smallest and largest latency seen: within 2% of the exact value.
+Answers are counted in slices, each holding its request and error counts and a histogram of latencies in bins 2%
+wide, so memory and the cost of a question stay bounded however many requests pass (a list of every answer grew by
+tens of megabytes an hour under load): SLICE_SECONDS slices for the last FINE_SECONDS, folded into COARSE_SECONDS
+slices after that. A question "since" a moment is answered to the slice: a quarter second within the last 90 s,
+ten seconds before it. Percentiles are read off the bins, clamped to the smallest and largest latency seen: within
+2% of the exact value.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from dataclasses import dataclass, field
 from kiln.serving.rollout import VariantStats
 
 HORIZON_SECONDS = 900.0  # answers older than this are forgotten
-SLICE_SECONDS = 0.25  # how finely "since" is honoured
+SLICE_SECONDS = 0.25
+FINE_SECONDS = 90.0  # over the last minute, which `kiln endpoint status` and /metrics report
+COARSE_SECONDS = 10.0
 RATIO = 1.02  # each latency bin's upper edge over its lower edge
 _LOG_RATIO = math.log(RATIO)
 
@@ -83,7 +87,8 @@ class Windows:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:  # a zero-argument clock, for tests
         self._clock = clock
         self._lock = threading.Lock()
-        self._slices: dict[str, deque[_Slice]] = {}
+        self._slices: dict[str, deque[_Slice]] = {}  # the last FINE_SECONDS
+        self._coarse: dict[str, deque[_Slice]] = {}  # before them, up to HORIZON_SECONDS
 
     def add(self, variant: str, latency_ms: float, error: bool) -> None:
         now = self._clock()
@@ -91,20 +96,39 @@ class Windows:
             slices = self._slices.get(variant)
             if slices is None:
                 slices = self._slices[variant] = deque()
+                self._coarse[variant] = deque()
             if not slices or now >= slices[-1].start + SLICE_SECONDS:
                 slices.append(_Slice(math.floor(now / SLICE_SECONDS) * SLICE_SECONDS))
-                while slices[0].start < now - HORIZON_SECONDS:
-                    slices.popleft()
+                self._fold(variant, now)
             s = slices[-1]
             s.requests += 1
             s.errors += error
             s.bins[_bin(latency_ms)] += 1
             s.low, s.high = min(s.low, latency_ms), max(s.high, latency_ms)
 
+    def _fold(self, variant: str, now: float) -> None:
+        """Fine slices older than FINE_SECONDS join their coarse slice; coarse ones past the horizon are dropped."""
+        fine, coarse = self._slices[variant], self._coarse[variant]
+        while fine and fine[0].start < now - FINE_SECONDS:
+            old = fine.popleft()
+            start = math.floor(old.start / COARSE_SECONDS) * COARSE_SECONDS
+            if not coarse or coarse[-1].start != start:
+                coarse.append(_Slice(start))
+            into = coarse[-1]
+            into.requests += old.requests
+            into.errors += old.errors
+            into.bins.update(old.bins)
+            into.low, into.high = min(into.low, old.low), max(into.high, old.high)
+        while coarse and coarse[0].start < now - HORIZON_SECONDS:
+            coarse.popleft()
+
     def _since(self, variant: str, since: float) -> _Merged:
         merged = _Merged()
         with self._lock:
-            for s in _recent(self._slices.get(variant, ()), since):
+            fine = self._slices.get(variant, deque())
+            older = since < fine[0].start if fine else True  # the fine slices do not reach back to ``since``
+            for s in [*(_recent(self._coarse.get(variant, ()), since, COARSE_SECONDS) if older else []),
+                      *_recent(fine, since, SLICE_SECONDS)]:
                 merged.add(s)
         return merged
 
@@ -120,7 +144,7 @@ class Windows:
                        p50_ms=m.percentile(50), p99_ms=m.percentile(99))
 
 
-def _recent(slices: Iterable[_Slice], since: float) -> list[_Slice]:
-    """The slices from the one ``since`` falls in onwards (newest last)."""
-    first = math.floor(since / SLICE_SECONDS) * SLICE_SECONDS
+def _recent(slices: Iterable[_Slice], since: float, width: float) -> list[_Slice]:
+    """The slices (each ``width`` seconds) from the one ``since`` falls in onwards (newest last)."""
+    first = math.floor(since / width) * width
     return [s for s in slices if s.start >= first]
