@@ -196,7 +196,7 @@ COMPILED = {"test_compile", "test_edge"}
 K8S_TOOLS = {"test_chart", "test_manifests", "test_kind", "test_dev_cluster", "test_cluster_endpoints"}
 # The longest groups (minutes each) are handed out first, so neither worker is left alone with one at the end
 # (pyproject keeps this order: pytest-xdist would otherwise hand out the groups with the most tests first).
-LONGEST_FIRST = ["test_main_job", "ports", "test_tuning", "compiled", "test_docker_pipelines", "k8s", "test_chart_pods",
+LONGEST_FIRST = ["test_soak", "test_main_job", "ports", "test_tuning", "compiled", "test_docker_pipelines", "k8s", "test_chart_pods",
                  "test_monitor", "test_tasks", "test_distributed",
                  "test_endpoint_router",
                  "test_pipelines", "test_outside_data"]

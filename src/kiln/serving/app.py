@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -118,6 +119,9 @@ def main() -> None:
     args = parser.parse_args()
     import uvicorn
 
+    # The capture writer's thread holds the GIL for up to this long at a time: Python's 5 ms default held each
+    # request waiting behind a flush
+    sys.setswitchinterval(0.0005)
     config = json.loads(args.config.read_text())
     router = router_from_config(config)
     app = build_app(router, driver_from_config(router, config))
