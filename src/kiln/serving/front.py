@@ -47,6 +47,8 @@ class Front:
             reply = await self._infer(scope, receive, match.group(1) or match.group(2))
         except RequestRefused as exc:
             reply = refusal(exc)
+        except ClientGone:
+            return  # the caller left before its request was whole: nothing is forwarded, captured or answered
         await send({"type": "http.response.start", "status": reply.status,
                     "headers": [(b"content-length", str(len(reply.body)).encode()), *reply.headers]})
         await send({"type": "http.response.body", "body": reply.body})
@@ -62,13 +64,17 @@ class Front:
         return await router.infer(scope["path"], headers, await _body(receive, router.state.max_body_bytes))
 
 
+class ClientGone(Exception):
+    """The connection closed before the request's body had arrived."""
+
+
 async def _body(receive: Receive, limit: int) -> bytes:
     """The request's body, refused as soon as it grows over ``limit`` bytes."""
     chunks, size = [], 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -46,6 +46,7 @@ class ShadowBatcher:
         self.send, self.done, self.max_rows, self.interval = send, done, max_rows, interval
         self.queue: deque[Copy] = deque()
         self.dropped = self.batches = self.sent = 0
+        self._busy = False  # a send is under way
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -67,8 +68,6 @@ class ShadowBatcher:
         while (self.queue or self._busy) and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.02)
         self._task.cancel()
-
-    _busy = False
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
