@@ -69,11 +69,12 @@ def driver_from_config(router: Router, config: dict[str, Any]) -> RolloutDriver:
 
 async def answer_refused(request: Request, exc: Exception) -> Response:
     """The one exception handler: a RequestRefused as ``{"error": message[, "hint"]}`` with its HTTP status."""
-    from starlette.responses import JSONResponse
+    from starlette.responses import Response
 
-    refused = exc if isinstance(exc, RequestRefused) else RequestRefused(str(exc))
-    body = {"error": refused.message, **({"hint": refused.hint} if refused.hint else {})}
-    return JSONResponse(body, status_code=refused.status)
+    from kiln.serving.front import refusal
+
+    reply = refusal(exc if isinstance(exc, RequestRefused) else RequestRefused(str(exc)))
+    return Response(reply.body, status_code=reply.status, media_type="application/json")
 
 
 async def _tick(driver: RolloutDriver) -> None:

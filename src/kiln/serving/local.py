@@ -252,12 +252,22 @@ def check_runtime(ws: Workspace, variant: Variant, where: str) -> None:
         names = f"{', '.join(served[:-1])} and {served[-1]}" if len(served) > 1 else served[0]
         raise InputError(f"{where}.runtime {runtime.name}: a local endpoint serves {names} variants; "
                          f"{runtime.not_local}")
-    if runtime.needs_onnx_graph:
-        run_id = get_version(ws, variant.model).run_id
-        family = tracking.client(ws).get_run(run_id).data.tags.get("kiln.family") if run_id else None
-        if family not in FAMILIES or not FAMILIES[family].exports_onnx:
-            raise InputError(f"{where}.runtime {runtime.name}: {variant.model} is a {family or 'non-Kiln'} model "
-                             f"with no ONNX graph; serve it with runtime {DEFAULT_RUNTIME}")
+    missing = missing_graph(ws, variant.model, runtime.name)
+    if missing is not None:
+        raise InputError(f"{where}.runtime {runtime.name}: {variant.model} is {missing} with no ONNX graph; serve it "
+                         f"with runtime {DEFAULT_RUNTIME}")
+
+
+def missing_graph(ws: Workspace, model: str, runtime: str) -> str | None:
+    """The kind of model (``a lgbm model``) whose version ``runtime`` cannot serve for want of an ONNX graph; None
+    when it can."""
+    if not get_runtime(runtime).needs_onnx_graph:
+        return None
+    run_id = get_version(ws, model).run_id
+    family = tracking.client(ws).get_run(run_id).data.tags.get("kiln.family") if run_id else None
+    if family in FAMILIES and FAMILIES[family].exports_onnx:
+        return None
+    return f"a {family or 'non-Kiln'} model"
 
 
 def _local_serving(ws: Workspace) -> LocalServing:
@@ -301,11 +311,13 @@ def bundles(ws: Workspace, variants: list[Variant], pinned: dict[str, str], prog
     return {v.name: bundle_for(ws, pinned[v.name], host_target(), progress) for v in served}
 
 
-def router_service(ws: Workspace, endpoint: str, port: int) -> ServiceSpec:
+def router_service(ws: Workspace, endpoint: str, port: int, config: Path | None = None,
+                   name: str | None = None) -> ServiceSpec:
+    """An endpoint's front (``config``: its ROUTER.json, by default the deployed endpoint's)."""
     host = _local_serving(ws).host
-    config = endpoints_dir(ws) / endpoint / "router.json"
+    config = config or endpoints_dir(ws) / endpoint / "router.json"
     # live, not ready: the front starts beside its variants and is ready once one of them is
-    return ServiceSpec(name=f"endpoint-{endpoint}", host=host, port=port, health_path="/v2/health/live",
+    return ServiceSpec(name=name or f"endpoint-{endpoint}", host=host, port=port, health_path="/v2/health/live",
                        setting="serving.base_port",
                        command=[sys.executable, "-m", "kiln.serving.app", "--config", str(config), "--port", str(port),
                                 "--host", host])

@@ -14,24 +14,21 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from kiln import tracking
 from kiln.errors import InputError, KilnError
 from kiln.files import write_json_atomic
-from kiln.process import ServiceSpec, free_ports, start_all, stop_all
+from kiln.process import free_ports, start_all, stop_all
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
 from kiln.serving.bundles import bundle_for, host_target
 from kiln.serving.loadtest import LoadResult, load_test, wrk_path
-from kiln.serving.local import endpoints_dir, serving_host, variant_service
+from kiln.serving.local import endpoints_dir, missing_graph, router_service, serving_host, variant_service
 from kiln.serving.runtimes import RUNTIMES, get_runtime
-from kiln.training.families import FAMILIES
 from kiln.workspace import Workspace
 
 CONNECTIONS = (1, 2, 4, 8, 16)
@@ -102,7 +99,8 @@ def recommend(ws: Workspace, model: str, p99_ms: float, rps: float | None = None
     skipped: dict[str, str] = {}
     artifacts: dict[str, str | None] = {}
     for name in wanted:
-        why = _cannot_serve(ws, info.run_id, name)
+        missing = missing_graph(ws, pinned, name)
+        why = f"{missing} has no ONNX graph" if missing else None
         if why is None and get_runtime(name).serves_bundle:
             try:
                 artifacts[name] = bundle_for(ws, pinned, host_target(), progress)
@@ -125,15 +123,6 @@ def recommend(ws: Workspace, model: str, p99_ms: float, rps: float | None = None
     result = Recommendation(model=pinned, p99_ms=p99_ms, rps=rps, trials=trials, chosen=chosen, skipped=skipped,
                             spec=spec)
     return _written(ws, result)
-
-
-def _cannot_serve(ws: Workspace, run_id: str | None, runtime: str) -> str | None:
-    if not get_runtime(runtime).needs_onnx_graph:
-        return None
-    family = tracking.client(ws).get_run(run_id).data.tags.get("kiln.family") if run_id else None
-    if family in FAMILIES and FAMILIES[family].exports_onnx:
-        return None
-    return f"a {family or 'non-Kiln'} model has no ONNX graph"
 
 
 def _example_row(ws: Workspace, pinned: str) -> bytes:
@@ -159,9 +148,7 @@ def _trial(ws: Workspace, name: str, pinned: str, runtime: str, artifact: str | 
     config.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config, {"endpoint": label, "variants": {s.name: s.url for s in servers},
                                "shares": {s.name: 1.0 for s in servers}})
-    front = ServiceSpec(name=f"{label}-front", host=host, port=ports[0], health_path="/v2/health/ready",
-                        setting="serving.base_port", command=[sys.executable, "-m", "kiln.serving.app", "--config",
-                                                              str(config), "--port", str(ports[0]), "--host", host])
+    front = router_service(ws, label, ports[0], config, name=f"{label}-front")
     url = f"http://{host}:{ports[0]}/v1/models/{label}:predict"
     everything = [*servers, front]
     progress(f"{runtime} x{replicas}: starting {replicas} model server(s) and a front")

@@ -33,6 +33,7 @@ from kiln.serving.window import Windows
 TARGET_HEADER = "x-kiln-target-variant"  # SageMaker's TargetVariant
 VARIANT_HEADER = "x-kiln-variant"  # which variant answered
 INFERENCE_HEADER = "x-kiln-inference-id"
+TARGET, VARIANT, INFERENCE = (h.encode() for h in (TARGET_HEADER, VARIANT_HEADER, INFERENCE_HEADER))
 BINARY_HEADER = b"inference-header-content-length"  # V2's binary tensor extension: the JSON part's length
 MEDIA_TYPES = (b"application/json", b"application/octet-stream")  # the second only with BINARY_HEADER
 
@@ -144,7 +145,7 @@ class Router:
             raise UnsupportedMediaType(f"content-type {headers.get(b'content-type', b'').decode('latin-1')!r}: "
                                        "requests are application/json (or V2's binary tensor extension, with "
                                        "inference-header-content-length)")
-        target = headers.get(TARGET_HEADER.encode())
+        target = headers.get(TARGET)
         if target is not None and target.decode("latin-1") not in st.variants:
             raise NotFound(f"no production variant '{target.decode('latin-1')}'; variants: {', '.join(st.variants)}")
 
@@ -161,7 +162,7 @@ class Router:
         sent = [(b"content-type", headers.get(b"content-type", MEDIA_TYPES[binary is not None]))]
         if binary is not None:
             sent.append((BINARY_HEADER, binary))
-        target = headers.get(TARGET_HEADER.encode())
+        target = headers.get(TARGET)
         name = self.pick(target.decode("latin-1") if target is not None else None)
         status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
         if status == 503 and target is None:
@@ -175,7 +176,7 @@ class Router:
         self.windows.add(name, ms, status >= 500)
         if 400 <= status < 500:
             data = _error_body(data)
-        inference_id = headers.get(INFERENCE_HEADER.encode(), b"").decode("latin-1") or uuid.uuid4().hex
+        inference_id = headers.get(INFERENCE, b"").decode("latin-1") or uuid.uuid4().hex
         captured = self.capture is not None and self.capture.sampled()
         if self.capture is not None and captured:
             self.capture.record(self._record(inference_id, name, False, body, data, status, ms, headers.get(BINARY_HEADER),
@@ -184,7 +185,7 @@ class Router:
                 st.shadow_percent >= 100 or self.random.random() * 100 < st.shadow_percent):
             self.shadow.put(Copy(inference_id, path, body, sent, captured))
         out = [(b"content-type", answered.get(b"content-type", b"application/json")),
-               (VARIANT_HEADER.encode(), name.encode()), (INFERENCE_HEADER.encode(), inference_id.encode())]
+               (VARIANT, name.encode()), (INFERENCE, inference_id.encode())]
         if BINARY_HEADER in answered:
             out.append((BINARY_HEADER, answered[BINARY_HEADER]))
         return Reply(status, data, out)
