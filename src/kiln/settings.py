@@ -141,6 +141,17 @@ class ServicesSettings(Section):
     feature_server: ServiceSettings = ServiceSettings(port=6566)
     artifacts: ServiceSettings = ServiceSettings(port=6580)
     evidently: ServiceSettings = ServiceSettings(port=8000)
+    studio: ServiceSettings = ServiceSettings(port=8070)
+
+
+class StudioSettings(Section):
+    """Kiln Studio, the web console `kiln up` serves: its pages are open on loopback; its actions (approve, promote,
+    roll back, pause a rollout) need a bearer token."""
+
+    token_env: str = Field("KILN_STUDIO_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$",
+                           description="The environment variable holding the bearer token actions need; while it is "
+                                       "unset when Studio starts, Studio refuses every action.")
+    kfp_ui: str | None = Field(None, description="The KFP UI's URL (on a cluster), linked from pipeline runs.")
 
 
 BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")
@@ -381,6 +392,7 @@ class Settings(BaseSettings):
     gates: GateSettings = GateSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     debugger: DebuggerSettings = DebuggerSettings()
+    studio: StudioSettings = StudioSettings()
 
     @model_validator(mode="before")
     @classmethod
