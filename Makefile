@@ -10,13 +10,15 @@ PYTEST_ARGS ?=
 # for the emulated ARM device the tests run the edge agent on, and wrk for load tests (`kiln endpoint recommend`,
 # the soak). Installed once, skipped when present.
 SYSTEM_PACKAGES := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static debootstrap wrk
+# The tests' own: a real browser for Kiln Studio's pages.
+TEST_PACKAGES := chromium
 
 .PHONY: setup system images demo test lock layers clean
 
 setup: system $(STAMP)
 
 system:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES) $(EXTRA_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then echo "installing Debian packages:$$missing"; \
 			apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
@@ -45,6 +47,7 @@ images: system
 ## Debian's source (scripts/dev-cluster.sh build, about 6 minutes the first time) first, and the suite runs with a
 ## Docker engine, started and stopped as for `images`.
 test: setup
+	@$(MAKE) --no-print-directory system EXTRA_PACKAGES="$(TEST_PACKAGES)"
 	scripts/docker-engine.sh run sh -c 'scripts/images.sh && scripts/dev-cluster.sh build >/dev/null && \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)'
 

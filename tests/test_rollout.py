@@ -121,6 +121,23 @@ def test_windows_hold_the_same_memory_however_many_answers_pass() -> None:
     assert s.requests == pytest.approx(10_000, abs=170) and s.p99_ms == pytest.approx(100.0, rel=0.02)
 
 
+def test_a_series_covers_the_horizon_in_order_and_counts_every_answer() -> None:
+    from kiln.serving.window import Windows
+
+    now = [0.0]
+    w = Windows(clock=lambda: now[0])
+    for i in range(3000):  # 5 minutes at 10 a second; a slow minute in the middle, errors in the last
+        now[0] = i * 0.1
+        w.add("blue", latency_ms=50.0 if 1200 <= i < 1800 else 5.0, error=i >= 2900)
+    points = w.series("blue")
+    assert [p.seconds_ago for p in points] == sorted((p.seconds_ago for p in points), reverse=True), "oldest first"
+    assert sum(p.requests for p in points) == 3000 and sum(p.errors for p in points) == 100
+    slow = [p for p in points if p.p99_ms is not None and p.p99_ms > 40]
+    assert 5 <= len(slow) <= 7, "the slow minute shows as about six 10-second points"
+    assert points[-1].errors > 0 and points[0].errors == 0
+    assert w.series("green") == []
+
+
 def test_the_cluster_controller_stops_at_once_on_sigterm_while_it_waits(tmp_path: Path) -> None:
     """A replaced controller pod's process ends when Kubernetes asks (SIGTERM), not at the end of its grace period:
     here its API answers nothing, so it logs that it made no decision and waits its 60 s interval."""

@@ -23,7 +23,7 @@ from kiln.errors import SettingsError
 SETTINGS_FILE = "kiln.yaml"
 ENV_PREFIX = "KILN_"
 # KILN_* variables that are not settings keys but are read elsewhere.
-NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE", "KILN_SERVICE_CONTAINER"}
+NON_SETTINGS_ENV = {"KILN_WORKSPACE", "KILN_DEBUG", "KILN_CACHE", "KILN_SERVICE_CONTAINER", "KILN_STUDIO_TOKEN"}
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 # The chart's capture collector (release `kiln` in namespace `kubeflow`, as README installs it).

@@ -143,6 +143,38 @@ class Windows:
         return Summary(requests=m.requests, errors=m.errors, requests_per_second=m.requests / seconds,
                        p50_ms=m.percentile(50), p99_ms=m.percentile(99))
 
+    def series(self, variant: str, step: float = COARSE_SECONDS) -> list[Point]:
+        """The variant's answers over the whole horizon, oldest first, in intervals of ``step`` seconds (a multiple
+        of SLICE_SECONDS; the fine slices are merged into them, the older coarse ones kept as they are)."""
+        now = self._clock()
+        with self._lock:
+            coarse = list(self._coarse.get(variant, ()))
+            fine = list(self._slices.get(variant, ()))
+        points = [_point(s, s.start, COARSE_SECONDS, now) for s in coarse]
+        merged: dict[float, _Merged] = {}
+        for s in fine:
+            merged.setdefault(math.floor(s.start / step) * step, _Merged()).add(s)
+        return points + [_point(m, start, step, now) for start, m in sorted(merged.items())]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One interval of a variant's answers: when it started (seconds ago), how long it was, and what it held."""
+
+    seconds_ago: float
+    seconds: float
+    requests: int
+    errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+def _point(s: _Slice | _Merged, start: float, width: float, now: float) -> Point:
+    m = s if isinstance(s, _Merged) else _Merged()
+    if isinstance(s, _Slice):
+        m.add(s)
+    return Point(round(now - start, 3), width, m.requests, m.errors, m.percentile(50), m.percentile(99))
+
 
 def _recent(slices: Iterable[_Slice], since: float, width: float) -> list[_Slice]:
     """The slices (each ``width`` seconds) from the one ``since`` falls in onwards (newest last)."""

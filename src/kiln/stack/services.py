@@ -102,6 +102,21 @@ def evidently_ui(ws: Workspace) -> ServiceSpec:
     )
 
 
+def studio(ws: Workspace) -> ServiceSpec:
+    """Kiln Studio, the web console over the workspace (actions need the token settings' studio.token_env names)."""
+    s = ws.settings.services.studio
+    return ServiceSpec(
+        name="studio",
+        command=[sys.executable, "-m", "kiln.studio.app", "--workspace", str(ws.root), "--host", s.host,
+                 "--port", str(s.port)],
+        host=s.host,
+        port=s.port,
+        health_path="/health",
+        setting="services.studio.port",
+        start_timeout=60.0,
+    )
+
+
 def local_services(ws: Workspace) -> list[ServiceSpec]:
     """Every service of the local stack, in start order."""
-    return [mlflow_server(ws), feature_server(ws), artifact_server(ws), evidently_ui(ws)]
+    return [mlflow_server(ws), feature_server(ws), artifact_server(ws), evidently_ui(ws), studio(ws)]

@@ -44,6 +44,16 @@ async def status(request: Request) -> Response:
                          if router.capture else None})
 
 
+async def series(request: Request) -> Response:
+    """GET /kiln/series: each variant's answers over the last 15 minutes in 10-second intervals (requests, errors,
+    p50 and p99), oldest first: what a console charts."""
+    router = router_of(request)
+    st = router.state
+    names = [*st.variants, *([st.shadow.name] if st.shadow else [])]
+    return JSONResponse({"endpoint": st.endpoint, "shadow": st.shadow.name if st.shadow else None,
+                         "variants": {n: [asdict(p) for p in router.windows.series(n)] for n in names}})
+
+
 async def set_shares(request: Request) -> Response:
     """PUT /kiln/shares {variant: share}: the production variants' new shares of traffic."""
     router = router_of(request)
@@ -93,6 +103,7 @@ def _described(request: Request) -> dict[str, Any] | None:
 
 ROUTES = [
     Route("/kiln/status", status),
+    Route("/kiln/series", series),
     Route("/kiln/shares", set_shares, methods=["PUT"]),
     Route("/kiln/rollout", begin_rollout, methods=["PUT"]),
     Route("/kiln/rollout/{action}", decide_rollout, methods=["POST"]),

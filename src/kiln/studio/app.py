@@ -1,0 +1,153 @@
+"""Kiln Studio's web app: the pages (server-rendered HTML, charts drawn in the browser by plotly.js, served from the
+installed plotly package), the files they link (model cards), and the actions, which need the bearer token.
+
+    python -m kiln.studio.app --workspace WS [--host 127.0.0.1] [--port 8070]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import importlib.util
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from kiln.errors import KilnError
+from kiln.studio.actions import rollout_action, version_action
+from kiln.studio.endpoints import endpoint_detail, endpoints_page
+from kiln.studio.models import models_page, version_row
+from kiln.workspace import Workspace, open_workspace
+
+HERE = Path(__file__).parent
+PAGES = (("models", "Models"), ("endpoints", "Endpoints"))  # the menu, in order
+
+
+def build_app(ws: Workspace, token: str | None) -> Starlette:
+    """Studio over ``ws``; actions are refused unless they carry ``token`` (all of them while it is None)."""
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(), trim_blocks=True,
+                      lstrip_blocks=True)
+    s = ws.settings.services
+    links = {"MLflow": f"http://{s.mlflow.host}:{s.mlflow.port}",
+             "Evidently": f"http://{s.evidently.host}:{s.evidently.port}",
+             **({"KFP UI": ws.settings.studio.kfp_ui} if ws.settings.studio.kfp_ui else {})}
+
+    def page(template: str, active: str, **values: Any) -> Response:
+        html = env.get_template(template).render(pages=PAGES, active=active, links=links, workspace=str(ws.root),
+                                                 actions_on=token is not None, **values)
+        return HTMLResponse(html)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/models")
+
+    async def models(request: Request) -> Response:
+        return page("models.html", "models", page=models_page(ws))
+
+    async def version(request: Request) -> Response:
+        row = version_row(ws, request.path_params["name"], str(request.path_params["version"]))
+        if row is None:
+            raise HTTPException(404, f"no model version {request.path_params['name']}/{request.path_params['version']}")
+        return page("version.html", "models", v=row, mlflow=links["MLflow"])
+
+    async def card(request: Request) -> Response:
+        row = version_row(ws, request.path_params["name"], str(request.path_params["version"]))
+        if row is None or row.card is None:
+            raise HTTPException(404, "no model card for this version")
+        return FileResponse(row.card, media_type="text/html")
+
+    async def endpoints(request: Request) -> Response:
+        return page("endpoints.html", "endpoints", page=await endpoints_page(ws))
+
+    async def endpoint(request: Request) -> Response:
+        detail = await endpoint_detail(ws, request.path_params["name"])
+        if detail is None:
+            raise HTTPException(404, f"no endpoint {request.path_params['name']}")
+        return page("endpoint.html", "endpoints", d=detail)
+
+    async def act(request: Request) -> Response:
+        refused = _refusal(request, token)
+        if refused is not None:
+            return JSONResponse({"error": refused[1]}, status_code=refused[0])
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("reason", ""), str):
+            return JSONResponse({"error": "expected a JSON object {\"reason\": TEXT}"}, status_code=400)
+        p, reason = request.path_params, body.get("reason", "")
+        try:
+            if "version" in p:
+                done = version_action(ws, p["name"], str(p["version"]), p["action"], reason)
+            else:
+                done = rollout_action(ws, p["name"], p["action"], reason)
+        except KilnError as exc:
+            return JSONResponse({"error": exc.message, **({"hint": exc.hint} if exc.hint else {})}, status_code=400)
+        return JSONResponse(asdict(done))
+
+    async def plotly(request: Request) -> Response:
+        spec = importlib.util.find_spec("plotly")  # located, not imported: only its JavaScript is served
+        if spec is None or not spec.submodule_search_locations:
+            raise HTTPException(404, "plotly is not installed: charts cannot be drawn")
+        js = Path(spec.submodule_search_locations[0]) / "package_data" / "plotly.min.js"
+        return FileResponse(js, media_type="text/javascript", headers={"cache-control": "max-age=86400"})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "workspace": str(ws.root)})
+
+    async def missing(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        detail = exc.detail if isinstance(exc, HTTPException) else "Studio failed to build this page"
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"error": detail}, status_code=status)
+        response = page("error.html", "", status=status, detail=detail)
+        response.status_code = status
+        return response
+
+    return Starlette(routes=[
+        Route("/", home),
+        Route("/models", models),
+        Route("/models/{name}/{version:int}", version),
+        Route("/models/{name}/{version:int}/card", card),
+        Route("/endpoints", endpoints),
+        Route("/endpoints/{name}", endpoint),
+        Route("/api/models/{name}/{version:int}/{action}", act, methods=["POST"]),
+        Route("/api/endpoints/{name}/rollout/{action}", act, methods=["POST"]),
+        Route("/health", health),
+        Route("/static/plotly.min.js", plotly),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ], exception_handlers={HTTPException: missing})
+
+
+def _refusal(request: Request, token: str | None) -> tuple[int, str] | None:
+    """Why an action is refused (status, message), or None when its bearer token is right."""
+    if token is None:
+        return 403, "actions are off: set the token variable (settings studio.token_env) before Studio starts"
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return 401, "missing or wrong bearer token"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Kiln Studio, the web console")
+    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8070)
+    args = parser.parse_args(argv)
+    ws = open_workspace(args.workspace)
+    token = os.environ.get(ws.settings.studio.token_env) or None
+    uvicorn.run(build_app(ws, token), host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The Endpoints page: each endpoint's variants and live shares, rollout, history, traffic over time, shadow and
+capture. What the front knows live (shares, the last minute, 15 minutes of traffic) is asked of it, all fronts at once
+with a short timeout, so a stopped endpoint shows as stopped rather than slowing the page."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kiln.serving.history import HistoryEntry
+from kiln.serving.local import EndpointState, list_endpoints, read_state
+from kiln.workspace import Workspace
+
+LIVE_TIMEOUT = 0.5  # seconds a front has to answer before its endpoint is shown as not answering
+HISTORY_SHOWN = 50  # the newest entries of an endpoint's history on its page
+
+
+@dataclass(frozen=True)
+class VariantView:
+    name: str
+    model: str
+    runtime: str
+    role: str  # production, shadow, candidate (a rollout's new model)
+    share: float | None  # of production traffic, live; None while the front does not answer
+    requests_per_second: float | None = None
+    errors: int | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    name: str
+    url: str
+    answering: bool
+    variants: list[VariantView]
+    rollout: str | None  # "PHASE: reason" while one is under way
+    history: list[HistoryEntry]
+    capture_written: int | None = None  # records the front has written since it started
+    capture_dropped: int | None = None
+    problem: str | None = None  # why the endpoint could not be read
+
+    @property
+    def shadow(self) -> VariantView | None:
+        return next((v for v in self.variants if v.role == "shadow"), None)
+
+
+@dataclass(frozen=True)
+class EndpointsPage:
+    endpoints: list[EndpointRow]
+
+
+@dataclass(frozen=True)
+class EndpointDetail:
+    endpoint: EndpointRow
+    series: dict[str, list[dict[str, Any]]]  # per variant: 10-second points over 15 minutes (kiln.serving.window)
+    capture_bytes: int
+    capture_files: int
+    rollout_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+async def endpoints_page(ws: Workspace) -> EndpointsPage:
+    """Every local endpoint, by name."""
+    names = list_endpoints(ws)
+    states = [_state(ws, n) for n in names]
+    lives = await asyncio.gather(*(_ask(s, "/kiln/status") for s in states))
+    return EndpointsPage([_row(ws, n, s, live) for n, s, live in zip(names, states, lives)])
+
+
+async def endpoint_detail(ws: Workspace, name: str) -> EndpointDetail | None:
+    """One endpoint with its traffic over time; None when there is no such endpoint."""
+    if name not in list_endpoints(ws):
+        return None
+    state = _state(ws, name)
+    live, series = await asyncio.gather(_ask(state, "/kiln/status"), _ask(state, "/kiln/series"))
+    row = _row(ws, name, state, live, history=None)
+    rollout = (live or {}).get("rollout") or {}
+    files, size = _capture_size(ws, name)
+    return EndpointDetail(row, (series or {}).get("variants", {}), size, files, rollout.get("history", []))
+
+
+def _state(ws: Workspace, name: str) -> EndpointState | str:
+    try:
+        return read_state(ws, name)
+    except Exception as exc:  # noqa: BLE001 - any unreadable state is shown as the endpoint's problem
+        return f"{type(exc).__name__}: {exc}"
+
+
+async def _ask(state: EndpointState | str, path: str) -> dict[str, Any] | None:
+    import httpx
+
+    if isinstance(state, str):
+        return None
+    try:
+        async with httpx.AsyncClient(timeout=LIVE_TIMEOUT) as client:
+            res = await client.get(f"http://127.0.0.1:{state.router_port}{path}")
+        return res.json() if res.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _row(ws: Workspace, name: str, state: EndpointState | str, live: dict[str, Any] | None,
+         history: int | None = HISTORY_SHOWN) -> EndpointRow:
+    if isinstance(state, str):
+        return EndpointRow(name, "", False, [], None, [], problem=state)
+    shares: dict[str, float] = (live or {}).get("shares") or {}
+    stats: dict[str, dict[str, Any]] = (live or {}).get("variants") or {}
+    variants = []
+    for vname, record in state.variants.items():
+        variants.append(_variant(vname, record.model, record.runtime, record.role, shares, stats, live is not None))
+    if state.rollout is not None:
+        r = state.rollout
+        variants.append(_variant(r.candidate, r.model, r.runtime, "candidate", shares, stats, live is not None))
+    report = (live or {}).get("rollout")
+    if report and report.get("done"):
+        report = None  # the front still describes its last rollout once it has ended
+    rollout = f"{report['phase']}: {report['reason']}" if report else (
+        f"{state.rollout.candidate} pending" if state.rollout else None)
+    capture = (live or {}).get("capture") or {}
+    entries = list(reversed(state.history))
+    return EndpointRow(name=name, url=f"http://{_host(ws)}:{state.router_port}", answering=live is not None,
+                       variants=variants, rollout=rollout, history=entries[:history] if history else entries,
+                       capture_written=capture.get("written"), capture_dropped=capture.get("dropped"))
+
+
+def _variant(name: str, model: str, runtime: str, role: str, shares: dict[str, float],
+             stats: dict[str, dict[str, Any]], answering: bool) -> VariantView:
+    s = stats.get(name) or {}
+    share = shares.get(name, 0.0) if answering and role != "shadow" else None
+    return VariantView(name, model.removeprefix("models:/"), runtime, role, share, s.get("requests_per_second"),
+                       s.get("errors"), s.get("p50_ms"), s.get("p99_ms"))
+
+
+def _host(ws: Workspace) -> str:
+    serving = ws.settings.serving
+    return getattr(serving, "host", "127.0.0.1")
+
+
+def _capture_size(ws: Workspace, name: str) -> tuple[int, int]:
+    """Files and bytes of the endpoint's capture in the local capture store (0, 0 on S3: not listed here)."""
+    if ws.settings.capture.type != "local":
+        return 0, 0
+    files = size = 0
+    for hour in (Path(ws.settings.capture.path) / f"endpoint={name}").glob("hour=*"):
+        with os.scandir(hour) as entries:
+            for e in entries:
+                files += 1
+                size += e.stat().st_size
+    return files, size
