@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import clean_env, run_kiln
 from tests.containers import Images, docker
+from tests.studio_browser import chromium
 from tests.test_stack import free_port
 
 pytestmark = pytest.mark.slow
 # Ports of its own: this module runs beside others that start endpoints and servers on the defaults.
 ENV = clean_env(KILN_SERVING__BASE_PORT="18180", KILN_SERVICES__ARTIFACTS__PORT=str(free_port()),
                 KILN_SERVICES__MLFLOW__PORT=str(free_port()), KILN_SERVICES__EVIDENTLY__PORT=str(free_port()),
-                KILN_SERVICES__FEATURE_SERVER__PORT=str(free_port()))
+                KILN_SERVICES__FEATURE_SERVER__PORT=str(free_port()), KILN_SERVICES__STUDIO__PORT=str(free_port()))
 
 
 def kiln(*args: str | Path, timeout: float = 300):
@@ -121,6 +123,7 @@ def test_the_main_job_runs_the_training_pipeline_then_serves_monitors_and_reache
     summary = doc["summary"]
     assert summary["endpoint"] in summary["try_it"] and summary["try_it"].startswith("curl ")
     assert Path(summary["model_card"]).is_file()
+    assert httpx.get(f"{summary['studio']}/health", timeout=10).status_code == 200, "the summary links Kiln Studio"
 
 
 def test_monitor_retrain_in_containers_on_drifted_capture_registers_and_rolls_out_a_new_version(
@@ -154,3 +157,26 @@ def test_monitor_retrain_in_containers_on_drifted_capture_registers_and_rolls_ou
     body = main_job[1]["summary"]["try_it"].split("-d '")[1].split("' ")[0]  # the request the main job suggests
     answer = kiln("endpoint", "invoke", "churn", "-w", ws, "--variant", "primary", "--data", body)
     assert answer.code == 0 and json.loads(answer.stdout)["status"] == 200, answer.stdout + answer.stderr
+
+
+def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(main_job, tmp_path: Path) -> None:
+    """Every page of Kiln Studio over the workspace the main job made, in Debian's chromium."""
+    ws, doc, _ = main_job
+    studio, champion = doc["summary"]["studio"], versions(ws)
+    [current] = [ref for ref, v in champion.items() if "champion" in v["aliases"]]
+    with chromium(tmp_path) as browser:
+        page = browser.open(f"{studio}/models")
+        assert page.locator("table.versions tbody tr").count() == len(champion)
+        assert page.locator(f"tr[data-ref='{current}'] .alias").first.inner_text() == "champion"
+        browser.shot("main-job-models")
+        page = browser.open(f"{studio}/models/{current}")
+        assert page.locator("iframe.card-frame").count() == 1, "the model card is shown"
+        assert "pipeline run" in page.locator("table.kv").first.inner_text()
+        browser.shot("main-job-model-version")
+        page = browser.open(f"{studio}/endpoints")
+        assert page.locator("tr[data-endpoint='churn'] .role-shadow").count() == 1, "the challenger as a shadow"
+        browser.shot("main-job-endpoints")
+        page = browser.open(f"{studio}/endpoints/churn")
+        page.wait_for_selector("#chart-latency .main-svg")
+        browser.shot("main-job-endpoint")
+        assert browser.clean() == []

@@ -52,7 +52,7 @@ def serving_workspace(root: Path) -> Path:
     text = (root / "kiln.yaml").read_text()
     text = text.replace("port: 5000", f"port: {free_port()}").replace("port: 6566", f"port: {free_port()}")
     text = text.replace("port: 6580", f"port: {free_port()}")
-    text = text.replace("port: 8000", f"port: {free_port()}")
+    text = text.replace("port: 8000", f"port: {free_port()}").replace("port: 8070", f"port: {free_port()}")
     (root / "kiln.yaml").write_text(text + f"serving:\n  base_port: {free_port()}\n")
     return root
 

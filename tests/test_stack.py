@@ -37,7 +37,7 @@ def make_workspace(root: Path, port: int, features_port: int | None = None) -> P
     text = (root / "kiln.yaml").read_text().replace("port: 5000", f"port: {port}")
     text = text.replace("port: 6566", f"port: {features_port or free_port()}")
     text = text.replace("port: 6580", f"port: {free_port()}")
-    text = text.replace("port: 8000", f"port: {free_port()}")
+    text = text.replace("port: 8000", f"port: {free_port()}").replace("port: 8070", f"port: {free_port()}")
     (root / "kiln.yaml").write_text(text)
     return root
 
@@ -75,6 +75,8 @@ def test_up_status_down(workspace: Path) -> None:
     assert httpx.get(str(artifacts["url"]) + "/v1/targets/x86_64/latest", timeout=5).status_code == 404  # none yet
     evidently = services(res.stdout)["evidently"]
     assert httpx.get(str(evidently["url"]) + "/api/projects", timeout=5).json() == []  # no monitor run yet
+    studio = services(res.stdout)["studio"]
+    assert "No registered model yet" in httpx.get(str(studio["url"]) + "/models", timeout=10).text
 
     status = run_kiln("status", "-w", workspace, "--json")
     assert status.code == 0 and {s["state"] for s in services(status.stdout).values()} == {"running"}
@@ -83,14 +85,15 @@ def test_up_status_down(workspace: Path) -> None:
     down = run_kiln("down", "evidently", "-w", workspace, "--json")
     assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["evidently"]
     states = {name: s["state"] for name, s in services(run_kiln("status", "-w", workspace, "--json").stdout).items()}
-    assert states == {"mlflow": "running", "features": "running", "artifacts": "running", "evidently": "stopped"}
+    assert states == {"mlflow": "running", "features": "running", "artifacts": "running", "evidently": "stopped",
+                      "studio": "running"}
 
     down = run_kiln("down", "-w", workspace, "--json")
-    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["artifacts", "features", "mlflow"]
+    assert down.code == 0 and json.loads(down.stdout)["stopped"] == ["studio", "artifacts", "features", "mlflow"]
     with pytest.raises(httpx.HTTPError):
         httpx.get(url + "/health", timeout=2)
     status = run_kiln("status", "-w", workspace)
-    assert status.code == 0 and status.stdout.count("stopped") == 4
+    assert status.code == 0 and status.stdout.count("stopped") == 5
     assert run_kiln("down", "-w", workspace).stdout.strip() == "nothing was running"
 
 

@@ -44,7 +44,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     text = (root / "kiln.yaml").read_text()
     text = text.replace("port: 5000", f"port: {free_port()}").replace("port: 6566", f"port: {free_port()}")
     text = text.replace("port: 6580", f"port: {free_port()}")
-    text = text.replace("port: 8000", f"port: {free_port()}")
+    text = text.replace("port: 8000", f"port: {free_port()}").replace("port: 8070", f"port: {free_port()}")
     (root / "kiln.yaml").write_text(text + "gates:\n  max_auc_drop: 0.05\n")
     data = root / "data" / "churn"
     assert run_kiln("data", "generate", "--customers", "1500", "--days", "45", "--seed", "5",

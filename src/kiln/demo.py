@@ -38,7 +38,7 @@ from kiln.serving.local import delete, deploy, list_endpoints, update
 from kiln.serving.replay import replay
 from kiln.serving.spec import parse_spec
 from kiln.settings import load_settings
-from kiln.stack.services import artifact_server
+from kiln.stack.services import artifact_server, studio
 from kiln.training.data import load_training_set
 from kiln.training.run import train
 from kiln.workflow.catalog import load_pipeline
@@ -263,19 +263,22 @@ STEPS: list[tuple[str, Callable[[DemoContext], dict[str, Any]]]] = [
 
 
 def summary(ctx: DemoContext) -> dict[str, Any]:
-    """Where to look next: versions, the endpoint with a request to paste, reports and UIs."""
+    """Where to look next: versions, the endpoint with a request to paste, reports and UIs; Kiln Studio is started
+    here, left running like the endpoint, to show it all in one place."""
 
     ws = open_workspace(ctx.root)
     services = ws.settings.services
+    console = studio(ws)
+    start(ws.state_dir, console, ctx.progress)
     example = ctx.example or {}
     curl = (f"curl -s -H 'Content-Type: application/json' -d '{{\"instances\": [{_json(example)}]}}' {ctx.url}"
             if ctx.url else "-")
     return {"champion": ctx.version, "challenger": ctx.challenger, "pipeline_run": ctx.pipeline_run,
-            "endpoint": ctx.url, "try_it": curl, "monitor_report": ctx.report,
+            "studio": console.url, "endpoint": ctx.url, "try_it": curl, "monitor_report": ctx.report,
             "model_card": str(ws.folder("reports") / "cards" / f"{(ctx.version or '-').replace('/', '-v')}.html"),
             "uis": f"`kiln up -w {ctx.root}`: MLflow http://{services.mlflow.host}:{services.mlflow.port}, "
                    f"Evidently http://{services.evidently.host}:{services.evidently.port}",
-            "stop": f"`kiln down -w {ctx.root}` stops the endpoint and the servers"}
+            "stop": f"`kiln down -w {ctx.root}` stops the endpoint, Studio and the servers"}
 
 
 def _json(row: dict[str, Any]) -> str:

@@ -38,6 +38,9 @@ services:
   evidently:               # Evidently's UI: the history of monitor runs
     host: 127.0.0.1
     port: 8000
+  studio:                  # Kiln Studio, the web console (actions need the token in KILN_STUDIO_TOKEN)
+    host: 127.0.0.1
+    port: 8070
 
 # Uncomment to override what the profile picks, for example:
 # mlflow:
