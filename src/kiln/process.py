@@ -73,6 +73,11 @@ def _read_pid(state_dir: Path, name: str) -> dict[str, Any] | None:
     return record if _alive(record) else None
 
 
+def running(state_dir: Path, name: str) -> bool:
+    """Whether the process recorded under ``name`` still runs (no health check: a pid file and the process)."""
+    return _read_pid(state_dir, name) is not None
+
+
 def _alive(record: dict[str, Any]) -> bool:
     """The recorded process still runs and is the same process (pids get reused)."""
     import psutil

@@ -8,11 +8,15 @@ import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from kiln.process import running
 from kiln.serving.history import HistoryEntry
 from kiln.serving.local import EndpointState, list_endpoints, read_state
 from kiln.workspace import Workspace
+
+if TYPE_CHECKING:
+    import httpx
 
 LIVE_TIMEOUT = 0.5  # seconds a front has to answer before its endpoint is shown as not answering
 HISTORY_SHOWN = 50  # the newest entries of an endpoint's history on its page
@@ -64,9 +68,13 @@ class EndpointDetail:
 
 async def endpoints_page(ws: Workspace) -> EndpointsPage:
     """Every local endpoint, by name."""
+    import httpx
+
     names = list_endpoints(ws)
     states = [_state(ws, n) for n in names]
-    lives = await asyncio.gather(*(_ask(s, "/kiln/status") for s in states))
+    up = [running(ws.state_dir, f"endpoint-{n}") for n in names]  # a stopped front is not asked
+    async with httpx.AsyncClient(timeout=LIVE_TIMEOUT) as client:  # one client: each costs an SSL context
+        lives = await asyncio.gather(*(_ask(client, s, "/kiln/status") if u else _none() for s, u in zip(states, up)))
     return EndpointsPage([_row(ws, n, s, live) for n, s, live in zip(names, states, lives)])
 
 
@@ -74,8 +82,11 @@ async def endpoint_detail(ws: Workspace, name: str) -> EndpointDetail | None:
     """One endpoint with its traffic over time; None when there is no such endpoint."""
     if name not in list_endpoints(ws):
         return None
+    import httpx
+
     state = _state(ws, name)
-    live, series = await asyncio.gather(_ask(state, "/kiln/status"), _ask(state, "/kiln/series"))
+    async with httpx.AsyncClient(timeout=LIVE_TIMEOUT) as client:
+        live, series = await asyncio.gather(_ask(client, state, "/kiln/status"), _ask(client, state, "/kiln/series"))
     row = _row(ws, name, state, live, history=None)
     rollout = (live or {}).get("rollout") or {}
     files, size = _capture_size(ws, name)
@@ -89,14 +100,17 @@ def _state(ws: Workspace, name: str) -> EndpointState | str:
         return f"{type(exc).__name__}: {exc}"
 
 
-async def _ask(state: EndpointState | str, path: str) -> dict[str, Any] | None:
+async def _none() -> None:
+    return None
+
+
+async def _ask(client: httpx.AsyncClient, state: EndpointState | str, path: str) -> dict[str, Any] | None:
     import httpx
 
     if isinstance(state, str):
         return None
     try:
-        async with httpx.AsyncClient(timeout=LIVE_TIMEOUT) as client:
-            res = await client.get(f"http://127.0.0.1:{state.router_port}{path}")
+        res = await client.get(f"http://127.0.0.1:{state.router_port}{path}")
         return res.json() if res.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None

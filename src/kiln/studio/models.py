@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.errors import InputError
 from kiln.registry.versions import VersionInfo, gate_reasons, list_versions
 from kiln.serving.local import list_endpoints, read_state
 from kiln.workspace import Workspace
@@ -93,7 +94,10 @@ def models_page(ws: Workspace) -> ModelsPage:
 
 def version_row(ws: Workspace, name: str, version: str) -> VersionRow | None:
     """One version with all it is shown with, or None when there is no such version."""
-    found = next((v for v in list_versions(ws) if v.name == name and v.version == version), None)
+    try:
+        found = next((v for v in list_versions(ws, name) if v.version == version), None)
+    except InputError:  # no registered model of that name
+        return None
     return _row(ws, found, _serving(ws), _published(ws)) if found else None
 
 
