@@ -87,15 +87,19 @@ def test_control_routes_refuse_with_400_404_and_409(front: tuple[TestClient, Rou
     assert res.status_code == 409 and "no production variant 'red'" in res.json()["error"]
     res = client.post("/kiln/rollout/promote")
     assert res.status_code == 409 and res.json() == {"error": "no rollout is under way"}
-    assert client.post("/kiln/rollout/pause").status_code == 404
+    assert client.post("/kiln/rollout/hurry").status_code == 404
+    assert client.post("/kiln/rollout/pause").json() == {"error": "no rollout is under way"}
 
     began = client.put("/kiln/rollout", json={"variant": "blue", "candidate": "blue-next", "url": DEAD})
     assert began.status_code == 200, began.text
     assert list(began.json()) == ["stable", "candidate", "candidate_url", "phase", "share", "reason", "policy",
-                                  "history", "done", "updated"]
+                                  "history", "done", "updated", "paused"]
     assert began.json()["phase"] == "baking" and router.state.shares["blue-next"] == pytest.approx(0.05)
     res = client.put("/kiln/rollout", json={"variant": "blue", "candidate": "blue-next", "url": DEAD})
     assert res.status_code == 409 and "is under way" in res.json()["error"]
+    paused = client.post("/kiln/rollout/pause", json={"reason": "peak"})
+    assert paused.json()["paused"] is True and client.post("/kiln/rollout/pause").status_code == 409
+    assert client.post("/kiln/rollout/resume").json()["paused"] is False
     rolled = client.post("/kiln/rollout/rollback", json={"reason": "by test"})
     assert rolled.json()["phase"] == "rolled-back" and rolled.json()["reason"] == "by test"
     status = client.get("/kiln/status").json()

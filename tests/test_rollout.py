@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import InputError
-from kiln.serving.rollout import VariantStats, advance, alarm, start
+from kiln.serving.rollout import VariantStats, advance, alarm, hold, start
 from kiln.serving.spec import Guardrails, Policy, parse_spec, single_model_spec
 
 G = Guardrails(max_error_rate=0.05, max_p99_increase_ms=25, min_requests=20)
@@ -31,6 +31,19 @@ def test_canary_takes_its_step_bakes_and_is_promoted() -> None:
     r = advance(r, HEALTHY, 60.0)
     assert (r.phase, r.share) == ("promoted", 1.0)
     assert advance(r, {"new": VariantStats(100, 100, 900.0)}, 500.0) is r, "a finished rollout stays finished"
+
+
+def test_a_paused_rollout_holds_its_share_but_still_rolls_back_on_an_alarm() -> None:
+    policy = Policy(type="linear", step_percent=25, interval_seconds=10, bake_seconds=20)
+    r = hold(advance(start("stable", "new", policy, G, now=0.0), HEALTHY, 10.0), True, "traffic peak", 12.0)
+    assert (r.phase, r.share, r.paused) == ("shifting", 0.5, True)
+    assert advance(r, HEALTHY, 500.0) is r, "no step while paused, however long"
+    resumed = hold(r, False, "peak over", 600.0)
+    assert advance(resumed, HEALTHY, 605.0) is resumed, "the interval starts again at the resume"
+    assert advance(resumed, HEALTHY, 610.0).share == 0.75
+    broken = advance(r, {"stable": VariantStats(180, 0, 10.0), "new": VariantStats(100, 50, 10.0)}, 20.0)
+    assert broken.phase == "rolled-back", "an alarm still rolls a paused rollout back"
+    assert [h.get("paused") for h in resumed.history][-2:] == [True, False]
 
 
 def test_linear_steps_every_interval_then_bakes() -> None:

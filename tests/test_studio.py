@@ -108,6 +108,14 @@ def test_approve_promote_and_rollback_through_the_pages_change_what_the_cli_show
     kiln("endpoint", "update", "toy", "--model", "models:/toy/2", "--no-wait", "-w", root)
     page = browser.open(f"{url}/endpoints/toy")
     assert page.inner_text("#rollout") != "none under way"
+    page.fill("#reason", "holding for the traffic peak")
+    with page.expect_navigation():
+        page.click("text=Pause")
+    assert "(paused)" in page.inner_text("#rollout") and page.locator("text=Resume").count() == 1
+    assert kiln("endpoint", "status", "toy", "-w", root)["history"][-1]["event"] == "rollout paused"
+    with page.expect_navigation():
+        page.click("text=Resume")
+    assert "(paused)" not in page.inner_text("#rollout")
     page.fill("#reason", "latency looked worse")
     with page.expect_navigation():
         page.click("text=Roll back")

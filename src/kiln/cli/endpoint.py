@@ -302,7 +302,8 @@ def _render_rollout(name: str, rollout: RolloutReport | None) -> None:
     if rollout is None:
         out.print(f"endpoint {name}: rollout requested; its controller has not taken it up yet", markup=False)
         return
-    out.print(f"endpoint {name}: {rollout.phase} ({rollout.reason})", markup=False)
+    out.print(f"endpoint {name}: {rollout.phase}{' (paused)' if rollout.paused else ''} ({rollout.reason})",
+              markup=False)
 
 
 def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
@@ -324,6 +325,23 @@ def rollback(name: str = typer.Argument(..., help="Endpoint name."),
              workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
     """Send the rollout's traffic back to the stable model now."""
     _decide(name, "rollback", reason, workspace, as_json)
+
+
+@app.command("pause")
+def pause(name: str = typer.Argument(..., help="Endpoint name."),
+          reason: str = typer.Option("paused by hand", "--reason"),
+          workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Hold the rollout where it is: no step and no promotion until it is resumed (its guardrails still roll it
+    back)."""
+    _decide(name, "pause", reason, workspace, as_json)
+
+
+@app.command("resume")
+def resume(name: str = typer.Argument(..., help="Endpoint name."),
+           reason: str = typer.Option("resumed by hand", "--reason"),
+           workspace: Path | None = WorkspaceOption, as_json: bool = JsonOption) -> None:
+    """Let a paused rollout go on; its step interval or bake starts again now."""
+    _decide(name, "resume", reason, workspace, as_json)
 
 
 def batch_transform(

@@ -37,7 +37,7 @@ from kiln.serving.history import (
 from kiln.serving.kube import Conflict, Kube, applied_by_kiln, connect
 from kiln.serving.local import pin, replaced_variant
 from kiln.serving.render import WEIGHTED_ROUTE, config_map_name, endpoint_host, isvc_name, objects, weights_for
-from kiln.serving.rollout import Rollout, RolloutReport, force, start
+from kiln.serving.rollout import Rollout, RolloutReport, force, hold, start
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime
 from kiln.serving.spec import EndpointSpec, Variant
 from kiln.settings import KServeServing
@@ -338,7 +338,7 @@ def delete(ws: Workspace, name: str) -> ClusterDeleted:
 def _report(r: Rollout, candidate_url: str) -> RolloutReport:
     return RolloutReport(stable=r.stable, candidate=r.candidate, candidate_url=candidate_url, phase=r.phase,
                          share=r.share, reason=r.reason, policy=r.policy, history=[dict(h) for h in r.history],
-                         done=r.done, updated=time.time())
+                         done=r.done, updated=time.time(), paused=r.paused)
 
 
 def update(ws: Workspace, name: str, model: str, variant: str | None = None, wait: bool = True,
@@ -419,7 +419,8 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
 
 
 def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
-    """Promote or roll back the rollout under way now (as the controller would at its end), then settle."""
+    """Promote or roll back the rollout under way now (as the controller would at its end), then settle; or pause
+    it where it is, or resume it (the controller holds a paused rollout's weights)."""
     kube, namespace, spec = read_endpoint(ws, name)
     state = _rollout_state(kube, name, namespace)
     if not _under_way(state):
@@ -429,7 +430,12 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
         current = load_rollout(state)
     else:  # requested, not yet taken up by a controller: settled as if it had begun
         current = start(state["stable"], state["candidate"], spec.policy, spec.guardrails, time.time())
-    ended = force(current, action, reason, time.time())
+    if action in ("pause", "resume"):
+        if current.paused == (action == "pause"):
+            raise InputError(f"endpoint {name}: the rollout is {'already paused' if current.paused else 'not paused'}")
+        ended = hold(current, action == "pause", reason, time.time())
+    else:
+        ended = force(current, action, reason, time.time())
     routes = VirtualServiceRoutes(kube, spec, namespace)
     for attempt in range(3):
         routes.state()
@@ -439,5 +445,9 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
         except Conflict:  # the controller patched it meanwhile: read it again
             if attempt == 2:
                 raise
+    if action in ("pause", "resume"):
+        model = next((v.model for v in spec.variants if v.name == ended.candidate), "")
+        _remember(kube, namespace, name, [entry("rollout paused" if action == "pause" else "rollout resumed",
+                                                ended.stable, model, reason)])
     finalize(ws, name)
     return _report(ended, url_of(name, namespace))

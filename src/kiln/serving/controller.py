@@ -64,7 +64,7 @@ def dump_rollout(r: Rollout) -> dict[str, Any]:
     """A rollout as JSON-ready data (what the annotation holds)."""
     return {"stable": r.stable, "candidate": r.candidate, "phase": r.phase, "share": r.share, "since": r.since,
             "reason": r.reason, "policy": r.policy.model_dump(), "guardrails": r.guardrails.model_dump(),
-            "history": list(r.history)}
+            "history": list(r.history), "paused": r.paused}
 
 
 def load_rollout(data: Mapping[str, Any]) -> Rollout:
@@ -74,7 +74,8 @@ def load_rollout(data: Mapping[str, Any]) -> Rollout:
             raise ValueError(f"phase {data['phase']!r} is none of {', '.join(PHASES)}")
         return Rollout(str(data["stable"]), str(data["candidate"]), Policy.model_validate(data["policy"]),
                        Guardrails.model_validate(data["guardrails"]), data["phase"], float(data["share"]),
-                       float(data["since"]), str(data.get("reason", "")), tuple(data.get("history", ())))
+                       float(data["since"]), str(data.get("reason", "")), tuple(data.get("history", ())),
+                       bool(data.get("paused", False)))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"annotation {ANNOTATION}: not a rollout's state ({exc})",
                          hint='write {"stable": VARIANT, "candidate": VARIANT} to request a new rollout') from None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kiln.files import write_text_atomic
 from kiln.serving.errors import Conflict
-from kiln.serving.rollout import Rollout, RolloutReport, advance, force, start
+from kiln.serving.rollout import Rollout, RolloutReport, advance, force, hold, start
 from kiln.serving.router import Route, Router
 from kiln.serving.spec import Guardrails, Policy
 
@@ -62,6 +62,17 @@ class RolloutDriver:
         self._apply()
         return self.rollout
 
+    def hold(self, pause: bool, reason: str) -> Rollout:
+        """Pause the rollout where it is, or resume it (`kiln endpoint pause|resume`)."""
+        r = self.rollout
+        if r is None or r.done:
+            raise Conflict("no rollout is under way")
+        if r.paused == pause:
+            raise Conflict(f"the rollout of {r.candidate} is {'already paused' if pause else 'not paused'}")
+        self.rollout = hold(r, pause, reason, self.clock())
+        self._apply()
+        return self.rollout
+
     def _apply(self) -> None:
         r, st = self.rollout, self.router.state
         if r is None:
@@ -92,4 +103,4 @@ class RolloutDriver:
         return RolloutReport(stable=r.stable, candidate=r.candidate, candidate_url=self.candidate_url, phase=r.phase,
                              share=r.share, reason=r.reason, policy=r.policy,
                              history=[dict(h, at=round(h["at"], 3)) for h in r.history], done=r.done,
-                             updated=time.time())
+                             updated=time.time(), paused=r.paused)

@@ -38,7 +38,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
 
 
 def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
-    """Promote (``action`` "promote") or roll back the rollout under way."""
+    """Promote, roll back, pause or resume (``action``) the rollout under way."""
     if on_cluster(ws):
         return cluster.decide(ws, name, action, reason)
     return local.decide(require_local(ws), name, action, reason)

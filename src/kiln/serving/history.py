@@ -19,7 +19,7 @@ from kiln.serving.spec import EndpointSpec
 
 KEEP = 200
 Event = Literal["deployed", "deployed as shadow", "rollout started", "rollout promoted", "rollout rolled back",
-                "override"]
+                "rollout paused", "rollout resumed", "override"]
 
 
 class HistoryEntry(BaseModel):

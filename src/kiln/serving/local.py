@@ -599,7 +599,7 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
 
 
 def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
-    """Promote or roll back the rollout under way now, then settle the processes."""
+    """Promote or roll back the rollout under way now, then settle the processes; or pause or resume it."""
     import httpx
 
     state = read_state(ws, name)
@@ -608,6 +608,10 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
     res = httpx.post(f"{_front(ws, state)}/kiln/rollout/{action}", json={"reason": reason}, timeout=10)
     if res.status_code != 200:
         raise InputError(f"endpoint {name}: {res.json().get('error', res.text)}")
+    if action in ("pause", "resume"):
+        state.history = extend(state.history, [entry("rollout paused" if action == "pause" else "rollout resumed",
+                                                     state.rollout.variant, state.rollout.model, reason)])
+        write_state(ws, state)
     finalize(ws, name)
     return RolloutReport.from_dict(res.json())
 

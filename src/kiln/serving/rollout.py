@@ -39,6 +39,7 @@ class Rollout:
     since: float  # when the share or phase last changed
     reason: str = ""
     history: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    paused: bool = False  # held where it is: no step and no promotion until resumed (alarms still roll it back)
 
     @property
     def done(self) -> bool:
@@ -63,6 +64,7 @@ class RolloutReport:
     history: list[dict[str, Any]]  # {"at", "phase", "share", "reason"} per change, "at" on the front's clock
     done: bool
     updated: float  # wall-clock time of the report
+    paused: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values, keys in field order."""
@@ -111,6 +113,8 @@ def advance(r: Rollout, stats: dict[str, VariantStats], now: float) -> Rollout:
     reason = alarm(r.guardrails, candidate, stats.get(r.stable))
     if reason:
         return r._to(now, "rolled-back", 0.0, f"rolled back: {reason}")
+    if r.paused:
+        return r
     elapsed = now - r.since
     if r.phase == "shifting" and elapsed >= r.policy.interval_seconds:
         share = min(1.0, round(r.share + r.policy.step_percent / 100, 6))  # ten 10% steps make exactly 100%
@@ -118,6 +122,14 @@ def advance(r: Rollout, stats: dict[str, VariantStats], now: float) -> Rollout:
     if r.phase == "baking" and elapsed >= r.policy.bake_seconds:
         return r._to(now, "promoted", 1.0, f"baked {r.policy.bake_seconds:g} s without an alarm: promoted")
     return r
+
+
+def hold(r: Rollout, pause: bool, reason: str, now: float) -> Rollout:
+    """Pause the rollout where it is, or resume it: the step interval or the bake starts again at the resume, so time
+    spent paused never counts towards a promotion."""
+    entry = {"at": now, "phase": r.phase, "share": round(r.share, 4), "reason": reason,
+             "paused": pause}
+    return replace(r, paused=pause, since=r.since if pause else now, reason=reason, history=(*r.history, entry))
 
 
 def force(r: Rollout, action: str, reason: str, now: float) -> Rollout:

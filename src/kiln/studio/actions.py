@@ -11,7 +11,7 @@ from kiln.serving.endpoints import decide
 from kiln.workspace import Workspace
 
 VERSION_ACTIONS = ("approve", "reject", "promote")
-ROLLOUT_ACTIONS = ("promote", "rollback")
+ROLLOUT_ACTIONS = ("promote", "rollback", "pause", "resume")
 BY = "studio"  # who the histories name for actions taken here
 
 
@@ -39,8 +39,8 @@ def version_action(ws: Workspace, name: str, version: str, action: str, reason: 
 
 
 def rollout_action(ws: Workspace, endpoint: str, action: str, reason: str) -> Done:
-    """Promote the endpoint's rollout under way now, or roll it back."""
+    """Promote the endpoint's rollout under way now, roll it back, pause or resume it."""
     if action not in ROLLOUT_ACTIONS:
-        raise InputError(f"action '{action}': a rollout can be {', '.join(ROLLOUT_ACTIONS)}d")
+        raise InputError(f"action '{action}': a rollout takes {', '.join(ROLLOUT_ACTIONS)}")
     report = decide(ws, endpoint, action, reason.strip() or f"{action} from Studio")
-    return Done(action, endpoint, f"{report.phase}: {report.reason}")
+    return Done(action, endpoint, f"{report.phase}{' (paused)' if report.paused else ''}: {report.reason}")

@@ -46,6 +46,7 @@ class EndpointRow:
     capture_written: int | None = None  # records the front has written since it started
     capture_dropped: int | None = None
     problem: str | None = None  # why the endpoint could not be read
+    paused: bool = False  # the rollout under way is held where it is
 
     @property
     def shadow(self) -> VariantView | None:
@@ -131,13 +132,14 @@ def _row(ws: Workspace, name: str, state: EndpointState | str, live: dict[str, A
     report = (live or {}).get("rollout")
     if report and report.get("done"):
         report = None  # the front still describes its last rollout once it has ended
-    rollout = f"{report['phase']}: {report['reason']}" if report else (
+    rollout = f"{report['phase']}{' (paused)' if report.get('paused') else ''}: {report['reason']}" if report else (
         f"{state.rollout.candidate} pending" if state.rollout else None)
     capture = (live or {}).get("capture") or {}
     entries = list(reversed(state.history))
     return EndpointRow(name=name, url=f"http://{_host(ws)}:{state.router_port}", answering=live is not None,
                        variants=variants, rollout=rollout, history=entries[:history] if history else entries,
-                       capture_written=capture.get("written"), capture_dropped=capture.get("dropped"))
+                       capture_written=capture.get("written"), capture_dropped=capture.get("dropped"),
+                       paused=bool(report and report.get("paused")))
 
 
 def _variant(name: str, model: str, runtime: str, role: str, shares: dict[str, float],

@@ -81,18 +81,22 @@ async def begin_rollout(request: Request) -> Response:
 
 
 async def decide_rollout(request: Request) -> Response:
-    """POST /kiln/rollout/{promote|rollback} [{reason}]: decide the rollout under way now."""
+    """POST /kiln/rollout/{promote|rollback|pause|resume} [{reason}]: decide the rollout under way now, or hold it
+    where it is and let it go on."""
     driver = driver_of(request)
     action = request.path_params["action"]
-    if action not in ("promote", "rollback"):
-        raise NotFound("use /kiln/rollout/promote or /kiln/rollout/rollback")
+    if action not in ("promote", "rollback", "pause", "resume"):
+        raise NotFound("use /kiln/rollout/promote, rollback, pause or resume")
     # Read by hand rather than by a model: the body is optional, and an unreadable one means no reason given.
     try:
         body = await request.json()
     except ValueError:
         body = {}
     reason = body.get("reason") if isinstance(body, dict) else None
-    driver.force(action, str(reason or f"{action} by hand"))
+    if action in ("pause", "resume"):
+        driver.hold(action == "pause", str(reason or f"{action}d by hand"))
+    else:
+        driver.force(action, str(reason or f"{action} by hand"))
     return JSONResponse(_described(request))
 
 
