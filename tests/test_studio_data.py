@@ -121,7 +121,7 @@ def test_monitor_runs_show_drift_violations_reports_and_the_schedule(ws: Workspa
     from kiln.files import write_json_atomic
     from kiln.monitoring.schedule import Schedule, schedule_file, state_file
     from kiln.process import pid_file
-    from kiln.studio.monitors import monitors_page
+    from kiln.studio.monitors import monitor_detail, monitors_page
 
     t0 = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
     write_monitor_run(ws, "churn", t0)
@@ -177,6 +177,13 @@ def test_monitor_runs_show_drift_violations_reports_and_the_schedule(ws: Workspa
     assert [r.status for r in bounded.runs] == [] and (bounded.unfinished, bounded.unreadable, bounded.not_read) == (
         1, 1, 3)
     assert [r.status for r in monitors_page(ws, runs_per_endpoint=3).endpoints[0].runs] == ["no_data"]
+    # One endpoint's page reads its own history; an endpoint never monitored has none.
+    detail = monitor_detail(ws, "churn", runs=4)
+    assert detail is not None and [r.run for r in detail.runs] == [r.run for r in churn.runs][:2]
+    assert detail.not_read == 1 and detail.schedule == churn.schedule
+    stopped_detail = monitor_detail(ws, "stopped")
+    assert stopped_detail is not None and stopped_detail.runs == () and stopped_detail.schedule == stopped.schedule
+    assert monitor_detail(ws, "nope") is None and monitor_detail(ws, "..") is None
 
 
 # --- Pipelines --------------------------------------------------------------------------------------------------------
@@ -286,10 +293,14 @@ def test_feature_views_services_freshness_and_ingested_datasets(ws: Workspace, t
     assert tables["activity"].newest_partition == "2026-03-06" and tables["activity"].partitions >= 1
     assert dataset.last_written is not None and dataset.last_written >= before
 
-    # A registry that no longer reads: counted and said, and the datasets are still shown.
+    # A registry that no longer reads: counted and said; a dataset folder moved away since its ingestion: still shown
+    # with its tables, without what its manifest said.
     Path(ws.settings.features.registry.path).write_bytes(b"\x00not a registry")
+    shutil.rmtree(small)
     broken = features_page(ws)
-    assert broken.registry_error and broken.unreadable == 1 and broken.views == () and len(broken.datasets) == 1
+    assert broken.registry_error and broken.unreadable == 1 and broken.views == ()
+    [moved] = broken.datasets
+    assert (moved.created, moved.content_hash, moved.tables) == (None, None, dataset.tables)
 
 
 # --- Edge -------------------------------------------------------------------------------------------------------------
@@ -350,3 +361,8 @@ def test_devices_and_artifacts_show_health_publication_signature_and_expiry(ws: 
     assert rows[expired].expired and rows[expired].expires < now and not rows[expired].published
     assert rows[tampered].signed and rows[tampered].signature_ok is False and rows[tampered].model == "churn/30"
     assert [a.id for a in edge_page(ws, artifacts_shown=2).artifacts] == [tampered]  # the newest two: one unreadable
+    # A fleet table that no longer reads: counted, and the artifacts are still shown.
+    db.write_bytes(b"not a database" * 100)
+    damaged = edge_page(ws)
+    assert (damaged.devices, damaged.unreadable, len(damaged.artifacts)) == ((), 2, 4)
+    assert damaged.artifacts[1].devices == 0  # no device is known to serve it now

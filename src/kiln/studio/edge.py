@@ -91,8 +91,12 @@ class EdgePage:
 def edge_page(ws: Workspace, now: datetime | None = None, devices_shown: int = DEVICES_SHOWN,
               artifacts_shown: int = ARTIFACTS_SHOWN) -> EdgePage:
     """The Edge page of ``ws`` at ``now`` (default: now); empty for a workspace that compiled nothing and has no
-    devices. See the module for its bounds."""
-    now = now or datetime.now(UTC)
+    devices.
+
+    Bounded: the ``devices_shown`` devices seen most recently (all counted by status) and the newest
+    ``artifacts_shown`` artifacts (one manifest read and one signature check each; older ones only counted).
+    """
+    now = _aware(now) if now else datetime.now(UTC)
     unreadable = 0
     try:
         devices = list_devices(fleet_db(ws), now)
@@ -145,7 +149,10 @@ def _made(folder: Path) -> str:
     m = ID_TIME.search(folder.name)
     if m:
         return m.group(1)
-    return datetime.fromtimestamp(folder.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%S%f")
+    try:
+        return datetime.fromtimestamp(folder.stat().st_mtime, UTC).strftime("%Y%m%dT%H%M%S%f")
+    except OSError:  # removed since it was listed: last, and counted unreadable when read
+        return ""
 
 
 def _artifact(folder: Path, now: datetime, public: "Ed25519PublicKey | None", published: _Published,

@@ -24,7 +24,7 @@ from kiln.data.dataset import open_dataset
 from kiln.errors import KilnError
 from kiln.features.offline import PARTITION, offline_store
 from kiln.features.repo import registered_datasets, repo_path
-from kiln.storage import FolderStore
+from kiln.storage import FolderStore, S3Store
 from kiln.workspace import Workspace
 
 DUMMY = "__dummy"  # the entity Feast gives a view that has none (feast.feature_view.DUMMY_ENTITY_NAME)
@@ -101,7 +101,11 @@ class FeaturesPage:
 
 
 def features_page(ws: Workspace) -> FeaturesPage:
-    """The Features page of ``ws``; empty for a workspace without a feature repo. See the module for its bounds."""
+    """The Features page of ``ws``; empty for a workspace without a feature repo.
+
+    Bounded: one read of Feast's registry (Feast imported only when there is one), one listing of each dataset's
+    offline tables and one stat per table; the online store is not queried.
+    """
     views: tuple[FeatureViewRow, ...] = ()
     services: tuple[FeatureServiceRow, ...] = ()
     error: str | None = None
@@ -173,8 +177,10 @@ def _utc(moment: datetime) -> datetime:
 def _datasets(ws: Workspace) -> tuple[tuple[IngestedDataset, ...], int]:
     """The registered datasets with their offline tables, and the count of records that did not read."""
     try:
-        registered = registered_datasets(ws)
+        registered: Any = registered_datasets(ws)  # JSON as written; checked below like any file read back
     except (OSError, ValueError):
+        return (), 1
+    if not isinstance(registered, dict):
         return (), 1
     store = offline_store(ws)
     out, unreadable = [], 0
@@ -186,7 +192,7 @@ def _datasets(ws: Workspace) -> tuple[tuple[IngestedDataset, ...], int]:
         content_hash: str | None = None
         try:
             manifest = open_dataset(Path(entry["path"])).manifest
-            created = datetime.fromisoformat(str(manifest["created_at"]))
+            created = _utc(datetime.fromisoformat(str(manifest["created_at"])))
             content_hash = str(manifest["content_hash"])
         except (KilnError, KeyError, ValueError):
             pass  # the dataset's folder moved or changed since its ingestion: shown without what it said
@@ -198,7 +204,7 @@ def _datasets(ws: Workspace) -> tuple[tuple[IngestedDataset, ...], int]:
     return tuple(out), unreadable
 
 
-def _tables(store: Any, dataset: str) -> tuple[OfflineTable, ...]:
+def _tables(store: FolderStore | S3Store, dataset: str) -> tuple[OfflineTable, ...]:
     """A dataset's tables in the offline store, from one listing (keys DATASET/TABLE/date=VALUE/FILE)."""
     partitions: dict[str, dict[str, str]] = {}  # table -> partition value -> a key of it
     for key in store.list_keys(f"{dataset}/"):

@@ -100,7 +100,11 @@ def runs_folder(ws: Workspace) -> Path:
 
 
 def pipelines_page(ws: Workspace, runs_shown: int = RUNS_SHOWN) -> PipelinesPage:
-    """The Pipelines page of ``ws``; empty for a workspace that never ran a pipeline. See the module for its bounds."""
+    """The Pipelines page of ``ws``; empty for a workspace that never ran a pipeline.
+
+    Bounded: the newest ``runs_shown`` runs are read (run.json and each task's executor_output.json, the first
+    SNIFF_BYTES of each report file); older runs are only counted from the folder listing.
+    """
     folders = _run_folders(runs_folder(ws))
     rows: list[PipelineRunRow] = []
     unreadable = 0
@@ -115,13 +119,21 @@ def pipelines_page(ws: Workspace, runs_shown: int = RUNS_SHOWN) -> PipelinesPage
 
 def _run_folders(root: Path) -> list[tuple[Path, datetime]]:
     """Every run folder with the time its name gives (its modification time when the name gives none), newest first."""
+    dated: list[tuple[Path, datetime]] = []
     try:
         with os.scandir(root) as entries:
-            found = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+            for entry in entries:
+                if entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                when = _name_time(entry.name)
+                if when is None:
+                    try:
+                        when = datetime.fromtimestamp(entry.stat().st_mtime, UTC)
+                    except OSError:  # removed since it was listed
+                        continue
+                dated.append((Path(entry.path), when))
     except OSError:  # no run yet
         return []
-    dated = [(folder, _name_time(folder.name) or datetime.fromtimestamp(folder.stat().st_mtime, UTC))
-             for folder in found]
     return sorted(dated, key=lambda pair: pair[1], reverse=True)
 
 
@@ -129,7 +141,10 @@ def _name_time(name: str) -> datetime | None:
     m = RUN_NAME.match(name)
     if m is None:
         return None
-    local = datetime.strptime(m["stamp"] + (m["micro"] or "-000000"), "%Y-%m-%d-%H-%M-%S-%f")
+    try:
+        local = datetime.strptime(m["stamp"] + (m["micro"] or "-000000"), "%Y-%m-%d-%H-%M-%S-%f")
+    except ValueError:  # digits in the shape of a time that is none (month 13)
+        return None
     return local.astimezone(UTC)  # KFP stamps the folder with this machine's local time
 
 
@@ -171,19 +186,20 @@ def _outputs(task: Path) -> tuple[tuple[Metric, ...], tuple[TaskReport, ...], tu
         data = json.loads((task / EXECUTOR_OUTPUT).read_text())
     except (OSError, ValueError):  # a task without outputs has no file; a torn one shows no outputs
         return (), (), ()
-    if not isinstance(data, dict):
-        return (), (), ()
     metrics: list[Metric] = []
     reports: list[TaskReport] = []
-    for output, entry in sorted((data.get("artifacts") or {}).items()):
-        for artifact in (entry or {}).get("artifacts") or []:
-            metadata = artifact.get("metadata") or {}
-            if metadata and all(_is_number(v) for v in metadata.values()):  # a Metrics artifact
-                metrics += [Metric(name, float(value)) for name, value in sorted(metadata.items())]
-            kind = _report_kind(Path(str(artifact.get("uri", ""))))
-            if kind is not None:
-                reports.append(TaskReport(output, kind, str(artifact["uri"])))
-    values = _pairs(data.get("parameterValues") or {})
+    try:
+        for output, entry in sorted((data.get("artifacts") or {}).items()):
+            for artifact in (entry or {}).get("artifacts") or []:
+                metadata = artifact.get("metadata") or {}
+                if metadata and all(_is_number(v) for v in metadata.values()):  # a Metrics artifact
+                    metrics += [Metric(name, float(value)) for name, value in sorted(metadata.items())]
+                kind = _report_kind(Path(str(artifact.get("uri", ""))))
+                if kind is not None:
+                    reports.append(TaskReport(output, kind, str(artifact["uri"])))
+        values = _pairs(data.get("parameterValues") or {})
+    except (AttributeError, TypeError, KeyError, OSError):  # not KFP's shape: the task is shown without outputs
+        return (), (), ()
     return tuple(metrics), tuple(reports), values
 
 
