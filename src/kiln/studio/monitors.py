@@ -142,11 +142,12 @@ def monitors_page(ws: Workspace, runs_per_endpoint: int = RUNS_PER_ENDPOINT, run
     """
     ui = _evidently_ui(ws)
     runs_root = ws.folder("reports") / "monitor"  # where reports_folder(ws, ENDPOINT) puts each endpoint's runs
-    run_folders = {name: _run_folders(reports_folder(ws, name)) for name in _subfolders(runs_root)}
+    run_names = {name: _run_names(reports_folder(ws, name)) for name in _subfolders(runs_root)}
     schedules, bad_schedules = _schedules(ws)
-    names = sorted({*run_folders, *schedules})
-    per_endpoint = max(1, min(runs_per_endpoint, runs_read // max(1, len(run_folders))))
-    endpoints = [_endpoint(name, run_folders.get(name, []), per_endpoint, schedules.get(name), ui) for name in names]
+    names = sorted({*run_names, *schedules})
+    per_endpoint = max(1, min(runs_per_endpoint, runs_read // max(1, len(run_names))))
+    endpoints = [_endpoint(reports_folder(ws, name), run_names.get(name, []), per_endpoint, schedules.get(name), ui)
+                 for name in names]
     return MonitorsPage(tuple(endpoints), ui, bad_schedules + sum(e.unreadable for e in endpoints))
 
 
@@ -155,7 +156,8 @@ def monitor_detail(ws: Workspace, endpoint: str, runs: int = DETAIL_RUNS) -> End
     and no schedule."""
     if not endpoint or "/" in endpoint or endpoint.startswith("."):
         return None  # not an endpoint's name (they are checked when deployed)
-    folders = _run_folders(reports_folder(ws, endpoint))
+    folder = reports_folder(ws, endpoint)
+    names = _run_names(folder)
     schedule: ScheduleRow | None = None
     if schedule_file(ws, endpoint).is_file():
         try:
@@ -163,9 +165,9 @@ def monitor_detail(ws: Workspace, endpoint: str, runs: int = DETAIL_RUNS) -> End
             schedule = _schedule_row(ws, found) if found is not None else None
         except (OSError, ValueError, TypeError, AttributeError):  # a damaged schedule file: shown without it
             schedule = None
-    if not folders and schedule is None:
+    if not names and schedule is None:
         return None
-    return _endpoint(endpoint, folders, max(1, runs), schedule, _evidently_ui(ws))
+    return _endpoint(folder, names, max(1, runs), schedule, _evidently_ui(ws))
 
 
 def _evidently_ui(ws: Workspace) -> str:
@@ -180,12 +182,16 @@ def _subfolders(folder: Path) -> list[str]:
         return []
 
 
-def _run_folders(endpoint_folder: Path) -> list[Path]:
-    """The endpoint's run folders, newest first: a run is named monitor-UNTIL-ID (UNTIL as 20261122T100000)."""
-    return [endpoint_folder / n for n in sorted(_subfolders(endpoint_folder), reverse=True)]
+def _run_names(endpoint_folder: Path) -> list[str]:
+    """The names of the endpoint's run folders, newest first: run_monitor names a run monitor-UNTIL-ID, UNTIL as
+    20261122T100000 (names only: thousands of them are listed, a few read)."""
+    try:
+        return sorted((n for n in os.listdir(endpoint_folder) if n.startswith("monitor-")), reverse=True)
+    except OSError:  # no runs yet (an endpoint with a schedule only)
+        return []
 
 
-def _endpoint(name: str, folders: list[Path], per_endpoint: int, schedule: ScheduleRow | None,
+def _endpoint(endpoint_folder: Path, names: list[str], per_endpoint: int, schedule: ScheduleRow | None,
               ui: str) -> EndpointMonitors:
     import orjson  # result.json is MonitorRun.to_dict (there is no reader of it to reuse); orjson parses it 2x faster
 
@@ -194,7 +200,7 @@ def _endpoint(name: str, folders: list[Path], per_endpoint: int, schedule: Sched
     latest_run: str | None = None
     project: str | None = None
     unfinished = unreadable = 0
-    for folder in folders[:per_endpoint]:
+    for folder in (endpoint_folder / n for n in names[:per_endpoint]):
         try:
             data = orjson.loads((folder / RESULT_FILE).read_bytes())
         except FileNotFoundError:
@@ -215,7 +221,8 @@ def _endpoint(name: str, folders: list[Path], per_endpoint: int, schedule: Sched
             project = data["evidently_project"]
     shown = latest or []
     return EndpointMonitors(
-        endpoint=name, runs=tuple(rows), runs_total=len(folders), not_read=max(0, len(folders) - per_endpoint),
+        endpoint=endpoint_folder.name, runs=tuple(rows), runs_total=len(names),
+        not_read=max(0, len(names) - per_endpoint),
         latest_violations=tuple(shown[:VIOLATIONS_SHOWN]), latest_violations_total=len(shown),
         latest_violations_run=latest_run, schedule=schedule,
         evidently_project=f"{ui}/projects/{project}" if project else None, unfinished=unfinished,
@@ -233,15 +240,16 @@ def _run_row(folder: Path, data: dict[str, Any]) -> tuple[MonitorRunRow, list[Vi
     drift = tuple(DriftScore(str(c["feature"]), str(c["method"]), float(c["score"]), float(c["threshold"]),
                              bool(c["drifted"])) for c in columns)
     window = data["window"]
-    report = folder / REPORT_FILE
-    evidently = tuple(ReportLink(title, str(folder / name)) for name, title in EVIDENTLY_REPORTS
-                      if (folder / name).is_file())
+    base = str(folder)  # paths as text: os.path's calls are several times cheaper than pathlib's, and a page makes 500
+    report = os.path.join(base, REPORT_FILE)
+    evidently = tuple(ReportLink(title, path) for title, path in
+                      ((title, os.path.join(base, name)) for name, title in EVIDENTLY_REPORTS) if os.path.isfile(path))
     row = MonitorRunRow(
         run=str(data["run"]), finished=datetime.fromtimestamp(float(data["finished_unix"]), UTC),
         since=_when(window["since"]) if window["since"] else None, until=_when(window["until"]),
         status=str(data["status"]), model=str(data["model"]), rows=int(data["rows"]), violations=len(violations),
-        monitors=findings, drift=drift, report=str(report) if report.is_file() else None,
-        evidently_reports=evidently, folder=str(folder),
+        monitors=findings, drift=drift, report=report if os.path.isfile(report) else None,
+        evidently_reports=evidently, folder=base,
         message=str(data["message"]) if data.get("message") is not None else None)
     return row, violations
 
