@@ -77,7 +77,25 @@ def test_every_page_renders_its_data_and_charts_with_no_console_error(studio, br
     assert page.locator(".chart .main-svg").count() >= 3, "requests, latency and errors are charted"
     assert "toy/1" in page.locator("table.variants").inner_text()
     browser.shot("endpoint")
+    for name, empty in (("monitors", "No monitor run yet"), ("pipelines", "No local pipeline run yet"),
+                        ("features", "No feature view yet"), ("edge", "No device has reported yet")):
+        assert empty in browser.open(f"{url}/{name}").inner_text("main"), f"{name}: an empty page says what to do"
     assert browser.clean() == []
+
+
+def test_studio_serves_no_file_outside_the_workspace_and_names_what_is_missing(studio) -> None:
+    root, url = studio
+    for path in ("/etc/passwd", str(root / ".." / ".." / "x.html"), str(root / "kiln.yaml"), ""):
+        res = httpx.get(f"{url}/files", params={"path": path}, timeout=10)
+        assert res.status_code == 404 and "no report at" in res.text
+    res = httpx.get(f"{url}/models/toy/9", timeout=10)
+    assert res.status_code == 404 and "no model version toy/9" in res.text
+    res = httpx.post(f"{url}/api/models/toy/1/approve", content=b"{oops",
+                     headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert res.status_code == 400 and "reason" in res.json()["error"]
+    res = httpx.post(f"{url}/api/models/toy/1/bless", json={"reason": "x"}, headers={"authorization": f"Bearer {TOKEN}"},
+                     timeout=10)
+    assert res.status_code == 400 and "approve, reject, promote" in res.json()["error"]
 
 
 def test_approve_promote_and_rollback_through_the_pages_change_what_the_cli_shows(studio, browser: Browser) -> None:

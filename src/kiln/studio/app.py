@@ -25,12 +25,19 @@ from starlette.staticfiles import StaticFiles
 
 from kiln.errors import KilnError
 from kiln.studio.actions import rollout_action, version_action
+from kiln.studio.edge import edge_page
 from kiln.studio.endpoints import endpoint_detail, endpoints_page
+from kiln.studio.features import features_page
 from kiln.studio.models import models_page, version_row
+from kiln.studio.monitors import EndpointMonitors, monitor_detail, monitors_page
+from kiln.studio.pipelines import pipelines_page
 from kiln.workspace import Workspace, open_workspace
 
 HERE = Path(__file__).parent
-PAGES = (("models", "Models"), ("endpoints", "Endpoints"))  # the menu, in order
+PAGES = (("models", "Models"), ("endpoints", "Endpoints"), ("monitors", "Monitors"), ("pipelines", "Pipelines"),
+         ("features", "Features"), ("edge", "Edge"))  # the menu, in order
+SHOWN_FILES = {".html": "text/html", ".md": "text/markdown", ".png": "image/png", ".svg": "image/svg+xml",
+               ".txt": "text/plain", ".log": "text/plain"}  # what /files serves: reports, plots and logs
 
 
 def build_app(ws: Workspace, token: str | None) -> Starlette:
@@ -73,6 +80,33 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         if detail is None:
             raise HTTPException(404, f"no endpoint {request.path_params['name']}")
         return page("endpoint.html", "endpoints", d=detail)
+
+    async def monitors(request: Request) -> Response:
+        return page("monitors.html", "monitors", page=monitors_page(ws))
+
+    async def monitor(request: Request) -> Response:
+        detail = monitor_detail(ws, request.path_params["name"])
+        if detail is None:
+            raise HTTPException(404, f"no monitor runs for endpoint {request.path_params['name']}")
+        return page("monitor.html", "monitors", m=detail, chart=_monitor_chart(detail))
+
+    async def pipelines(request: Request) -> Response:
+        return page("pipelines.html", "pipelines", page=pipelines_page(ws))
+
+    async def features(request: Request) -> Response:
+        return page("features.html", "features", page=features_page(ws))
+
+    async def edge(request: Request) -> Response:
+        return page("edge.html", "edge", page=edge_page(ws))
+
+    async def files(request: Request) -> Response:
+        """A report the pages link (monitor reports, pipeline outputs): only files inside the workspace."""
+        raw = request.query_params.get("path", "")
+        path = Path(raw).resolve()
+        if not raw or not path.is_relative_to(ws.root.resolve()) or not path.is_file() \
+                or path.suffix not in SHOWN_FILES:
+            raise HTTPException(404, f"no report at {raw!r} in this workspace")
+        return FileResponse(path, media_type=SHOWN_FILES[path.suffix])
 
     async def act(request: Request) -> Response:
         refused = _refusal(request, token)
@@ -120,12 +154,29 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         Route("/models/{name}/{version:int}/card", card),
         Route("/endpoints", endpoints),
         Route("/endpoints/{name}", endpoint),
+        Route("/monitors", monitors),
+        Route("/monitors/{name}", monitor),
+        Route("/pipelines", pipelines),
+        Route("/features", features),
+        Route("/edge", edge),
+        Route("/files", files),
         Route("/api/models/{name}/{version:int}/{action}", act, methods=["POST"]),
         Route("/api/endpoints/{name}/rollout/{action}", act, methods=["POST"]),
         Route("/health", health),
         Route("/static/plotly.min.js", plotly),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], exception_handlers={HTTPException: missing})
+
+
+def _monitor_chart(m: EndpointMonitors) -> dict[str, Any]:
+    """What the monitor page charts, oldest run first: violations per run, and each feature's drift score."""
+    runs = list(reversed(m.runs))
+    drift: dict[str, list[tuple[str, float]]] = {}
+    for r in runs:
+        for d in r.drift:
+            drift.setdefault(d.feature, []).append((r.finished.isoformat(timespec="seconds"), d.score))
+    return {"finished": [r.finished.isoformat(timespec="seconds") for r in runs],
+            "violations": [r.violations for r in runs], "drift": drift}
 
 
 def _refusal(request: Request, token: str | None) -> tuple[int, str] | None:

@@ -25,7 +25,7 @@ from kiln.monitoring.endpoint import reports_folder
 from kiln.monitoring.run import REPORT_FILE, RESULT_FILE
 from kiln.monitoring.schedule import Schedule, read_schedule, schedule_file, schedules_folder, service, state_file
 from kiln.monitoring.violations import MONITORS, Violation
-from kiln.process import _read_pid
+from kiln.process import running
 from kiln.workspace import Workspace
 
 RUNS_PER_ENDPOINT = 5  # runs of each endpoint the page reads in full
@@ -278,7 +278,7 @@ def _schedules(ws: Workspace) -> tuple[dict[str, ScheduleRow], int]:
 
 def _schedule_row(ws: Workspace, schedule: Schedule) -> ScheduleRow:
     # The scheduler's pid record, not kiln.process.status: that one asks each scheduler over HTTP (up to 2 s each).
-    running = _read_pid(ws.state_dir, service(ws, schedule).name) is not None
+    alive = running(ws.state_dir, service(ws, schedule).name)
     last: dict[str, Any] = {}
     try:  # the state file the scheduler writes (kiln.monitoring.scheduler); list_schedules reads it with the probe
         found = json.loads(state_file(ws, schedule.endpoint).read_text())
@@ -286,14 +286,14 @@ def _schedule_row(ws: Workspace, schedule: Schedule) -> ScheduleRow:
     except (OSError, ValueError):
         pass  # before its first write, or torn: the schedule is shown without it
     next_run: datetime | None = None
-    if running and isinstance(last.get("next_run"), str):
+    if alive and isinstance(last.get("next_run"), str):
         try:
             next_run = _when(last["next_run"])
         except ValueError:
             next_run = None
     return ScheduleRow(
-        every=schedule.every, every_seconds=schedule.every_seconds, state="running" if running else "stopped",
-        next_run=next_run, runs=last["runs"] if running and isinstance(last.get("runs"), int) else 0,
+        every=schedule.every, every_seconds=schedule.every_seconds, state="running" if alive else "stopped",
+        next_run=next_run, runs=last["runs"] if alive and isinstance(last.get("runs"), int) else 0,
         last_status=last.get("last_status") if isinstance(last.get("last_status"), str) else None,
         last_error=last.get("last_error") if isinstance(last.get("last_error"), str) else None,
         webhooks=len(schedule.webhooks), on_violation=schedule.on_violation)

@@ -51,3 +51,15 @@ function studioTrafficCharts(series) {
   ], layout("Latency", "ms"), config);
   Plotly.newPlot("chart-errors", lines((p) => (p.requests ? p.errors / p.requests : 0)), layout("Error rate", "share"), config);
 }
+
+function studioMonitorCharts(chart) {
+  const config = { displaylogo: false, responsive: true };
+  const margin = { l: 50, r: 10, t: 36, b: 40 };
+  Plotly.newPlot("chart-violations", [{ x: chart.finished, y: chart.violations, type: "bar", name: "violations" }],
+    { title: { text: "Violations per run", font: { size: 14 } }, margin: margin, yaxis: { rangemode: "tozero" } }, config);
+  const drift = Object.entries(chart.drift).map(([feature, points]) => ({
+    x: points.map((p) => p[0]), y: points.map((p) => p[1]), name: feature, mode: "lines+markers", type: "scatter",
+  }));
+  Plotly.newPlot("chart-drift", drift, { title: { text: "Drift score per feature", font: { size: 14 } }, margin: margin,
+    legend: { orientation: "h" } }, config);
+}
