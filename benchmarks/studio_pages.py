@@ -1,13 +1,14 @@
-"""Kiln Studio's page times on a big workspace: 1,000 model versions (10 models), 100 endpoints, each page fetched
-over HTTP from Studio's own server process, as a browser would fetch its HTML.
+"""Kiln Studio's page times on a big workspace: 1,000 model versions (10 models), 100 endpoints, 10,000 monitor runs
+(100 per endpoint), each page fetched over HTTP from Studio's own server process, as a browser would fetch its HTML.
 
 The versions are registered through MLflow's client with the tags Kiln gives a version (task, family, test metrics,
 gate, approval history, lineage, compiled bundles); the endpoints are written as Kiln records deployed endpoints
-(their state files; their processes are not started, so each shows as stopped, and asking their fronts costs the
-refused connection a stopped endpoint costs). Goal: every page answers in at most 300 ms on 2 cores (the slowest of
+(their state files; their processes are not started, so each shows as stopped); the monitor runs as a monitor run
+writes its result (kiln.monitoring.run.write_result: drift scores of 12 features, violations). Goal: every page answers in at most 300 ms on 2 cores (the slowest of
 20 fetches, after one warm fetch).
 
-    .venv/bin/python benchmarks/studio_pages.py [--versions 1000] [--endpoints 100] [--fetches 20] [--json]
+    .venv/bin/python benchmarks/studio_pages.py \
+    [--versions 1000] [--endpoints 100] [--runs 100] [--fetches 20] [--json]
 """
 
 from __future__ import annotations
@@ -91,6 +92,55 @@ def write_endpoints(ws: Path, count: int, refs: list[str]) -> None:
         write_state(opened, EndpointState(name=name, spec=spec, router_port=port, variants=variants, history=history))
 
 
+def write_monitor_runs(ws: Path, endpoints: int, runs: int) -> None:
+    """``runs`` finished monitor runs per endpoint, every fourth with drift violations."""
+    from datetime import UTC, datetime, timedelta
+
+    from kiln.monitoring.endpoint import reports_folder
+    from kiln.monitoring.run import (
+        AttributionDrift,
+        BiasDrift,
+        DataDrift,
+        DataQuality,
+        ModelQuality,
+        MonitorRun,
+        Monitors,
+        write_result,
+    )
+    from kiln.monitoring.violations import Violation
+    from kiln.monitoring.window import Window
+    from kiln.workspace import open_workspace
+
+    opened = open_workspace(ws)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    for e in range(endpoints):
+        endpoint = f"endpoint-{e:03d}"
+        for i in range(runs):
+            until = start + timedelta(hours=i)
+            run = f"monitor-{until.strftime('%Y%m%dT%H%M%S')}-{e:03d}{i:03d}"
+            out = reports_folder(opened, endpoint) / run
+            out.mkdir(parents=True)
+            drifted = i % 4 == 0
+            columns = [{"feature": f"f{k:02d}", "type": "numeric", "method": "Wasserstein distance (normed)",
+                        "score": 0.2 if drifted and k < 2 else 0.01, "threshold": 0.1, "drifted": drifted and k < 2}
+                       for k in range(12)]
+            violations = [Violation("data_drift", c["feature"], c["method"], None, c["score"], 0.1) for c in columns
+                          if c["drifted"]]
+            monitors = Monitors(DataQuality(400, 0, {}), DataDrift(400, columns, [c["feature"] for c in columns
+                                                                                if c["drifted"]]),
+                                ModelQuality(0, {}, note="no labels"), BiasDrift(note="no labels"),
+                                AttributionDrift(400, 0.97, 0.9, []))
+            write_result(MonitorRun(
+                endpoint=endpoint, run=run, model="model-00/1", baseline="-", baseline_made=False,
+                window=Window(until - timedelta(hours=1), until), records=400, rows=400, shadow_records_skipped=0,
+                variants={"blue": 400}, read_seconds=0.1, status="violations" if violations else "ok",
+                monitors=monitors, violations=violations, finished_unix=until.timestamp() + 3, report=None,
+                metrics=str(out / "metrics.prom"), violations_file=str(out / "violations.json"), outputs=str(out),
+                message=None, evidently_project=None), name_outputs=False)
+        if (e + 1) % 20 == 0:
+            print(f"… monitor runs of {e + 1}/{endpoints} endpoints written", file=sys.stderr)
+
+
 def measure(args) -> tuple[list[Figure], dict]:
     import httpx
 
@@ -102,6 +152,7 @@ def measure(args) -> tuple[list[Figure], dict]:
         print(f"… registering {args.versions} versions and writing {args.endpoints} endpoints", file=sys.stderr)
         refs = register_versions(ws, args.versions)
         write_endpoints(ws, args.endpoints, refs)
+        write_monitor_runs(ws, args.endpoints, args.runs)
         port = free_port()
         log = (root / "studio.log").open("w")
         proc = subprocess.Popen([sys.executable, "-m", "kiln.studio.app", "--workspace", str(ws), "--port",
@@ -115,7 +166,9 @@ def measure(args) -> tuple[list[Figure], dict]:
             except httpx.HTTPError:
                 time.sleep(0.3)
         pages = {"models": "/models", "model version": f"/models/{refs[-1]}", "endpoints": "/endpoints",
-                 "endpoint": "/endpoints/endpoint-050"}
+                 "endpoint": f"/endpoints/endpoint-{args.endpoints // 2:03d}", "monitors": "/monitors",
+                 "monitor": f"/monitors/endpoint-{args.endpoints // 2:03d}", "pipelines": "/pipelines",
+                 "features": "/features", "edge": "/edge"}
         times: dict[str, list[float]] = {}
         sizes = {}
         with httpx.Client(timeout=30) as client:
@@ -137,7 +190,8 @@ def measure(args) -> tuple[list[Figure], dict]:
     for name, ms in times.items():
         figures.append(Figure(f"{name}: slowest fetch", max(ms), "ms", GOAL_MS, "300 ms", "ratio <= 1"))
         figures.append(Figure(f"{name}: median fetch", statistics.median(ms), "ms", GOAL_MS, "300 ms"))
-    notes = {"versions": args.versions, "models": MODELS, "endpoints": args.endpoints, "fetches per page": args.fetches,
+    notes = {"versions": args.versions, "models": MODELS, "endpoints": args.endpoints,
+             "monitor runs": args.endpoints * args.runs, "fetches per page": args.fetches,
              "page sizes (bytes)": sizes}
     return figures, notes
 
@@ -146,5 +200,6 @@ if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--versions", type=int, default=1000)
     p.add_argument("--endpoints", type=int, default=100)
+    p.add_argument("--runs", type=int, default=100, help="monitor runs per endpoint")
     p.add_argument("--fetches", type=int, default=20)
     run_measured("Kiln Studio page times on a big workspace", measure, p.parse_args())
