@@ -179,4 +179,22 @@ def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(ma
         page = browser.open(f"{studio}/endpoints/churn")
         page.wait_for_selector("#chart-latency .main-svg")
         browser.shot("main-job-endpoint")
+        page = browser.open(f"{studio}/monitors")
+        assert page.locator("tr[data-monitor='churn'] .status-violations").count() == 1, "the drifted traffic's run"
+        browser.shot("main-job-monitors")
+        page = browser.open(f"{studio}/monitors/churn")
+        page.wait_for_selector("#chart-drift .main-svg")
+        assert "usage_minutes_7d_mean" in page.inner_text("#violations"), "the drifted feature is a violation"
+        browser.shot("main-job-monitor")
+        page = browser.open(f"{studio}/pipelines")
+        steps = page.locator("section.run").last.inner_text()
+        assert "tune-model" in steps and "evaluate-model" in steps and "SUCCESS" in steps
+        browser.shot("main-job-pipelines")
+        page = browser.open(f"{studio}/features")
+        assert page.locator("table.views tbody tr").count() >= 1 and "churn" in page.inner_text("table.services")
+        browser.shot("main-job-features")
+        page = browser.open(f"{studio}/edge")
+        assert page.locator("tr[data-device] .status-ok").count() == 1, "the main job's device reported healthy"
+        assert page.locator("tr[data-artifact] .badge.good").count() >= 1, "its bundle's signature verifies"
+        browser.shot("main-job-edge")
         assert browser.clean() == []
