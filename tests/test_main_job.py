@@ -172,6 +172,7 @@ def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(ma
         page = browser.open(f"{studio}/models/{current}")
         assert page.locator("iframe.card-frame").count() == 1, "the model card is shown"
         assert "pipeline run" in page.locator("table.kv").first.inner_text()
+        assert page.locator("img.curve").evaluate("i => i.naturalWidth") > 0, "the tuning curve is shown"
         browser.shot("main-job-model-version")
         page = browser.open(f"{studio}/endpoints")
         assert page.locator("tr[data-endpoint='churn'] .role-shadow").count() == 1, "the challenger as a shadow"

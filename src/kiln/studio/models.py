@@ -58,6 +58,7 @@ class VersionRow:
     compiled: list[Compiled] = field(default_factory=list)
     card: str | None = None  # the model card's HTML file, when one was written
     run_id: str | None = None  # the MLflow run that trained it
+    tuning_curve: str | None = None  # the tuning job's objective plot (PNG), when it was tuned
 
     @property
     def ref(self) -> str:
@@ -119,7 +120,8 @@ def _row(ws: Workspace, info: VersionInfo, serving: dict[str, list[Serving]], pu
                       gate_reasons=gate_reasons(info), approval=info.approval, aliases=info.aliases,
                       created=info.created, lineage=[(label, tags[key]) for label, key in LINEAGE if tags.get(key)],
                       history=info.history, serving=serving.get(ref, []), compiled=compiled,
-                      card=str(card) if card.is_file() else None, run_id=info.run_id)
+                      card=str(card) if card.is_file() else None, run_id=info.run_id,
+                      tuning_curve=_tuning_curve(ws, tags.get("kiln.tuning_job")))
 
 
 def _serving(ws: Workspace) -> dict[str, list[Serving]]:
@@ -133,6 +135,15 @@ def _serving(ws: Workspace) -> dict[str, list[Serving]]:
         for variant, record in state.variants.items():
             out[record.model.removeprefix("models:/")].append(Serving(name, variant, record.role))
     return out
+
+
+def _tuning_curve(ws: Workspace, job: str | None) -> str | None:
+    """The objective plot `kiln tune` draws in its job's folder (kiln.tuning.job: models/tuning/JOB/objective.png);
+    the path is built here, not by importing the tuning package, which loads Ray's machinery."""
+    if not job or "/" in job or job.startswith("."):
+        return None
+    plot = ws.root / "models" / "tuning" / job / "objective.png"
+    return str(plot) if plot.is_file() else None
 
 
 def _published(ws: Workspace) -> set[str]:
