@@ -1,6 +1,6 @@
 """Kiln Studio in a real browser: Debian's chromium driven by Playwright, every console error and failed request kept.
 
-Screenshots go to KILN_STUDIO_SCREENSHOTS when it is set (README's come from a run with it pointing at docs/studio),
+Screenshots go to STUDIO_SCREENSHOTS when it is set (README's come from a run with it pointing at docs/studio),
 else into the test's own folder."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def chromium(shots: Path) -> Iterator[Browser]:
     from playwright.sync_api import sync_playwright
 
     assert shutil.which("chromium") or Path(CHROMIUM).is_file(), "chromium is missing: `make test` installs it"
-    shots = Path(os.environ.get("KILN_STUDIO_SCREENSHOTS") or shots)
+    shots = Path(os.environ.get("STUDIO_SCREENSHOTS") or shots)
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
