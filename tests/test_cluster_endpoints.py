@@ -667,6 +667,7 @@ def test_a_failing_canary_is_rolled_back_by_the_controller_on_prometheus_metrics
 def test_a_healthy_canary_is_promoted_and_a_restarted_controller_resumes_it(kube, namespace, live,
                                                                           traffic) -> None:
     root, env, standin = live
+    first = len(traffic.answers)  # this rollout's answers start here
     res = run_kiln("endpoint", "update", "live", "--model", "models:/toy/2", "--no-wait", "-w", root, env=env)
     assert res.code == 0, res.stderr[-3000:]
     baking = wait_for_phase(kube, namespace, "live", {"baking"}, standin)
@@ -683,7 +684,8 @@ def test_a_healthy_canary_is_promoted_and_a_restarted_controller_resumes_it(kube
     phases = [h["phase"] for h in done["history"]]
     assert phases == ["baking", "promoted"], "the new controller went on with the canary it found, not a new one"
     assert done["history"][1]["at"] - baking["since"] >= 25, "baked the whole bake period across the restart"
-    served = {variant for variant, code in traffic.answers[-200:] if code == 200}
+    # all of this rollout's answers: on a busy machine its last few hundred may all come after the promotion
+    served = {variant for variant, code in traffic.answers[first:] if code == 200}
     assert "primary-next" in served, "the candidate served its share before it was promoted"
     status = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)
     assert [(v["name"], v["weight"], v["model"]) for v in status["variants"]] == [("primary", 100, "models:/toy/2")]
