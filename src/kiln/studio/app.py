@@ -10,6 +10,7 @@ import argparse
 import hmac
 import importlib.util
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,8 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
 
     async def missing(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        detail = exc.detail if isinstance(exc, HTTPException) else "Studio failed to build this page"
+        detail = exc.detail if isinstance(exc, HTTPException) else \
+            f"Studio failed to build this page: {type(exc).__name__}: {exc}"
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": detail}, status_code=status)
         response = page("error.html", "", status=status, detail=detail)
@@ -165,7 +167,7 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         Route("/health", health),
         Route("/static/plotly.min.js", plotly),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-    ], exception_handlers={HTTPException: missing})
+    ], exception_handlers={HTTPException: missing, Exception: missing})
 
 
 def _monitor_chart(m: EndpointMonitors) -> dict[str, Any]:
@@ -197,7 +199,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     ws = open_workspace(args.workspace)
     token = os.environ.get(ws.settings.studio.token_env) or None
+    # Feast takes seconds to import: loaded while Studio starts, so the first visit of Features answers at once.
+    threading.Thread(target=_warm, args=(ws,), name="studio-warm", daemon=True).start()
     uvicorn.run(build_app(ws, token), host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+def _warm(ws: Workspace) -> None:
+    try:
+        features_page(ws)
+    except Exception:  # noqa: BLE001 - the page itself shows what is wrong when it is visited
+        return
 
 
 if __name__ == "__main__":
