@@ -180,6 +180,10 @@ def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(ma
         page = browser.open(f"{studio}/endpoints/churn")
         page.wait_for_selector("#chart-latency .main-svg")
         browser.shot("main-job-endpoint")
+        page.click("text=its answers against production's")
+        page.wait_for_selector("#comparison")
+        assert int(page.locator("#comparison .big").first.inner_text()) > 0, "the shadow's answers are compared"
+        browser.shot("main-job-shadow")
         page = browser.open(f"{studio}/monitors")
         assert page.locator("tr[data-monitor='churn'] .status-violations").count() == 1, "the drifted traffic's run"
         browser.shot("main-job-monitors")

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -616,11 +617,12 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
     return RolloutReport.from_dict(res.json())
 
 
-def compare_shadow(ws: Workspace, name: str) -> ShadowComparison:
-    """`kiln endpoint compare`: the endpoint's captured production and shadow answers, side by side."""
+def compare_shadow(ws: Workspace, name: str, since: datetime | None = None) -> ShadowComparison:
+    """`kiln endpoint compare`: the endpoint's captured production and shadow answers (since ``since``, else all of
+    them), side by side."""
 
     state = read_state(ws, name)
     root = _capture_root(ws, state.spec)
     if root is None:
         raise InputError(f"endpoint {name} captures nothing (capture.enabled is false): there is nothing to compare")
-    return compare(root if is_s3(root) else Path(root), name, endpoint_url=capture_endpoint_url(ws))
+    return compare(root if is_s3(root) else Path(root), name, since=since, endpoint_url=capture_endpoint_url(ws))

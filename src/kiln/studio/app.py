@@ -12,6 +12,7 @@ import importlib.util
 import os
 import threading
 from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kiln.errors import KilnError
+from kiln.serving.local import compare_shadow, list_endpoints
 from kiln.studio.actions import rollout_action, version_action
 from kiln.studio.edge import edge_page
 from kiln.studio.endpoints import endpoint_detail, endpoints_page
@@ -81,6 +83,21 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         if detail is None:
             raise HTTPException(404, f"no endpoint {request.path_params['name']}")
         return page("endpoint.html", "endpoints", d=detail)
+
+    async def shadow(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            hours = float(request.query_params.get("hours", "1"))
+        except ValueError:
+            raise HTTPException(400, "hours: give a number of hours, e.g. ?hours=24") from None
+        if name not in list_endpoints(ws):
+            raise HTTPException(404, f"no endpoint {name}")
+        since = datetime.now(UTC) - timedelta(hours=hours)
+        try:
+            compared = compare_shadow(ws, name, since)
+        except KilnError as exc:
+            raise HTTPException(400, exc.message) from None
+        return page("shadow.html", "endpoints", c=compared, hours=hours)
 
     async def monitors(request: Request) -> Response:
         return page("monitors.html", "monitors", page=monitors_page(ws))
@@ -156,6 +173,7 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         Route("/models/{name}/{version:int}/card", card),
         Route("/endpoints", endpoints),
         Route("/endpoints/{name}", endpoint),
+        Route("/endpoints/{name}/shadow", shadow),
         Route("/monitors", monitors),
         Route("/monitors/{name}", monitor),
         Route("/pipelines", pipelines),
