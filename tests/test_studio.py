@@ -88,6 +88,9 @@ def test_studio_serves_no_file_outside_the_workspace_and_names_what_is_missing(s
     for path in ("/etc/passwd", str(root / ".." / ".." / "x.html"), str(root / "kiln.yaml"), ""):
         res = httpx.get(f"{url}/files", params={"path": path}, timeout=10)
         assert res.status_code == 404 and "no report at" in res.text
+    for hours in ("nan", "inf", "-3", "x"):
+        res = httpx.get(f"{url}/endpoints/toy/shadow", params={"hours": hours}, timeout=10)
+        assert res.status_code == 400 and "hours: give a number of hours" in res.text
     res = httpx.get(f"{url}/models/toy/9", timeout=10)
     assert res.status_code == 404 and "no model version toy/9" in res.text
     res = httpx.post(f"{url}/api/models/toy/1/approve", content=b"{oops",

@@ -1,5 +1,5 @@
 """Kiln Studio's web app: the pages (server-rendered HTML, charts drawn in the browser by plotly.js, served from the
-installed plotly package), the files they link (model cards), and the actions, which need the bearer token.
+installed plotly package), the files they link (model cards, reports), and the actions, which need the bearer token.
 
     python -m kiln.studio.app --workspace WS [--host 127.0.0.1] [--port 8070]
 """
@@ -89,7 +89,9 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         try:
             hours = float(request.query_params.get("hours", "1"))
         except ValueError:
-            raise HTTPException(400, "hours: give a number of hours, e.g. ?hours=24") from None
+            hours = -1.0
+        if not 0 < hours <= 24 * 366:  # NaN fails this too
+            raise HTTPException(400, "hours: give a number of hours from above 0 to a year, e.g. ?hours=24")
         if name not in list_endpoints(ws):
             raise HTTPException(404, f"no endpoint {name}")
         since = datetime.now(UTC) - timedelta(hours=hours)
