@@ -162,14 +162,15 @@ def test_monitor_retrain_in_containers_on_drifted_capture_registers_and_rolls_ou
 def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(main_job, tmp_path: Path) -> None:
     """Every page of Kiln Studio over the workspace the main job made, in Debian's chromium."""
     ws, doc, _ = main_job
-    studio, champion = doc["summary"]["studio"], versions(ws)
-    [current] = [ref for ref, v in champion.items() if "champion" in v["aliases"]]
+    studio, known = doc["summary"]["studio"], versions(ws)
+    [current] = [ref for ref, v in known.items() if "champion" in v["aliases"]]
     with chromium(tmp_path) as browser:
         page = browser.open(f"{studio}/models")
-        assert page.locator("table.versions tbody tr").count() == len(champion)
+        assert page.locator("table.versions tbody tr").count() == len(known)
         assert page.locator(f"tr[data-ref='{current}'] .alias").first.inner_text() == "champion"
         browser.shot("main-job-models")
-        page = browser.open(f"{studio}/models/{current}")
+        made = doc["summary"]["champion"]  # the main job's version: its card and tuning curve (a retrained one has none)
+        page = browser.open(f"{studio}/models/{made}")
         assert page.locator("iframe.card-frame").count() == 1, "the model card is shown"
         assert "pipeline run" in page.locator("table.kv").first.inner_text()
         assert page.locator("img.curve").evaluate("i => i.naturalWidth") > 0, "the tuning curve is shown"
@@ -199,7 +200,10 @@ def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(ma
         assert page.locator("table.views tbody tr").count() >= 1 and "churn" in page.inner_text("table.services")
         browser.shot("main-job-features")
         page = browser.open(f"{studio}/edge")
-        assert page.locator("tr[data-device] .status-ok").count() == 1, "the main job's device reported healthy"
+        # the main job's device beat once, healthy: offline once three of its heartbeat intervals have passed
+        device = page.locator("tr[data-device]")
+        assert device.count() == 1 and device.locator(".status-ok, .status-offline").count() == 1
+        assert made.replace("/", "-v") in device.inner_text(), "it serves the main job's bundle"
         assert page.locator("tr[data-artifact] .badge.good").count() >= 1, "its bundle's signature verifies"
         browser.shot("main-job-edge")
         assert browser.clean() == []
