@@ -178,6 +178,8 @@ def test_studio_shows_the_main_jobs_models_and_endpoint_with_no_console_error(ma
         page = browser.open(f"{studio}/endpoints")
         assert page.locator("tr[data-endpoint='churn'] .role-shadow").count() == 1, "the challenger as a shadow"
         browser.shot("main-job-endpoints")
+        body = doc["summary"]["try_it"].split("-d '")[1].split("' ")[0]  # traffic of this minute for the charts
+        assert kiln("endpoint", "invoke", "churn", "-w", ws, "--data", body).code == 0
         page = browser.open(f"{studio}/endpoints/churn")
         page.wait_for_selector("#chart-latency .main-svg")
         browser.shot("main-job-endpoint")
