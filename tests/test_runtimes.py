@@ -97,7 +97,9 @@ def test_the_rollout_report_round_trips_its_json() -> None:
            "share": 0.1, "reason": "canary: candidate main-next takes 10%",
            "policy": {"type": "canary", "step_percent": 10.0, "bake_seconds": 60.0, "interval_seconds": 30.0},
            "history": [{"at": 1.5, "phase": "baking", "share": 0.1, "reason": "canary"}], "done": False,
-           "updated": 1700000000.0}
+           "updated": 1700000000.0, "paused": True}
     report = RolloutReport.from_dict(doc)
-    assert report.policy.bake_seconds == 60.0 and not report.done
+    assert report.policy.bake_seconds == 60.0 and not report.done and report.paused
     assert json.dumps(report.to_dict()) == json.dumps(doc)
+    older = {k: v for k, v in doc.items() if k != "paused"}  # a front from before pausing reports no such key
+    assert RolloutReport.from_dict(older).paused is False

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -298,7 +297,10 @@ def read_spec(kube: Kube, endpoint: str, namespace: str) -> EndpointSpec:
     return parse_spec(yaml.safe_load((cm.get("data") or {}).get("endpoint.yaml", "")), f"ConfigMap {namespace}/{name}")
 
 
-STOP = threading.Event()  # set by SIGTERM: the loop ends after the decision under way, or at once while it waits
+def _stopped(seconds: float) -> bool:
+    """Wait up to ``seconds`` for SIGTERM; True when it came. The signal is blocked in this process (see __main__), so
+    one sent during a decision waits, pending, and ends the loop at once when the decision is made."""
+    return signal.sigtimedwait([signal.SIGTERM], seconds) is not None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s: %s", args.endpoint, str(exc).replace("\n", " "))
         return exc.exit_code
     warned = False
-    while not STOP.is_set():
+    while True:
         code = 0
         try:
             # Read every time: `kiln endpoint update` adds the candidate variant to the spec before requesting.
@@ -338,13 +340,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s: no decision: %s", args.endpoint, str(exc).replace("\n", " "))
         if args.once:
             return code
-        STOP.wait(args.interval)
+        if _stopped(args.interval):
+            break
     log.info("%s: stopped", args.endpoint)
     return 0
 
 if __name__ == "__main__":
-    # As a container's first process, a signal without a handler is ignored: the old controller of a replaced pod
-    # would keep deciding beside the new one until it is killed at the end of its grace period. The handler only
-    # sets a flag (an exit raised inside a client call could be caught there and lost).
-    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
+    # SIGTERM is blocked and waited for between decisions (_stopped), never handled: a handler that set an Event could
+    # deadlock on the Event's lock when the signal came while the waiting thread held it, and the old controller of a
+    # replaced pod then kept deciding until it was killed at the end of its grace period. A blocked signal is queued
+    # even for a container's first process, which drops a signal it neither handles nor blocks.
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     raise SystemExit(main())
