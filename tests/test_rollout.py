@@ -44,6 +44,11 @@ def test_a_paused_rollout_holds_its_share_but_still_rolls_back_on_an_alarm() -> 
     broken = advance(r, {"stable": VariantStats(180, 0, 10.0), "new": VariantStats(100, 50, 10.0)}, 20.0)
     assert broken.phase == "rolled-back", "an alarm still rolls a paused rollout back"
     assert [h.get("paused") for h in resumed.history][-2:] == [True, False]
+    from kiln.serving.controller import dump_rollout, load_rollout
+
+    assert load_rollout(json.loads(json.dumps(dump_rollout(r)))) == r, "a cluster's annotation keeps it paused"
+    older = {k: v for k, v in dump_rollout(resumed).items() if k != "paused"}  # written before pausing existed
+    assert load_rollout(older).paused is False
 
 
 def test_linear_steps_every_interval_then_bakes() -> None:
