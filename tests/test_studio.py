@@ -133,6 +133,7 @@ def test_approve_promote_and_rollback_through_the_pages_change_what_the_cli_show
     with page.expect_navigation():
         page.click("text=Pause")
     assert "(paused)" in page.inner_text("#rollout") and page.locator("text=Resume").count() == 1
+    assert "holding for the traffic peak" in page.inner_text("#rollout-steps"), "the rollout's steps are shown"
     assert kiln("endpoint", "status", "toy", "-w", root)["history"][-1]["event"] == "rollout paused"
     with page.expect_navigation():
         page.click("text=Resume")

@@ -64,17 +64,17 @@ class EndpointDetail:
     series: dict[str, list[dict[str, Any]]]  # per variant: 10-second points over 15 minutes (kiln.serving.window)
     capture_bytes: int
     capture_files: int
-    rollout_history: list[dict[str, Any]] = field(default_factory=list)
+    rollout_history: list[dict[str, Any]] = field(default_factory=list)  # the front's steps of its last rollout
 
 
 async def endpoints_page(ws: Workspace) -> EndpointsPage:
     """Every local endpoint, by name."""
-
     names = list_endpoints(ws)
     states = [_state(ws, n) for n in names]
     up = [running(ws.state_dir, f"endpoint-{n}") for n in names]  # a stopped front is not asked
     async with _client() as client:
-        lives = await asyncio.gather(*(_ask(client, s, "/kiln/status") if u else _none() for s, u in zip(states, up)))
+        lives = await asyncio.gather(*(_ask(client, ws, s, "/kiln/status") if u else _none()
+                                       for s, u in zip(states, up)))
     return EndpointsPage([_row(ws, n, s, live) for n, s, live in zip(names, states, lives)])
 
 
@@ -88,8 +88,8 @@ async def endpoint_detail(ws: Workspace, name: str) -> EndpointDetail | None:
         live, series = None, None
     else:
         async with _client() as client:
-            live, series = await asyncio.gather(_ask(client, state, "/kiln/status"),
-                                                _ask(client, state, "/kiln/series"))
+            live, series = await asyncio.gather(_ask(client, ws, state, "/kiln/status"),
+                                                _ask(client, ws, state, "/kiln/series"))
     row = _row(ws, name, state, live, history=None)
     rollout = (live or {}).get("rollout") or {}
     files, size = _capture_size(ws, name)
@@ -115,13 +115,13 @@ async def _none() -> None:
     return None
 
 
-async def _ask(client: httpx.AsyncClient, state: EndpointState | str, path: str) -> dict[str, Any] | None:
+async def _ask(client: httpx.AsyncClient, ws: Workspace, state: EndpointState | str, path: str) -> dict[str, Any] | None:
     import httpx
 
     if isinstance(state, str):
         return None
     try:
-        res = await client.get(f"http://127.0.0.1:{state.router_port}{path}")
+        res = await client.get(f"http://{_host(ws)}:{state.router_port}{path}")
         return res.json() if res.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
