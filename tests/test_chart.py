@@ -35,7 +35,7 @@ TVM = ["--set", "servingRuntimes.tvm.enabled=true", "--set-file", f"servingRunti
 VALUES = {"default": [], "kind": ["-f", CHART / "values-kind.yaml"],
           "production": ["-f", CHART / "values-production.yaml"], "dev": ["-f", CHART / "values-dev.yaml"],
           "tvm": TVM}
-EXPOSED = ("mlflow", "feature-server", "evidently", "distribution", "capture")
+EXPOSED = ("mlflow", "feature-server", "evidently", "distribution", "capture", "studio")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +120,7 @@ def test_defaults_install_every_service_with_its_service_and_test_pod(
     objs = rendered["default"]
     components = {o["metadata"]["labels"]["app.kubernetes.io/component"]
                   for o in objs if o["kind"] in ("Deployment", "StatefulSet")}
-    assert {"mlflow", "feature-server", "evidently", "distribution", "capture", "postgresql", "redis",
+    assert {"mlflow", "feature-server", "evidently", "distribution", "capture", "studio", "postgresql", "redis",
             "minio"} <= components
     services = {o["metadata"]["name"] for o in by(objs, "Service")}
     # The names kiln.yaml's cluster profile and the rendered endpoints address (the payload logger posts to the
@@ -217,19 +217,45 @@ def test_monitor_schedule_kiln_cannot_run_is_refused_by_both(helm: Path, every: 
         cron_expression(every)
 
 
-def test_endpoint_deployers_may_change_only_endpoint_objects_in_the_serving_namespace(helm: Path) -> None:
+@pytest.mark.parametrize("component, subject", [("endpoint-deployer", "pipeline-runner"), ("studio", "kiln-studio")])
+def test_endpoint_deployers_and_studio_may_change_only_endpoint_objects_in_the_serving_namespace(
+        helm: Path, component: str, subject: str) -> None:
     objs = template(helm, "--set", "rolloutController.namespace=serving")
-    [role] = [r for r in by(objs, "Role") if r["metadata"]["name"] == "kiln-endpoint-deployer"]
+    [role] = [r for r in by(objs, "Role") if r["metadata"]["name"] == f"kiln-{component}"]
     assert role["metadata"]["namespace"] == "serving"
     granted = {(g, r): tuple(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"]}
     assert granted == {(g, r): ("get", "list", "patch", "delete") for g, r in [
         ("serving.kserve.io", "inferenceservices"), ("networking.istio.io", "virtualservices"),
         ("", "services"), ("", "configmaps")]}
-    [binding] = [b for b in by(objs, "RoleBinding") if b["metadata"]["name"] == "kiln-endpoint-deployer"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": NAMESPACE}]
-    off = template(helm, "--set", "endpointDeployers.enabled=false")
-    assert not [r for r in by(off, "Role") if r["metadata"]["name"] == "kiln-endpoint-deployer"]
+    [binding] = [b for b in by(objs, "RoleBinding") if b["metadata"]["name"] == f"kiln-{component}"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": subject, "namespace": NAMESPACE}]
+    off = template(helm, "--set", f"{'endpointDeployers' if component != 'studio' else 'studio'}.enabled=false")
+    assert not [r for r in by(off, "Role") if r["metadata"]["name"] == f"kiln-{component}"]
+
+
+def test_studio_takes_its_token_and_links_from_values_and_reads_the_workspace_only(
+        helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = template(helm)
+    [studio] = by(plain, "Deployment", "kiln-studio")
+    [container] = studio["spec"]["template"]["spec"]["containers"]
+    assert "KILN_STUDIO_TOKEN" not in {e["name"] for e in container["env"]}, "no Secret named: pages only"
+    assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] in ("workspace", "settings"))
+    objs = template(helm, "--set", "studio.existingSecret=studio-token", "--set",
+                    "studio.links.kfp=https://kfp.example.test", "--set", "studio.links.mlflow=http://127.0.0.1:5000")
+    [studio] = by(objs, "Deployment", "kiln-studio")
+    [token] = [e for e in studio["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "KILN_STUDIO_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "studio-token", "key": "token"}
+    [settings] = by(objs, "ConfigMap", "kiln-settings")
+    (tmp_path / "kiln.yaml").write_text(settings["data"]["kiln.yaml"])
+    from kiln.settings import load_settings
+
+    for name in [k for k in os.environ if k.upper().startswith("KILN_")]:
+        monkeypatch.delenv(name)
+    loaded = load_settings(tmp_path).studio
+    assert (loaded.kfp_ui, loaded.mlflow_url, loaded.evidently_url) == (
+        "https://kfp.example.test", "http://127.0.0.1:5000", None)
+    assert "not-a-url" in template_error(helm, "--set", "studio.links.mlflow=not-a-url")
 
 
 def test_rollout_controller_may_patch_only_its_endpoints_routing(helm: Path) -> None:
@@ -257,9 +283,9 @@ def test_rollout_controller_may_patch_only_its_endpoints_routing(helm: Path) -> 
         with pytest.raises(SystemExit) as done:  # the controller's own parser takes exactly these arguments
             main([*args[3:], "--help"])
         assert done.value.code == 0
-    # Only the controllers get an API token.
+    # Only the controllers and Studio (which reads the endpoints and acts on their rollouts) get an API token.
     tokens = [o["metadata"]["name"] for o in objs if (spec := _pod(o)) and spec.get("automountServiceAccountToken")]
-    assert sorted(tokens) == sorted(d["metadata"]["name"] for d in deployments)
+    assert sorted(tokens) == sorted([*(d["metadata"]["name"] for d in deployments), "kiln-studio"])
 
 
 def test_the_tvm_serving_runtime_runs_what_a_rendered_tvm_variant_asks_for(helm: Path) -> None:

@@ -708,3 +708,69 @@ def live_env(env: dict[str, str]) -> dict[str, str]:
 def ws_of(live) -> tuple[Path, dict[str, str]]:
     root, env, _ = live
     return root, env
+
+
+def test_studio_shows_the_cluster_endpoint_and_pauses_and_resumes_its_rollout(kube, namespace, live, traffic,
+                                                                             tmp_path: Path) -> None:
+    """Studio as the chart runs it (python -m kiln.studio.app over a workspace of serving type kserve): the endpoint
+    from the API server, its traffic from Prometheus; a rollout paused from the page is held by the controller in its
+    pod, and resumed, goes on to its end."""
+    import sys
+
+    from tests.studio_browser import chromium
+    from tests.test_stack import free_port
+
+    root, env, standin = live
+    port, token = free_port(), secrets.token_hex(8)
+    log = (tmp_path / "studio.log").open("w")
+    studio = subprocess.Popen([sys.executable, "-m", "kiln.studio.app", "--workspace", str(root), "--port", str(port)],
+                              env={**env, "KILN_STUDIO_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        res = run_kiln("endpoint", "update", "live", "--model", "models:/toy/1", "--no-wait", "-w", root, env=env)
+        assert res.code == 0, res.stderr[-3000:]
+        wait_for_phase(kube, namespace, "live", {"baking"}, standin)
+        standin.reconcile()
+        standin.wait_ready("live-primary-next")
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        with chromium(tmp_path / "shots") as browser:
+            page = browser.open(f"{url}/endpoints")
+            row = page.locator("tr[data-endpoint=live]").inner_text()
+            assert "ready" in row and "baking" in row, row
+            assert "primary-next" in row and "50%" in row, "the candidate's weight, from the VirtualService"
+            assert "/s" in row, f"the last minute's traffic from Prometheus: {row}"
+            page = browser.open(f"{url}/endpoints/live")
+            page.wait_for_selector("#chart-rps .main-svg")  # 15 minutes of traffic, charted from Prometheus
+            browser.shot("cluster-endpoint")
+            page.fill("#token", token)
+            page.dispatch_event("#token", "change")
+            page.fill("#reason", "holding for the review")
+            with page.expect_navigation():
+                page.click("text=Pause")
+            assert "(paused)" in page.inner_text("#rollout")
+            held = rollout_state(kube, namespace, "live")
+            assert held["paused"] and held["phase"] == "baking", held
+            time.sleep(10)  # five decisions of the controller (every 2 s): it holds the paused rollout where it is
+            still = rollout_state(kube, namespace, "live")
+            assert still["paused"] and still["phase"] == "baking" and still["share"] == held["share"], still
+            page.fill("#reason", "reviewed")
+            with page.expect_navigation():
+                page.click("text=Resume")
+            assert "(paused)" not in page.inner_text("#rollout")
+            done = wait_for_phase(kube, namespace, "live", {"promoted", "rolled-back"}, standin)
+            assert done["phase"] == "promoted", done
+            page = browser.open(f"{url}/endpoints/live")
+            history = page.locator("#history").inner_text()
+            assert "rollout paused" in history and "rollout resumed" in history and "studio" in history, history
+            assert browser.clean() == []
+    finally:
+        studio.terminate()
+        studio.wait(timeout=30)
+        log.close()
+    status = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)
+    assert [(v["name"], v["model"]) for v in status["variants"]] == [("primary", "models:/toy/1")]

@@ -30,11 +30,11 @@ def test_kind_maps_every_node_port_the_chart_and_script_open() -> None:
     assert re.fullmatch(r"kindest/node:v1\.36\.\d+@sha256:[a-f0-9]{64}", node["image"])
     mapped = {m["containerPort"]: m["hostPort"] for m in node["extraPortMappings"]}
     kind_values = yaml.safe_load((ROOT / "charts" / "kiln" / "values-kind.yaml").read_text())
-    opened = {kind_values[s]["nodePort"]: kind_values.get(s, {}).get("port") for s in ("mlflow", "evidently",
-                                                                                          "distribution")}
+    exposed = ("mlflow", "evidently", "distribution", "studio")
+    opened = {kind_values[s]["nodePort"]: kind_values.get(s, {}).get("port") for s in exposed}
     defaults = yaml.safe_load((ROOT / "charts" / "kiln" / "values.yaml").read_text())
     for node_port in opened:
-        service = next(s for s in ("mlflow", "evidently", "distribution") if kind_values[s]["nodePort"] == node_port)
+        service = next(s for s in exposed if kind_values[s]["nodePort"] == node_port)
         assert mapped[node_port] == defaults[service]["port"], service  # localhost:<the service's own port>
     script = SCRIPT.read_text()
     kfp_ui = int(re.search(r'"nodePort":(\d+)', script).group(1))

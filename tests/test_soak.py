@@ -32,13 +32,14 @@ def ok(*args: object) -> dict:
     return json.loads(res.stdout)
 
 
-def _rss(ws: Path, names: list[str]) -> dict[int, int]:
+def _rss(ws: Path, names: list[str]) -> dict[str, int]:
+    """Resident bytes of each named process that runs, keyed "name (pid)"."""
     out = {}
     for name in names:
         path = pid_file(ws / ".kiln", name)
         try:
             pid = int(json.loads(path.read_text())["pid"])
-            out[pid] = psutil.Process(pid).memory_info().rss
+            out[f"{name} ({pid})"] = psutil.Process(pid).memory_info().rss
         except (OSError, ValueError, KeyError, psutil.Error):
             continue
     return out
@@ -65,7 +66,7 @@ def test_ten_minutes_at_half_capacity_with_a_rollout_lose_nothing(tmp_path: Path
             answer_ms=capacity.p50_ms / 2, id_prefix="soak")))
         started = time.monotonic()
         soak.start()
-        samples: dict[int, list[tuple[float, int]]] = {}
+        samples: dict[str, list[tuple[float, int]]] = {}
         rollout = None
         while soak.is_alive():
             now = time.monotonic() - started
@@ -84,14 +85,15 @@ def test_ten_minutes_at_half_capacity_with_a_rollout_lose_nothing(tmp_path: Path
     assert load.failures == 0, f"{load.failures} of {load.requests} requests failed"
     assert load.requests >= 0.8 * rate * SOAK_SECONDS, f"{load.requests} requests at {rate:.0f}/s asked"
 
-    grown = {}
-    for pid, series in samples.items():
+    grown, curves = {}, {}
+    for who, series in samples.items():
         first = series[0][0]
-        warm = [rss for t, rss in series if t >= first + WARM_SECONDS]
+        warm = [(t, rss) for t, rss in series if t >= first + WARM_SECONDS]
         if len(warm) >= 5:
-            grown[pid] = warm[-1] / warm[0] - 1
+            grown[who] = round(warm[-1][1] / warm[0][1] - 1, 4)
+            curves[who] = " ".join(f"{t:.0f}s:{rss / 2**20:.1f}" for t, rss in series[::6])  # MiB once a minute
     assert len(grown) >= 4, "the front, the shadow, and the main variant before and after the rollout were sampled"
-    assert max(grown.values()) < 0.10, f"resident memory grew by {grown}"
+    assert max(grown.values()) < 0.10, f"resident memory grew by {grown}; MiB over time: {curves}"
 
     records = [r for r in read_capture(ws / "capture", "toy") if r["inference_id"].startswith("soak-")]
     for side in (False, True):

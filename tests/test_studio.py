@@ -134,7 +134,8 @@ def test_approve_promote_and_rollback_through_the_pages_change_what_the_cli_show
         page.click("text=Pause")
     assert "(paused)" in page.inner_text("#rollout") and page.locator("text=Resume").count() == 1
     assert "holding for the traffic peak" in page.inner_text("#rollout-steps"), "the rollout's steps are shown"
-    assert kiln("endpoint", "status", "toy", "-w", root)["history"][-1]["event"] == "rollout paused"
+    paused = kiln("endpoint", "status", "toy", "-w", root)["history"][-1]
+    assert (paused["event"], paused["by"]) == ("rollout paused", "studio"), paused
     with page.expect_navigation():
         page.click("text=Resume")
     assert "(paused)" not in page.inner_text("#rollout")
@@ -144,6 +145,7 @@ def test_approve_promote_and_rollback_through_the_pages_change_what_the_cli_show
     status = kiln("endpoint", "status", "toy", "-w", root)
     assert status["rollout"] is None and status["variants"]["primary"]["model"] == "models:/toy/1"
     assert status["history"][-1]["event"].startswith("roll") and "latency looked worse" in status["history"][-1]["reason"]
+    assert status["history"][-1]["by"] == "studio", "who rolled it back is recorded"
     assert "latency looked worse" in page.locator("#history").inner_text()
     assert page.inner_text("#rollout") == "none under way" and page.locator("text=Roll back").count() == 0
     browser.shot("endpoint-rolled-back")

@@ -152,6 +152,10 @@ class StudioSettings(Section):
                            description="The environment variable holding the bearer token actions need; while it is "
                                        "unset when Studio starts, Studio refuses every action.")
     kfp_ui: str | None = Field(None, description="The KFP UI's URL (on a cluster), linked from pipeline runs.")
+    mlflow_url: str | None = Field(None, description="Where a browser reaches MLflow's UI, linked from every page "
+                                                     "(default: services.mlflow on this machine; none on a cluster).")
+    evidently_url: str | None = Field(None, description="Where a browser reaches Evidently's UI (default: "
+                                                        "services.evidently on this machine; none on a cluster).")
 
 
 BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")

@@ -279,7 +279,21 @@ spec:
     spec:
       {{- include "kiln.podSettings" .ctx | trim | nindent 6 }}
       serviceAccountName: {{ include "kiln.componentName" . }}
-      automountServiceAccountToken: false
+      automountServiceAccountToken: {{ .apiToken | default false }}
+{{- end }}
+
+{{/* What changing an endpoint takes in the endpoints' namespace (kiln.serving.cluster: apply is a server-side
+patch; a settled rollout deletes its candidate's objects): the endpoint deployers' Role and Studio's. */}}
+{{- define "kiln.endpointRules" -}}
+- apiGroups: ["serving.kserve.io"]
+  resources: ["inferenceservices"]
+  verbs: ["get", "list", "patch", "delete"]
+- apiGroups: ["networking.istio.io"]
+  resources: ["virtualservices"]
+  verbs: ["get", "list", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "patch", "delete"]
 {{- end }}
 
 {{/* The CronJob schedule for an interval: 5m, 1h, 1d... (as kiln.monitoring.schedule.cron_expression computes it). */}}

@@ -307,7 +307,7 @@ def _render_rollout(name: str, rollout: RolloutReport | None) -> None:
 
 
 def _decide(name: str, action: str, reason: str, workspace: Path | None, as_json: bool) -> None:
-    respond(workspace, as_json, lambda ws: endpoints.decide(ws, name, action, reason),
+    respond(workspace, as_json, lambda ws: endpoints.decide(ws, name, action, reason, getpass.getuser()),
             lambda rollout: _render_rollout(name, rollout), engines=False)
 
 

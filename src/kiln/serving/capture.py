@@ -24,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import ServiceError
+from kiln.memory import release_freed
 from kiln.progress import Progress, no_progress
 from kiln.storage import S3Store, is_s3
 
 MAX_BUFFER = 50_000  # records held in memory at most; beyond it new records are counted as dropped
+RELEASE_AFTER = 2_000  # records in one flush that make a backlog: once flushes are smaller again, memory is released
 
 
-@dataclass
+@dataclass(slots=True)  # a backlog holds tens of thousands: no dict each
 class CaptureRecord:
     inference_id: str
     timestamp: str  # ISO 8601, UTC
@@ -77,8 +79,14 @@ class CaptureWriter:
         self._buffer.append(rec)
 
     def _run(self) -> None:
+        backlog = False  # a flush since the last release wrote a backlog's worth
         while not self._stop.wait(self.flush_seconds):
-            self.flush()
+            written = self.flush()
+            if written >= RELEASE_AFTER:
+                backlog = True
+            elif backlog:  # the backlog is written: the heap it grew goes back to the system
+                release_freed()
+                backlog = False
 
     def flush(self) -> int:
         """Append every queued record to its hour's file; returns how many were written."""

@@ -93,6 +93,7 @@ class VariantStatus:
     weight: int | None  # its share of the VirtualService's weighted route, in percent; None for the shadow
     ready: str  # the InferenceService's Ready condition: True, False, or Unknown (not reconciled yet)
     reason: str = ""
+    runtime: str = DEFAULT_RUNTIME
 
 
 @dataclass(frozen=True)
@@ -299,10 +300,11 @@ def _ready(isvc: dict[str, Any] | None) -> tuple[str, str]:
     return "Unknown", "not reconciled by KServe yet"
 
 
-def endpoint_status(ws: Workspace, name: str) -> ClusterStatus:
-    """Each variant's model, live weight and readiness, and the rollout controller's state (a rollout that has ended
-    is settled first)."""
-    finalize(ws, name)
+def endpoint_status(ws: Workspace, name: str, settle: bool = True) -> ClusterStatus:
+    """Each variant's model, live weight and readiness, and the rollout controller's state (with ``settle``, a
+    rollout that has ended is settled first; without, nothing is written)."""
+    if settle:
+        finalize(ws, name)
     kube, namespace, spec = read_endpoint(ws, name)
     vs = kube.get("VirtualService", namespace, name) or {}
     routes = (vs.get("spec") or {}).get("http", [])
@@ -314,7 +316,8 @@ def endpoint_status(ws: Workspace, name: str) -> ClusterStatus:
         isvc = isvc_name(name, v.name)
         ready, why = _ready(kube.get("InferenceService", namespace, isvc))
         variants.append(VariantStatus(v.name, "shadow" if shadow else "production", v.model,
-                                      None if shadow else live.get(f"{isvc}-predictor", 0), ready, why))
+                                      None if shadow else live.get(f"{isvc}-predictor", 0), ready, why,
+                                      v.runtime))
     state = _rollout_state(kube, name, namespace) or {}
     url = url_of(name, namespace)
     known, _ = _history_of(kube, namespace, name)
@@ -396,9 +399,9 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
         time.sleep(poll_seconds)
 
 
-def finalize(ws: Workspace, name: str) -> RolloutReport | None:
+def finalize(ws: Workspace, name: str, by: str = "") -> RolloutReport | None:
     """After a rollout ended: the variant serves the winner, the candidate's objects go. The ended rollout, or None
-    when none has ended unsettled."""
+    when none has ended unsettled. ``by``: who ended it, for the endpoint's history."""
     kube, namespace, spec = read_endpoint(ws, name)
     state = _rollout_state(kube, name, namespace)
     if state is None or "phase" not in state:
@@ -414,11 +417,11 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
         next(v for v in data["variants"] if v["name"] == r.stable)["model"] = won["model"]
     _apply(ws, kube, EndpointSpec.model_validate(data), namespace, no_progress)
     report = _report(r, url_of(name, namespace))
-    _remember(kube, namespace, name, [ended(r.stable, won["model"], report)])
+    _remember(kube, namespace, name, [ended(r.stable, won["model"], report, by)])
     return report
 
 
-def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
+def decide(ws: Workspace, name: str, action: str, reason: str, by: str = "") -> RolloutReport:
     """Promote or roll back the rollout under way now (as the controller would at its end), then settle; or pause
     it where it is, or resume it (the controller holds a paused rollout's weights)."""
     kube, namespace, spec = read_endpoint(ws, name)
@@ -448,6 +451,6 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
     if action in ("pause", "resume"):
         model = next((v.model for v in spec.variants if v.name == ended.candidate), "")
         _remember(kube, namespace, name, [entry("rollout paused" if action == "pause" else "rollout resumed",
-                                                ended.stable, model, reason)])
-    finalize(ws, name)
+                                                ended.stable, model, reason, by)])
+    finalize(ws, name, by)
     return _report(ended, url_of(name, namespace))

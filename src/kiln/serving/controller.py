@@ -150,8 +150,10 @@ class Controller:
         return Decision(self.spec.name, r, changed=True, weights=weights, stats=stats)
 
 
-def promql(services: Sequence[str], namespace: str, window_seconds: float) -> dict[str, str]:
-    """The queries for requests, 5xx answers and p99 latency per predictor Service, over Istio's standard metrics."""
+def promql(services: Sequence[str], namespace: str, window_seconds: float, percentiles: Sequence[int] = (99,)
+           ) -> dict[str, str]:
+    """The queries for requests, 5xx answers and latency percentiles (``p99_ms`` and so on) per predictor Service,
+    over Istio's standard metrics."""
     names = "|".join(services)
     where = f'reporter="destination", destination_service_namespace="{namespace}", ' \
             f'destination_service_name=~"{names}"'
@@ -160,21 +162,22 @@ def promql(services: Sequence[str], namespace: str, window_seconds: float) -> di
         "requests": f"sum by (destination_service_name) (increase(istio_requests_total{{{where}}}[{window}]))",
         "errors": f'sum by (destination_service_name) (increase(istio_requests_total{{{where}, '
                   f'response_code=~"5.."}}[{window}]))',
-        "p99_ms": f"histogram_quantile(0.99, sum by (destination_service_name, le) "
-                  f"(rate(istio_request_duration_milliseconds_bucket{{{where}}}[{window}])))",
+        **{f"p{q}_ms": f"histogram_quantile({q / 100}, sum by (destination_service_name, le) "
+                       f"(rate(istio_request_duration_milliseconds_bucket{{{where}}}[{window}])))" for q in percentiles},
     }
 
 
-def server_promql(endpoint: str, variants: Sequence[str], namespace: str, window_seconds: float) -> dict[str, str]:
-    """The same three per variant over the model servers' own metrics (kiln.serving.server_metrics), as Prometheus
+def server_promql(endpoint: str, variants: Sequence[str], namespace: str, window_seconds: float,
+                  percentiles: Sequence[int] = (99,)) -> dict[str, str]:
+    """The same per variant over the model servers' own metrics (kiln.serving.server_metrics), as Prometheus
     labels a pod's samples by the usual pod scrape: `namespace`, and each pod label with `.` and `/` as `_`."""
     where = f'namespace="{namespace}", {ENDPOINT_LABEL}="{endpoint}", {VARIANT_LABEL}=~"{"|".join(variants)}"'
     window = f"{max(1, math.ceil(window_seconds))}s"
     return {
         "requests": f"sum by ({VARIANT_LABEL}) (increase(kiln_model_requests_total{{{where}}}[{window}]))",
         "errors": f'sum by ({VARIANT_LABEL}) (increase(kiln_model_requests_total{{{where}, code=~"5.."}}[{window}]))',
-        "p99_ms": f"1000 * histogram_quantile(0.99, sum by ({VARIANT_LABEL}, le) "
-                  f"(rate(kiln_model_request_seconds_bucket{{{where}}}[{window}])))",
+        **{f"p{q}_ms": f"1000 * histogram_quantile({q / 100}, sum by ({VARIANT_LABEL}, le) "
+                       f"(rate(kiln_model_request_seconds_bucket{{{where}}}[{window}])))" for q in percentiles},
     }
 
 

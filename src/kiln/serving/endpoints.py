@@ -6,9 +6,12 @@ The CLI and the pipeline's deploy step call these, so both act on the same endpo
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from kiln.progress import Progress, no_progress
 from kiln.serving import cluster, local
 from kiln.serving.approval import Override
+from kiln.serving.compare import ShadowComparison
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.spec import EndpointSpec
 from kiln.workspace import Workspace, require_local
@@ -37,11 +40,11 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     return local.update(require_local(ws), name, model, variant, wait, progress, override=override)
 
 
-def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
-    """Promote, roll back, pause or resume (``action``) the rollout under way."""
+def decide(ws: Workspace, name: str, action: str, reason: str, by: str = "") -> RolloutReport:
+    """Promote, roll back, pause or resume (``action``) the rollout under way; the endpoint's history names ``by``."""
     if on_cluster(ws):
-        return cluster.decide(ws, name, action, reason)
-    return local.decide(require_local(ws), name, action, reason)
+        return cluster.decide(ws, name, action, reason, by)
+    return local.decide(require_local(ws), name, action, reason, by)
 
 
 def delete(ws: Workspace, name: str) -> local.Deleted | cluster.ClusterDeleted:
@@ -75,3 +78,10 @@ def url(ws: Workspace, name: str) -> str:
     if on_cluster(ws):
         return cluster.url_of(name, cluster.namespace(ws))
     return local.predict_url(require_local(ws), name)
+
+
+def compare_shadow(ws: Workspace, name: str, since: datetime | None = None) -> ShadowComparison:
+    """The endpoint's captured production and shadow answers side by side (since ``since``, else all of them)."""
+    if on_cluster(ws):
+        return local.compare_shadow(ws, name, since, read_spec(ws, name))
+    return local.compare_shadow(require_local(ws), name, since)

@@ -51,10 +51,11 @@ def overrides(clearances: list[Clearance]) -> list[HistoryEntry]:
             for c in clearances if c.override is not None]
 
 
-def ended(variant: str, candidate_model: str, rollout: RolloutReport) -> HistoryEntry:
-    """The entry of a rollout that ended (promoted or rolled back) on ``variant``."""
+def ended(variant: str, candidate_model: str, rollout: RolloutReport, by: str = "") -> HistoryEntry:
+    """The entry of a rollout that ended (promoted or rolled back) on ``variant``; ``by`` who ended it, when a
+    person did rather than the guardrails."""
     event: Event = "rollout promoted" if rollout.phase == "promoted" else "rollout rolled back"
-    return entry(event, variant, candidate_model, rollout.reason)
+    return entry(event, variant, candidate_model, rollout.reason, by)
 
 
 def extend(history: list[HistoryEntry], new: list[HistoryEntry]) -> list[HistoryEntry]:

@@ -564,9 +564,9 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     return rollout
 
 
-def finalize(ws: Workspace, name: str) -> RolloutReport | None:
-    """After a rollout ends: keep the process that won, stop the other, record it; the front's report of the
-    rollout settled, or None when none is under way or it is still running."""
+def finalize(ws: Workspace, name: str, by: str = "") -> RolloutReport | None:
+    """After a rollout ends: keep the process that won, stop the other, record it (``by`` who ended it, if a person
+    did); the front's report of the rollout settled, or None when none is under way or it is still running."""
     import httpx
 
     state = read_state(ws, name)
@@ -590,7 +590,7 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     else:
         stop(ws.state_dir, new)
     state.rollout = None
-    state.history = extend(state.history, [ended(variant, pending.model, rollout)])
+    state.history = extend(state.history, [ended(variant, pending.model, rollout, by)])
     for v in [*state.spec.variants, *([state.spec.shadow] if state.spec.shadow else [])]:
         if v.name == variant:
             v.model = serving.model
@@ -599,7 +599,7 @@ def finalize(ws: Workspace, name: str) -> RolloutReport | None:
     return rollout
 
 
-def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
+def decide(ws: Workspace, name: str, action: str, reason: str, by: str = "") -> RolloutReport:
     """Promote or roll back the rollout under way now, then settle the processes; or pause or resume it."""
     import httpx
 
@@ -611,18 +611,18 @@ def decide(ws: Workspace, name: str, action: str, reason: str) -> RolloutReport:
         raise InputError(f"endpoint {name}: {res.json().get('error', res.text)}")
     if action in ("pause", "resume"):
         state.history = extend(state.history, [entry("rollout paused" if action == "pause" else "rollout resumed",
-                                                     state.rollout.variant, state.rollout.model, reason)])
+                                                     state.rollout.variant, state.rollout.model, reason, by)])
         write_state(ws, state)
-    finalize(ws, name)
+    finalize(ws, name, by)
     return RolloutReport.from_dict(res.json())
 
 
-def compare_shadow(ws: Workspace, name: str, since: datetime | None = None) -> ShadowComparison:
+def compare_shadow(ws: Workspace, name: str, since: datetime | None = None,
+                   spec: EndpointSpec | None = None) -> ShadowComparison:
     """`kiln endpoint compare`: the endpoint's captured production and shadow answers (since ``since``, else all of
-    them), side by side."""
-
-    state = read_state(ws, name)
-    root = _capture_root(ws, state.spec)
+    them), side by side. ``spec`` is the endpoint's where it is not a local one (a cluster's collector captures into
+    the same store, the same way)."""
+    root = _capture_root(ws, spec or read_state(ws, name).spec)
     if root is None:
         raise InputError(f"endpoint {name} captures nothing (capture.enabled is false): there is nothing to compare")
     return compare(root if is_s3(root) else Path(root), name, since=since, endpoint_url=capture_endpoint_url(ws))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 import uuid
 from collections.abc import Mapping
@@ -82,6 +83,7 @@ class Router:
         self.state, self.windows, self.capture = state, windows, capture
         self.random = random.Random(seed)
         self._upstreams: dict[str, Upstream] = {}
+        self._sent: dict[bytes, list[tuple[bytes, bytes]]] = {}  # content type -> the headers sent (_sent_for)
         self.shadow: ShadowBatcher | None = None  # made on start-up, in the serving loop
 
     async def start(self) -> None:
@@ -159,9 +161,11 @@ class Router:
             body = await self._with_features(st.features, body)
         binary = headers.get(BINARY_HEADER)
         # V2 clients send the binary extension with no content type; KServe reads a JSON type's body as JSON only
-        sent = [(b"content-type", headers.get(b"content-type", MEDIA_TYPES[binary is not None]))]
-        if binary is not None:
-            sent.append((BINARY_HEADER, binary))
+        content_type = headers.get(b"content-type", MEDIA_TYPES[binary is not None])
+        if binary is None:
+            sent = self._sent.get(content_type) or self._sent_for(content_type)
+        else:
+            sent = [(b"content-type", content_type), (BINARY_HEADER, binary)]
         target = headers.get(TARGET)
         name = self.pick(target.decode("latin-1") if target is not None else None)
         status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
@@ -183,12 +187,20 @@ class Router:
                                              answered.get(BINARY_HEADER)))
         if st.shadow is not None and st.shadow_percent > 0 and self.shadow is not None and (
                 st.shadow_percent >= 100 or self.random.random() * 100 < st.shadow_percent):
-            self.shadow.put(Copy(inference_id, path, body, sent, captured))
+            self.shadow.put(Copy(inference_id, sys.intern(path), body, sent, captured))  # queued copies share
         out = [(b"content-type", answered.get(b"content-type", b"application/json")),
                (VARIANT, name.encode()), (INFERENCE, inference_id.encode())]
         if BINARY_HEADER in answered:
             out.append((BINARY_HEADER, answered[BINARY_HEADER]))
         return Reply(status, data, out)
+
+    def _sent_for(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
+        """The headers a request of ``content_type`` is sent on with, one list for all of them (a few types are
+        kept): a shadow's queued copies share it rather than hold one each."""
+        sent = [(b"content-type", content_type)]
+        if len(self._sent) < 16:
+            self._sent[content_type] = sent
+        return sent
 
     async def _with_features(self, lookup: FeatureLookup, body: bytes) -> bytes:
         """Instances that carry only the entity id get the feature service's online values (KServe's Feast

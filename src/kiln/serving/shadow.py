@@ -18,12 +18,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kiln.memory import release_freed
+
 MAX_ROWS = 256
 MAX_QUEUED = 20_000
+RELEASE_AFTER = 2_000  # copies queued at once that make a backlog, whose memory is released once it drained
 INTERVAL_SECONDS = 0.05
 
 
-@dataclass
+@dataclass(slots=True)  # a backlog holds thousands: no dict each
 class Copy:
     """One production request, to be answered by the shadow too."""
 
@@ -46,6 +49,7 @@ class ShadowBatcher:
         self.send, self.done, self.max_rows, self.interval = send, done, max_rows, interval
         self.queue: deque[Copy] = deque()
         self.dropped = self.batches = self.sent = 0
+        self._peak = 0  # the longest the queue has been since it was last empty
         self._busy = False  # a send is under way
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -58,6 +62,7 @@ class ShadowBatcher:
             self.dropped += 1
             return
         self.queue.append(copy)
+        self._peak = max(self._peak, len(self.queue))
         self._wake.set()
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -82,6 +87,9 @@ class ShadowBatcher:
                 finally:
                     self._busy = False
                 await asyncio.sleep(max(0.0, started + self.interval - loop.time()))
+            if self._peak >= RELEASE_AFTER:  # a backlog drained: the heap it grew goes back to the system
+                await loop.run_in_executor(None, release_freed)
+            self._peak = 0
 
     async def _send_some(self) -> None:
         first = self.queue.popleft()

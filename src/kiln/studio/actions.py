@@ -42,5 +42,5 @@ def rollout_action(ws: Workspace, endpoint: str, action: str, reason: str) -> Do
     """Promote the endpoint's rollout under way now, roll it back, pause or resume it."""
     if action not in ROLLOUT_ACTIONS:
         raise InputError(f"action '{action}': a rollout takes {', '.join(ROLLOUT_ACTIONS)}")
-    report = decide(ws, endpoint, action, reason.strip() or f"{action} from Studio")
+    report = decide(ws, endpoint, action, reason.strip() or f"{action} from Studio", BY)
     return Done(action, endpoint, f"{report.phase}{' (paused)' if report.paused else ''}: {report.reason}")

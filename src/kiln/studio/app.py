@@ -26,8 +26,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kiln.errors import KilnError
-from kiln.serving.local import compare_shadow, list_endpoints
+from kiln.serving.endpoints import compare_shadow, names, on_cluster
 from kiln.studio.actions import rollout_action, version_action
+from kiln.studio.cluster_endpoints import cluster_endpoint_detail, cluster_endpoints_page
 from kiln.studio.edge import edge_page
 from kiln.studio.endpoints import endpoint_detail, endpoints_page
 from kiln.studio.features import features_page
@@ -47,10 +48,7 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
     """Studio over ``ws``; actions are refused unless they carry ``token`` (all of them while it is None)."""
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(), trim_blocks=True,
                       lstrip_blocks=True)
-    s = ws.settings.services
-    links = {"MLflow": f"http://{s.mlflow.host}:{s.mlflow.port}",
-             "Evidently": f"http://{s.evidently.host}:{s.evidently.port}",
-             **({"KFP UI": ws.settings.studio.kfp_ui} if ws.settings.studio.kfp_ui else {})}
+    links = _links(ws)
 
     def page(template: str, active: str, **values: Any) -> Response:
         html = env.get_template(template).render(pages=PAGES, active=active, links=links, workspace=str(ws.root),
@@ -67,7 +65,7 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         row = version_row(ws, request.path_params["name"], str(request.path_params["version"]))
         if row is None:
             raise HTTPException(404, f"no model version {request.path_params['name']}/{request.path_params['version']}")
-        return page("version.html", "models", v=row, mlflow=links["MLflow"])
+        return page("version.html", "models", v=row, mlflow=links.get("MLflow"))
 
     async def card(request: Request) -> Response:
         row = version_row(ws, request.path_params["name"], str(request.path_params["version"]))
@@ -75,14 +73,18 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
             raise HTTPException(404, "no model card for this version")
         return FileResponse(row.card, media_type="text/html")
 
+    cluster = on_cluster(ws)  # endpoints are read from the Kubernetes API and Prometheus, not local processes
+
     async def endpoints(request: Request) -> Response:
-        return page("endpoints.html", "endpoints", page=await endpoints_page(ws))
+        listed = await (cluster_endpoints_page(ws) if cluster else endpoints_page(ws))
+        return page("endpoints.html", "endpoints", page=listed, cluster=cluster)
 
     async def endpoint(request: Request) -> Response:
-        detail = await endpoint_detail(ws, request.path_params["name"])
+        name = request.path_params["name"]
+        detail = await (cluster_endpoint_detail(ws, name) if cluster else endpoint_detail(ws, name))
         if detail is None:
             raise HTTPException(404, f"no endpoint {request.path_params['name']}")
-        return page("endpoint.html", "endpoints", d=detail)
+        return page("endpoint.html", "endpoints", d=detail, cluster=cluster)
 
     async def shadow(request: Request) -> Response:
         name = request.path_params["name"]
@@ -92,7 +94,7 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
             hours = -1.0
         if not 0 < hours <= 24 * 366:  # NaN fails this too
             raise HTTPException(400, "hours: give a number of hours from above 0 to a year, e.g. ?hours=24")
-        if name not in list_endpoints(ws):
+        if name not in names(ws):
             raise HTTPException(404, f"no endpoint {name}")
         since = datetime.now(UTC) - timedelta(hours=hours)
         try:
@@ -188,6 +190,17 @@ def build_app(ws: Workspace, token: str | None) -> Starlette:
         Route("/static/plotly.min.js", plotly),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ], exception_handlers={HTTPException: missing, Exception: missing})
+
+
+def _links(ws: Workspace) -> dict[str, str]:
+    """The other UIs every page links: where settings say a browser reaches them, else, off a cluster, the services
+    `kiln up` runs on this machine."""
+    s, studio = ws.settings.services, ws.settings.studio
+    here = not on_cluster(ws)
+    found = {"MLflow": studio.mlflow_url or (f"http://{s.mlflow.host}:{s.mlflow.port}" if here else None),
+             "Evidently": studio.evidently_url or (f"http://{s.evidently.host}:{s.evidently.port}" if here else None),
+             "KFP UI": studio.kfp_ui}
+    return {name: url for name, url in found.items() if url}
 
 
 def _monitor_chart(m: EndpointMonitors) -> dict[str, Any]:

@@ -92,7 +92,7 @@ async def endpoint_detail(ws: Workspace, name: str) -> EndpointDetail | None:
                                                 _ask(client, ws, state, "/kiln/series"))
     row = _row(ws, name, state, live, history=None)
     rollout = (live or {}).get("rollout") or {}
-    files, size = _capture_size(ws, name)
+    files, size = capture_size(ws, name)
     return EndpointDetail(row, (series or {}).get("variants", {}), size, files, rollout.get("history", []))
 
 
@@ -165,7 +165,7 @@ def _host(ws: Workspace) -> str:
     return getattr(serving, "host", "127.0.0.1")
 
 
-def _capture_size(ws: Workspace, name: str) -> tuple[int, int]:
+def capture_size(ws: Workspace, name: str) -> tuple[int, int]:
     """Files and bytes of the endpoint's capture in the local capture store (0, 0 on S3: not listed here)."""
     if ws.settings.capture.type != "local":
         return 0, 0

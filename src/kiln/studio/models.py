@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import InputError
+from kiln.errors import InputError, KilnError
 from kiln.registry.versions import VersionInfo, gate_reasons, list_versions
-from kiln.serving.local import list_endpoints, read_state
+from kiln.serving.endpoints import names, read_spec
 from kiln.workspace import Workspace
 
 METRIC_PREFIX, COMPILED_PREFIX = "kiln.test_", "kiln.compiled."
@@ -127,13 +127,19 @@ def _row(ws: Workspace, info: VersionInfo, serving: dict[str, list[Serving]], pu
 def _serving(ws: Workspace) -> dict[str, list[Serving]]:
     """Which local endpoint variants serve each version (models:/NAME/VERSION pinned at deploy)."""
     out: dict[str, list[Serving]] = defaultdict(list)
-    for name in list_endpoints(ws):
+    try:
+        endpoints = names(ws)
+    except KilnError:  # a cluster's API that does not answer: the Endpoints page shows why
+        return out
+    for name in endpoints:
         try:
-            state = read_state(ws, name)
+            spec = read_spec(ws, name)
         except Exception:  # noqa: BLE001 - an endpoint whose state cannot be read is shown on its own page
             continue
-        for variant, record in state.variants.items():
-            out[record.model.removeprefix("models:/")].append(Serving(name, variant, record.role))
+        for v in spec.variants:
+            out[v.model.removeprefix("models:/")].append(Serving(name, v.name, "production"))
+        if spec.shadow:
+            out[spec.shadow.model.removeprefix("models:/")].append(Serving(name, spec.shadow.name, "shadow"))
     return out
 
 

@@ -126,7 +126,7 @@ class MonitorsPage:
     """Every endpoint that has monitor runs or a schedule, by name."""
 
     endpoints: tuple[EndpointMonitors, ...]
-    evidently_ui: str  # the Evidently UI's address
+    evidently_ui: str | None  # the Evidently UI's address (None: not known, on a cluster)
     unreadable: int  # unreadable run records and schedule files over the page
 
     @property
@@ -170,7 +170,10 @@ def monitor_detail(ws: Workspace, endpoint: str, runs: int = DETAIL_RUNS) -> End
     return _endpoint(folder, names, max(1, runs), schedule, _evidently_ui(ws))
 
 
-def _evidently_ui(ws: Workspace) -> str:
+def _evidently_ui(ws: Workspace) -> str | None:
+    """Where a browser reaches Evidently's UI: settings' studio.evidently_url, else `kiln up`'s on this machine."""
+    if ws.settings.studio.evidently_url or ws.settings.serving.type == "kserve":
+        return ws.settings.studio.evidently_url
     return f"http://{ws.settings.services.evidently.host}:{ws.settings.services.evidently.port}"
 
 
@@ -192,7 +195,7 @@ def _run_names(endpoint_folder: Path) -> list[str]:
 
 
 def _endpoint(endpoint_folder: Path, names: list[str], per_endpoint: int, schedule: ScheduleRow | None,
-              ui: str) -> EndpointMonitors:
+              ui: str | None) -> EndpointMonitors:
     import orjson  # result.json is MonitorRun.to_dict (there is no reader of it to reuse); orjson parses it 2x faster
 
     rows: list[MonitorRunRow] = []
@@ -225,7 +228,7 @@ def _endpoint(endpoint_folder: Path, names: list[str], per_endpoint: int, schedu
         not_read=max(0, len(names) - per_endpoint),
         latest_violations=tuple(shown[:VIOLATIONS_SHOWN]), latest_violations_total=len(shown),
         latest_violations_run=latest_run, schedule=schedule,
-        evidently_project=f"{ui}/projects/{project}" if project else None, unfinished=unfinished,
+        evidently_project=f"{ui}/projects/{project}" if project and ui else None, unfinished=unfinished,
         unreadable=unreadable)
 
 
