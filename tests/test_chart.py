@@ -245,7 +245,7 @@ def test_studio_takes_its_token_and_links_from_values_and_reads_the_workspace_on
                     "studio.links.kfp=https://kfp.example.test", "--set", "studio.links.mlflow=http://127.0.0.1:5000")
     [studio] = by(objs, "Deployment", "kiln-studio")
     [token] = [e for e in studio["spec"]["template"]["spec"]["containers"][0]["env"] if e["name"] == "KILN_STUDIO_TOKEN"]
-    assert token["valueFrom"]["secretKeyRef"] == {"name": "studio-token", "key": "token"}
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "studio-token", "key": "token", "optional": True}
     [settings] = by(objs, "ConfigMap", "kiln-settings")
     (tmp_path / "kiln.yaml").write_text(settings["data"]["kiln.yaml"])
     from kiln.settings import load_settings
