@@ -47,7 +47,7 @@ def cluster(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     root = tmp_path_factory.mktemp("pods")
     tag = uuid.uuid4().hex[:8]
     databases = {"mlflow": f"kiln_pods_mlflow_{tag}", "feast": f"kiln_pods_feast_{tag}"}
-    ports = {k: free_port() for k in ("mlflow", "featureServer", "evidently", "distribution", "capture")}
+    ports = {k: free_port() for k in ("mlflow", "featureServer", "evidently", "distribution", "capture", "studio")}
     with s3_server(root / "s3", buckets=("kiln",)) as s3:
         values = [
             "--set", f"image.repository={images.platform.split(':')[0]}", "--set", "image.pullPolicy=Never",
@@ -97,7 +97,7 @@ def servers(cluster) -> tuple[Cluster, S3, dict, dict[str, list[str]], dict[str,
 def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(servers) -> None:
     pods, s3, ports, started, ready = servers
     assert set(started) == {"kiln-mlflow", "kiln-feature-server", "kiln-evidently", "kiln-distribution",
-                            "kiln-capture"}, "with external stores, Kiln's own servers only"
+                            "kiln-capture", "kiln-studio"}, "with external stores, Kiln's own servers only"
     assert all(seconds < 300 for seconds in ready.values()), ready
 
     # MLflow's pod keeps runs in PostgreSQL and proxies artifacts to S3
@@ -120,6 +120,10 @@ def test_every_deployment_of_the_chart_passes_its_readiness_probe_and_serves(ser
     # the distribution point and the feature server answer their APIs
     assert httpx.get(f"http://127.0.0.1:{ports['distribution']}/v1/devices", timeout=10).status_code == 200
     assert httpx.get(f"http://127.0.0.1:{ports['featureServer']}/health", timeout=10).status_code == 200
+
+    # Studio's pod shows the registry MLflow's pod keeps (the run above logged no model: an empty Models page)
+    page = httpx.get(f"http://127.0.0.1:{ports['studio']}/models", timeout=30)
+    assert page.status_code == 200 and "Models" in page.text, page.text[-2000:]
 
 
 def test_the_pipeline_upload_job_without_a_kfp_api_server_fails_naming_it(cluster) -> None:

@@ -726,8 +726,10 @@ def test_studio_shows_the_cluster_endpoint_and_pauses_and_resumes_its_rollout(ku
     studio = subprocess.Popen([sys.executable, "-m", "kiln.studio.app", "--workspace", str(root), "--port", str(port)],
                               env={**env, "KILN_STUDIO_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    serving = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)["variants"][0]["model"]
+    target = "models:/toy/1" if serving == "models:/toy/2" else "models:/toy/2"
     try:
-        res = run_kiln("endpoint", "update", "live", "--model", "models:/toy/1", "--no-wait", "-w", root, env=env)
+        res = run_kiln("endpoint", "update", "live", "--model", target, "--no-wait", "-w", root, env=env)
         assert res.code == 0, res.stderr[-3000:]
         wait_for_phase(kube, namespace, "live", {"baking"}, standin)
         standin.reconcile()
@@ -773,4 +775,4 @@ def test_studio_shows_the_cluster_endpoint_and_pauses_and_resumes_its_rollout(ku
         studio.wait(timeout=30)
         log.close()
     status = json.loads(kiln(ws_of(live), "endpoint", "status", "live", "--json").stdout)
-    assert [(v["name"], v["model"]) for v in status["variants"]] == [("primary", "models:/toy/1")]
+    assert [(v["name"], v["model"]) for v in status["variants"]] == [("primary", target)]

@@ -158,6 +158,17 @@ class StudioSettings(Section):
                                                         "services.evidently on this machine; none on a cluster).")
 
 
+class AsyncInferenceSettings(Section):
+    """Asynchronous endpoints (`mode: async`): the broker their requests queue on, and where requests, results and
+    errors are kept."""
+
+    broker_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", pattern=r"^amqps?://",
+                            description="The AMQP 0-9-1 broker (RabbitMQ); on a cluster from a Secret through "
+                                        "KILN_ASYNC_INFERENCE__BROKER_URL.")
+    store: Store = Field(default_factory=lambda: LocalStore(path="async"),
+                         description="A folder (relative: inside the workspace) or an s3:// prefix.")
+
+
 BIAS_LIMIT_METRICS = ("DPPL", "AD", "RD", "DAR", "DRR")
 # The held-out metrics a gate may use, per task, and those where a lower value is the better one.
 TASK_METRICS = {
@@ -397,6 +408,7 @@ class Settings(BaseSettings):
     monitoring: MonitoringSettings = MonitoringSettings()
     debugger: DebuggerSettings = DebuggerSettings()
     studio: StudioSettings = StudioSettings()
+    async_inference: AsyncInferenceSettings = AsyncInferenceSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -414,7 +426,7 @@ class Settings(BaseSettings):
     def _resolve_relative_paths(self) -> "Settings":
         # Relative folders in kiln.yaml mean "inside the workspace", wherever kiln runs from.
         for section in (self.features.online_store, self.features.registry, self.features.offline_store,
-                        self.artifacts, self.capture):
+                        self.artifacts, self.capture, self.async_inference.store):
             if section.type in ("sqlite", "file", "local"):
                 section.path = _under(self.workspace, section.path)
         # Any URI (s3://, mlflow-artifacts:/ for a server that proxies artifacts) is kept as written.

@@ -52,6 +52,14 @@ class Store(Protocol):
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under ``prefix`` (ending in '/')."""
 
+    def put_file(self, key: str, path: Path, once: bool = False, move: bool = False) -> bool:
+        """Store the file at ``path`` as ``key`` in one step (a large one without reading it into memory); with
+        ``once``, only if ``key`` is not there yet; with ``move``, ``path`` is gone afterwards. Whether it was
+        stored."""
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Write object ``key`` to ``path`` (a large one without holding it in memory)."""
+
 
 @dataclass(frozen=True)
 class FolderStore:
@@ -103,6 +111,33 @@ class FolderStore:
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self.root / prefix, ignore_errors=True)
         self._prune((self.root / prefix).parent)
+
+    def put_file(self, key: str, path: Path, once: bool = False, move: bool = False) -> bool:
+        dst = self.root / key
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        stage = dst.with_name(f".{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            try:
+                if not move:
+                    raise OSError
+                os.replace(path, stage)  # on the store's own file system: no copy of a large file
+            except OSError:
+                shutil.copyfile(path, stage)
+                if move:
+                    path.unlink()
+            if not once:
+                os.replace(stage, dst)
+                return True
+            try:
+                os.link(stage, dst)  # fails when the key exists: the first writer wins, whole
+            except FileExistsError:
+                return False
+            return True
+        finally:
+            stage.unlink(missing_ok=True)
+
+    def get_file(self, key: str, path: Path) -> None:
+        shutil.copyfile(self.root / key, path)
 
     def _prune(self, folder: Path) -> None:
         """Remove ``folder`` and its parents while they are empty, up to the root: a store has no empty folders."""
@@ -184,6 +219,19 @@ class S3Store:
             batch = [{"Key": self._key(k)} for k in keys[i:i + 1000]]
             self._call("delete", prefix, lambda b=batch: self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": b, "Quiet": True}))
+
+    def put_file(self, key: str, path: Path, once: bool = False, move: bool = False) -> bool:
+        # once: S3 objects appear whole, and a key written is not written again (checked first: a writer that finds
+        # it there leaves it; two writers at the same moment would both write, which callers avoid)
+        if once and self.exists(key):
+            return False
+        self._call("write", key, lambda: self.client.upload_file(str(path), self.bucket, self._key(key)))
+        if move:
+            path.unlink()
+        return True
+
+    def get_file(self, key: str, path: Path) -> None:
+        self._call("read", key, lambda: self.client.download_file(self.bucket, self._key(key), str(path)))
 
     def _call(self, what: str, key: str, action: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -15,12 +15,14 @@ from kiln.cli.output import JsonOption, engine_output, err, out, print_json, pro
 from kiln.errors import InputError
 from kiln.serving import endpoints
 from kiln.serving.approval import Override
+from kiln.serving.async_client import wait_for
+from kiln.serving.async_store import AsyncStore, Outcome, media_type
 from kiln.serving.batch import BatchResult
 from kiln.serving.batch import batch_transform as run_batch_transform
 from kiln.serving.cluster import ClusterDeleted, ClusterDeployment, ClusterStatus
 from kiln.serving.compare import ShadowComparison
 from kiln.serving.history import HistoryEntry
-from kiln.serving.local import Deleted, Deployment, EndpointList, EndpointStatus, compare_shadow
+from kiln.serving.local import Deleted, Deployment, EndpointList, EndpointStatus, compare_shadow, invoke_async
 from kiln.serving.local import invoke as invoke_endpoint
 from kiln.serving.recommend import Recommendation
 from kiln.serving.recommend import recommend as run_recommend
@@ -239,16 +241,70 @@ def invoke(
     name: str = typer.Argument(..., help="Endpoint name."),
     data: str = typer.Option(..., "--data", "-d", help='JSON: {"instances": [...]} (V1), or @FILE.'),
     variant: str | None = typer.Option(None, "--variant", help="Target one production variant."),
+    asynchronous: bool = typer.Option(False, "--async", help="Queue it on an asynchronous endpoint: prints the "
+                                      "inference id and where its result will be (`kiln endpoint result ID`)."),
+    content_type: str | None = typer.Option(None, "--content-type", help="With --async: application/json, text/csv "
+                                            "or application/x-ndjson (default: by the file's extension)."),
     workspace: Path | None = WorkspaceOption,
     as_json: bool = JsonOption,  # the answer is JSON either way; accepted like every command's --json
 ) -> None:
-    """Send one request through the endpoint's front and print the answer (JSON)."""
+    """Send one request through the endpoint's front and print the answer (JSON); with --async, queue it (a file of
+    up to the endpoint's async_inference.max_payload_mb) and print where its result will be."""
 
+    if asynchronous:
+        body, kind = _async_body(data, content_type)
+        respond(workspace, as_json, lambda ws: invoke_async(here(ws, "invoke"), name, body, kind), print_json,
+                local=True, engines=False)
+        return
     body = _request_body(data)
     answered = respond(workspace, as_json, lambda ws: invoke_endpoint(here(ws, "invoke"), name, body, variant), print_json,
                        local=True, engines=False)
     if answered.status >= 400:
         raise typer.Exit(1 if answered.status < 500 else 2)
+
+
+def _async_body(data: str, content_type: str | None) -> tuple[Path | bytes, str]:
+    """``--data`` for an asynchronous request: @FILE (streamed) or inline text, and its media type."""
+    if not data.startswith("@"):
+        return data.encode(), media_type(content_type or "application/json")
+    path = Path(data[1:])
+    if not path.is_file():
+        raise InputError(f"--data {data}: no such file")
+    guessed = {".csv": "text/csv", ".jsonl": "application/x-ndjson", ".ndjson": "application/x-ndjson"}
+    return path, media_type(content_type or guessed.get(path.suffix.lower(), "application/json"))
+
+
+@app.command("result")
+def result(
+    inference_id: str = typer.Argument(..., help="What `kiln endpoint invoke --async` printed."),
+    wait: float = typer.Option(0.0, "--wait", min=0.0, help="Seconds to wait for it to be done or failed."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the result here once it is done."),
+    workspace: Path | None = WorkspaceOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """An asynchronous request's outcome (pending, done or failed, with where its result or error is); exits 1
+    while it is pending or when it failed."""
+
+    def fetch(ws: Workspace) -> Outcome:
+        store = AsyncStore.of(ws)
+        found = wait_for(store, inference_id, wait)
+        if found.status == "done" and output is not None:
+            store.result_file(inference_id, output)
+        return found
+
+    found = respond(workspace, as_json, fetch, _render_outcome, engines=False)
+    if found.status != "done":
+        raise typer.Exit(1)
+
+
+def _render_outcome(o: Outcome) -> None:
+    out.print(f"{o.inference_id} ({o.endpoint}): {o.status}", markup=False)
+    if o.status == "done":
+        out.print(f"result: {o.output_location}", markup=False)
+    elif o.status == "failed":
+        out.print(f"error: {o.error}\n(at {o.failure_location})", markup=False)
+    else:
+        out.print(f"the result will be at {o.output_location}", markup=False)
 
 
 def _request_body(data: str) -> Any:

@@ -26,7 +26,10 @@ from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec, free_ports, pid_file, start, start_all, status, stop, stop_all
 from kiln.progress import Progress, no_progress
 from kiln.registry.versions import get_version
+from kiln.serving import local_async
 from kiln.serving.approval import Override, clear_for_production, record_overrides
+from kiln.serving.async_client import submit
+from kiln.serving.async_store import Outcome
 from kiln.serving.bundles import bundle_for, bundle_path, host_target
 from kiln.serving.compare import ShadowComparison, compare
 from kiln.serving.history import HistoryEntry, deployed, ended, entry, extend, overrides
@@ -289,21 +292,27 @@ def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, 
                     runtime: str = DEFAULT_RUNTIME, artifact: str | None = None) -> ServiceSpec:
     """A variant's model server; runtime tvm serves the compiled bundle ``artifact`` of ``model_uri``."""
     host = _local_serving(ws).host
-    # both: MLflow keeps the last URIs a process set in its environment, and children inherit them
-    env = dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), ws.settings.mlflow.tracking_uri)
-    served = model_uri
-    if get_runtime(runtime).serves_bundle:
-        if artifact is None:
-            raise WorkspaceError(f"endpoint {endpoint}: variant {variant} (runtime {runtime}) names no bundle",
-                                 hint=f"`kiln endpoint delete {endpoint}`, then deploy it again")
-        served = str(bundle_path(ws, artifact))
-        env[PUBLIC_KEY_ENV] = str(public_key_path(ws))
+    served, env = _served(ws, endpoint, variant, model_uri, runtime, artifact)
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
         command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", served,
                  "--runtime", runtime, "--http-port", str(port), "--host", host],
         host=host, port=port, health_path=f"/v2/models/{endpoint}/ready", setting="serving.base_port", env=env,
     )
+
+
+def _served(ws: Workspace, endpoint: str, variant: str, model_uri: str, runtime: str, artifact: str | None
+            ) -> tuple[str, dict[str, str]]:
+    """What a variant's model process loads (the model, or runtime tvm's bundle folder) and its environment."""
+    # both: MLflow keeps the last URIs a process set in its environment, and children inherit them
+    env = dict.fromkeys(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), ws.settings.mlflow.tracking_uri)
+    if not get_runtime(runtime).serves_bundle:
+        return model_uri, env
+    if artifact is None:
+        raise WorkspaceError(f"endpoint {endpoint}: variant {variant} (runtime {runtime}) names no bundle",
+                             hint=f"`kiln endpoint delete {endpoint}`, then deploy it again")
+    env[PUBLIC_KEY_ENV] = str(public_key_path(ws))
+    return str(bundle_path(ws, artifact)), env
 
 
 def bundles(ws: Workspace, variants: list[Variant], pinned: dict[str, str], progress: Progress) -> dict[str, str]:
@@ -391,6 +400,8 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
                          hint="`kiln endpoint update` rolls out a new model; `kiln endpoint delete` removes it")
     if spec.auth and not os.environ.get(spec.auth.bearer_token_env):
         raise InputError(f"auth.bearer_token_env: variable {spec.auth.bearer_token_env} is not set")
+    if spec.mode == "async":
+        return _deploy_async(ws, spec, progress, override)
     variants = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
     for i, v in enumerate(spec.variants):
         check_runtime(ws, v, f"variants[{i}]")
@@ -427,6 +438,40 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
     return Deployment(state, front.url)
 
 
+def _deploy_async(ws: Workspace, spec: EndpointSpec, progress: Progress, override: Override | None) -> Deployment:
+    """An asynchronous endpoint: its front (which runs the workers its queue's backlog asks for) and the files it and
+    the workers read; nothing is left behind when the front does not start (the broker does not answer, say)."""
+    [v] = spec.variants
+    check_runtime(ws, v, "variants[0]")
+    pinned = pin(ws, v)
+    clearance = clear_for_production(ws, v.name, pinned, override, progress)
+    artifact = bundles(ws, [v], {v.name: pinned}, progress).get(v.name)
+    host = _local_serving(ws).host
+    [port] = free_ports(host, _local_serving(ws).base_port, 1, _ports_in_use(ws))
+    state = EndpointState(name=spec.name, spec=spec, router_port=port, history=deployed(spec, {v.name: pinned},
+                                                                                       [clearance]),
+                          variants={v.name: VariantRecord(model=pinned, requested=v.model, port=0, runtime=v.runtime,
+                                                          role="production", artifact=artifact)})
+    folder = endpoints_dir(ws) / spec.name
+    served, env = _served(ws, spec.name, v.name, pinned, v.runtime, artifact)
+    capture = _capture_root(ws, spec)
+    front_config, worker_config = local_async.configs(
+        ws, spec, folder, host, served, v.runtime, env, (capture, capture_endpoint_url(ws)) if capture else None)
+    front = local_async.front_service(spec.name, folder, host, port)
+    try:
+        local_async.write_configs(folder, front_config, worker_config)
+        start_all(ws.state_dir, [front], progress)
+    except BaseException:
+        stop_all(ws.state_dir, [front])
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    progress(f"variant {v.name}: {pinned}, served by workers started as requests queue "
+             f"({spec.async_inference.workers.min} to {spec.async_inference.workers.max})")
+    write_state(ws, state)
+    record_overrides(ws, spec.name, [clearance])
+    return Deployment(state, front.url)
+
+
 def _ports_in_use(ws: Workspace) -> set[int]:
     used = set()
     for name in list_endpoints(ws):
@@ -437,8 +482,13 @@ def _ports_in_use(ws: Workspace) -> set[int]:
 
 
 def services(ws: Workspace, name: str) -> list[ServiceSpec]:
-    """The endpoint's processes: its front first, then each variant's model server."""
+    """The endpoint's processes: its front first, then each variant's model server (an asynchronous endpoint's:
+    the workers that run now)."""
     state = read_state(ws, name)
+    if state.spec.mode == "async":
+        folder = endpoints_dir(ws) / name
+        return [local_async.front_service(name, folder, _local_serving(ws).host, state.router_port),
+                *local_async.worker_services(ws, name, folder)]
     return [router_service(ws, name, state.router_port),
             *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact)
               for v, info in state.variants.items())]
@@ -468,8 +518,13 @@ def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
 
 
 def delete(ws: Workspace, name: str) -> Deleted:
-    """Stop the endpoint's processes and forget it (its captured data stays)."""
-    stopped = stop_all(ws.state_dir, services(ws, name))
+    """Stop the endpoint's processes and forget it (its captured data, and an asynchronous endpoint's results,
+    stay; its queue goes)."""
+    processes = services(ws, name)
+    stopped = stop_all(ws.state_dir, processes[:1])  # the front first: an async front starts workers
+    stopped += stop_all(ws.state_dir, services(ws, name)[1:])
+    if read_state(ws, name).spec.mode == "async":
+        local_async.forget_queue(endpoints_dir(ws) / name)
     shutil.rmtree(endpoints_dir(ws) / name, ignore_errors=True)
     return Deleted(name, stopped)
 
@@ -497,6 +552,16 @@ def invoke(ws: Workspace, name: str, body: Any, variant: str | None = None) -> I
                       res.json())
 
 
+def invoke_async(ws: Workspace, name: str, body: Path | bytes, content_type: str) -> Outcome:
+    """Queue ``body`` (a file, or bytes) on the asynchronous endpoint ``name``; where its result will be."""
+    state = read_state(ws, name)
+    if state.spec.mode != "async":
+        raise InputError(f"endpoint {name} is not asynchronous (mode {state.spec.mode})",
+                         hint="send it the request without --async")
+    token = os.environ.get(state.spec.auth.bearer_token_env) if state.spec.auth else None
+    return submit(predict_url(ws, name), body, content_type, token)
+
+
 def predict_url(ws: Workspace, name: str) -> str:
     """Where the endpoint's front takes V1 predictions."""
     return f"{_front(ws, read_state(ws, name))}/v1/models/{name}:predict"
@@ -516,6 +581,9 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     if read_state(ws, name).rollout is not None:
         finalize(ws, name)  # settles one that has ended; one still running stays
     state = read_state(ws, name)
+    if state.spec.mode == "async":
+        raise InputError(f"endpoint {name} is asynchronous: it has no rollout",
+                         hint=f"`kiln endpoint delete {name}`, then deploy the new model (queued results stay)")
     if state.rollout is not None:
         raise InputError(f"endpoint {name}: a rollout of {state.rollout.model} is under way",
                          hint=f"`kiln endpoint promote {name}` or `kiln endpoint rollback {name}` first")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kiln.errors import InputError
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime
+from kiln.serving.schema import MAX_INSTANCES
 
 NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # a DNS label: it becomes a KServe InferenceService name
 
@@ -82,8 +83,45 @@ class Auth(_Spec):
                                   description="Environment variable holding the token (the token is never stored).")
 
 
+class Notify(_Spec):
+    """Webhooks an asynchronous endpoint POSTs each outcome to (as SageMaker notifies through SNS topics)."""
+
+    success_url: str | None = Field(None, pattern=r"^https?://", description="POSTed to when a result is written.")
+    error_url: str | None = Field(None, pattern=r"^https?://", description="POSTed to when a request failed.")
+
+
+class Workers(_Spec):
+    """How many workers an asynchronous endpoint runs: as many as its backlog asks for, between the bounds."""
+
+    min: int = Field(0, ge=0, le=64, description="Workers kept when the queue is empty (0: none, scale to zero).")
+    max: int = Field(2, ge=1, le=64, description="The most workers.")
+    backlog_per_worker: int = Field(10, ge=1, description="Queued requests per worker: the backlog over this is "
+                                                          "how many workers run.")
+    idle_seconds: float = Field(60.0, ge=0.0, description="An empty queue this long stops the workers above min.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Workers":
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+class AsyncConfig(_Spec):
+    """`mode: async`: each request is stored, queued on the broker and answered at once with an inference id; workers
+    write its result (or error) to the async store."""
+
+    max_payload_mb: float = Field(1024.0, gt=0.0, le=1024.0, description="The largest request body, in MiB.")
+    chunk_rows: int = Field(MAX_INSTANCES, ge=1, le=MAX_INSTANCES, description="Rows scored at a time.")
+    max_deliveries: int = Field(3, ge=1, le=100, description="Deliveries of a request to workers (each one a worker "
+                                                             "stopped on it) before it is failed.")
+    notify: Notify = Notify()
+    workers: Workers = Workers()
+
+
 class EndpointSpec(_Spec):
     name: str = Field(pattern=NAME, max_length=40)
+    mode: Literal["realtime", "async"] = Field("realtime", description="async: requests are queued and answered "
+                                                                       "later (see async_inference)")
     variants: list[Variant] = Field(min_length=1)
     shadow: Shadow | None = None
     policy: Policy = Policy()
@@ -91,6 +129,7 @@ class EndpointSpec(_Spec):
     capture: Capture = Capture()
     auth: Auth | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024)
+    async_inference: AsyncConfig = AsyncConfig()
 
     @model_validator(mode="after")
     def _variants(self) -> "EndpointSpec":
@@ -100,6 +139,8 @@ class EndpointSpec(_Spec):
             raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicated)}")
         if sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one production variant needs a weight above 0")
+        if self.mode == "async" and (len(self.variants) != 1 or self.shadow is not None):
+            raise ValueError("mode async: exactly one production variant and no shadow (its workers serve one model)")
         return self
 
     def shares(self) -> dict[str, float]:
