@@ -747,6 +747,7 @@ def test_studio_shows_the_cluster_endpoint_and_pauses_and_resumes_its_rollout(ku
             assert "primary-next" in row and "50%" in row, "the candidate's weight, from the VirtualService"
             assert "/s" in row, f"the last minute's traffic from Prometheus: {row}"
             page = browser.open(f"{url}/endpoints/live")
+            assert page.locator("#chart-rps").count() == 1, f"traffic from Prometheus: {page.inner_text('main')}"
             page.wait_for_selector("#chart-rps .main-svg")  # 15 minutes of traffic, charted from Prometheus
             browser.shot("cluster-endpoint")
             page.fill("#token", token)

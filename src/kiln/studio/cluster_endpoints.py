@@ -45,11 +45,11 @@ async def cluster_endpoint_detail(ws: Workspace, name: str) -> EndpointDetail | 
         return None
     status = await asyncio.to_thread(cluster.endpoint_status, ws, name, False)
     async with _client() as client:
-        (stats, problem), (series, _) = await asyncio.gather(_last_minute(client, ws, status),
-                                                             _series(client, ws, status))
+        (stats, problem), (series, charted) = await asyncio.gather(_last_minute(client, ws, status),
+                                                                   _series(client, ws, status))
     files, size = capture_size(ws, name)
     history = status.rollout.history if status.rollout else []
-    return EndpointDetail(_row(status, stats, problem, history=None), series, size, files, history)
+    return EndpointDetail(_row(status, stats, problem or charted, history=None), series, size, files, history)
 
 
 def _row(status: cluster.ClusterStatus, stats: dict[str, dict[str, float | None]], problem: str | None,
