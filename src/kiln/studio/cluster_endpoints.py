@@ -119,8 +119,8 @@ async def _series(client: httpx.AsyncClient, ws: Workspace, status: cluster.Clus
                   ) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
     """Each variant's answers over the last 15 minutes, one point every STEP_SECONDS, oldest first."""
     queries, label, keys = _queries(ws, status, STEP_SECONDS)
-    end = math.floor(time.time() / STEP_SECONDS) * STEP_SECONDS
-    params = {"start": str(end - SERIES_SECONDS), "end": str(end), "step": str(STEP_SECONDS)}
+    end = time.time()  # the last point now: an endpoint a minute old has a point or two, not none
+    params = {"start": f"{end - SERIES_SECONDS:.3f}", "end": f"{end:.3f}", "step": str(STEP_SECONDS)}
     answers = await asyncio.gather(*(_prometheus(client, ws, "query_range", {"query": q, **params})
                                      for q in queries.values()))
     problem = next((a for a in answers if isinstance(a, str)), None)
@@ -135,8 +135,7 @@ async def _series(client: httpx.AsyncClient, ws: Workspace, status: cluster.Clus
                 value = float(raw)
                 if not math.isnan(value):
                     at.setdefault(variant, {}).setdefault(float(t), {})[metric] = value
-    now = time.time()
-    return {variant: [asdict(Point(round(now - t + STEP_SECONDS, 3), STEP_SECONDS, round(v.get("requests", 0.0)),
+    return {variant: [asdict(Point(round(end - t + STEP_SECONDS, 3), STEP_SECONDS, round(v.get("requests", 0.0)),
                                    round(v.get("errors", 0.0)), _ms(v.get("p50_ms")), _ms(v.get("p99_ms"))))
                       for t, v in sorted(points.items())]
             for variant, points in at.items() if variant}, None
