@@ -160,11 +160,11 @@ class Worker:
             log.error("dropped a message that names no request: %s", exc)
             await message.reject(requeue=False)
             return
+        count = self.store.delivered(request, bool(message.redelivered))
         if self.store.answered(request):  # delivered again after a worker stopped before its acknowledgement
             await self.notify(self.store.outcome(request.inference_id))
             await message.ack()
             return
-        count = self.store.delivered(request, bool(message.redelivered))
         if count > self.config.max_deliveries:
             error = (f"delivered {count} times: each worker it reached stopped before answering it "
                      f"(async_inference.max_deliveries is {self.config.max_deliveries})")
