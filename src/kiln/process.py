@@ -222,7 +222,7 @@ def _wait_healthy(state_dir: Path, spec: ServiceSpec, pid: int, proc: subprocess
             pid_file(state_dir, spec.name).unlink(missing_ok=True)
             raise ServiceError(f"{spec.name} exited while starting (code {exited}); last log lines:\n{_tail(log_file(state_dir, spec.name))}",
                                hint=f"full log: {log_file(state_dir, spec.name)}")
-        time.sleep(0.5)
+        time.sleep(0.2)
     stop(state_dir, spec)
     raise ServiceError(f"{spec.name} did not become healthy within {spec.start_timeout:.0f}s; stopped it. Last log lines:\n"
                        f"{_tail(log_file(state_dir, spec.name))}", hint=f"full log: {log_file(state_dir, spec.name)}")

@@ -4,7 +4,7 @@ Usage: python -m kiln.serving.app --config ROUTER.json --port PORT [--host 127.0
 ROUTER.json, as kiln.serving.local.RouterConfig writes it: {"endpoint", "variants": {name: url}, "shares":
 {name: share}, "shadow": {"name", "url"} | null, "shadow_percent", "max_body_bytes", "token_env", "capture":
 {"root", "sample_percent", "flush_seconds"} | null, "policy", "guardrails", "rollout_state", "features": {"url",
-"service", "join_key"} | null}
+"service", "join_key"} | null, "sleepers": {variant: kiln.serving.sleep.SleeperConfig} (absent: none sleeps)}
 
 Inference requests are answered by kiln.serving.front; the other routes live in kiln.serving.routes by concern (V2
 health and metadata, control, metrics); every refusal they raise is a kiln.serving.errors.RequestRefused, answered
@@ -27,6 +27,7 @@ from kiln.serving.capture import CaptureWriter
 from kiln.serving.driver import RolloutDriver
 from kiln.serving.errors import RequestRefused
 from kiln.serving.router import FeatureLookup, Route, Router, RouterState
+from kiln.serving.sleep import SleeperConfig, Sleepers
 from kiln.serving.spec import Guardrails, Policy
 from kiln.serving.window import Windows
 
@@ -57,7 +58,9 @@ def router_from_config(config: dict[str, Any]) -> Router:
     cap = config.get("capture")
     capture = CaptureWriter(cap["root"], state.endpoint, cap.get("flush_seconds", 2.0),
                             cap.get("sample_percent", 100.0), endpoint_url=cap.get("endpoint_url")) if cap else None
-    return Router(state, Windows(), capture)
+    asleep = config.get("sleepers") or {}
+    sleepers = Sleepers({n: SleeperConfig(**c) for n, c in asleep.items()}) if asleep else None
+    return Router(state, Windows(), capture, sleepers=sleepers)
 
 
 def driver_from_config(router: Router, config: dict[str, Any]) -> RolloutDriver:
@@ -77,10 +80,13 @@ async def answer_refused(request: Request, exc: Exception) -> Response:
     return Response(reply.body, status_code=reply.status, media_type="application/json")
 
 
-async def _tick(driver: RolloutDriver) -> None:
+async def _tick(driver: RolloutDriver | None, sleepers: Sleepers | None) -> None:
     while True:
         await asyncio.sleep(TICK_SECONDS)
-        driver.tick()
+        if driver is not None:
+            driver.tick()
+        if sleepers is not None:
+            sleepers.tick()
 
 
 @asynccontextmanager
@@ -88,7 +94,7 @@ async def _lifespan(app: Starlette) -> AsyncIterator[None]:
     router = cast("Router", app.state.router)
     driver = cast("RolloutDriver | None", app.state.driver)
     await router.start()
-    task = asyncio.create_task(_tick(driver)) if driver else None
+    task = asyncio.create_task(_tick(driver, router.sleepers)) if driver or router.sleepers else None
     yield
     if task:
         task.cancel()

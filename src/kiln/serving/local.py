@@ -11,7 +11,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +36,7 @@ from kiln.serving.history import HistoryEntry, deployed, ended, entry, extend, o
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, PUBLIC_KEY_ENV, get_runtime, local_runtimes
+from kiln.serving.sleep import SleeperConfig
 from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant
 from kiln.settings import LocalServing
 from kiln.storage import is_s3
@@ -152,6 +153,7 @@ class RouterConfig:
     guardrails: Guardrails
     rollout_state: Path  # where the front keeps its last rollout report
     features: FeatureLookup | None
+    sleepers: dict[str, SleeperConfig] = field(default_factory=dict)  # variants that scale to zero
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON document, keys in field order."""
@@ -161,7 +163,8 @@ class RouterConfig:
                 "max_body_bytes": self.max_body_bytes, "token_env": self.token_env,
                 "capture": asdict(self.capture) if self.capture else None,
                 "policy": self.policy.model_dump(), "guardrails": self.guardrails.model_dump(),
-                "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None}
+                "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None,
+                "sleepers": {n: c.to_dict() for n, c in self.sleepers.items()}}
 
 
 @dataclass(frozen=True)
@@ -385,7 +388,20 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> Ro
         policy=spec.policy, guardrails=spec.guardrails,
         rollout_state=endpoints_dir(ws) / spec.name / "rollout.json",
         features=feature_lookup(ws, state.variants[spec.variants[0].name].model),
+        sleepers=_sleepers(ws, spec, state),
     )
+
+
+def _sleepers(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[str, SleeperConfig]:
+    """The variants that scale to zero (min_replicas 0), with how the front starts each again."""
+    out = {}
+    for v in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
+        if v.min_replicas == 0:
+            record = state.variants[v.name]
+            s = variant_service(ws, spec.name, v.name, record.model, record.port, record.runtime, record.artifact)
+            out[v.name] = SleeperConfig(v.idle_seconds, str(ws.state_dir), s.name, s.command, s.host, s.port,
+                                        s.health_path, s.env)
+    return out
 
 
 def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,

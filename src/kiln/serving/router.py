@@ -28,6 +28,7 @@ from kiln.serving.errors import (
     UnsupportedMediaType,
 )
 from kiln.serving.shadow import Copy, ShadowBatcher
+from kiln.serving.sleep import Sleepers, WakeFailed
 from kiln.serving.upstream import Upstream, UpstreamError
 from kiln.serving.window import Windows
 
@@ -79,8 +80,8 @@ class Router:
     """Routes one endpoint's inference requests; swap ``state.shares`` to shift traffic."""
 
     def __init__(self, state: RouterState, windows: Windows, capture: CaptureWriter | None = None,
-                 seed: int | None = None) -> None:
-        self.state, self.windows, self.capture = state, windows, capture
+                 seed: int | None = None, sleepers: Sleepers | None = None) -> None:
+        self.state, self.windows, self.capture, self.sleepers = state, windows, capture, sleepers
         self.random = random.Random(seed)
         self._upstreams: dict[str, Upstream] = {}
         self._sent: dict[bytes, list[tuple[bytes, bytes]]] = {}  # content type -> the headers sent (_sent_for)
@@ -117,8 +118,22 @@ class Router:
 
     async def forward(self, route: Route, method: str, path: str, body: bytes,
                       headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, dict[bytes, bytes], float]:
-        """The variant's answer (status, body, headers, ms); 503 when its server is gone or does not answer."""
+        """The variant's answer (status, body, headers, ms); 503 when its server is gone or does not answer. A
+        variant that sleeps (kiln.serving.sleep) is started first, and the request waits for it."""
         t0 = time.perf_counter()
+        sleepers = self.sleepers
+        if sleepers is not None and route.name in sleepers:
+            try:
+                await sleepers.use(route.name)
+            except WakeFailed as exc:
+                return 503, json.dumps({"error": str(exc)}).encode(), {}, (time.perf_counter() - t0) * 1000
+            try:
+                answer = await self.upstream(route.url).request(method, path, body, headers)
+            except UpstreamError:
+                return 503, b'{"error": "variant unavailable"}', {}, (time.perf_counter() - t0) * 1000
+            finally:
+                sleepers.done(route.name)
+            return answer.status, answer.body, answer.headers, (time.perf_counter() - t0) * 1000
         try:
             answer = await self.upstream(route.url).request(method, path, body, headers)
         except UpstreamError:

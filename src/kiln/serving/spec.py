@@ -27,6 +27,11 @@ class Variant(_Spec):
     model: str = Field(description="models:/NAME@ALIAS or models:/NAME/VERSION")
     runtime: str = Field(DEFAULT_RUNTIME, description="A serving runtime of kiln.serving.runtimes.RUNTIMES.")
     weight: float = Field(1.0, ge=0.0, description="Share of traffic: this weight over the sum of weights.")
+    min_replicas: int = Field(1, ge=0, le=100, description="0: scale to zero. Its server stops after idle_seconds "
+                                                            "without a request and the next request starts it (and "
+                                                            "waits); on a cluster, KServe's minReplicas.")
+    idle_seconds: float = Field(300.0, gt=0.0, description="With min_replicas 0: how long without a request before "
+                                                           "the server stops.")
 
     @field_validator("runtime")
     @classmethod

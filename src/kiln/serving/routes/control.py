@@ -41,7 +41,8 @@ async def status(request: Request) -> Response:
                          "shadow": st.shadow.name if st.shadow else None,
                          "variants": {n: asdict(router.windows.summary(n)) for n in names},
                          "capture": {"written": router.capture.written, "dropped": router.capture.dropped}
-                         if router.capture else None})
+                         if router.capture else None,
+                         "sleepers": router.sleepers.report() if router.sleepers else {}})
 
 
 async def series(request: Request) -> Response:
