@@ -374,3 +374,18 @@ def test_a_proxied_artifact_uri_is_read_where_the_mlflow_server_keeps_it() -> No
     assert proxied_location("mlflow-artifacts://kiln-mlflow:5000/1/x", "s3://b/m") == "s3://b/m/1/x"
     assert proxied_location("s3://b/1/x", "s3://other") == "s3://b/1/x"
     assert proxied_location("mlflow-artifacts:/1/x", None) == "mlflow-artifacts:/1/x"
+
+
+def test_a_variant_that_scales_to_zero_is_rendered_for_knative(tmp_path: Path) -> None:
+    spec = make_spec(shadow=None)
+    data = spec.model_dump()
+    data["variants"][1].update(min_replicas=0, idle_seconds=120)
+    paths = render(parse_spec(data), tmp_path / "out").files
+    isvcs = {i.metadata.name: i for i in (as_inference_service(load(p)) for p in paths
+                                          if p.name.startswith("inferenceservice-"))}
+    lazy, kept = isvcs["churn-green"], isvcs["churn-blue"]
+    assert lazy.spec.predictor.min_replicas == 0
+    assert lazy.metadata.annotations["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert lazy.metadata.annotations["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] == "120s"
+    assert kept.spec.predictor.min_replicas == 1
+    assert kept.metadata.annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"

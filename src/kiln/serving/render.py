@@ -176,7 +176,11 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
         url = f"{capture_url.rstrip('/')}/{spec.name}/{variant.name}" + ("?shadow=true" if role == "shadow" else "")
         logger = V1beta1LoggerSpec(mode="all", url=url)
     annotations = {"kiln.dev/model": variant.model}
-    if canary_percent is None:
+    if variant.min_replicas == 0:
+        # Scale to zero needs Knative: Serverless mode, the pods kept this long after the last request.
+        annotations["serving.kserve.io/deploymentMode"] = "Serverless"
+        annotations["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] = f"{int(variant.idle_seconds)}s"
+    elif canary_percent is None:
         # A plain Deployment and Service per predictor: Istio routes and mirrors to it directly, and reports its
         # metrics under the Service's name, which the rollout controller queries.
         annotations["serving.kserve.io/deploymentMode"] = "RawDeployment"
@@ -188,7 +192,7 @@ def _inference_service(spec: EndpointSpec, variant: Variant, role: str, namespac
         metadata=V1ObjectMeta(name=isvc_name(spec.name, named), namespace=namespace,
                               labels=_labels(spec.name, named, role), annotations=annotations),
         spec=V1beta1InferenceServiceSpec(predictor=V1beta1PredictorSpec(
-            model=model, logger=logger, min_replicas=1, canary_traffic_percent=canary_percent)))
+            model=model, logger=logger, min_replicas=variant.min_replicas, canary_traffic_percent=canary_percent)))
     serialized: dict[str, Any] = ApiClient().sanitize_for_serialization(isvc)
     return serialized
 
