@@ -85,7 +85,9 @@ class AsyncFront:
             return self._refused(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes "
                                       "(async_inference.max_payload_mb)")
         inference_id = new_id()
-        spooled = Path(tempfile.mkstemp(prefix=f".{inference_id}-", dir=self.store.spool())[1])
+        handle, name = tempfile.mkstemp(prefix=f".{inference_id}-", dir=self.store.spool())
+        os.close(handle)
+        spooled = Path(name)
         try:
             size = await self._receive(request, spooled, limit)
             if size is None:
