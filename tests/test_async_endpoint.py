@@ -192,3 +192,15 @@ def test_a_worker_killed_mid_request_loses_nothing_and_workers_go_down_to_zero(e
     s = status(url)
     assert s["workers"] == 0 and s["backlog"] == 0, s
     assert s["scaling"]["stopped"] >= 1
+
+
+def test_studio_shows_the_queue_of_an_asynchronous_endpoint(endpoint) -> None:
+    import asyncio
+
+    from kiln.studio.endpoints import endpoints_page
+    from kiln.workspace import open_workspace
+
+    root, _ = endpoint
+    [row] = asyncio.run(endpoints_page(open_workspace(root))).endpoints
+    assert row.answering and row.queue is not None and row.queue.startswith("asynchronous: 0 waiting"), row
+    assert [v.share for v in row.variants] == [None], "no traffic shares: requests queue"

@@ -47,6 +47,7 @@ class EndpointRow:
     capture_dropped: int | None = None
     problem: str | None = None  # why the endpoint could not be read
     paused: bool = False  # the rollout under way is held where it is
+    queue: str | None = None  # an asynchronous endpoint's queue: its backlog and workers, live
 
     @property
     def shadow(self) -> VariantView | None:
@@ -146,16 +147,20 @@ def _row(ws: Workspace, name: str, state: EndpointState | str, live: dict[str, A
         f"{state.rollout.candidate} pending" if state.rollout else None)
     capture = (live or {}).get("capture") or {}
     entries = list(reversed(state.history))
+    queue = None
+    if state.spec.mode == "async":
+        queue = (f"asynchronous: {live.get('backlog') or 0} waiting, {live.get('workers') or 0} workers, "
+                 f"{live.get('accepted', 0)} accepted" if live else "asynchronous")
     return EndpointRow(name=name, url=f"http://{_host(ws)}:{state.router_port}", answering=live is not None,
                        variants=variants, rollout=rollout, history=entries[:history] if history else entries,
                        capture_written=capture.get("written"), capture_dropped=capture.get("dropped"),
-                       paused=bool(report and report.get("paused")))
+                       paused=bool(report and report.get("paused")), queue=queue)
 
 
 def _variant(name: str, model: str, runtime: str, role: str, shares: dict[str, float],
              stats: dict[str, dict[str, Any]], answering: bool) -> VariantView:
     s = stats.get(name) or {}
-    share = shares.get(name, 0.0) if answering and role != "shadow" else None
+    share = shares.get(name, 0.0) if answering and role != "shadow" and shares else None
     return VariantView(name, model.removeprefix("models:/"), runtime, role, share, s.get("requests_per_second"),
                        s.get("errors"), s.get("p50_ms"), s.get("p99_ms"))
 
