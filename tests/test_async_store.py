@@ -70,3 +70,19 @@ def test_content_types_are_named_when_refused() -> None:
     assert media_type("text/csv; charset=utf-8") == "text/csv" and media_type(None) == "application/json"
     with pytest.raises(InputError, match=r"text/plain.*application/json, text/csv"):
         media_type("text/plain")
+
+
+def test_a_workers_init_container_copies_the_model_files_from_s3(aws: S3, tmp_path: Path) -> None:
+    from kiln.serving.fetch_model import fetch
+    from kiln.storage import S3Store
+
+    prefix = f"s3://kiln/models-{uuid.uuid4().hex[:8]}/model"
+    store = S3Store(prefix, aws.endpoint)
+    files = {"MLmodel": b"flavors: {}\n", "python_model.pkl": b"\x80\x04pickled", "code/kiln/__init__.py": b""}
+    for key, data in files.items():
+        store.put(key, data)
+    assert fetch(prefix, tmp_path / "models") == 3
+    assert {p.relative_to(tmp_path / "models").as_posix(): p.read_bytes()
+            for p in (tmp_path / "models").rglob("*") if p.is_file()} == files
+    with pytest.raises(InputError, match="no model files there"):
+        fetch(f"s3://kiln/missing-{uuid.uuid4().hex[:8]}", tmp_path / "none")

@@ -389,3 +389,37 @@ def test_a_variant_that_scales_to_zero_is_rendered_for_knative(tmp_path: Path) -
     assert lazy.metadata.annotations["autoscaling.knative.dev/scale-to-zero-pod-retention-period"] == "120s"
     assert kept.spec.predictor.min_replicas == 1
     assert kept.metadata.annotations["serving.kserve.io/deploymentMode"] == "RawDeployment"
+
+
+def test_an_asynchronous_endpoint_renders_its_front_workers_and_kedas_scaler(tmp_path: Path) -> None:
+    spec = parse_spec({"name": "batch", "mode": "async", "variants": [{"name": "main", "model": "models:/churn/3"}],
+                       "async_inference": {"workers": {"min": 0, "max": 4, "backlog_per_worker": 25,
+                                                       "idle_seconds": 120}}})
+    with pytest.raises(InputError, match="--image"):
+        render(spec, tmp_path / "none")
+    uri = "s3://kiln/mlflow/1/abc/artifacts/model"
+    paths = render(spec, tmp_path / "out", namespace="serving", image="kiln:0.1.0", storage_uris={"main": uri}).files
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in map(load, paths)}
+    assert set(objs) == {("ConfigMap", "batch-async"), ("Deployment", "batch-async-front"), ("Service", "batch"),
+                         ("Deployment", "batch-async-worker"), ("TriggerAuthentication", "batch-broker"),
+                         ("ScaledObject", "batch-async-worker"), ("ConfigMap", "kiln-endpoint-batch")}
+    scaled = objs["ScaledObject", "batch-async-worker"]["spec"]
+    [trigger] = scaled["triggers"]
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"], scaled["cooldownPeriod"]) == (0, 4, 120)
+    assert trigger["metadata"] == {"protocol": "amqp", "queueName": "kiln.async.serving.batch", "mode": "QueueLength",
+                                   "value": "25"}
+    worker = objs["Deployment", "batch-async-worker"]["spec"]["template"]["spec"]
+    assert worker["initContainers"][0]["command"][-3:] == [uri, "--to", "/mnt/models"]
+    config = json.loads(objs["ConfigMap", "batch-async"]["data"]["worker.json"])
+    assert (config["queue"], config["broker_url"], config["model_uri"]) == (
+        "kiln.async.serving.batch", "env:KILN_BROKER_URL", "/mnt/models")
+    from kiln.serving.async_config import AsyncFrontConfig
+    from kiln.serving.async_worker import WorkerConfig
+    from kiln.serving.render_async import keda_problems
+
+    assert WorkerConfig(**config).runtime == "mlflow", "what the worker reads"
+    assert AsyncFrontConfig(**{**json.loads(objs["ConfigMap", "batch-async"]["data"]["async.json"]),
+                               "scaler": None}).queue == "kiln.async.serving.batch"
+
+    broken = {**objs["ScaledObject", "batch-async-worker"], "spec": {**scaled, "maxReplicaCount": -1}}
+    assert keda_problems(broken) == ["spec.minReplicaCount 0 and maxReplicaCount -1: whole numbers, min <= max"]

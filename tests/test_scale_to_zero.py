@@ -60,7 +60,7 @@ def test_min_replicas_and_idle_seconds_are_checked_by_field(tmp_path: Path) -> N
     from kiln.errors import InputError
     from kiln.serving.spec import parse_spec
 
-    with pytest.raises(InputError, match="variants.0.min_replicas"):
+    with pytest.raises(InputError, match=r"variants\.0\.min_replicas"):
         parse_spec({"name": "toy", "variants": [{"name": "a", "model": "models:/toy/1", "min_replicas": -1}]})
-    with pytest.raises(InputError, match="variants.0.idle_seconds"):
+    with pytest.raises(InputError, match=r"variants\.0\.idle_seconds"):
         parse_spec({"name": "toy", "variants": [{"name": "a", "model": "models:/toy/1", "idle_seconds": 0}]})

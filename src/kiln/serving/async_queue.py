@@ -9,6 +9,7 @@ the message to come back (at-least-once). How many times a request was delivered
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -48,10 +49,21 @@ def _where(url: str) -> str:
     return url.split("@")[-1]
 
 
+def broker_url(url: str) -> str:
+    """The broker's URL: as given, or for ``env:NAME`` the value of that variable (on a cluster, from a Secret)."""
+    if not url.startswith("env:"):
+        return url
+    value = os.environ.get(url[4:])
+    if not value:
+        raise ServiceError(f"the broker's URL is read from the variable {url[4:]}, which is not set")
+    return value
+
+
 async def connect(url: str) -> AbstractRobustConnection:
     """A connection that reconnects by itself; ServiceError naming the broker when none can be made."""
     import aio_pika
 
+    url = broker_url(url)
     try:
         return await aio_pika.connect_robust(url, timeout=10)
     except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:

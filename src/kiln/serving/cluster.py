@@ -238,6 +238,10 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
            override: Override | None = None) -> ClusterDeployment:
     """Create the endpoint, or bring an existing one to ``spec``; refused while a rollout is under way, and when a
     production variant's version is not cleared for production (``override`` lets it in, recorded)."""
+    if spec.mode == "async":
+        raise InputError(f"endpoint {spec.name} is asynchronous: `kiln endpoint deploy` does not create those on a "
+                         "cluster yet", hint="`kiln endpoint render SPEC -o DIR --image IMAGE --storage main=URI`, "
+                                             "then `kubectl apply -f DIR` (KEDA and a Secret kiln-broker needed)")
     kube, namespace = _kube(ws)
     if _under_way(_rollout_state(kube, spec.name, namespace)):
         raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",

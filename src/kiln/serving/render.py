@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
+from kiln.serving.render_async import KEDA, async_objects, keda_problems
 from kiln.serving.router import TARGET_HEADER
 from kiln.serving.runtimes import get_runtime
 from kiln.serving.spec import NAME, EndpointSpec, Variant
@@ -52,6 +53,9 @@ DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 WEIGHTED_ROUTE = "weighted"  # the VirtualService route the controller re-weights
 # The chart's capture collector applies capture.sample_percent; `--capture-url` names another release's.
 DEFAULT_CAPTURE = DEFAULT_CAPTURE_URL
+# The chart's object store (its MinIO, bucket `kiln`), where a cluster's asynchronous requests and captures are kept.
+DEFAULT_S3 = "http://kiln-minio.kubeflow.svc.cluster.local:9000"
+DEFAULT_ASYNC_STORE, DEFAULT_CAPTURE_STORE = "s3://kiln/async", "s3://kiln/capture"
 DEFAULT_PROMETHEUS = DEFAULT_PROMETHEUS_URL
 PART_OF = {"app.kubernetes.io/part-of": "kiln"}
 
@@ -306,8 +310,9 @@ def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str,
 
 def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mapping[str, str] | None = None,
             image: str | None = None, kserve_canary: bool = False, prometheus: str = DEFAULT_PROMETHEUS,
-            capture_url: str = DEFAULT_CAPTURE, metrics: str = "istio",
-            interval: float = 10.0) -> list[dict[str, Any]]:
+            capture_url: str = DEFAULT_CAPTURE, metrics: str = "istio", interval: float = 10.0,
+            async_store: str = DEFAULT_ASYNC_STORE, async_store_endpoint: str | None = DEFAULT_S3,
+            capture_store: str = DEFAULT_CAPTURE_STORE) -> list[dict[str, Any]]:
     """The cluster objects for ``spec`` as plain dicts, checked (see the module docstring); nothing is written."""
     if not re.match(NAME, namespace) or len(namespace) > 63:
         raise InputError(f"namespace '{namespace}' is not a DNS label",
@@ -326,6 +331,18 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
     def storage(v: Variant) -> str:
         return storage_uris.get(v.name) or placeholder_storage_uri(v.model)
 
+    if spec.mode == "async":
+        if image is None:
+            raise InputError(f"endpoint {spec.name} is asynchronous: its front and workers run Kiln's image",
+                             hint="name it with --image (e.g. kiln:0.1.0)")
+        if kserve_canary:
+            raise InputError(f"endpoint {spec.name} is asynchronous: it has no canary")
+        out = async_objects(spec, namespace=namespace, image=image, storage_uri=storage(spec.variants[0]),
+                            store=async_store, store_endpoint_url=async_store_endpoint, labels=_labels(spec.name),
+                            capture=capture_store)
+        out.append(_config_map(spec, namespace))
+        check(out)
+        return out
     if kserve_canary:
         if len(spec.variants) != 2 or spec.shadow is not None:
             raise InputError(f"endpoint {spec.name}: KServe's own canary takes exactly two production variants and "
@@ -364,6 +381,10 @@ def check(objs: Sequence[Mapping[str, Any]]) -> None:
         kind, name = obj.get("kind"), obj.get("metadata", {}).get("name")
         if obj.get("apiVersion", "").startswith("networking.istio.io/"):
             problems = _route_problems(obj, predictors, services)
+            if problems:
+                raise InputError(f"{kind} {name}: {'; '.join(problems)}")
+        elif obj.get("apiVersion") == KEDA:
+            problems = keda_problems(dict(obj))
             if problems:
                 raise InputError(f"{kind} {name}: {'; '.join(problems)}")
         elif kind != "InferenceService":
