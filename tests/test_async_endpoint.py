@@ -204,3 +204,20 @@ def test_studio_shows_the_queue_of_an_asynchronous_endpoint(endpoint) -> None:
     [row] = asyncio.run(endpoints_page(open_workspace(root))).endpoints
     assert row.answering and row.queue is not None and row.queue.startswith("asynchronous: 0 waiting"), row
     assert [v.share for v in row.variants] == [None], "no traffic shares: requests queue"
+
+
+def test_deleting_an_endpoint_answers_every_request_still_waiting(endpoint) -> None:
+    root, _ = endpoint
+    (root / "later.yaml").write_text(json.dumps({
+        "name": "later", "mode": "async", "variants": [{"name": "main", "model": "models:/toy/1"}],
+        "capture": {"enabled": False}, "async_inference": {"workers": {"min": 0, "max": 1}}}))
+    url = kiln(root, "endpoint", "deploy", root / "later.yaml")["url"]
+    try:  # sent at once and deleted at once: no worker has loaded the model by then (that takes seconds)
+        ids = [httpx.post(f"{url}/v1/models/later:predict", json={"instances": rows(3)}, timeout=10).json()[
+            "inference_id"] for _ in range(10)]
+    finally:
+        assert run_kiln("endpoint", "delete", "later", "-w", root).code == 0
+    outcomes = [json.loads(run_kiln("endpoint", "result", i, "-w", root, "--json").stdout) for i in ids]
+    assert all(o["status"] in ("done", "failed") for o in outcomes), "none left pending"
+    failed = [o for o in outcomes if o["status"] == "failed"]
+    assert failed and all("was deleted before a worker answered it" in o["error"] for o in failed), outcomes

@@ -8,6 +8,7 @@ the message to come back (at-least-once). How many times a request was delivered
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -115,11 +116,17 @@ class Queue:
             await self._connection.close()
 
 
-async def delete_queue(url: str, queue: str) -> None:
-    """Remove an endpoint's queue and what waits in it (the endpoint is being deleted)."""
+async def delete_queue(url: str, queue: str) -> list[Work]:
+    """Remove an endpoint's queue (the endpoint is being deleted); the requests that were still waiting in it."""
     connection = await connect(url)
+    waiting = []
     try:
         channel = await connection.channel()
+        declared = await channel.declare_queue(queue, durable=True, arguments=QUEUE_ARGUMENTS)
+        while (message := await declared.get(fail=False, no_ack=True)) is not None:
+            with contextlib.suppress(ValueError, KeyError):
+                waiting.append(Work.parse(message.body))
         await channel.queue_delete(queue)
     finally:
         await connection.close()
+    return waiting

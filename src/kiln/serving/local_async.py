@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tempfile
 from pathlib import Path
 
+from kiln.errors import InputError
 from kiln.files import write_json_atomic
 from kiln.process import ServiceSpec
 from kiln.serving.async_config import AsyncFrontConfig
 from kiln.serving.async_queue import delete_queue, queue_name
 from kiln.serving.async_scaler import ScalerConfig, running_workers, worker_service
+from kiln.serving.async_store import AsyncStore
 from kiln.serving.async_worker import WorkerConfig
 from kiln.serving.spec import EndpointSpec
 from kiln.workspace import Workspace
@@ -64,7 +67,18 @@ def worker_services(ws: Workspace, name: str, folder: Path) -> list[ServiceSpec]
     return [worker_service(config, i) for i in running_workers(ws.state_dir, name, config.max + 8)]
 
 
-def forget_queue(folder: Path) -> None:
-    """Delete the endpoint's queue and what waits in it."""
+def forget_queue(folder: Path) -> int:
+    """Delete the endpoint's queue; each request still waiting in it gets an error outcome saying so (none is left
+    pending for ever). How many there were."""
     config = AsyncFrontConfig.read(folder / FRONT_FILE)
-    asyncio.run(delete_queue(config.broker_url, config.queue))
+    waiting = asyncio.run(delete_queue(config.broker_url, config.queue))
+    store = AsyncStore(config.store, config.store_endpoint_url)
+    with tempfile.TemporaryDirectory() as scratch:
+        for work in waiting:
+            try:
+                request = store.request(work.inference_id)
+            except InputError:  # a message naming no stored request: nothing to answer
+                continue
+            store.write_error(request, f"endpoint {work.endpoint} was deleted before a worker answered it", 0,
+                              Path(scratch) / "error.json")
+    return len(waiting)
