@@ -34,6 +34,15 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     """Load the model and serve it (see the module docstring)."""
     args = arguments()
+    prepare(args.host)
+    model = RUNTIMES[args.runtime].model_type()(args.name, args.model_uri)
+    model.load()
+    serve([model], args.http_port, args.grpc_port)
+
+
+def prepare(host: str) -> None:
+    """The process's environment and KServe's REST server as Kiln runs them: on ``host``, validation errors named,
+    each answer counted by kiln.serving.server_metrics."""
     # Importing Feast in a parent process (as `kiln up` does) sets this to a temporary folder that is gone by
     # now; inherited, it would make every Prometheus histogram write fail. A model server keeps its own metrics.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -50,7 +59,7 @@ def main() -> None:
     class HostRESTServer(kserve.model_server.RESTServer):
         def __init__(self, *a: Any, **k: Any) -> None:
             super().__init__(*a, **k)
-            self.config.host = args.host  # KServe hard-codes 0.0.0.0; a local variant listens on loopback
+            self.config.host = host  # KServe hard-codes 0.0.0.0; a local variant listens on loopback
 
         def _add_exception_handlers(self, app: FastAPI) -> None:
             super()._add_exception_handlers(app)
@@ -62,11 +71,14 @@ def main() -> None:
 
     kserve.model_server.RESTServer = HostRESTServer
 
-    model = RUNTIMES[args.runtime].model_type()(args.name, args.model_uri)
-    model.load()
-    server = kserve.ModelServer(http_port=args.http_port, grpc_port=args.grpc_port or 8081,
-                                enable_grpc=bool(args.grpc_port), workers=1, enable_latency_logging=False)
-    server.start([model])
+
+def serve(models: list[Any], http_port: int, grpc_port: int = 0, repository: Any = None) -> None:
+    """KServe's model server for ``models`` (and those ``repository`` loads), once the RESTServer is Kiln's."""
+    import kserve
+
+    server = kserve.ModelServer(http_port=http_port, grpc_port=grpc_port or 8081, enable_grpc=bool(grpc_port),
+                                workers=1, enable_latency_logging=False, registered_models=repository)
+    server.start(models)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

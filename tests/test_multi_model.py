@@ -1,0 +1,74 @@
+"""The multi-model server: versions of the registered models it serves load when KServe's repository extension is
+asked for them (not before), answer as the registry's model does, and are unloaded least recently used once the
+loaded ones pass the memory budget; a name it does not serve is refused naming what it serves."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from kiln.serving.multi_model import model_uri, served_name
+from tests.conftest import run_kiln
+from tests.test_serving import ROWS, serving_workspace, store_env
+from tests.test_stack import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """toy versions 1 and 2 registered; the server with a budget only one of them fits in."""
+    root = serving_workspace(tmp_path_factory.mktemp("multi") / "ws")
+    run_id = json.loads(run_kiln("models", "show", "toy/1", "-w", root, "--json").stdout)["run_id"]
+    assert run_kiln("models", "register", run_id, "--name", "toy", "-w", root).code == 0
+    port = free_port()
+    log = (root / "multi.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", "many", "--models", "toy",
+                             "--budget-mb", "1", "--http-port", str(port)],
+                            env={**os.environ, **store_env(root)}, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, (root / "multi.log").read_text()[-3000:]
+        time.sleep(0.3)
+    yield url, root
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_names_map_to_registered_versions() -> None:
+    assert served_name("models:/churn-eu/12") == "churn-eu-v12" and model_uri("churn-eu-v12") == "models:/churn-eu/12"
+    assert model_uri("churn") is None
+
+
+def test_a_version_loads_when_asked_and_the_least_recently_used_goes_over_the_budget(server) -> None:
+    url, root = server
+    predict = f"{url}/v1/models/toy-v1:predict"
+    assert httpx.post(predict, json={"instances": ROWS}, timeout=30).status_code == 404, "nothing loaded at start"
+    assert httpx.post(f"{url}/v2/repository/models/toy-v1/load", timeout=120).status_code == 200
+    answer = httpx.post(predict, json={"instances": ROWS}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    import mlflow.pyfunc
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    want = mlflow.pyfunc.load_model("models:/toy/1").predict(pd.DataFrame(ROWS).astype({"calls": "float64"}))
+    assert [p["probability"] for p in answer.json()["predictions"]] == pytest.approx(want["probability"].tolist())
+
+    assert httpx.post(f"{url}/v2/repository/models/toy-v2/load", timeout=120).status_code == 200
+    assert httpx.get(f"{url}/v2/models/toy-v2/ready", timeout=10).status_code == 200
+    assert httpx.post(predict, json={"instances": ROWS}, timeout=30).status_code == 404, \
+        "toy-v1 unloaded: both do not fit a 1 MB budget"
+    refused = httpx.post(f"{url}/v2/repository/models/other-v1/load", timeout=30)
+    assert refused.status_code == 503 and "serves NAME-vVERSION of toy" in refused.text
