@@ -1,6 +1,8 @@
-"""The multi-model server: versions of the registered models it serves load when KServe's repository extension is
-asked for them (not before), answer as the registry's model does, and are unloaded least recently used once the
-loaded ones pass the memory budget; a name it does not serve is refused naming what it serves."""
+"""Multi-model endpoints. The server: versions of the registered models it serves load when KServe's repository
+extension is asked for them (not before), answer as the registry's model does, and are unloaded least recently used
+once the loaded ones pass the memory budget; a name it does not serve, or a version not cleared for production, is
+refused saying why. The endpoint: a request names its version (X-Kiln-Target-Model on V1, the model on V2), or goes
+to the default; each is captured under its version."""
 
 from __future__ import annotations
 
@@ -13,9 +15,9 @@ import time
 import httpx
 import pytest
 
-from kiln.serving.multi_model import model_uri, served_name
+from kiln.serving.spec import model_uri, served_name
 from tests.conftest import run_kiln
-from tests.test_serving import ROWS, serving_workspace, store_env
+from tests.test_serving import ROWS, approve, serving_workspace, store_env
 from tests.test_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -23,10 +25,12 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """toy versions 1 and 2 registered; the server with a budget only one of them fits in."""
+    """toy versions 1 and 2 registered and approved, 3 pending; the server with a budget only one of them fits in."""
     root = serving_workspace(tmp_path_factory.mktemp("multi") / "ws")
     run_id = json.loads(run_kiln("models", "show", "toy/1", "-w", root, "--json").stdout)["run_id"]
-    assert run_kiln("models", "register", run_id, "--name", "toy", "-w", root).code == 0
+    for _ in range(2):
+        assert run_kiln("models", "register", run_id, "--name", "toy", "-w", root).code == 0
+    approve(root, "toy/2")
     port = free_port()
     log = (root / "multi.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", "many", "--models", "toy",
@@ -72,3 +76,37 @@ def test_a_version_loads_when_asked_and_the_least_recently_used_goes_over_the_bu
         "toy-v1 unloaded: both do not fit a 1 MB budget"
     refused = httpx.post(f"{url}/v2/repository/models/other-v1/load", timeout=30)
     assert refused.status_code == 503 and "serves NAME-vVERSION of toy" in refused.text
+    pending = httpx.post(f"{url}/v2/repository/models/toy-v3/load", timeout=30)
+    assert pending.status_code == 503 and "PendingManualApproval" in pending.text, pending.text
+
+
+def test_a_multi_model_endpoint_sends_each_request_to_the_version_it_names(server) -> None:
+    _, root = server
+    (root / "many.yaml").write_text(json.dumps({
+        "name": "many", "mode": "multi-model", "variants": [{"name": "main", "model": "models:/toy/1"}],
+        "multi_model": {"budget_mb": 1}, "capture": {"flush_seconds": 0.2}}))
+    res = run_kiln("endpoint", "deploy", root / "many.yaml", "-w", root, "--json", timeout=600)
+    assert res.code == 0, res.stderr[-3000:]
+    front = json.loads(res.stdout)["url"]
+    try:
+        v1 = f"{front}/v1/models/many:predict"
+        default = httpx.post(v1, json={"instances": ROWS}, timeout=120)
+        assert default.status_code == 200, default.text
+        named = httpx.post(v1, json={"instances": ROWS}, headers={"x-kiln-target-model": "toy/2"}, timeout=120)
+        assert named.status_code == 200 and named.json() == default.json(), "the same run: the same answers"
+        v2 = httpx.post(f"{front}/v2/models/toy-v1/infer", timeout=120, json={"inputs": [
+            {"name": "calls", "shape": [2], "datatype": "INT64", "data": [5, 0]},
+            {"name": "tenure", "shape": [2], "datatype": "FP64", "data": [40.0, 900.0]},
+            {"name": "plan", "shape": [2], "datatype": "BYTES", "data": ["basic", "pro"]}]})
+        assert v2.status_code == 200, "loaded again after toy-v2 pushed it out of the budget"
+        pending = httpx.post(v1, json={"instances": ROWS}, headers={"x-kiln-target-model": "toy-v3"}, timeout=60)
+        assert pending.status_code == 404 and "only an Approved version" in pending.json()["error"]
+        bad = httpx.post(v1, json={"instances": ROWS}, headers={"x-kiln-target-model": "toy"}, timeout=60)
+        assert bad.status_code == 400 and "NAME-vVERSION" in bad.json()["error"]
+        time.sleep(1)
+    finally:
+        run_kiln("endpoint", "delete", "many", "-w", root)
+    from kiln.serving.capture import read_capture
+
+    versions = [r["variant"] for r in read_capture(root / "capture", "many") if r["status"] == 200]
+    assert versions == ["toy-v1", "toy-v2", "toy-v1"], "each request captured under its version"

@@ -4,7 +4,8 @@ Usage: python -m kiln.serving.app --config ROUTER.json --port PORT [--host 127.0
 ROUTER.json, as kiln.serving.local.RouterConfig writes it: {"endpoint", "variants": {name: url}, "shares":
 {name: share}, "shadow": {"name", "url"} | null, "shadow_percent", "max_body_bytes", "token_env", "capture":
 {"root", "sample_percent", "flush_seconds"} | null, "policy", "guardrails", "rollout_state", "features": {"url",
-"service", "join_key"} | null, "sleepers": {variant: kiln.serving.sleep.SleeperConfig} (absent: none sleeps)}
+"service", "join_key"} | null, "sleepers": {variant: kiln.serving.sleep.SleeperConfig} (absent: none sleeps),
+"multi_default": NAME-vVERSION | null (a multi-model endpoint's version for requests naming none)}
 
 Inference requests are answered by kiln.serving.front; the other routes live in kiln.serving.routes by concern (V2
 health and metadata, control, metrics); every refusal they raise is a kiln.serving.errors.RequestRefused, answered
@@ -54,6 +55,7 @@ def router_from_config(config: dict[str, Any]) -> Router:
         max_body_bytes=int(config.get("max_body_bytes", 1_000_000)),
         token=os.environ.get(token_env) if token_env else None,
         features=FeatureLookup(**config["features"]) if config.get("features") else None,
+        multi_default=config.get("multi_default"),
     )
     cap = config.get("capture")
     capture = CaptureWriter(cap["root"], state.endpoint, cap.get("flush_seconds", 2.0),

@@ -56,7 +56,7 @@ class Front:
     async def _infer(self, scope: Scope, receive: Receive, model: str) -> Reply:
         router = self.router
         endpoint = router.state.endpoint
-        if model != endpoint:
+        if model != endpoint and router.state.multi_default is None:  # a multi-model endpoint takes any version
             raise NotFound(f"no model '{model}' at this endpoint; it serves '{endpoint}'")
         headers = dict(scope["headers"])  # the server gives names lower-cased
         declared = headers.get(b"content-length", b"")

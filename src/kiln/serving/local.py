@@ -37,7 +37,7 @@ from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, PUBLIC_KEY_ENV, get_runtime, local_runtimes
 from kiln.serving.sleep import SleeperConfig
-from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant
+from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant, served_name
 from kiln.settings import LocalServing
 from kiln.storage import is_s3
 from kiln.training.families import FAMILIES
@@ -154,6 +154,7 @@ class RouterConfig:
     rollout_state: Path  # where the front keeps its last rollout report
     features: FeatureLookup | None
     sleepers: dict[str, SleeperConfig] = field(default_factory=dict)  # variants that scale to zero
+    multi_default: str | None = None  # a multi-model endpoint's version for requests that name none
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON document, keys in field order."""
@@ -164,7 +165,7 @@ class RouterConfig:
                 "capture": asdict(self.capture) if self.capture else None,
                 "policy": self.policy.model_dump(), "guardrails": self.guardrails.model_dump(),
                 "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None,
-                "sleepers": {n: c.to_dict() for n, c in self.sleepers.items()}}
+                "sleepers": {n: c.to_dict() for n, c in self.sleepers.items()}, "multi_default": self.multi_default}
 
 
 @dataclass(frozen=True)
@@ -292,10 +293,19 @@ def serving_host(ws: Workspace) -> str:
 
 
 def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
-                    runtime: str = DEFAULT_RUNTIME, artifact: str | None = None) -> ServiceSpec:
-    """A variant's model server; runtime tvm serves the compiled bundle ``artifact`` of ``model_uri``."""
+                    runtime: str = DEFAULT_RUNTIME, artifact: str | None = None,
+                    models: tuple[list[str], float] | None = None) -> ServiceSpec:
+    """A variant's model server; runtime tvm serves the compiled bundle ``artifact`` of ``model_uri``. With
+    ``models`` (registered model names and a budget in MiB), the multi-model server for their versions."""
     host = _local_serving(ws).host
     served, env = _served(ws, endpoint, variant, model_uri, runtime, artifact)
+    if models is not None:  # a multi-model endpoint's one server
+        return ServiceSpec(
+            name=f"endpoint-{endpoint}-{variant}", host=host, port=port, health_path="/v2/health/ready",
+            setting="serving.base_port", env=env,
+            command=[sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", endpoint, "--models",
+                     ",".join(models[0]), "--budget-mb", f"{models[1]:g}", "--runtime", runtime,
+                     "--http-port", str(port), "--host", host])
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
         command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", served,
@@ -389,7 +399,13 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> Ro
         rollout_state=endpoints_dir(ws) / spec.name / "rollout.json",
         features=feature_lookup(ws, state.variants[spec.variants[0].name].model),
         sleepers=_sleepers(ws, spec, state),
+        multi_default=served_name(state.primary.model) if spec.mode == "multi-model" else None,
     )
+
+
+def _models_of(spec: EndpointSpec) -> tuple[list[str], float] | None:
+    """A multi-model endpoint's registered model names and budget (MiB); None for any other."""
+    return (spec.served_models(), spec.multi_model.budget_mb) if spec.mode == "multi-model" else None
 
 
 def _sleepers(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[str, SleeperConfig]:
@@ -398,7 +414,8 @@ def _sleepers(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[s
     for v in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
         if v.min_replicas == 0:
             record = state.variants[v.name]
-            s = variant_service(ws, spec.name, v.name, record.model, record.port, record.runtime, record.artifact)
+            s = variant_service(ws, spec.name, v.name, record.model, record.port, record.runtime, record.artifact,
+                                _models_of(spec))
             out[v.name] = SleeperConfig(v.idle_seconds, str(ws.state_dir), s.name, s.command, s.host, s.port,
                                         s.health_path, s.env)
     return out
@@ -440,7 +457,7 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
     processes = [front]
     for v in variants:
         processes.append(variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port,
-                                         v.runtime, artifacts.get(v.name)))
+                                         v.runtime, artifacts.get(v.name), _models_of(spec)))
         progress(f"variant {v.name}: {pinned[v.name]} on port {processes[-1].port}")
     try:
         write_json_atomic(folder / "router.json", router_config(ws, spec, state).to_dict())
@@ -506,7 +523,7 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
         return [local_async.front_service(name, folder, _local_serving(ws).host, state.router_port),
                 *local_async.worker_services(ws, name, folder)]
     return [router_service(ws, name, state.router_port),
-            *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact)
+            *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact, _models_of(state.spec))
               for v, info in state.variants.items())]
 
 

@@ -15,32 +15,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import time
 from typing import Any
 
+import mlflow
 import psutil
 from kserve.model_repository import ModelRepository
 
 from kiln.memory import release_freed
+from kiln.registry.versions import APPROVAL, APPROVED, GATE, PENDING
 from kiln.serving.runtimes import DEFAULT_RUNTIME, RUNTIMES, get_runtime, local_runtimes
 from kiln.serving.server import prepare, serve
+from kiln.serving.spec import model_uri
 
 log = logging.getLogger("kiln.multi_model")
-SERVED = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)-v(?P<version>\d+)$")
 MIN_MODEL_BYTES = 1 << 20
-
-
-def served_name(model_uri: str) -> str:
-    """models:/NAME/VERSION as the name a multi-model server serves it under."""
-    name, _, version = model_uri.removeprefix("models:/").partition("/")
-    return f"{name}-v{version}"
-
-
-def model_uri(served: str) -> str | None:
-    """The registered version a served name stands for; None for a name that is not NAME-vVERSION."""
-    m = SERVED.match(served)
-    return f"models:/{m.group('name')}/{m.group('version')}" if m else None
 
 
 class LazyRepository(ModelRepository):
@@ -76,6 +65,7 @@ class LazyRepository(ModelRepository):
             self._loading.pop(name, None)
 
     async def _load(self, name: str, uri: str) -> bool:
+        await asyncio.to_thread(_check_cleared, uri)
         before = psutil.Process().memory_info().rss
         model = self.runtime.model_type()(name, uri)
         await asyncio.to_thread(model.load)
@@ -103,6 +93,17 @@ class LazyRepository(ModelRepository):
         self.used.pop(name, None)
         self.unloads += 1
         log.info("unloaded %s", name)
+
+
+def _check_cleared(uri: str) -> None:
+    """ValueError unless the version is Approved and passed its gate: a version loaded on demand serves production
+    like any production variant's (kiln.serving.approval), and nothing here can take an override."""
+    name, _, number = uri.removeprefix("models:/").partition("/")
+    version = mlflow.MlflowClient().get_model_version(name, number)
+    approval, gate = version.tags.get(APPROVAL, PENDING), version.tags.get(GATE, "unknown")
+    if approval != APPROVED or gate != "passed":
+        raise ValueError(f"{name} version {number} is {approval}, gate {gate}: only an Approved version that passed "
+                         "its gate serves in production")
 
 
 def main(argv: list[str] | None = None) -> None:

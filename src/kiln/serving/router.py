@@ -8,6 +8,7 @@ the caller; capture records are queued for the writer's thread.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sys
@@ -29,10 +30,12 @@ from kiln.serving.errors import (
 )
 from kiln.serving.shadow import Copy, ShadowBatcher
 from kiln.serving.sleep import Sleepers, WakeFailed
+from kiln.serving.spec import SERVED
 from kiln.serving.upstream import Upstream, UpstreamError
 from kiln.serving.window import Windows
 
 TARGET_HEADER = "x-kiln-target-variant"  # SageMaker's TargetVariant
+MODEL_HEADER = b"x-kiln-target-model"  # SageMaker's TargetModel: a multi-model endpoint's version
 VARIANT_HEADER = "x-kiln-variant"  # which variant answered
 INFERENCE_HEADER = "x-kiln-inference-id"
 TARGET, VARIANT, INFERENCE = (h.encode() for h in (TARGET_HEADER, VARIANT_HEADER, INFERENCE_HEADER))
@@ -65,6 +68,7 @@ class RouterState:
     max_body_bytes: int = 1_000_000
     token: str | None = None
     features: FeatureLookup | None = None
+    multi_default: str | None = None  # a multi-model endpoint: the version a request naming none goes to
 
 
 @dataclass
@@ -85,6 +89,8 @@ class Router:
         self.random = random.Random(seed)
         self._upstreams: dict[str, Upstream] = {}
         self._sent: dict[bytes, list[tuple[bytes, bytes]]] = {}  # content type -> the headers sent (_sent_for)
+        self._models: set[str] = set()  # a multi-model endpoint's versions its server has loaded, as far as known
+        self._loading: dict[str, asyncio.Task[None]] = {}
         self.shadow: ShadowBatcher | None = None  # made on start-up, in the serving loop
 
     async def start(self) -> None:
@@ -183,7 +189,15 @@ class Router:
             sent = [(b"content-type", content_type), (BINARY_HEADER, binary)]
         target = headers.get(TARGET)
         name = self.pick(target.decode("latin-1") if target is not None else None)
+        served = None
+        if st.multi_default is not None:
+            served, path = _multi_target(path, headers, st.endpoint, st.multi_default)
+            await self._loaded(st.variants[name], served)
         status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
+        if served is not None and status == 404:  # unloaded meanwhile, past the server's budget: loaded again
+            self._models.discard(served)
+            await self._loaded(st.variants[name], served)
+            status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
         if status == 503 and target is None:
             # That variant's server is gone: answer from another live one rather than fail the caller.
             for other in [n for n, s in st.shares.items() if s > 0 and n != name]:
@@ -197,9 +211,9 @@ class Router:
             data = _error_body(data)
         inference_id = headers.get(INFERENCE, b"").decode("latin-1") or uuid.uuid4().hex
         captured = self.capture is not None and self.capture.sampled()
-        if self.capture is not None and captured:
-            self.capture.record(self._record(inference_id, name, False, body, data, status, ms, headers.get(BINARY_HEADER),
-                                             answered.get(BINARY_HEADER)))
+        if self.capture is not None and captured:  # a multi-model endpoint's records name the version
+            self.capture.record(self._record(inference_id, served or name, False, body, data, status, ms,
+                                             headers.get(BINARY_HEADER), answered.get(BINARY_HEADER)))
         if st.shadow is not None and st.shadow_percent > 0 and self.shadow is not None and (
                 st.shadow_percent >= 100 or self.random.random() * 100 < st.shadow_percent):
             self.shadow.put(Copy(inference_id, sys.intern(path), body, sent, captured))  # queued copies share
@@ -208,6 +222,27 @@ class Router:
         if BINARY_HEADER in answered:
             out.append((BINARY_HEADER, answered[BINARY_HEADER]))
         return Reply(status, data, out)
+
+    async def _loaded(self, route: Route, served: str) -> None:
+        """The version ``served`` loaded in the multi-model server at ``route`` (once, however many ask)."""
+        if served in self._models:
+            return
+        if served not in self._loading:
+            self._loading[served] = asyncio.create_task(self._load(route, served))
+        try:
+            await asyncio.shield(self._loading[served])
+        finally:
+            self._loading.pop(served, None)
+
+    async def _load(self, route: Route, served: str) -> None:
+        try:
+            answer = await self.upstream(route.url).request("POST", f"/v2/repository/models/{served}/load")
+        except UpstreamError as exc:
+            raise Unavailable(f"the model server did not load {served}: {exc}") from None
+        if answer.status != 200:
+            message = _error_body(answer.body).decode("utf-8", "replace")
+            raise NotFound(f"model {served} cannot be served here: {message[:500]}")
+        self._models.add(served)
 
     def _sent_for(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
         """The headers a request of ``content_type`` is sent on with, one list for all of them (a few types are
@@ -276,6 +311,28 @@ class Router:
                              variant=variant, shadow=shadow, request=body, response=data,
                              status=status, latency_ms=round(ms, 3), request_binary_header=_length(request_binary),
                              response_binary_header=_length(response_binary))
+
+
+def _multi_target(path: str, headers: Mapping[bytes, bytes], endpoint: str, default: str) -> tuple[str, str]:
+    """The version a multi-model endpoint's request names (X-Kiln-Target-Model on V1: NAME-vVERSION, NAME/VERSION or
+    models:/NAME/VERSION; the model in a V2 path), else ``default``, and the path it is sent on."""
+    if path.endswith(":predict"):
+        raw = headers.get(MODEL_HEADER)
+        served = default if raw is None else _served(raw.decode("latin-1"))
+        return served, f"/v1/models/{served}:predict"
+    named = path.split("/")[3]
+    served = default if named == endpoint else _served(named)
+    return served, f"/v2/models/{served}/infer"
+
+
+def _served(named: str) -> str:
+    value = named.strip().removeprefix("models:/")
+    name, slash, version = value.rpartition("/")
+    served = f"{name}-v{version}" if slash and version.isdigit() else value
+    if not SERVED.match(served):
+        raise BadRequest(f"x-kiln-target-model '{named}': a registered version, as NAME-vVERSION, NAME/VERSION or "
+                         "models:/NAME/VERSION")
+    return served
 
 
 def _length(header: bytes | None) -> int | None:

@@ -123,10 +123,36 @@ class AsyncConfig(_Spec):
     workers: Workers = Workers()
 
 
+class MultiModel(_Spec):
+    """`mode: multi-model`: one model server holding many registered versions, each loaded on its first request and
+    unloaded least recently used past the memory budget; a request names its version (X-Kiln-Target-Model on V1,
+    the model name NAME-vVERSION on V2), else it goes to the variant's model."""
+
+    models: list[str] = Field(default_factory=list, description="Registered model names whose versions it serves "
+                                                                "(default: the variant's model's name).")
+    budget_mb: float = Field(2048.0, gt=0.0, description="Memory the loaded versions may take, in MiB.")
+
+
+SERVED = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)-v(?P<version>\d+)$")
+
+
+def served_name(model_uri: str) -> str:
+    """models:/NAME/VERSION as the name a multi-model server serves it under."""
+    name, _, version = model_uri.removeprefix("models:/").partition("/")
+    return f"{name}-v{version}"
+
+
+def model_uri(served: str) -> str | None:
+    """The registered version a served name stands for; None for a name that is not NAME-vVERSION."""
+    m = SERVED.match(served)
+    return f"models:/{m.group('name')}/{m.group('version')}" if m else None
+
+
 class EndpointSpec(_Spec):
     name: str = Field(pattern=NAME, max_length=40)
-    mode: Literal["realtime", "async"] = Field("realtime", description="async: requests are queued and answered "
-                                                                       "later (see async_inference)")
+    mode: Literal["realtime", "async", "multi-model"] = Field(
+        "realtime", description="async: requests are queued and answered later (see async_inference); multi-model: "
+                                "many versions behind one server (see multi_model)")
     variants: list[Variant] = Field(min_length=1)
     shadow: Shadow | None = None
     policy: Policy = Policy()
@@ -135,6 +161,7 @@ class EndpointSpec(_Spec):
     auth: Auth | None = None
     max_body_bytes: int = Field(1_000_000, ge=1024)
     async_inference: AsyncConfig = AsyncConfig()
+    multi_model: MultiModel = MultiModel()
 
     @model_validator(mode="after")
     def _variants(self) -> "EndpointSpec":
@@ -144,9 +171,16 @@ class EndpointSpec(_Spec):
             raise ValueError(f"variant names must be unique; repeated: {', '.join(duplicated)}")
         if sum(v.weight for v in self.variants) <= 0:
             raise ValueError("at least one production variant needs a weight above 0")
-        if self.mode == "async" and (len(self.variants) != 1 or self.shadow is not None):
-            raise ValueError("mode async: exactly one production variant and no shadow (its workers serve one model)")
+        if self.mode != "realtime" and (len(self.variants) != 1 or self.shadow is not None):
+            raise ValueError(f"mode {self.mode}: exactly one production variant and no shadow")
+        if self.mode == "multi-model" and get_runtime(self.variants[0].runtime).serves_bundle:
+            raise ValueError("mode multi-model: runtime tvm serves one compiled bundle; use mlflow or onnx")
         return self
+
+    def served_models(self) -> list[str]:
+        """A multi-model endpoint's registered model names."""
+        default = self.variants[0].model.removeprefix("models:/").split("/")[0].split("@")[0]
+        return self.multi_model.models or [default]
 
     def shares(self) -> dict[str, float]:
         """Each production variant's share of traffic (its weight over the sum), as SageMaker computes it."""
