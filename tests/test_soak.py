@@ -54,6 +54,8 @@ def test_ten_minutes_at_half_capacity_with_a_rollout_lose_nothing(tmp_path: Path
         "name": "toy", "variants": [{"name": "main", "model": "models:/toy/1"}],
         "shadow": {"name": "dark", "model": "models:/toy/1", "sample_percent": 100},
         "policy": {"type": "canary", "step_percent": 50, "bake_seconds": 20},
+        # the soak judges loss and memory, not latency: a neighbour on a busy machine must not roll the canary back
+        "guardrails": {"max_p99_increase_ms": 1000},
         "capture": {"flush_seconds": 0.5}}))
     url = ok("endpoint", "deploy", ws / "soak.yaml", "-w", ws)["url"] + "/v1/models/toy:predict"
     names = ["endpoint-toy", "endpoint-toy-main", "endpoint-toy-dark", "endpoint-toy-main-next"]
@@ -80,7 +82,7 @@ def test_ten_minutes_at_half_capacity_with_a_rollout_lose_nothing(tmp_path: Path
     finally:
         run_kiln("endpoint", "delete", "toy", "-w", ws)
 
-    assert rollout is not None and rollout["phase"] == "promoted", rollout
+    assert rollout is not None and rollout["phase"] == "promoted", (rollout or {}).get("reason")
     assert status["variants"]["main"]["model"] == f"models:/toy/{new}"
     assert load.failures == 0, f"{load.failures} of {load.requests} requests failed"
     assert load.requests >= 0.8 * rate * SOAK_SECONDS, f"{load.requests} requests at {rate:.0f}/s asked"
