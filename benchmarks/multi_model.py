@@ -74,7 +74,7 @@ def measure(args):  # -> (figures, notes)
         Figure("server resident memory", resident, "MB", args.budget_mb, "budget"),
     ]
     notes = {"versions": args.versions, "warm requests": len(warm),
-             "versions answered (front's window)": status.get("variants", {}).get("main", {}).get("requests")}
+             "requests the front counted in its last minute": status.get("variants", {}).get("main", {}).get("requests")}
     return figures, notes
 
 
