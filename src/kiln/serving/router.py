@@ -127,23 +127,19 @@ class Router:
         """The variant's answer (status, body, headers, ms); 503 when its server is gone or does not answer. A
         variant that sleeps (kiln.serving.sleep) is started first, and the request waits for it."""
         t0 = time.perf_counter()
-        sleepers = self.sleepers
-        if sleepers is not None and route.name in sleepers:
+        sleepers = self.sleepers if self.sleepers is not None and route.name in self.sleepers else None
+        if sleepers is not None:
             try:
                 await sleepers.use(route.name)
             except WakeFailed as exc:
                 return 503, json.dumps({"error": str(exc)}).encode(), {}, (time.perf_counter() - t0) * 1000
-            try:
-                answer = await self.upstream(route.url).request(method, path, body, headers)
-            except UpstreamError:
-                return 503, b'{"error": "variant unavailable"}', {}, (time.perf_counter() - t0) * 1000
-            finally:
-                sleepers.done(route.name)
-            return answer.status, answer.body, answer.headers, (time.perf_counter() - t0) * 1000
         try:
             answer = await self.upstream(route.url).request(method, path, body, headers)
         except UpstreamError:
             return 503, b'{"error": "variant unavailable"}', {}, (time.perf_counter() - t0) * 1000
+        finally:
+            if sleepers is not None:
+                sleepers.done(route.name)
         return answer.status, answer.body, answer.headers, (time.perf_counter() - t0) * 1000
 
     async def ask_variants(self, path: str) -> tuple[int, bytes, str]:
