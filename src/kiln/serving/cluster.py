@@ -242,6 +242,8 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
         raise InputError(f"endpoint {spec.name} is asynchronous: `kiln endpoint deploy` does not create those on a "
                          "cluster yet", hint="`kiln endpoint render SPEC -o DIR --image IMAGE --storage main=URI`, "
                                              "then `kubectl apply -f DIR` (KEDA and a Secret kiln-broker needed)")
+    if spec.mode == "multi-model":
+        raise InputError(f"endpoint {spec.name} is multi-model: not built for a cluster yet (it serves locally)")
     kube, namespace = _kube(ws)
     if _under_way(_rollout_state(kube, spec.name, namespace)):
         raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",

@@ -276,7 +276,13 @@ def _config_map(spec: EndpointSpec, namespace: str) -> dict[str, Any]:
 
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": config_map_name(spec.name), "namespace": namespace, "labels": _labels(spec.name)},
-            "data": {"endpoint.yaml": yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)}}
+            "data": {"endpoint.yaml": yaml.safe_dump(spec.model_dump(mode="json", exclude=_other_modes(spec)),
+                                                     sort_keys=False)}}
+
+
+def _other_modes(spec: EndpointSpec) -> set[str]:
+    """The spec's sections of the modes it is not in: left out of the stored spec (their defaults come back)."""
+    return {key for key, mode in (("async_inference", "async"), ("multi_model", "multi-model")) if spec.mode != mode}
 
 
 def _controller(spec: EndpointSpec, namespace: str, image: str, prometheus: str, metrics: str,
@@ -331,6 +337,8 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
     def storage(v: Variant) -> str:
         return storage_uris.get(v.name) or placeholder_storage_uri(v.model)
 
+    if spec.mode == "multi-model":
+        raise InputError(f"endpoint {spec.name} is multi-model: its cluster objects are not built yet")
     if spec.mode == "async":
         if image is None:
             raise InputError(f"endpoint {spec.name} is asynchronous: its front and workers run Kiln's image",
