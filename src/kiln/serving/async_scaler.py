@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import KilnError
-from kiln.process import ServiceSpec, running, start, stop
+from kiln.process import ServiceSpec, pid_file, running, start, stop
 
 log = logging.getLogger("kiln.async_scaler")
 INTERVAL_SECONDS = 0.5
@@ -124,7 +124,7 @@ class Scaler:
         """Whether worker ``index`` holds a request (None: its health port does not answer)."""
         import httpx
 
-        record = self.state_dir / "run" / f"{worker_name(self.config.endpoint, index)}.pid"
+        record = pid_file(self.state_dir, worker_name(self.config.endpoint, index))
         try:
             port = json.loads(record.read_text())["port"]
             async with httpx.AsyncClient(timeout=2, trust_env=False) as client:

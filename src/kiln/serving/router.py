@@ -30,7 +30,7 @@ from kiln.serving.errors import (
 )
 from kiln.serving.shadow import Copy, ShadowBatcher
 from kiln.serving.sleep import Sleepers, WakeFailed
-from kiln.serving.spec import SERVED
+from kiln.serving.spec import SERVED, served_name
 from kiln.serving.upstream import Upstream, UpstreamError
 from kiln.serving.window import Windows
 
@@ -323,8 +323,7 @@ def _multi_target(path: str, headers: Mapping[bytes, bytes], endpoint: str, defa
 
 def _served(named: str) -> str:
     value = named.strip().removeprefix("models:/")
-    name, slash, version = value.rpartition("/")
-    served = f"{name}-v{version}" if slash and version.isdigit() else value
+    served = served_name(value) if "/" in value else value
     if not SERVED.match(served):
         raise BadRequest(f"x-kiln-target-model '{named}': a registered version, as NAME-vVERSION, NAME/VERSION or "
                          "models:/NAME/VERSION")
