@@ -14,7 +14,7 @@ import pytest
 
 from kiln.monitoring.simulate import drift_halfway
 from tests.conftest import END, run_kiln
-from tests.test_stack import free_port
+from tests.test_stack import serving_base_port
 
 pytestmark = pytest.mark.slow
 DRIFTED = ["usage_minutes_7d_mean", "usage_minutes_30d_mean"]
@@ -39,7 +39,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory):
     usage shifted down by 1.5 deviations, and the replay log's labels ingested as ground truth."""
     root = tmp_path_factory.mktemp("monitor") / "ws"
     assert run_kiln("init", root).code == 0
-    (root / "kiln.yaml").write_text((root / "kiln.yaml").read_text() + f"serving:\n  base_port: {free_port()}\n")
+    (root / "kiln.yaml").write_text((root / "kiln.yaml").read_text() + f"serving:\n  base_port: {serving_base_port()}\n")
     data = root / "data" / "churn"
     ok("data", "generate", "--out", data, "--customers", "1000", "--days", "120", "--seed", "1", "--end", str(END))
     ok("features", "ingest", data, "-w", root)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import run_kiln
-from tests.test_stack import free_port
+from tests.test_stack import free_port, serving_base_port
 from tests.test_training import FEATURES, synthetic, write_set
 
 pytestmark = pytest.mark.slow
@@ -53,7 +53,7 @@ def serving_workspace(root: Path) -> Path:
     text = text.replace("port: 5000", f"port: {free_port()}").replace("port: 6566", f"port: {free_port()}")
     text = text.replace("port: 6580", f"port: {free_port()}")
     text = text.replace("port: 8000", f"port: {free_port()}").replace("port: 8070", f"port: {free_port()}")
-    (root / "kiln.yaml").write_text(text + f"serving:\n  base_port: {free_port()}\n")
+    (root / "kiln.yaml").write_text(text + f"serving:\n  base_port: {serving_base_port()}\n")
     return root
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# Endpoint ports count up from `serving.base_port`; a base the kernel handed out lies in its ephemeral range (32768 up),
+# where another worker's client connection or bind(0) can take a port between the scan and the server's bind. Bases
+# are therefore below that range, 5,000 ports a pytest worker, 50 a workspace.
+_BASES = itertools.count(21000 + 5000 * int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")), 50)
+
+
+def serving_base_port() -> int:
+    """A `serving.base_port` no other workspace of this run scans from, outside the kernel's ephemeral ports."""
+    return next(_BASES)
 
 
 def free_ports(count: int) -> list[int]:

@@ -22,7 +22,7 @@ from kiln.training.metrics import objective, task_metrics
 from tests.bundled import WINE_CLASSES, diabetes_csv, wine_csv
 from tests.conftest import run_kiln
 from tests.test_serving import approve
-from tests.test_stack import free_port
+from tests.test_stack import serving_base_port
 
 AS_OF = "2026-01-01"
 
@@ -195,7 +195,7 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = root / "ws"
     assert run_kiln("init", ws).code == 0
     with (ws / "kiln.yaml").open("a") as fh:
-        fh.write(f"serving:\n  base_port: {free_port()}\n")  # endpoints on ports no other module uses
+        fh.write(f"serving:\n  base_port: {serving_base_port()}\n")  # endpoints on ports no other module uses
         fh.write("monitoring:\n  attribution_rows: 40\n")  # the live SHAP ranking of a small window
     for name, path, entity, label, extra in (
             # a lower disease progression is the favourable outcome bias is measured by (age and sex are protected)
