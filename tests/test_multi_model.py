@@ -72,8 +72,11 @@ def test_a_version_loads_when_asked_and_the_least_recently_used_goes_over_the_bu
 
     assert httpx.post(f"{url}/v2/repository/models/toy-v2/load", timeout=120).status_code == 200
     assert httpx.get(f"{url}/v2/models/toy-v2/ready", timeout=10).status_code == 200
-    assert httpx.post(predict, json={"instances": ROWS}, timeout=30).status_code == 404, \
-        "toy-v1 unloaded: both do not fit a 1 MB budget"
+    log = root / "multi.log"
+    assert "unloaded toy-v1" in log.read_text(), "both do not fit a 1 MB budget"
+    assert httpx.post(predict, json={"instances": ROWS}, timeout=60).json() == answer.json(), \
+        "an unloaded version loads again when a request asks for it"
+    assert log.read_text().count("loaded toy-v1 (") == 2 and "unloaded toy-v2" in log.read_text()
     refused = httpx.post(f"{url}/v2/repository/models/other-v1/load", timeout=30)
     assert refused.status_code == 503 and "serves NAME-vVERSION of toy" in refused.text
     pending = httpx.post(f"{url}/v2/repository/models/toy-v3/load", timeout=30)
@@ -110,3 +113,43 @@ def test_a_multi_model_endpoint_sends_each_request_to_the_version_it_names(serve
 
     versions = [r["variant"] for r in read_capture(root / "capture", "many") if r["status"] == 200]
     assert versions == ["toy-v1", "toy-v2", "toy-v1"], "each request captured under its version"
+
+
+def test_on_a_cluster_the_server_serves_the_folders_kserves_agent_downloaded(server, tmp_path) -> None:
+    """`--model-dir`, as the chart's kiln-multi-model runtime runs it: KServe's model agent puts each TrainedModel's
+    files in a folder of its name and asks the server to load it; requests go straight to the server."""
+    import mlflow
+
+    _, root = server
+    mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
+    for version in ("1", "2"):
+        mlflow.artifacts.download_artifacts(f"models:/toy/{version}", dst_path=str(tmp_path / f"toy-v{version}"))
+    port = free_port()
+    with (tmp_path / "server.log").open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", "many", "--model-dir",
+                                 tmp_path, "--budget-mb", "1", "--http-port", str(port)], env=os.environ.copy(),
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            time.sleep(0.3)
+        for name in ("toy-v1", "toy-v2"):  # what the agent asks for each TrainedModel
+            assert httpx.post(f"{url}/v2/repository/models/{name}/load", timeout=120).status_code == 200
+        answers = {name: httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": ROWS}, timeout=120)
+                   for name in ("toy-v1", "toy-v2")}
+        assert all(a.status_code == 200 for a in answers.values()), {n: a.text for n, a in answers.items()}
+        assert answers["toy-v1"].json() == answers["toy-v2"].json(), "the same run registered twice"
+        assert (tmp_path / "server.log").read_text().count("loaded toy-v1 (") == 2, \
+            "toy-v1 was unloaded for the budget when toy-v2 loaded, and loaded again by its request"
+        missing = httpx.post(f"{url}/v2/repository/models/toy-v9/load", timeout=30)
+        assert missing.status_code == 503 and "no folder" in missing.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

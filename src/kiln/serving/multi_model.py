@@ -7,7 +7,13 @@ endpoint's front calls before the first request to it) and unloads it; this modu
 leaves to the server: which names it may load, how, and which to unload when memory runs short. A version's memory
 is what the process's resident size grew by while it loaded (at least MIN_MODEL_BYTES).
 
+Versions come from the registry (local endpoints: `--models`, each load checks the version is cleared for
+production) or from a folder of model folders named NAME-vVERSION (`--model-dir`, a cluster: KServe's model agent
+downloads each TrainedModel there and asks this server to load it). A version unloaded for the budget stays known
+and loads again when a request asks for it.
+
     python -m kiln.serving.multi_model --endpoint NAME --models churn,fraud --budget-mb 2048 --http-port PORT
+    python -m kiln.serving.multi_model --endpoint NAME --model-dir /mnt/models --budget-mb 2048 --http-port 8080
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import argparse
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -32,12 +40,17 @@ log = logging.getLogger("kiln.multi_model")
 MIN_MODEL_BYTES = 1 << 20
 
 
-class LazyRepository(ModelRepository):
-    """The versions of the registered models ``allowed``, loaded on demand, within ``budget_bytes``."""
+# Where a served name's model files are (a models:/ URI or a folder); ValueError for a name it may not serve.
+Locator = Callable[[str], str]
 
-    def __init__(self, runtime: str, allowed: set[str], budget_bytes: int) -> None:
+
+class LazyRepository(ModelRepository):
+    """The versions ``locate`` finds, loaded on demand, within ``budget_bytes``."""
+
+    def __init__(self, runtime: str, locate: Locator, budget_bytes: int) -> None:
         super().__init__()
-        self.runtime, self.allowed, self.budget = get_runtime(runtime), allowed, budget_bytes
+        self.runtime, self.locate, self.budget = get_runtime(runtime), locate, budget_bytes
+        self.locations: dict[str, str] = {}
         self.sizes: dict[str, int] = {}
         self.used: dict[str, float] = {}
         self.loads = self.unloads = 0
@@ -49,28 +62,34 @@ class LazyRepository(ModelRepository):
             self.used[name] = time.monotonic()
         return model
 
+    async def is_model_ready(self, name: str) -> bool:
+        model = self.models.get(name)
+        if model is not None and not model.ready and name in self.locations:
+            # Unloaded for the budget: loaded again here, counted (KServe's dataplane would load it on its event loop).
+            await self.load(name)
+        return bool(await super().is_model_ready(name))
+
     async def load(self, name: str) -> bool:
         """Load ``name`` (once, however many ask at the same time), then unload others over the budget."""
-        if name in self.models:
+        model = self.models.get(name)
+        if model is not None and model.ready:
             self.used[name] = time.monotonic()
             return True
-        uri = model_uri(name)
-        if uri is None or uri.removeprefix("models:/").split("/")[0] not in self.allowed:
-            raise ValueError(f"model '{name}': this endpoint serves NAME-vVERSION of {', '.join(sorted(self.allowed))}")
         if name not in self._loading:
-            self._loading[name] = asyncio.create_task(self._load(name, uri))
+            self._loading[name] = asyncio.create_task(self._load(name))
         try:
             return await asyncio.shield(self._loading[name])
         finally:
             self._loading.pop(name, None)
 
-    async def _load(self, name: str, uri: str) -> bool:
-        await asyncio.to_thread(_check_cleared, uri)
+    async def _load(self, name: str) -> bool:
+        location = await asyncio.to_thread(self.locate, name)  # checked again at every load
         before = psutil.Process().memory_info().rss
-        model = self.runtime.model_type()(name, uri)
+        model = self.runtime.model_type()(name, location)
         await asyncio.to_thread(model.load)
         self.sizes[name] = max(psutil.Process().memory_info().rss - before, MIN_MODEL_BYTES)
         self.update(model)
+        self.locations[name] = location
         self.used[name] = time.monotonic()
         self.loads += 1
         log.info("loaded %s (%.1f MB)", name, self.sizes[name] / 2**20)
@@ -82,17 +101,50 @@ class LazyRepository(ModelRepository):
         freed = False
         while sum(self.sizes.values()) > self.budget and len(self.sizes) > 1:
             victim = min((n for n in self.sizes if n != keep), key=lambda n: self.used.get(n, 0.0))
+            location = self.locations[victim]
             self.unload(victim)
+            self.locations[victim] = location  # still served: a placeholder, not ready, until it is asked for again
+            self.update(self.runtime.model_type()(victim, location))
             freed = True
         if freed:
             release_freed()  # the unloaded models' memory back to the system, so the next measure is true
 
     def unload(self, name: str) -> None:
+        """Unload ``name`` and forget it (KServe's unload request, or the budget, which keeps it known)."""
+        loaded = name in self.sizes
         super().unload(name)
+        self.locations.pop(name, None)
         self.sizes.pop(name, None)
         self.used.pop(name, None)
-        self.unloads += 1
-        log.info("unloaded %s", name)
+        if loaded:
+            self.unloads += 1
+            log.info("unloaded %s", name)
+
+
+def registry_locator(allowed: set[str]) -> Locator:
+    """Versions of the registered models ``allowed``, each cleared for production when it loads."""
+
+    def locate(name: str) -> str:
+        uri = model_uri(name)
+        if uri is None or uri.removeprefix("models:/").split("/")[0] not in allowed:
+            raise ValueError(f"model '{name}': this endpoint serves NAME-vVERSION of {', '.join(sorted(allowed))}")
+        _check_cleared(uri)
+        return uri
+
+    return locate
+
+
+def folder_locator(root: Path) -> Locator:
+    """The model folders in ``root`` named NAME-vVERSION (where KServe's model agent puts TrainedModels)."""
+
+    def locate(name: str) -> str:
+        folder = root / name
+        if model_uri(name) is None or not folder.is_dir():
+            raise ValueError(f"model '{name}': no folder {folder} (this server serves the NAME-vVERSION folders of "
+                             f"{root})")
+        return str(folder)
+
+    return locate
 
 
 def _check_cleared(uri: str) -> None:
@@ -109,7 +161,9 @@ def _check_cleared(uri: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A multi-model server")
     parser.add_argument("--endpoint", required=True)
-    parser.add_argument("--models", required=True, help="Registered model names, comma-separated.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--models", help="Registered model names, comma-separated.")
+    source.add_argument("--model-dir", type=Path, help="A folder of model folders named NAME-vVERSION.")
     parser.add_argument("--runtime", choices=local_runtimes(), default=DEFAULT_RUNTIME,
                         help="; ".join(f"{n}: {RUNTIMES[n].description}" for n in local_runtimes()))
     parser.add_argument("--budget-mb", type=float, default=2048.0)
@@ -118,8 +172,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     prepare(args.host)
-    repository = LazyRepository(args.runtime, {m.strip() for m in args.models.split(",") if m.strip()},
-                                int(args.budget_mb * 2**20))
+    locate = folder_locator(args.model_dir) if args.model_dir else \
+        registry_locator({m.strip() for m in args.models.split(",") if m.strip()})
+    repository = LazyRepository(args.runtime, locate, int(args.budget_mb * 2**20))
     serve([], args.http_port, repository=repository)
 
 
