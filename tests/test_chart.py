@@ -336,6 +336,38 @@ def test_the_tvm_serving_runtime_runs_what_a_rendered_tvm_variant_asks_for(helm:
     assert "tvm_target: aarch64" in by(arm, "ConfigMap", "kiln-settings")[0]["data"]["kiln.yaml"]
 
 
+def test_the_multi_model_runtime_runs_what_a_rendered_multi_model_endpoint_asks_for(helm: Path) -> None:
+    """The ServingRuntime `kiln-multi-model` serves what `kiln endpoint render` writes for a multi-model endpoint:
+    a multi-model runtime (KServe adds its model agent) whose pod runs Kiln's multi-model server over /mnt/models with
+    the endpoint's runtime and budget, inside the memory the InferenceService asks for; its TrainedModels name it."""
+    from kiln.serving.multi_model import parse_args
+    from kiln.serving.render import objects
+    from kiln.serving.spec import parse_spec
+    from tests.predictor import predictor_pod
+
+    objs = template(helm, "--set", "servingRuntimes.multiModel.enabled=true", "--set",
+                    "rolloutController.namespace=serving")
+    [runtime] = by(objs, "ServingRuntime")
+    assert runtime["spec"]["multiModel"] is True and runtime["metadata"]["namespace"] == "serving"
+    spec = parse_spec({"name": "many", "mode": "multi-model", "variants": [{"name": "main", "model": "models:/churn/3"}],
+                       "multi_model": {"budget_mb": 1500}})
+    rendered = objects(spec, namespace="serving", storage_uris={"churn-v4": "s3://kiln/churn/4"})
+    [isvc] = [o for o in rendered if o["kind"] == "InferenceService"]
+    trained = [o for o in rendered if o["kind"] == "TrainedModel"]
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == runtime["metadata"]["name"]
+    assert {t["spec"]["inferenceService"] for t in trained} == {isvc["metadata"]["name"]}
+    assert sorted(t["metadata"]["name"] for t in trained) == ["churn-v3", "churn-v4"]
+    [container] = predictor_pod(runtime, isvc)["containers"]
+    command = [*container["command"], *container["args"]]
+    assert command[:3] == ["python", "-m", "kiln.serving.multi_model"]
+    args = parse_args(command[3:])
+    assert (str(args.model_dir), args.runtime, args.budget_mb, args.http_port, args.host) == (
+        "/mnt/models", "mlflow", 1500.0, 8080, "0.0.0.0")
+    limit = int(container["resources"]["limits"]["memory"].removesuffix("Mi"))
+    assert sum(int(t["spec"]["model"]["memory"].removesuffix("Mi")) for t in trained) <= 1500 < limit, \
+        "KServe admits the versions within the budget; the server's own memory comes on top"
+
+
 def test_the_tvm_runtime_refuses_a_missing_malformed_or_private_key(helm: Path, tmp_path: Path) -> None:
     err = template_error(helm, "--set", "servingRuntimes.tvm.enabled=true")
     assert "servingRuntimes.tvm.publicKey is required" in err and "signing-key.pub" in err

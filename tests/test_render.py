@@ -423,3 +423,33 @@ def test_an_asynchronous_endpoint_renders_its_front_workers_and_kedas_scaler(tmp
 
     broken = {**objs["ScaledObject", "batch-async-worker"], "spec": {**scaled, "maxReplicaCount": -1}}
     assert keda_problems(broken) == ["spec.minReplicaCount 0 and maxReplicaCount -1: whole numbers, min <= max"]
+
+
+def test_a_multi_model_endpoint_renders_kserves_multi_model_serving(tmp_path: Path) -> None:
+    """One InferenceService on the multi-model runtime, a TrainedModel per version (the variant's and each one given),
+    and routes that send a V1 request to the version its header names, else to the variant's."""
+    spec = parse_spec({"name": "many", "mode": "multi-model", "variants": [{"name": "main", "model": "models:/churn/3"}],
+                       "multi_model": {"models": ["churn", "fraud"], "budget_mb": 1024}})
+    paths = render(spec, tmp_path / "out", storage_uris={"main": "s3://kiln/churn/3", "fraud-v2": "s3://kiln/fraud/2"},
+                   capture_url="http://collector").files
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in map(load, paths)}
+    assert set(objs) == {("InferenceService", "many-main"), ("TrainedModel", "churn-v3"), ("TrainedModel", "fraud-v2"),
+                         ("VirtualService", "many"), ("Service", "many"), ("ConfigMap", "kiln-endpoint-many")}
+    isvc = as_inference_service(objs["InferenceService", "many-main"])
+    assert isvc.spec.predictor.model.storage_uri is None, "KServe's model agent fetches the TrainedModels instead"
+    assert isvc.spec.predictor.logger.url == "http://collector/many/main?by_model=true"
+    assert objs["TrainedModel", "churn-v3"]["spec"]["model"] == {"framework": "mlflow", "storageUri": "s3://kiln/churn/3",
+                                                                "memory": "512Mi"}
+    routes = {r["name"]: r for r in objs["VirtualService", "many"]["spec"]["http"]}
+    fraud = routes["model-fraud-v2"]
+    assert [m["headers"]["x-kiln-target-model"]["exact"] for m in fraud["match"]] == ["fraud-v2", "fraud/2"]
+    assert fraud["rewrite"]["uri"] == "/v1/models/fraud-v2:predict"
+    assert routes["default"]["rewrite"]["uri"] == "/v1/models/churn-v3:predict"
+    assert list(routes)[-1] == "by-path" and "match" not in routes["by-path"], "V2 requests name their version"
+
+    with pytest.raises(InputError, match="serves versions of churn, fraud only"):
+        render(spec, tmp_path / "other", storage_uris={"churn-v4": "s3://a", "spam-v1": "s3://b"})
+    with pytest.raises(InputError, match="not a pinned version"):
+        render(parse_spec({**spec.model_dump(), "variants": [{"name": "main", "model": "models:/churn@champion"}]}),
+               tmp_path / "alias")
+    assert not (tmp_path / "other").exists() and not (tmp_path / "alias").exists()

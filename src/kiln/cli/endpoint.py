@@ -478,7 +478,8 @@ def render(
     out_dir: Path = typer.Option(..., "--out", "-o", help="A new (or empty) folder for the YAML files."),
     namespace: str = typer.Option("kiln", "--namespace", help="Namespace the objects go to."),
     storage: list[str] = typer.Option([], "--storage", help="VARIANT=URI: where a variant's model files are "
-                                      "(s3://...); default: a placeholder derived from the model URI."),
+                                      "(s3://...); default: a placeholder derived from the model URI. A multi-model "
+                                      "endpoint also takes NAME-vVERSION=URI for each further version it serves."),
     image: str | None = typer.Option(None, "--image", help="Kiln image: also write the rollout controller "
                                         "(Deployment, ServiceAccount, Role)."),
     kserve_canary: bool = typer.Option(False, "--kserve-canary", help="Two variants as one InferenceService with "
@@ -492,7 +493,7 @@ def render(
     uris = _storage_uris(storage)
     spec = load_spec(spec_file)
     unknown = sorted(set(uris) - {v.name for v in spec.variants} - ({spec.shadow.name} if spec.shadow else set()))
-    if unknown:
+    if unknown and spec.mode != "multi-model":  # whose versions render checks
         raise InputError(f"--storage: no variant {', '.join(unknown)} in {spec_file}")
     show(render_endpoint(spec, out_dir, namespace=namespace, storage_uris=uris or None, image=image,
                          kserve_canary=kserve_canary, capture_url=capture_url), as_json, _render_rendered)

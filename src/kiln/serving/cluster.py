@@ -243,7 +243,10 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
                          "cluster yet", hint="`kiln endpoint render SPEC -o DIR --image IMAGE --storage main=URI`, "
                                              "then `kubectl apply -f DIR` (KEDA and a Secret kiln-broker needed)")
     if spec.mode == "multi-model":
-        raise InputError(f"endpoint {spec.name} is multi-model: not built for a cluster yet (it serves locally)")
+        raise InputError(f"endpoint {spec.name} is multi-model: `kiln endpoint deploy` does not create those on a "
+                         "cluster yet", hint="`kiln endpoint render SPEC -o DIR --storage main=URI --storage "
+                                             "NAME-vVERSION=URI ...`, then `kubectl apply -f DIR` (the chart's "
+                                             "servingRuntimes.multiModel and KServe's model agent needed)")
     kube, namespace = _kube(ws)
     if _under_way(_rollout_state(kube, spec.name, namespace)):
         raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",

@@ -109,6 +109,17 @@ def serving_runtime_crd() -> dict[str, Any]:
          "subresources": {"status": {}}, "additionalPrinterColumns": [disabled, formats]}])
 
 
+def trained_model_crd() -> dict[str, Any]:
+    """KServe's TrainedModel (serving.kserve.io/v1alpha1: a version a multi-model endpoint serves), its schema
+    generated from the KServe SDK."""
+    schema = schema_of("V1alpha1TrainedModel")
+    schema["properties"]["status"] = {"type": "object", **PRESERVE}
+    isvc = {"name": "InferenceService", "type": "string", "jsonPath": ".spec.inferenceService"}
+    return _crd("serving.kserve.io", "TrainedModel", "trainedmodels", ["tm"], [
+        {"name": "v1alpha1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema},
+         "subresources": {"status": {}}, "additionalPrinterColumns": [isvc]}])
+
+
 def _destination() -> dict[str, Any]:
     return {"type": "object", "required": ["host"],
             "properties": {"host": {"type": "string"}, "subset": {"type": "string"},
@@ -122,7 +133,8 @@ def virtual_service_crd() -> dict[str, Any]:
     route = {"type": "object", **PRESERVE, "properties": {
         "name": {"type": "string"},
         "match": {"type": "array", "items": {"type": "object", **PRESERVE, "properties": {
-            "headers": {"type": "object", "additionalProperties": string_match}}}},
+            "uri": string_match, "headers": {"type": "object", "additionalProperties": string_match}}}},
+        "rewrite": {"type": "object", **PRESERVE, "properties": {"uri": {"type": "string"}}},
         "route": {"type": "array", "items": {"type": "object", **PRESERVE, "required": ["destination"], "properties": {
             "destination": _destination(), "weight": {"type": "integer", "minimum": 0, "maximum": 100}}}},
         "mirror": _destination(),
@@ -142,7 +154,7 @@ def virtual_service_crd() -> dict[str, Any]:
 
 def crds() -> list[dict[str, Any]]:
     """Every CRD an endpoint's objects need."""
-    return [inference_service_crd(), serving_runtime_crd(), virtual_service_crd()]
+    return [inference_service_crd(), serving_runtime_crd(), trained_model_crd(), virtual_service_crd()]
 
 
 def _established(crd: dict[str, Any] | None) -> bool:

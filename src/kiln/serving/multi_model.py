@@ -158,7 +158,7 @@ def _check_cleared(uri: str) -> None:
                          "its gate serves in production")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="A multi-model server")
     parser.add_argument("--endpoint", required=True)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -169,7 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-mb", type=float, default=2048.0)
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     prepare(args.host)
     locate = folder_locator(args.model_dir) if args.model_dir else \

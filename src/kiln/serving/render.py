@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.errors import InputError
 from kiln.serving.render_async import KEDA, async_objects, keda_problems
+from kiln.serving.render_multi import TRAINED_MODEL, multi_model_objects, served_versions
 from kiln.serving.router import TARGET_HEADER
 from kiln.serving.runtimes import get_runtime
 from kiln.serving.spec import NAME, EndpointSpec, Variant
@@ -210,6 +211,8 @@ def _sdk_client() -> Any:
 
     class Client(ApiClient):
         def _ApiClient__deserialize(self, data: Any, klass: Any) -> Any:
+            if klass == "ResourceQuantity":  # KServe's name for a quantity ("512Mi"), which has no model
+                return data if isinstance(data, (str, int, float)) else self._ApiClient__deserialize(data, "str")
             if isinstance(klass, str) and hasattr(kserve.models, klass):
                 klass = getattr(kserve.models, klass)
             return super()._ApiClient__deserialize(data, klass)
@@ -219,17 +222,23 @@ def _sdk_client() -> Any:
 
 def as_inference_service(data: Mapping[str, Any]) -> V1beta1InferenceService:
     """A serialized InferenceService as the KServe SDK's model; InputError naming any field the model does not know."""
-    client = _sdk_client()
-    try:
-        isvc = client._ApiClient__deserialize(dict(data), "V1beta1InferenceService")
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise InputError(f"InferenceService {data.get('metadata', {}).get('name')}: not a valid object: {exc}") \
-            from None
-    again = client.sanitize_for_serialization(isvc)
-    if again != data:
-        raise InputError(f"InferenceService {isvc.metadata.name if isvc.metadata else '?'}: fields the KServe "
-                         f"schema does not know: {', '.join(_differences(data, again)) or '(values changed)'}")
+    isvc: V1beta1InferenceService = as_kserve_object(data, "V1beta1InferenceService")
     return isvc
+
+
+def as_kserve_object(data: Mapping[str, Any], model: str) -> Any:
+    """A serialized KServe object as the SDK's ``model``; InputError naming any field the model does not know."""
+    client = _sdk_client()
+    kind, name = data.get("kind"), data.get("metadata", {}).get("name")
+    try:
+        obj = client._ApiClient__deserialize(dict(data), model)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{kind} {name}: not a valid object: {exc}") from None
+    again = client.sanitize_for_serialization(obj)
+    if again != data:
+        raise InputError(f"{kind} {name}: fields the KServe schema does not know: "
+                         f"{', '.join(_differences(data, again)) or '(values changed)'}")
+    return obj
 
 
 def _differences(a: Any, b: Any, at: str = "") -> list[str]:
@@ -328,7 +337,7 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
     storage_uris = dict(storage_uris or {})
     every = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
     unknown = sorted(set(storage_uris) - {v.name for v in every})
-    if unknown:
+    if unknown and spec.mode != "multi-model":  # a multi-model endpoint's versions are checked by served_versions
         raise InputError(f"storage URIs given for variants the endpoint {spec.name} does not have: "
                          f"{', '.join(unknown)}", hint=f"its variants: {', '.join(v.name for v in every)}")
     for v in every:
@@ -338,7 +347,16 @@ def objects(spec: EndpointSpec, *, namespace: str = "kiln", storage_uris: Mappin
         return storage_uris.get(v.name) or placeholder_storage_uri(v.model)
 
     if spec.mode == "multi-model":
-        raise InputError(f"endpoint {spec.name} is multi-model: its cluster objects are not built yet")
+        if kserve_canary:
+            raise InputError(f"endpoint {spec.name} is multi-model: it has no canary")
+        variant = spec.variants[0]
+        out = multi_model_objects(spec, namespace=namespace, isvc=isvc_name(spec.name, variant.name),
+                                  predictor=predictor_host(spec.name, variant.name, namespace),
+                                  versions=served_versions(spec, storage_uris, placeholder_storage_uri),
+                                  capture_url=capture_url, labels=_labels(spec.name))
+        out += [_endpoint_service(spec, namespace), _config_map(spec, namespace)]
+        check(out)
+        return out
     if spec.mode == "async":
         if image is None:
             raise InputError(f"endpoint {spec.name} is asynchronous: its front and workers run Kiln's image",
@@ -379,10 +397,18 @@ def check(objs: Sequence[Mapping[str, Any]]) -> None:
     import kubernetes_validate
 
     predictors: set[str] = set()
+    isvcs: set[str] = set()
     for obj in objs:
         if obj.get("kind") == "InferenceService":
             isvc = as_inference_service(obj)
+            isvcs.add(isvc.metadata.name)
             predictors.add(f"{isvc.metadata.name}{PREDICTOR_SUFFIX}.{isvc.metadata.namespace}.svc.cluster.local")
+    for obj in objs:
+        if obj.get("apiVersion") == TRAINED_MODEL:
+            trained = as_kserve_object(obj, "V1alpha1TrainedModel")
+            if trained.spec.inference_service not in isvcs:
+                raise InputError(f"TrainedModel {trained.metadata.name}: its InferenceService "
+                                 f"{trained.spec.inference_service} is not rendered")
     services = {f"{o['metadata']['name']}.{o['metadata']['namespace']}.svc.cluster.local"
                 for o in objs if o.get("kind") == "Service"}
     for obj in objs:
@@ -395,7 +421,7 @@ def check(objs: Sequence[Mapping[str, Any]]) -> None:
             problems = keda_problems(dict(obj))
             if problems:
                 raise InputError(f"{kind} {name}: {'; '.join(problems)}")
-        elif kind != "InferenceService":
+        elif kind != "InferenceService" and obj.get("apiVersion") != TRAINED_MODEL:
             try:
                 kubernetes_validate.validate(dict(obj), KUBERNETES_VERSION, strict=True)
             except kubernetes_validate.ValidationError as exc:
