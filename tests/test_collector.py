@@ -101,6 +101,21 @@ def test_request_and_response_events_become_one_capture_record_in_either_order(c
     assert records[second]["shadow"] and records[second]["variant"] == "shadow"
 
 
+def test_a_multi_model_endpoints_records_are_filed_under_the_version_that_answered(collector) -> None:
+    """`?by_model=true`, as a rendered multi-model InferenceService's logger posts: the version the response names
+    (V2's model_name; Kiln's multi-model server names it on V1 too), else the path's variant."""
+    ws, url, proc = collector
+    v1 = post_pair(f"{url}/many/main?by_model=true", response={**ANSWER, "model_name": "churn-v4"})
+    v2 = post_pair(f"{url}/many/main?by_model=true", response={"model_name": "fraud-v2", "outputs": []})
+    plain = post_pair(f"{url}/many/main?by_model=true")
+    odd = post_pair(f"{url}/many/main?by_model=true", response={**ANSWER, "model_name": "../x"})
+    other = post_pair(f"{url}/churn/primary", response={**ANSWER, "model_name": "churn-v4"})
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+    variants = {r["inference_id"]: r["variant"] for r in [*captured(ws, "many"), *captured(ws, "churn")]}
+    assert variants == {v1: "churn-v4", v2: "fraud-v2", plain: "main", odd: "main", other: "primary"}
+
+
 def test_an_unanswered_request_is_written_alone_after_the_pairing_window(collector) -> None:
     ws, url, _ = collector
     lonely = str(uuid.uuid4())

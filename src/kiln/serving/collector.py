@@ -6,6 +6,8 @@ POST /ENDPOINT/VARIANT[?shadow=true]   one CloudEvent in binary mode, as KServe'
                                        (the inference id, shared by a request and its response), ce-type
                                        (org.kubeflow.serving.inference.request or .response), ce-specversion,
                                        ce-time (optional); the body is the payload
+     [?by_model=true]                  a multi-model endpoint's: each record is filed under the version its
+                                       response names (model_name NAME-vVERSION), as a local endpoint's front does
 GET  /health                           liveness, and how many halves wait for their other half
 
 A request and its response are paired by id and written as one record; a half whose other half has not come within
@@ -38,6 +40,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from kiln.serving.capture import CaptureRecord, CaptureWriter
+from kiln.serving.spec import SERVED
 from kiln.workspace import open_workspace
 
 REQUEST = "org.kubeflow.serving.inference.request"
@@ -60,6 +63,7 @@ class _Pair:
     endpoint: str
     variant: str
     shadow: bool
+    by_model: bool = False
     first_seen: float = field(default_factory=time.monotonic)
     request: _Half | None = None
     response: _Half | None = None
@@ -84,14 +88,14 @@ class Collector:
         return bucket < self.sample * 100
 
     def add(self, inference_id: str, kind: str, endpoint: str, variant: str, shadow: bool, body: Any,
-            at: datetime) -> None:
+            at: datetime, by_model: bool = False) -> None:
         if inference_id in self.done or not self.sampled(inference_id):
             return
         pair = self.waiting.get(inference_id)
         if pair is None:
             if len(self.waiting) >= MAX_WAITING:
                 raise _Busy()
-            pair = self.waiting[inference_id] = _Pair(endpoint, variant, shadow)
+            pair = self.waiting[inference_id] = _Pair(endpoint, variant, shadow, by_model)
         half = _Half(body, at)
         if kind == REQUEST:
             pair.request = pair.request or half
@@ -125,9 +129,11 @@ class Collector:
         if writer is None:
             writer = self.writers[pair.endpoint] = CaptureWriter(self.root, pair.endpoint, self.flush_seconds,
                                                                  endpoint_url=self.endpoint_url)
+        answer = pair.response.body if pair.response else None
+        named = answer.get("model_name") if pair.by_model and isinstance(answer, dict) else None
         writer.record(CaptureRecord(
             inference_id=inference_id, timestamp=first.at.isoformat(timespec="microseconds"), endpoint=pair.endpoint,
-            variant=pair.variant, shadow=pair.shadow, request=pair.request.body if pair.request else None,
+            variant=named if isinstance(named, str) and SERVED.match(named) else pair.variant, shadow=pair.shadow, request=pair.request.body if pair.request else None,
             response=pair.response.body if pair.response else None,
             status=200 if pair.response else 0,  # KServe logs a response only when the model answered
             latency_ms=round(max(latency, 0.0), 3)))
@@ -190,8 +196,9 @@ def build_app(collector: Collector, sweep_seconds: float = 1.0) -> Starlette:
             return JSONResponse({"error": f"the body is over {MAX_BODY} bytes"}, status_code=413)
         try:
             inference_id, kind, at, payload = _event(request, body)
-            shadow = request.query_params.get("shadow", "false").lower() in ("1", "true", "yes")
-            collector.add(inference_id, kind, endpoint, variant, shadow, payload, at)
+            shadow, by_model = (request.query_params.get(flag, "false").lower() in ("1", "true", "yes")
+                                for flag in ("shadow", "by_model"))
+            collector.add(inference_id, kind, endpoint, variant, shadow, payload, at, by_model)
         except _Malformed as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         except _Busy:

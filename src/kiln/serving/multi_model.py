@@ -85,7 +85,7 @@ class LazyRepository(ModelRepository):
     async def _load(self, name: str) -> bool:
         location = await asyncio.to_thread(self.locate, name)  # checked again at every load
         before = psutil.Process().memory_info().rss
-        model = self.runtime.model_type()(name, location)
+        model = self._model(name, location)
         await asyncio.to_thread(model.load)
         self.sizes[name] = max(psutil.Process().memory_info().rss - before, MIN_MODEL_BYTES)
         self.update(model)
@@ -96,6 +96,11 @@ class LazyRepository(ModelRepository):
         self._fit(name)
         return True
 
+    def _model(self, name: str, location: str) -> Any:
+        model = self.runtime.model_type()(name, location)
+        model.names_v1_answers = True
+        return model
+
     def _fit(self, keep: str) -> None:
         """Unload the least recently used versions until the loaded ones fit the budget (never ``keep``)."""
         freed = False
@@ -104,7 +109,7 @@ class LazyRepository(ModelRepository):
             location = self.locations[victim]
             self.unload(victim)
             self.locations[victim] = location  # still served: a placeholder, not ready, until it is asked for again
-            self.update(self.runtime.model_type()(victim, location))
+            self.update(self._model(victim, location))
             freed = True
         if freed:
             release_freed()  # the unloaded models' memory back to the system, so the next measure is true

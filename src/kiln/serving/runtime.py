@@ -29,6 +29,9 @@ WARM_UP_CALLS = 3
 class KilnModel(kserve.Model):
     """Serves one registered model version: validates each request against its input schema, then predicts."""
 
+    # A multi-model server's V1 answers name the version that gave them, as V2's do (the capture files them so).
+    names_v1_answers = False
+
     def __init__(self, name: str, model_uri: str) -> None:
         super().__init__(name)
         self.model_uri = model_uri
@@ -134,6 +137,8 @@ class KilnModel(kserve.Model):
         if isinstance(payload, kserve.InferRequest):
             return kserve.InferResponse(response_id=payload.id or str(uuid.uuid4()), model_name=self.name,
                                         infer_outputs=v2_outputs(answer))
+        if self.names_v1_answers:
+            return {"predictions": v1_records(answer), "model_name": self.name}
         return {"predictions": v1_records(answer)}
 
     def get_input_types(self) -> list[dict[str, Any]]:
