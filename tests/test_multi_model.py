@@ -109,6 +109,15 @@ def test_a_multi_model_endpoint_sends_each_request_to_the_version_it_names(serve
         bad = httpx.post(v1, json={"instances": ROWS}, headers={"x-kiln-target-model": "toy"}, timeout=60)
         assert bad.status_code == 400 and "NAME-vVERSION" in bad.json()["error"]
         time.sleep(1)
+        # Monitors per version: each judged on the requests it answered, against its own baseline.
+        for model, records in (("toy/2", 1), (None, 2)):
+            res = run_kiln("monitor", "run", "--endpoint", "many", *(["--model", model] if model else []), "-w", root,
+                           "--json", timeout=600)
+            assert res.code == 0, res.stderr[-3000:]
+            run = json.loads(res.stdout)
+            assert (run["model"], run["records"]) == (model or "toy/1", records), run
+            assert run["variants"] == {served_name(f"models:/{model or 'toy/1'}"): len(ROWS) * records}, \
+                "rows by version"
     finally:
         run_kiln("endpoint", "delete", "many", "-w", root)
     from kiln.serving.capture import read_capture

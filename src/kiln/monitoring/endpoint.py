@@ -7,6 +7,7 @@ from pathlib import Path
 from kiln.errors import InputError
 from kiln.registry.versions import get_version
 from kiln.serving.local import _capture_root, list_endpoints, read_state
+from kiln.serving.spec import served_name
 from kiln.storage import is_s3
 from kiln.workspace import Workspace
 
@@ -22,6 +23,14 @@ def served_version(ws: Workspace, endpoint: str, model: str | None = None) -> st
         raise InputError(f"endpoint {endpoint} is served by {ws.settings.serving.type}, not here: say which model "
                          f"it serves", hint=f"--model {endpoint}@champion, or NAME/VERSION")
     return read_state(ws, endpoint).primary.model.removeprefix("models:/")
+
+
+def version_records(ws: Workspace, endpoint: str, model: str) -> str | None:
+    """The records a monitor of ``model`` (NAME/VERSION) reads of a local multi-model endpoint: those its version
+    answered (each version is judged against its own baseline); None for any other endpoint (all of them)."""
+    if endpoint not in list_endpoints(ws) or read_state(ws, endpoint).spec.mode != "multi-model":
+        return None
+    return served_name(f"models:/{model}")
 
 
 def capture_root(ws: Workspace, endpoint: str) -> Path | str:

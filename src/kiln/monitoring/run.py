@@ -26,7 +26,13 @@ from kiln.monitoring.baseline import THRESHOLD, create_baseline
 from kiln.monitoring.bias_drift import bias_drift
 from kiln.monitoring.constraints import check_constraints
 from kiln.monitoring.drift import drift_violations, measure_drift
-from kiln.monitoring.endpoint import capture_root, reports_folder, served_version, workspace_capture
+from kiln.monitoring.endpoint import (
+    capture_root,
+    reports_folder,
+    served_version,
+    version_records,
+    workspace_capture,
+)
 from kiln.monitoring.history import add_snapshots
 from kiln.monitoring.labels import read_labels
 from kiln.monitoring.metrics import write_metrics
@@ -212,7 +218,8 @@ def run_monitor(ws: Workspace, endpoint: str, since: datetime | None = None, unt
     out.mkdir(parents=True, exist_ok=True)
     progress(f"reading {endpoint}'s capture" + (f" since {since.isoformat(timespec='seconds')}" if since else ""))
     started = time.perf_counter()
-    traffic = read_traffic(root, endpoint, baseline.kinds, since, until, capture_endpoint_url(ws))
+    traffic = read_traffic(root, endpoint, baseline.kinds, since, until, capture_endpoint_url(ws),
+                           None if capture else version_records(ws, endpoint, model))
     variants = {str(k): int(v) for k, v in traffic.frame["variant"].value_counts().items()}
     read_seconds = round(time.perf_counter() - started, 2)
     monitors: Monitors | None = None

@@ -84,8 +84,10 @@ def _answers(response: Any, n: int) -> list[dict[str, Any]]:
 
 
 def read_traffic(capture_root: Path | str, endpoint: str, features: dict[str, str], since: datetime | None = None,
-                 until: datetime | None = None, endpoint_url: str | None = None) -> Traffic:
-    """Production traffic of ``endpoint`` in [since, until); ``features`` maps name -> "numeric" | "categorical"."""
+                 until: datetime | None = None, endpoint_url: str | None = None,
+                 variant: str | None = None) -> Traffic:
+    """Production traffic of ``endpoint`` in [since, until) (only ``variant``'s, when given: a multi-model
+    endpoint's version); ``features`` maps name -> "numeric" | "categorical"."""
     import pandas as pd
 
     names = list(features)
@@ -96,6 +98,8 @@ def read_traffic(capture_root: Path | str, endpoint: str, features: dict[str, st
     for rec in read_capture(capture_root, endpoint, since, until, endpoint_url):
         if rec.get("shadow"):
             traffic.shadow_records += 1
+            continue
+        if variant is not None and rec.get("variant") != variant:
             continue
         traffic.records += 1
         rows = _instances(rec.get("request"), names)
