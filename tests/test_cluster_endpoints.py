@@ -441,6 +441,77 @@ def test_a_tvm_variant_serves_its_bundle_for_the_nodes_from_the_object_store(kub
     assert kiln(ws, "endpoint", "delete", "fast").code == 0
 
 
+MULTI_SPEC = """
+name: many
+mode: multi-model
+variants: [{name: main, model: "models:/toy/1"}]
+multi_model: {budget_mb: 1}
+"""
+
+
+def test_a_multi_model_endpoint_is_served_by_kserves_multi_model_serving(kube, namespace, ws, s3) -> None:
+    """`mode: multi-model` on a cluster: one InferenceService on the chart's kiln-multi-model runtime and a
+    TrainedModel per version of toy cleared for production, its files in S3. The pod KServe would make from the
+    runtime and the InferenceService runs on the node; with each TrainedModel's files where KServe's model agent puts
+    them, and asked to load each as the agent does, it answers for each version by name within its budget: the one
+    unloaded to make room loads again when a request names it. `update` is refused; `delete` removes the versions."""
+    import tempfile
+
+    from tests.cluster_checks import documents, run
+    from tests.k8s_tools import tools
+    from tests.predictor import predictor_pod
+    from tests.test_chart import CHART
+    from tests.test_serving import ROWS
+
+    root, env = ws
+    res = run_kiln("endpoint", "deploy", write_spec(ws, MULTI_SPEC), "-w", root, "--json", env=env, timeout=600)
+    assert res.code == 0, res.stderr[-3000:]
+    assert "2 versions cleared for production: toy-v1, toy-v2" in res.stderr
+    trained = {o["metadata"]["name"]: o for o in kube.get("trainedmodels", "-n", namespace)["items"]}
+    assert sorted(trained) == ["toy-v1", "toy-v2"]
+    assert {o["spec"]["inferenceService"] for o in trained.values()} == {"many-main"}
+    assert all(o["spec"]["model"]["storageUri"].startswith(f"s3://kiln/mlflow-{namespace}/") for o in trained.values())
+    isvc = isvcs(kube, namespace)["many-main"]
+    assert isvc["spec"]["predictor"]["model"]["runtime"] == "kiln-multi-model"
+    status = json.loads(kiln(ws, "endpoint", "status", "many", "--json").stdout)
+    assert [(v["name"], v["weight"]) for v in status["variants"]] == [("main", 100)]
+    refused = kiln(ws, "endpoint", "update", "many", "--model", "toy/2")
+    assert refused.code == 1 and "it has no rollout" in refused.stderr
+
+    chart = documents(run(tools()["helm"], "template", "kiln", CHART, "-n", namespace, "--show-only",
+                          "templates/serving-runtimes.yaml", "--set", f"rolloutController.namespace={namespace}",
+                          "--set", "image.pullPolicy=Never", "--set", "servingRuntimes.multiModel.enabled=true").stdout)
+    kube.apply(*chart)
+    runtime = kube.get("servingruntime", "kiln-multi-model", "-n", namespace)
+    folder = Path(tempfile.mkdtemp(prefix="kiln-models-", dir="/tmp"))
+    for name, obj in trained.items():  # what KServe's model agent downloads for each TrainedModel
+        s3.download(obj["spec"]["model"]["storageUri"], folder / name)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    pod = predictor_pod(runtime, isvc, {"hostPath": {"path": str(folder), "type": "Directory"}})
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "spec": pod, "metadata": {
+        "name": "many-main-predictor", "namespace": namespace, "labels": isvc["metadata"]["labels"]}})
+    try:
+        kube.run("-n", namespace, "wait", "--for=condition=Ready", "pod/many-main-predictor", "--timeout=180s")
+        ip = kube.get("pod", "many-main-predictor", "-n", namespace)["status"]["podIP"]
+        for name in trained:  # as the agent asks once a TrainedModel's files are in place
+            loaded = httpx.post(f"http://{ip}:8080/v2/repository/models/{name}/load", timeout=120)
+            assert loaded.status_code == 200, loaded.text
+        answers = [httpx.post(f"http://{ip}:8080/v1/models/{name}:predict", json={"instances": ROWS}, timeout=120)
+                   for name in ("toy-v1", "toy-v2", "toy-v1")]
+        logs = kube.run("-n", namespace, "logs", "pod/many-main-predictor").stdout
+    finally:
+        kube.run("-n", namespace, "delete", "pod", "many-main-predictor", "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+    assert [a.json()["model_name"] for a in answers] == ["toy-v1", "toy-v2", "toy-v1"]
+    assert answers[0].json()["predictions"] == answers[1].json()["predictions"], "one run registered twice"
+    assert "unloaded toy-v1" in logs and logs.count("loaded toy-v1 (") == 2, logs[-3000:]
+
+    assert kiln(ws, "endpoint", "delete", "many").code == 0
+    assert kube.get("trainedmodels", "-n", namespace)["items"] == []
+
+
 # --- The rollout controller, live ------------------------------------------------------------------------------
 # In a cluster with KServe, its controller runs each InferenceService as a predictor Deployment (RawDeployment) and
 # the Istio mesh splits the traffic by the VirtualService's weights. Neither can be had here, so the tests stand in

@@ -109,6 +109,8 @@ def test_a_multi_model_endpoint_sends_each_request_to_the_version_it_names(serve
         bad = httpx.post(v1, json={"instances": ROWS}, headers={"x-kiln-target-model": "toy"}, timeout=60)
         assert bad.status_code == 400 and "NAME-vVERSION" in bad.json()["error"]
         time.sleep(1)
+        refused = run_kiln("endpoint", "update", "many", "--model", "toy/2", "-w", root)
+        assert refused.code == 1 and "multi-model: it has no rollout" in refused.stderr, refused.stderr
         # Monitors per version: each judged on the requests it answered, against its own baseline.
         for model, records in (("toy/2", 1), (None, 2)):
             res = run_kiln("monitor", "run", "--endpoint", "many", *(["--model", model] if model else []), "-w", root,

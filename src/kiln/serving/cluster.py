@@ -21,7 +21,8 @@ from typing import Any
 from kiln.compile.targets import resolve_target
 from kiln.errors import InputError, ServiceError
 from kiln.progress import Progress, no_progress
-from kiln.serving.approval import Override, clear_for_production, record_overrides
+from kiln.registry.versions import list_versions
+from kiln.serving.approval import Override, clear_for_production, cleared, record_overrides
 from kiln.serving.bundles import bundle_location
 from kiln.serving.controller import ANNOTATION, VirtualServiceRoutes, dump_rollout, load_rollout, read_spec
 from kiln.serving.history import (
@@ -39,7 +40,7 @@ from kiln.serving.local import pin, replaced_variant
 from kiln.serving.render import WEIGHTED_ROUTE, config_map_name, endpoint_host, isvc_name, objects, weights_for
 from kiln.serving.rollout import Rollout, RolloutReport, force, hold, start
 from kiln.serving.runtimes import DEFAULT_RUNTIME, get_runtime
-from kiln.serving.spec import EndpointSpec, Variant
+from kiln.serving.spec import EndpointSpec, Variant, no_rollout, served_name
 from kiln.settings import KServeServing
 from kiln.tracking import client
 from kiln.workspace import Workspace
@@ -48,7 +49,7 @@ CANDIDATE_SUFFIX = "-next"
 HISTORY = "kiln.dev/history"  # the endpoint's history (kiln.serving.history), on its spec ConfigMap
 # The kinds of an endpoint's objects, in the order they are deleted (what routes to a model server first); with
 # serving.controller_image, also its rollout controller's, before the spec it reads.
-ROUTES_AND_SERVERS = ("VirtualService", "Service", "InferenceService")
+ROUTES_AND_SERVERS = ("VirtualService", "Service", "InferenceService", "TrainedModel")
 CONTROLLER = ("Deployment", "RoleBinding", "Role", "ServiceAccount")
 
 
@@ -210,6 +211,8 @@ def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str,
     serving = _serving(ws)
     every = [*spec.variants, *([spec.shadow] if spec.shadow else [])]
     uris = {v.name: storage_uri(ws, v.model, v.runtime, progress) for v in every}
+    if spec.mode == "multi-model":
+        uris.update(_cleared_versions(ws, spec, progress))
     objs = objects(spec, namespace=namespace, storage_uris=uris, capture_url=serving.capture_url,
                    image=serving.controller_image, prometheus=serving.prometheus, metrics=serving.metrics,
                    interval=serving.controller_interval_seconds)
@@ -234,6 +237,19 @@ def _apply(ws: Workspace, kube: Kube, spec: EndpointSpec, namespace: str,
     return changes, uris
 
 
+def _cleared_versions(ws: Workspace, spec: EndpointSpec, progress: Progress) -> dict[str, str]:
+    """A multi-model endpoint's versions on a cluster (NAME-vVERSION): every version of its models cleared for
+    production, with where its files are (its TrainedModels; a version cleared later comes with the next deploy)."""
+    found = {}
+    for name in spec.served_models():
+        for info in list_versions(ws, name):
+            if cleared(info):
+                uri = f"models:/{name}/{info.version}"
+                found[served_name(uri)] = storage_uri(ws, uri, spec.variants[0].runtime, progress)
+    progress(f"{spec.name}: {len(found)} versions cleared for production: {', '.join(sorted(found)) or 'none'}")
+    return found
+
+
 def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
            override: Override | None = None) -> ClusterDeployment:
     """Create the endpoint, or bring an existing one to ``spec``; refused while a rollout is under way, and when a
@@ -242,11 +258,6 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
         raise InputError(f"endpoint {spec.name} is asynchronous: `kiln endpoint deploy` does not create those on a "
                          "cluster yet", hint="`kiln endpoint render SPEC -o DIR --image IMAGE --storage main=URI`, "
                                              "then `kubectl apply -f DIR` (KEDA and a Secret kiln-broker needed)")
-    if spec.mode == "multi-model":
-        raise InputError(f"endpoint {spec.name} is multi-model: `kiln endpoint deploy` does not create those on a "
-                         "cluster yet", hint="`kiln endpoint render SPEC -o DIR --storage main=URI --storage "
-                                             "NAME-vVERSION=URI ...`, then `kubectl apply -f DIR` (the chart's "
-                                             "servingRuntimes.multiModel and KServe's model agent needed)")
     kube, namespace = _kube(ws)
     if _under_way(_rollout_state(kube, spec.name, namespace)):
         raise InputError(f"endpoint {spec.name}: a rollout is under way in {namespace}",
@@ -319,6 +330,8 @@ def endpoint_status(ws: Workspace, name: str, settle: bool = True) -> ClusterSta
     routes = (vs.get("spec") or {}).get("http", [])
     weighted: dict[str, Any] = next((r for r in routes if r.get("name") == WEIGHTED_ROUTE), {})
     live = {d["destination"]["host"].split(".")[0]: d.get("weight", 0) for d in weighted.get("route", [])}
+    if spec.mode == "multi-model":  # one variant, no weighted route: it takes every request
+        live = {f"{isvc_name(name, spec.variants[0].name)}-predictor": 100}
     variants = []
     for v in [*spec.variants, *([spec.shadow] if spec.shadow else [])]:
         shadow = v is spec.shadow
@@ -362,6 +375,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     in, recorded)."""
     finalize(ws, name)  # a rollout that ended while nobody followed it is settled first
     kube, namespace, spec = read_endpoint(ws, name)
+    no_rollout(spec)
     if _under_way(_rollout_state(kube, name, namespace)):
         raise InputError(f"endpoint {name}: a rollout is under way",
                          hint=f"`kiln endpoint promote {name}` or `kiln endpoint rollback {name}` first")

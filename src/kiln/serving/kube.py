@@ -47,6 +47,7 @@ class Kind:
 
 KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind("InferenceService", "serving.kserve.io", "v1beta1", "inferenceservices"),
+    Kind("TrainedModel", "serving.kserve.io", "v1alpha1", "trainedmodels"),
     Kind("VirtualService", "networking.istio.io", "v1beta1", "virtualservices"),
     Kind("Service", "", "v1", "services"),
     Kind("ConfigMap", "", "v1", "configmaps"),
@@ -57,7 +58,7 @@ KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind("CustomResourceDefinition", "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False),
 )}
 # Who provides a kind the API server may not know: said when it answers that it has no such resource.
-PROVIDERS = {"InferenceService": "KServe", "VirtualService": "Istio"}
+PROVIDERS = {"InferenceService": "KServe", "TrainedModel": "KServe", "VirtualService": "Istio"}
 
 
 def applied_by_kiln(obj: Mapping[str, Any]) -> bool:

@@ -37,7 +37,7 @@ from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, PUBLIC_KEY_ENV, get_runtime, local_runtimes
 from kiln.serving.sleep import SleeperConfig
-from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant, served_name
+from kiln.serving.spec import EndpointSpec, Guardrails, Policy, Variant, no_rollout, served_name
 from kiln.settings import LocalServing
 from kiln.storage import is_s3
 from kiln.training.families import FAMILIES
@@ -617,6 +617,7 @@ def update(ws: Workspace, name: str, model: str, variant: str | None = None, wai
     if state.spec.mode == "async":
         raise InputError(f"endpoint {name} is asynchronous: it has no rollout",
                          hint=f"`kiln endpoint delete {name}`, then deploy the new model (queued results stay)")
+    no_rollout(state.spec)
     if state.rollout is not None:
         raise InputError(f"endpoint {name}: a rollout of {state.rollout.model} is under way",
                          hint=f"`kiln endpoint promote {name}` or `kiln endpoint rollback {name}` first")

@@ -30,7 +30,7 @@ from kiln.serving.spec import EndpointSpec, model_uri, served_name
 
 RUNTIME = "kiln-multi-model"  # the chart's ServingRuntime (servingRuntimes.multiModel)
 TRAINED_MODEL = "serving.kserve.io/v1alpha1"
-OVERHEAD_MB = 512  # the server's own memory beside the loaded versions (Python, KServe, the runtime's libraries)
+OVERHEAD_MB = 1024  # the server's own memory beside the loaded versions (Python, KServe, MLflow, the runtime's libraries)
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 

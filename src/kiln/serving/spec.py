@@ -188,6 +188,14 @@ class EndpointSpec(_Spec):
         return {v.name: v.weight / total for v in self.variants}
 
 
+def no_rollout(spec: EndpointSpec) -> None:
+    """InputError for an endpoint that has no rollout: a multi-model one serves every version side by side."""
+    if spec.mode == "multi-model":
+        raise InputError(f"endpoint {spec.name} is multi-model: it has no rollout; every version it serves is "
+                         "reachable by name", hint="requests that name none get the variant's model: change it in "
+                                                   "the spec and deploy again (a local endpoint: delete it first)")
+
+
 def load_spec(path: Path) -> EndpointSpec:
     """An EndpointSpec from a YAML file; every problem is an InputError naming the file and the field."""
     import yaml
