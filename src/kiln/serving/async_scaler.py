@@ -26,6 +26,9 @@ from kiln.process import ServiceSpec, pid_file, running, start, stop
 log = logging.getLogger("kiln.async_scaler")
 INTERVAL_SECONDS = 0.5
 WORKER_START_SECONDS = 300.0  # loading a model (a TVM bundle's compile is not done here) takes seconds, not minutes
+# After a worker fails to start, the next start waits this long, doubled at each failure up to the most: a worker
+# that cannot start (a missing model, a broken store) is not restarted in a loop that takes the machine's cores.
+RETRY_SECONDS, MOST_RETRY_SECONDS = 2.0, 60.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class Scaler:
         self.backlog = 0
         self.starts = self.stops = 0
         self.problem: str | None = None  # why the last start failed
+        self.failed_starts = 0
+        self._retry_in = 0.0
+        self._retry_at = 0.0
         self._idle_since: float | None = None
         self._wake = asyncio.Event()
 
@@ -99,9 +105,15 @@ class Scaler:
         busy = sum(1 for s in states if s)
         self.backlog, self.workers = backlog, len(indexes)
         want = self.wanted(backlog, len(indexes), busy, time.monotonic())
-        if want > len(indexes):
+        if want > len(indexes) and time.monotonic() >= self._retry_at:
             free = [i for i in range(c.max + 8) if i not in indexes][:want - len(indexes)]
-            await asyncio.gather(*(asyncio.to_thread(self._start, i) for i in free))
+            started = await asyncio.gather(*(asyncio.to_thread(self._start, i) for i in free))
+            if all(started):
+                self._retry_in = 0.0
+            else:
+                self._retry_in = min(max(2 * self._retry_in, RETRY_SECONDS), MOST_RETRY_SECONDS)
+                self._retry_at = time.monotonic() + self._retry_in
+                self.problem = f"{self.problem} (next start in {self._retry_in:.0f} s)"
         elif want < len(indexes):
             idle = [i for i, b in zip(indexes, states) if b is False][::-1][:len(indexes) - want]
             for i in idle:
@@ -110,15 +122,18 @@ class Scaler:
                 log.info("%s: stopped worker %d (queue empty for %.0f s)", c.endpoint, i, c.idle_seconds)
         self.workers = len(running_workers(self.state_dir, c.endpoint, c.max + 8))
 
-    def _start(self, index: int) -> None:
+    def _start(self, index: int) -> bool:
         try:
             start(self.state_dir, worker_service(self.config, index, _free_port(self.config.host)))
             self.starts += 1
             self.problem = None
             log.info("%s: started worker %d", self.config.endpoint, index)
+            return True
         except KilnError as exc:
+            self.failed_starts += 1
             self.problem = exc.message
             log.error("%s: worker %d did not start: %s", self.config.endpoint, index, exc.message)
+            return False
 
     async def _busy(self, index: int) -> bool | None:
         """Whether worker ``index`` holds a request (None: its health port does not answer)."""

@@ -273,7 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # as kiln.serving.server: metrics of its own
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    config = WorkerConfig(**json.loads(args.worker_config.read_text()))
+    try:
+        config = WorkerConfig(**json.loads(args.worker_config.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise SystemExit(f"error: --worker-config {args.worker_config}: not a worker's configuration ({exc})") from None
     model = get_runtime(config.runtime).model_type()(config.endpoint, config.model_uri)
     model.load()
     scratch = Path(tempfile.mkdtemp(prefix=f"kiln-async-{config.endpoint}-"))
