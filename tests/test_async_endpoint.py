@@ -133,6 +133,29 @@ def test_requests_in_each_format_are_answered_later_with_the_models_answers(endp
         "every chunk scored is captured, for the monitors"
 
 
+def test_a_v2_request_is_answered_in_v2_in_chunks(endpoint) -> None:
+    """The Open Inference Protocol's JSON at the V2 path: queued like any request, scored in chunks, answered as one
+    V2 response holding every row; a malformed one fails naming the input."""
+    root, url = endpoint
+    data = rows(1500)  # two chunks
+    inputs = [{"name": "calls", "shape": [1500], "datatype": "INT64", "data": [r["calls"] for r in data]},
+              {"name": "tenure", "shape": [1500, 1], "datatype": "FP64", "data": [[r["tenure"]] for r in data]},
+              {"name": "plan", "shape": [1500], "datatype": "BYTES", "data": [r["plan"] for r in data]}]
+    queued = httpx.post(f"{url}/v2/models/toy/infer", json={"inputs": inputs}, timeout=30)
+    assert queued.status_code == 202, queued.text
+    done = kiln(root, "endpoint", "result", queued.json()["inference_id"], "--wait", "180", "-o", root / "v2.json")
+    assert done["status"] == "done", done
+    answer = json.loads((root / "v2.json").read_text())
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert answer["model_name"] == "toy" and outputs["probability"]["shape"] == [1500]
+    assert outputs["probability"]["data"] == pytest.approx(expected(root, data), abs=1e-9)
+
+    torn = [*inputs[:2], {**inputs[2], "shape": [1499]}]
+    queued = httpx.post(f"{url}/v2/models/toy/infer", json={"inputs": torn}, timeout=30)
+    failed = kiln(root, "endpoint", "result", queued.json()["inference_id"], "--wait", "180", code=1)
+    assert "input 'plan': shape [1499] holds 1499 values, data has 1500" in failed["error"], failed
+
+
 def test_a_bad_request_is_refused_or_fails_naming_what_is_wrong(endpoint, hooks: Hooks) -> None:
     root, url = endpoint
     predict = f"{url}/v1/models/toy:predict"

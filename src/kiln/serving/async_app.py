@@ -182,6 +182,7 @@ class AsyncFront:
     def app(self) -> Starlette:
         return Starlette(lifespan=self.lifespan, routes=[
             Route("/v1/models/{name}:predict", self.accept, methods=["POST"]),
+            Route("/v2/models/{name}/infer", self.accept, methods=["POST"]),  # V2 JSON: answered as V2
             Route("/kiln/async/{id}", self.outcome),
             Route("/kiln/async/{id}/result", self.result),
             Route("/kiln/status", self.status),

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.serving.async_queue import Work, connect, declare
 from kiln.serving.async_store import AsyncRequest, AsyncStore, Outcome
+from kiln.serving.async_v2 import V2Invalid, is_v2, score_v2
 from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso
 from kiln.serving.runtimes import get_runtime
 
@@ -64,18 +65,26 @@ class RequestFailed(Exception):
     """The request cannot be answered (unreadable input, rows the model refuses): its error outcome says why."""
 
 
-def rows_of(path: Path, content_type: str, chunk: int) -> Iterator[list[dict[str, Any]]]:
-    """The request's rows, ``chunk`` at a time: a V1 body's instances, a CSV's rows (header first) or JSON lines."""
+def read_json(path: Path) -> Any:
+    import orjson
+
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise RequestFailed(f"the body is not JSON: {exc}") from None
+
+
+def rows_of(path: Path, content_type: str, chunk: int, body: Any = None) -> Iterator[list[dict[str, Any]]]:
+    """The request's rows, ``chunk`` at a time: a V1 body's instances (``body``, parsed already, or read from
+    ``path``), a CSV's rows (header first) or JSON lines."""
     import orjson
 
     if content_type == "application/json":
-        try:
-            body = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise RequestFailed(f"the body is not JSON: {exc}") from None
+        body = read_json(path) if body is None else body
         instances = body.get("instances") if isinstance(body, dict) else None
         if not isinstance(instances, list) or not instances:
-            raise RequestFailed("a JSON request is a V1 body: an object with a non-empty list 'instances'")
+            raise RequestFailed("a JSON request is a V1 body (an object with a non-empty list 'instances') or a "
+                                "V2 one ('inputs')")
         for start in range(0, len(instances), chunk):
             yield instances[start:start + chunk]
     elif content_type == "text/csv":
@@ -118,9 +127,15 @@ def score(model: KilnModel, request: AsyncRequest, body: Path, out: Path, chunk:
     from kserve.errors import InvalidInput
 
     json_body, done = request.content_type == "application/json", 0
+    doc = read_json(body) if json_body else None
+    if is_v2(doc):
+        try:
+            return score_v2(model, request, doc, out, chunk, capture, variant)
+        except V2Invalid as exc:
+            raise RequestFailed(str(exc)) from None
     with out.open("wb") as f:
         f.write(b'{"predictions": [' if json_body else b"")
-        for rows in rows_of(body, request.content_type, chunk):
+        for rows in rows_of(body, request.content_type, chunk, doc):
             try:
                 answer = model.predict({"instances": rows})["predictions"]
             except InvalidInput as exc:
