@@ -226,7 +226,8 @@ def test_endpoint_deployers_and_studio_may_change_only_endpoint_objects_in_the_s
     granted = {(g, r): tuple(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"]}
     assert granted == {(g, r): ("get", "list", "patch", "delete") for g, r in [
-        ("serving.kserve.io", "inferenceservices"), ("networking.istio.io", "virtualservices"),
+        ("serving.kserve.io", "inferenceservices"), ("serving.kserve.io", "trainedmodels"),
+        ("networking.istio.io", "virtualservices"),
         ("", "services"), ("", "configmaps")]}
     [binding] = [b for b in by(objs, "RoleBinding") if b["metadata"]["name"] == f"kiln-{component}"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": subject, "namespace": NAMESPACE}]

@@ -241,6 +241,7 @@ def the_deployers_rights(kube: Kube, ns: str) -> None:
     namespace only (Kiln in a pod reaching the API with its own credentials: the rollout controller's tests)."""
     who = f"system:serviceaccount:{ns}:pipeline-runner"
     for verb, resource, where, allowed in [("patch", "inferenceservices.serving.kserve.io", ns, "yes"),
+                                           ("delete", "trainedmodels.serving.kserve.io", ns, "yes"),
                                            ("delete", "virtualservices.networking.istio.io", ns, "yes"),
                                            ("list", "configmaps", ns, "yes"), ("create", "pods", ns, "no"),
                                            ("get", "secrets", ns, "no"),

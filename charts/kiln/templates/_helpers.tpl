@@ -286,7 +286,7 @@ spec:
 patch; a settled rollout deletes its candidate's objects): the endpoint deployers' Role and Studio's. */}}
 {{- define "kiln.endpointRules" -}}
 - apiGroups: ["serving.kserve.io"]
-  resources: ["inferenceservices"]
+  resources: ["inferenceservices", "trainedmodels"]
   verbs: ["get", "list", "patch", "delete"]
 - apiGroups: ["networking.istio.io"]
   resources: ["virtualservices"]
