@@ -1,5 +1,5 @@
 """A Kiln model with a fault injected, logged from code for rollout tests: KILN_FAULT=fail (every second
-request raises) or KILN_FAULT=slow (each answer 60 ms late). The fault is chosen when the model is logged."""
+request raises) or KILN_FAULT=slow (each answer 300 ms late). The fault is chosen when the model is logged."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class _Faulty:
         if self.fault == "fail" and next(self.calls) % 2:
             raise RuntimeError("injected fault: every second request fails")
         if self.fault == "slow":
-            time.sleep(0.06)
+            time.sleep(0.3)
 
     def output_matrix(self, x):
         self._fault()

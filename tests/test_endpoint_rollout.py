@@ -53,7 +53,7 @@ def ws(trained: Path):
 name: toy
 variants: [{{name: main, model: "models:/toy/1"}}]
 policy: {{type: canary, step_percent: 50, bake_seconds: {BAKE}}}
-guardrails: {{min_requests: 10, max_error_rate: 0.05, max_p99_increase_ms: 40}}
+guardrails: {{min_requests: 10, max_error_rate: 0.05, max_p99_increase_ms: 150}}  # a busy machine adds tens of ms
 """)
     res = run_kiln("endpoint", "deploy", root / "toy.yaml", "-w", root, "--json")
     assert res.code == 0, res.stderr[-3000:]
