@@ -16,9 +16,11 @@ Model storage: `storageUri` comes from ``storage_uris`` (variant name -> URI); `
 variant's models:/ URI to its registered version's artifact location and passes it in. Without one, a placeholder
 `s3://kiln-models/<model>/<version or alias>` stands in and must be replaced before the objects are applied.
 
+Asynchronous and multi-model endpoints have objects of their own (kiln.serving.render_async, render_multi).
+
 Everything is checked before a file is written: Kubernetes objects against the 1.30 schemas (kubernetes_validate,
-strict), InferenceServices by a round trip through the KServe SDK's model, the VirtualService's weights and hosts
-by hand. The files appear all together or not at all.
+strict), InferenceServices and TrainedModels by a round trip through the KServe SDK's models, the VirtualService's
+weights and hosts by hand. The files appear all together or not at all.
 """
 
 from __future__ import annotations
