@@ -377,7 +377,12 @@ def _monitor(ws: Path, name: str, dataset: str, label: str, features: list[str],
     stored = run_kiln("monitor", "labels", truth, "-e", name, "-w", ws, "--json")
     assert stored.code == 0, stored.stderr
     assert json.loads(stored.stdout)["positive_rate"] is None, "no positive class outside a binary task"
-    time.sleep(1.0)  # the front flushes capture every 0.2 s
+    from kiln.serving.capture import read_capture
+
+    sent, deadline = {f"{name}-{i}" for i in range(len(rows))}, time.monotonic() + 60
+    while not sent <= {r["inference_id"] for r in read_capture(ws / "capture", name)}:  # flushed every 0.2 s, or
+        assert time.monotonic() < deadline, "the requests were not captured"  # later on a busy machine
+        time.sleep(0.5)
     res = run_kiln("monitor", "run", "-e", name, "-w", ws, "--json", timeout=600)
     assert res.code in (0, 2), res.stderr  # 2: violations found, reported in the result
     monitors = json.loads(res.stdout)["monitors"]
