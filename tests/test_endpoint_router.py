@@ -82,8 +82,12 @@ def test_bad_requests_are_4xx_with_a_json_message(endpoint) -> None:
 def test_shadow_answers_are_captured_beside_production_and_a_hung_shadow_adds_no_latency(endpoint) -> None:
     url, root, procs = endpoint
     ids = [post(url).headers["x-kiln-inference-id"] for _ in range(20)]
-    time.sleep(1.0)
-    records = [r for r in read_capture(root / "capture", "toy") if r["inference_id"] in ids]
+    deadline = time.monotonic() + 30  # capture is flushed every 0.2 s, the shadow's copies sent every 50 ms
+    while True:
+        records = [r for r in read_capture(root / "capture", "toy") if r["inference_id"] in ids]
+        if len(records) >= 2 * len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     production = {r["inference_id"]: r for r in records if not r["shadow"]}
     shadow = {r["inference_id"]: r for r in records if r["shadow"]}
     assert set(production) == set(ids) and set(shadow) == set(ids)
