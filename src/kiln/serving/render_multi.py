@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kiln.errors import InputError
@@ -35,7 +35,7 @@ DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 def served_versions(spec: EndpointSpec, storage_uris: Mapping[str, str],
-                    placeholder: Any) -> dict[str, str]:
+                    placeholder: Callable[[str], str]) -> dict[str, str]:
     """Each version the endpoint serves on a cluster (NAME-vVERSION) and where its files are: the variant's own (a
     pinned NAME/VERSION; ``storage_uris[variant]`` or ``placeholder(model)``) and every NAME-vVERSION given."""
     variant = spec.variants[0]
