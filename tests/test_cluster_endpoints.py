@@ -362,6 +362,29 @@ variants: [{name: primary, model: "models:/toy/1", runtime: tvm}]
 """
 
 
+def predictor_on_node(kube, namespace: str, isvc: dict, runtime: str, folder: Path, *values: str) -> str:
+    """The chart's ServingRuntime ``runtime`` (its serving-runtimes template with ``values``) applied, and the pod
+    KServe would make from it and ``isvc`` (`<isvc>-predictor`, ``folder`` as /mnt/models) running on the node and
+    ready: its IP. The caller deletes the pod."""
+    from tests.cluster_checks import documents, run
+    from tests.k8s_tools import tools
+    from tests.predictor import predictor_pod
+    from tests.test_chart import CHART
+
+    kube.apply(*documents(run(tools()["helm"], "template", "kiln", CHART, "-n", namespace, "--show-only",
+                              "templates/serving-runtimes.yaml", "--set", f"rolloutController.namespace={namespace}",
+                              "--set", "image.pullPolicy=Never", *values).stdout))
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the chart's user reads the model files
+    name = f"{isvc['metadata']['name']}-predictor"
+    pod = predictor_pod(kube.get("servingruntime", runtime, "-n", namespace), isvc,
+                        {"hostPath": {"path": str(folder), "type": "Directory"}})
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "spec": pod, "metadata": {
+        "name": name, "namespace": namespace, "labels": isvc["metadata"]["labels"]}})
+    kube.run("-n", namespace, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=180s")
+    return str(kube.get("pod", name, "-n", namespace)["status"]["podIP"])
+
+
 def test_a_tvm_variant_serves_its_bundle_for_the_nodes_from_the_object_store(kube, namespace, ws, s3,
                                                                             monkeypatch) -> None:
     """`runtime: tvm` on a cluster: the InferenceService names the chart's kiln-tvm runtime and, as its storageUri,
@@ -373,10 +396,6 @@ def test_a_tvm_variant_serves_its_bundle_for_the_nodes_from_the_object_store(kub
 
     from kiln.compile.bundle import verify_bundle
     from kiln.compile.keys import load_public_key
-    from tests.cluster_checks import documents, run
-    from tests.k8s_tools import tools
-    from tests.predictor import predictor_pod
-    from tests.test_chart import CHART
     from tests.test_tvm_runtime import held_out
 
     root, env = ws
@@ -408,20 +427,9 @@ def test_a_tvm_variant_serves_its_bundle_for_the_nodes_from_the_object_store(kub
     assert {c["action"] for c in json.loads(again.stdout)["changes"]} == {"unchanged"}
     assert len(list((root / "artifacts" / "compiled").glob("toy-v1-x86_64-*"))) == 1, "compiled once"
 
-    chart = documents(run(tools()["helm"], "template", "kiln", CHART, "-n", namespace, "--show-only",
-                          "templates/serving-runtimes.yaml", "--set", f"rolloutController.namespace={namespace}",
-                          "--set", "image.pullPolicy=Never", "--set", "servingRuntimes.tvm.enabled=true",
-                          "--set-file", f"servingRuntimes.tvm.publicKey={root / 'artifacts' / 'signing-key.pub'}").stdout)
-    kube.apply(*chart)
-    runtime = kube.get("servingruntime", "kiln-tvm", "-n", namespace)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    pod = predictor_pod(runtime, isvc, {"hostPath": {"path": str(folder), "type": "Directory"}})
-    kube.apply({"apiVersion": "v1", "kind": "Pod", "spec": pod, "metadata": {
-        "name": "fast-primary-predictor", "namespace": namespace, "labels": isvc["metadata"]["labels"]}})
     try:
-        kube.run("-n", namespace, "wait", "--for=condition=Ready", "pod/fast-primary-predictor", "--timeout=180s")
-        ip = kube.get("pod", "fast-primary-predictor", "-n", namespace)["status"]["podIP"]
+        ip = predictor_on_node(kube, namespace, isvc, "kiln-tvm", folder, "--set", "servingRuntimes.tvm.enabled=true",
+                               "--set-file", f"servingRuntimes.tvm.publicKey={root / 'artifacts' / 'signing-key.pub'}")
         rows = held_out(50)
         answer = httpx.post(f"http://{ip}:8080/v1/models/fast:predict", json={"instances": rows}, timeout=30)
         assert answer.status_code == 200, answer.text
@@ -457,10 +465,6 @@ def test_a_multi_model_endpoint_is_served_by_kserves_multi_model_serving(kube, n
     unloaded to make room loads again when a request names it. `update` is refused; `delete` removes the versions."""
     import tempfile
 
-    from tests.cluster_checks import documents, run
-    from tests.k8s_tools import tools
-    from tests.predictor import predictor_pod
-    from tests.test_chart import CHART
     from tests.test_serving import ROWS
 
     root, env = ws
@@ -478,22 +482,12 @@ def test_a_multi_model_endpoint_is_served_by_kserves_multi_model_serving(kube, n
     refused = kiln(ws, "endpoint", "update", "many", "--model", "toy/2")
     assert refused.code == 1 and "it has no rollout" in refused.stderr
 
-    chart = documents(run(tools()["helm"], "template", "kiln", CHART, "-n", namespace, "--show-only",
-                          "templates/serving-runtimes.yaml", "--set", f"rolloutController.namespace={namespace}",
-                          "--set", "image.pullPolicy=Never", "--set", "servingRuntimes.multiModel.enabled=true").stdout)
-    kube.apply(*chart)
-    runtime = kube.get("servingruntime", "kiln-multi-model", "-n", namespace)
     folder = Path(tempfile.mkdtemp(prefix="kiln-models-", dir="/tmp"))
     for name, obj in trained.items():  # what KServe's model agent downloads for each TrainedModel
         s3.download(obj["spec"]["model"]["storageUri"], folder / name)
-    for path in [folder, *folder.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    pod = predictor_pod(runtime, isvc, {"hostPath": {"path": str(folder), "type": "Directory"}})
-    kube.apply({"apiVersion": "v1", "kind": "Pod", "spec": pod, "metadata": {
-        "name": "many-main-predictor", "namespace": namespace, "labels": isvc["metadata"]["labels"]}})
     try:
-        kube.run("-n", namespace, "wait", "--for=condition=Ready", "pod/many-main-predictor", "--timeout=180s")
-        ip = kube.get("pod", "many-main-predictor", "-n", namespace)["status"]["podIP"]
+        ip = predictor_on_node(kube, namespace, isvc, "kiln-multi-model", folder, "--set",
+                               "servingRuntimes.multiModel.enabled=true")
         for name in trained:  # as the agent asks once a TrainedModel's files are in place
             loaded = httpx.post(f"http://{ip}:8080/v2/repository/models/{name}/load", timeout=120)
             assert loaded.status_code == 200, loaded.text

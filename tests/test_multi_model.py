@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -23,6 +24,28 @@ from tests.test_stack import free_port
 pytestmark = pytest.mark.slow
 
 
+def start_server(source: list, log: Path, env: dict, cwd: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """The multi-model server of endpoint `many` with a 1 MB budget over ``source`` (its --models or --model-dir),
+    once it answers ready; its log in ``log``."""
+    port = free_port()
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", "many", *source,
+                                 "--budget-mb", "1", "--http-port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.terminate()
+            raise AssertionError(log.read_text()[-3000:])
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """toy versions 1 and 2 registered and approved, 3 pending; the server with a budget only one of them fits in."""
@@ -31,21 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     for _ in range(2):
         assert run_kiln("models", "register", run_id, "--name", "toy", "-w", root).code == 0
     approve(root, "toy/2")
-    port = free_port()
-    log = (root / "multi.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", "many", "--models", "toy",
-                             "--budget-mb", "1", "--http-port", str(port)],
-                            env={**os.environ, **store_env(root)}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline and proc.poll() is None, (root / "multi.log").read_text()[-3000:]
-        time.sleep(0.3)
+    proc, url = start_server(["--models", "toy"], root / "multi.log", {**os.environ, **store_env(root)})
     yield url, root
     proc.terminate()
     proc.wait(timeout=30)
@@ -137,22 +146,8 @@ def test_on_a_cluster_the_server_serves_the_folders_kserves_agent_downloaded(ser
     mlflow.set_tracking_uri(f"sqlite:///{root}/models/mlflow.db")
     for version in ("1", "2"):
         mlflow.artifacts.download_artifacts(f"models:/toy/{version}", dst_path=str(tmp_path / f"toy-v{version}"))
-    port = free_port()
-    with (tmp_path / "server.log").open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "kiln.serving.multi_model", "--endpoint", "many", "--model-dir",
-                                 tmp_path, "--budget-mb", "1", "--http-port", str(port)], env=os.environ.copy(),
-                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server(["--model-dir", tmp_path], tmp_path / "server.log", os.environ.copy(), cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            time.sleep(0.3)
         for name in ("toy-v1", "toy-v2"):  # what the agent asks for each TrainedModel
             assert httpx.post(f"{url}/v2/repository/models/{name}/load", timeout=120).status_code == 200
         answers = {name: httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": ROWS}, timeout=120)
