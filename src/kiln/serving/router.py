@@ -190,7 +190,7 @@ class Router:
             served, path = _multi_target(path, headers, st.endpoint, st.multi_default)
             await self._loaded(st.variants[name], served)
         status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
-        if served is not None and status == 404:  # unloaded meanwhile, past the server's budget: loaded again
+        if served is not None and status == 404:  # the server forgot it (restarted meanwhile): loaded again
             self._models.discard(served)
             await self._loaded(st.variants[name], served)
             status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
