@@ -30,7 +30,8 @@ def ok(*args: object) -> dict:
 @pytest.fixture(scope="module")
 def endpoints(tmp_path_factory: pytest.TempPathFactory):
     """`toy` (LightGBM) on the mlflow and tvm runtimes and `toymlp` (an MLP) on the onnx runtime, each an
-    endpoint of two production variants (90/10) with the same version as a shadow, capture on."""
+    endpoint of two production variants (90/10) with the same version as a shadow, capture on; the onnx and tvm
+    ones serve their production variants inline (in the front's process), the mlflow one each in its own."""
     root = serving_workspace(tmp_path_factory.mktemp("v2") / "ws")
     run = ok("train", "-t", root / "train.parquet", "-f", "mlp", "--iterations", "3", "-w", root)
     ok("models", "register", run["run_id"], "--name", "toymlp", "-w", root)
@@ -42,7 +43,7 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory):
         spec = {"name": name, "variants": [{"name": "blue", "weight": 9, **variant},
                                            {"name": "green", "weight": 1, **variant}],
                 "shadow": {"name": "dark", "sample_percent": 100, **variant},
-                "capture": {"flush_seconds": 0.2}}
+                "capture": {"flush_seconds": 0.2}, "inline": runtime != "mlflow"}
         (root / f"{name}.yaml").write_text(json.dumps(spec))
         urls[runtime] = (name, ok("endpoint", "deploy", root / f"{name}.yaml", "-w", root)["url"])
     yield root, urls

@@ -5,7 +5,9 @@ ROUTER.json, as kiln.serving.local.RouterConfig writes it: {"endpoint", "variant
 {name: share}, "shadow": {"name", "url"} | null, "shadow_percent", "max_body_bytes", "token_env", "capture":
 {"root", "sample_percent", "flush_seconds"} | null, "policy", "guardrails", "rollout_state", "features": {"url",
 "service", "join_key"} | null, "sleepers": {variant: kiln.serving.sleep.SleeperConfig} (absent: none sleeps),
-"multi_default": NAME-vVERSION | null (a multi-model endpoint's version for requests naming none)}
+"multi_default": NAME-vVERSION | null (a multi-model endpoint's version for requests naming none), "inline":
+{variant: {"model_uri", "runtime"}} (production variants served in this process, each's url inline:VARIANT; see
+kiln.serving.inline)}
 
 Inference requests are answered by kiln.serving.front; the other routes live in kiln.serving.routes by concern (V2
 health and metadata, control, metrics); every refusal they raise is a kiln.serving.errors.RequestRefused, answered
@@ -27,9 +29,12 @@ from typing import TYPE_CHECKING, Any, cast
 from kiln.serving.capture import CaptureWriter
 from kiln.serving.driver import RolloutDriver
 from kiln.serving.errors import RequestRefused
+from kiln.serving.inline import INLINE_SCHEME, InlineServer
 from kiln.serving.router import FeatureLookup, Route, Router, RouterState
+from kiln.serving.server import prepare_environment
 from kiln.serving.sleep import SleeperConfig, Sleepers
 from kiln.serving.spec import Guardrails, Policy
+from kiln.serving.upstream import Server
 from kiln.serving.window import Windows
 
 if TYPE_CHECKING:
@@ -62,7 +67,21 @@ def router_from_config(config: dict[str, Any]) -> Router:
                             cap.get("sample_percent", 100.0), endpoint_url=cap.get("endpoint_url")) if cap else None
     asleep = config.get("sleepers") or {}
     sleepers = Sleepers({n: SleeperConfig(**c) for n, c in asleep.items()}) if asleep else None
-    return Router(state, Windows(), capture, sleepers=sleepers)
+    return Router(state, Windows(), capture, sleepers=sleepers, servers=inline_servers(config))
+
+
+def inline_servers(config: dict[str, Any]) -> dict[str, Server]:
+    """The production variants a ROUTER.json serves in this process, loaded, by their route's url."""
+    inline = config.get("inline") or {}
+    if not inline:
+        return {}
+    prepare_environment()
+    servers: dict[str, Server] = {}
+    for variant, served in inline.items():
+        server = InlineServer(variant, config["endpoint"], served["model_uri"], served["runtime"])
+        server.load()
+        servers[INLINE_SCHEME + variant] = server
+    return servers
 
 
 def driver_from_config(router: Router, config: dict[str, Any]) -> RolloutDriver:

@@ -33,6 +33,7 @@ from kiln.serving.async_store import Outcome
 from kiln.serving.bundles import bundle_for, bundle_path, host_target
 from kiln.serving.compare import ShadowComparison, compare
 from kiln.serving.history import HistoryEntry, deployed, ended, entry, extend, overrides
+from kiln.serving.inline import INLINE_SCHEME
 from kiln.serving.rollout import RolloutReport
 from kiln.serving.router import FeatureLookup, Route
 from kiln.serving.runtimes import DEFAULT_RUNTIME, PUBLIC_KEY_ENV, get_runtime, local_runtimes
@@ -57,6 +58,7 @@ class VariantRecord(_Record):
     runtime: str = DEFAULT_RUNTIME
     role: Literal["production", "shadow"]
     artifact: str | None = None  # runtime tvm: the compiled bundle it serves
+    inline: bool = False  # served in the front's process (its port is the front's): the spec's inline
 
 
 class PendingRollout(_Record):
@@ -155,6 +157,7 @@ class RouterConfig:
     features: FeatureLookup | None
     sleepers: dict[str, SleeperConfig] = field(default_factory=dict)  # variants that scale to zero
     multi_default: str | None = None  # a multi-model endpoint's version for requests that name none
+    inline: dict[str, InlineVariant] = field(default_factory=dict)  # production variants served in the front
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON document, keys in field order."""
@@ -165,7 +168,16 @@ class RouterConfig:
                 "capture": asdict(self.capture) if self.capture else None,
                 "policy": self.policy.model_dump(), "guardrails": self.guardrails.model_dump(),
                 "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None,
-                "sleepers": {n: c.to_dict() for n, c in self.sleepers.items()}, "multi_default": self.multi_default}
+                "sleepers": {n: c.to_dict() for n, c in self.sleepers.items()}, "multi_default": self.multi_default,
+                "inline": {n: asdict(v) for n, v in self.inline.items()}}
+
+
+@dataclass(frozen=True)
+class InlineVariant:
+    """What the front loads for a production variant it serves itself (kiln.serving.inline)."""
+
+    model_uri: str  # the model, or runtime tvm's bundle folder
+    runtime: str
 
 
 @dataclass(frozen=True)
@@ -335,15 +347,25 @@ def bundles(ws: Workspace, variants: list[Variant], pinned: dict[str, str], prog
 
 
 def router_service(ws: Workspace, endpoint: str, port: int, config: Path | None = None,
-                   name: str | None = None) -> ServiceSpec:
-    """An endpoint's front (``config``: its ROUTER.json, by default the deployed endpoint's)."""
+                   name: str | None = None, env: dict[str, str] | None = None) -> ServiceSpec:
+    """An endpoint's front (``config``: its ROUTER.json, by default the deployed endpoint's; ``env``: what its
+    inline variants' models need)."""
     host = _local_serving(ws).host
     config = config or endpoints_dir(ws) / endpoint / "router.json"
     # live, not ready: the front starts beside its variants and is ready once one of them is
     return ServiceSpec(name=name or f"endpoint-{endpoint}", host=host, port=port, health_path="/v2/health/live",
-                       setting="serving.base_port",
+                       setting="serving.base_port", env=env or {},
                        command=[sys.executable, "-m", "kiln.serving.app", "--config", str(config), "--port", str(port),
                                 "--host", host])
+
+
+def front_service(ws: Workspace, state: EndpointState) -> ServiceSpec:
+    """A deployed endpoint's front, with the environment its inline variants' models load in."""
+    env: dict[str, str] = {}
+    for variant, record in state.variants.items():
+        if record.inline:
+            env.update(_served(ws, state.name, variant, record.model, record.runtime, record.artifact)[1])
+    return router_service(ws, state.name, state.router_port, env=env)
 
 
 def _capture_root(ws: Workspace, spec: EndpointSpec) -> str | None:
@@ -383,7 +405,7 @@ def feature_lookup(ws: Workspace, model: str) -> FeatureLookup | None:
 def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> RouterConfig:
     """The front's ROUTER.json for ``spec`` as deployed in ``state`` (see kiln.serving.app)."""
     host = _local_serving(ws).host
-    urls = {n: f"http://{host}:{v.port}" for n, v in state.variants.items()}
+    urls = {n: f"{INLINE_SCHEME}{n}" if v.inline else f"http://{host}:{v.port}" for n, v in state.variants.items()}
     capture = _capture_root(ws, spec)
     return RouterConfig(
         endpoint=spec.name,
@@ -400,6 +422,8 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> Ro
         features=feature_lookup(ws, state.variants[spec.variants[0].name].model),
         sleepers=_sleepers(ws, spec, state),
         multi_default=served_name(state.primary.model) if spec.mode == "multi-model" else None,
+        inline={n: InlineVariant(_served(ws, spec.name, n, v.model, v.runtime, v.artifact)[0], v.runtime)
+                for n, v in state.variants.items() if v.inline},
     )
 
 
@@ -449,13 +473,19 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
         name=spec.name, spec=spec, router_port=ports[0],
         variants={v.name: VariantRecord(model=pinned[v.name], requested=v.model, port=p, runtime=v.runtime,
                                         role="shadow" if spec.shadow is v else "production",
-                                        artifact=artifacts.get(v.name))
+                                        artifact=artifacts.get(v.name), inline=spec.inline and spec.shadow is not v)
                   for v, p in zip(variants, ports[1:])},
         history=deployed(spec, pinned, clearances))
+    for record in state.variants.values():
+        if record.inline:
+            record.port = ports[0]
     folder = endpoints_dir(ws) / spec.name
-    front = router_service(ws, spec.name, ports[0])
+    front = front_service(ws, state)
     processes = [front]
     for v in variants:
+        if state.variants[v.name].inline:
+            progress(f"variant {v.name}: {pinned[v.name]} in the front's process (inline)")
+            continue
         processes.append(variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port,
                                          v.runtime, artifacts.get(v.name), _models_of(spec)))
         progress(f"variant {v.name}: {pinned[v.name]} on port {processes[-1].port}")
@@ -522,9 +552,9 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
         folder = endpoints_dir(ws) / name
         return [local_async.front_service(name, folder, _local_serving(ws).host, state.router_port),
                 *local_async.worker_services(ws, name, folder)]
-    return [router_service(ws, name, state.router_port),
+    return [front_service(ws, state),
             *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact, _models_of(state.spec))
-              for v, info in state.variants.items())]
+              for v, info in state.variants.items() if not info.inline)]
 
 
 def endpoint_status(ws: Workspace, name: str) -> EndpointStatus:
@@ -688,7 +718,7 @@ def finalize(ws: Workspace, name: str, by: str = "") -> RolloutReport | None:
         # The candidate's process now is the variant: its pid record moves to the variant's name.
         pid_file(ws.state_dir, new.name).replace(pid_file(ws.state_dir, old.name))
         serving.model, serving.requested, serving.port = pending.model, pending.requested, pending.port
-        serving.artifact = pending.artifact
+        serving.artifact, serving.inline = pending.artifact, False  # an inline variant's successor keeps its process
     else:
         stop(ws.state_dir, new)
     state.rollout = None

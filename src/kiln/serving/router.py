@@ -1,7 +1,8 @@
 """The endpoint's front: weighted routing to production variants, shadow mirroring, capture, guardrail metrics.
 
-Each variant is its own KServe model server process serving the model under the endpoint's name, so a request
-is forwarded with its path and body unchanged, over connections kept open (kiln.serving.upstream). The shadow's
+Each variant is a KServe model server serving the model under the endpoint's name, so a request is forwarded with
+its path and body unchanged: to its own process over connections kept open (kiln.serving.upstream), or, for an
+inline production variant, to its application in the front's process (kiln.serving.inline). The shadow's
 copies are queued once the caller's answer is ready and sent in batches by kiln.serving.shadow, never awaited by
 the caller; capture records are queued for the writer's thread.
 """
@@ -31,7 +32,7 @@ from kiln.serving.errors import (
 from kiln.serving.shadow import Copy, ShadowBatcher
 from kiln.serving.sleep import Sleepers, WakeFailed
 from kiln.serving.spec import SERVED, served_name
-from kiln.serving.upstream import Upstream, UpstreamError
+from kiln.serving.upstream import Server, Upstream, UpstreamError
 from kiln.serving.window import Windows
 
 TARGET_HEADER = "x-kiln-target-variant"  # SageMaker's TargetVariant
@@ -84,10 +85,11 @@ class Router:
     """Routes one endpoint's inference requests; swap ``state.shares`` to shift traffic."""
 
     def __init__(self, state: RouterState, windows: Windows, capture: CaptureWriter | None = None,
-                 seed: int | None = None, sleepers: Sleepers | None = None) -> None:
+                 seed: int | None = None, sleepers: Sleepers | None = None,
+                 servers: Mapping[str, Server] | None = None) -> None:
         self.state, self.windows, self.capture, self.sleepers = state, windows, capture, sleepers
         self.random = random.Random(seed)
-        self._upstreams: dict[str, Upstream] = {}
+        self._upstreams: dict[str, Server] = dict(servers or {})  # by url; ``servers``: variants in this process
         self._sent: dict[bytes, list[tuple[bytes, bytes]]] = {}  # content type -> the headers sent (_sent_for)
         self._models: set[str] = set()  # a multi-model endpoint's versions its server has loaded, as far as known
         self._loading: dict[str, asyncio.Task[None]] = {}
@@ -115,8 +117,8 @@ class Router:
                 return name
         return live[-1][0]
 
-    def upstream(self, url: str) -> Upstream:
-        """The connection pool to the server at ``url``."""
+    def upstream(self, url: str) -> Server:
+        """The connection pool to the server at ``url`` (or the variant in this process it names)."""
         pool = self._upstreams.get(url)
         if pool is None:
             pool = self._upstreams[url] = Upstream(url)

@@ -43,6 +43,14 @@ def main() -> None:
 def prepare(host: str) -> None:
     """The process's environment and KServe's REST server as Kiln runs them: on ``host``, validation errors named,
     each answer counted by kiln.serving.server_metrics."""
+    prepare_environment()
+    import kserve.model_server
+
+    kserve.model_server.RESTServer = rest_server_class(host)
+
+
+def prepare_environment() -> None:
+    """The environment a process serving models needs, set before any model library is imported."""
     # Importing Feast in a parent process (as `kiln up` does) sets this to a temporary folder that is gone by
     # now; inherited, it would make every Prometheus histogram write fail. A model server keeps its own metrics.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -50,7 +58,10 @@ def prepare(host: str) -> None:
     # and their idle threads spin, costing a variant about twice the CPU of its requests (set it to override).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    import kserve
+
+def rest_server_class(host: str) -> Any:
+    """KServe's RESTServer as Kiln runs it: on ``host``, validation errors named, each answer counted by
+    kiln.serving.server_metrics."""
     import kserve.model_server
     from fastapi.exceptions import RequestValidationError
 
@@ -69,7 +80,7 @@ def prepare(host: str) -> None:
             super()._add_middlewares(app)
             app.add_middleware(RequestMetrics)  # outermost: it sees the status every answer goes out with
 
-    kserve.model_server.RESTServer = HostRESTServer
+    return HostRESTServer
 
 
 def serve(models: list[Any], http_port: int, grpc_port: int = 0, repository: Any = None) -> None:

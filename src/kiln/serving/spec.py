@@ -162,6 +162,11 @@ class EndpointSpec(_Spec):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     async_inference: AsyncConfig = AsyncConfig()
     multi_model: MultiModel = MultiModel()
+    inline: bool = Field(False, description="Serve the production variants inside the front's own process (a local "
+                                            "endpoint; a cluster serves each variant in its own pods): no hop and "
+                                            "no process per variant, the fastest endpoint, but a model that stalls "
+                                            "stalls the endpoint, and a variant cannot be stopped on its own. The "
+                                            "shadow and a rollout's candidate keep their own processes.")
 
     @model_validator(mode="after")
     def _variants(self) -> "EndpointSpec":
@@ -173,6 +178,13 @@ class EndpointSpec(_Spec):
             raise ValueError("at least one production variant needs a weight above 0")
         if self.mode != "realtime" and (len(self.variants) != 1 or self.shadow is not None):
             raise ValueError(f"mode {self.mode}: exactly one production variant and no shadow")
+        if self.inline and self.mode != "realtime":
+            raise ValueError(f"inline: a {self.mode} endpoint's variant runs in its own process; inline is for "
+                             "realtime endpoints")
+        asleep = [f"variants[{i}]" for i, v in enumerate(self.variants) if v.min_replicas == 0]
+        if self.inline and asleep:
+            raise ValueError(f"inline: {', '.join(asleep)}.min_replicas is 0, but an inline variant lives in the "
+                             "front's process and cannot scale to zero")
         if self.mode == "multi-model" and get_runtime(self.variants[0].runtime).serves_bundle:
             raise ValueError("mode multi-model: runtime tvm serves one compiled bundle; use mlflow or onnx")
         return self

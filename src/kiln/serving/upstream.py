@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -43,6 +44,16 @@ class _Exchange:
     headers: dict[bytes, bytes] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
     started: bool = False  # any byte of the response arrived
+
+
+class Server(Protocol):
+    """What the front sends a variant's requests to: an Upstream, or a variant in its own process
+    (kiln.serving.inline)."""
+
+    async def request(self, method: str, path: str, body: bytes = b"",
+                      headers: list[tuple[bytes, bytes]] | None = None) -> Answer: ...
+
+    def close(self) -> None: ...
 
 
 class _Connection(asyncio.Protocol):
