@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from kiln.serving.capture import read_capture
@@ -55,8 +56,13 @@ def test_inline_variants_answer_as_their_own_servers_do(root) -> None:
         "name": "inl", "inline": True, "capture": {"flush_seconds": 0.2},
         "variants": [{"name": "blue", "weight": 9, **variant}, {"name": "green", "weight": 1, **variant}],
         "shadow": {"name": "dark", "sample_percent": 100, **variant}})
-    # Only the shadow has a process of its own besides the front.
-    assert status(root, "inl")["processes"] == {"endpoint-inl": "running", "endpoint-inl-dark": "running"}
+    # Only the shadow has a process of its own besides the front, and it yields the cores to the callers' requests.
+    state = status(root, "inl")
+    assert state["processes"] == {"endpoint-inl": "running", "endpoint-inl-dark": "running"}
+    port = str(state["variants"]["dark"]["port"])
+    [shadow] = [p for p in psutil.process_iter(["cmdline"]) if "kiln.serving.server" in (p.info["cmdline"] or [])
+                and p.info["cmdline"][p.info["cmdline"].index("--http-port") + 1] == port]
+    assert shadow.nice() == 10
 
     def both(method: str, path: str, **kw) -> tuple[httpx.Response, httpx.Response]:
         a, b = (httpx.request(method, f"{url}{path.format(name=name)}", timeout=30, **kw)

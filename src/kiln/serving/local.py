@@ -306,9 +306,10 @@ def serving_host(ws: Workspace) -> str:
 
 def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, port: int,
                     runtime: str = DEFAULT_RUNTIME, artifact: str | None = None,
-                    models: tuple[list[str], float] | None = None) -> ServiceSpec:
+                    models: tuple[list[str], float] | None = None, shadow: bool = False) -> ServiceSpec:
     """A variant's model server; runtime tvm serves the compiled bundle ``artifact`` of ``model_uri``. With
-    ``models`` (registered model names and a budget in MiB), the multi-model server for their versions."""
+    ``models`` (registered model names and a budget in MiB), the multi-model server for their versions. A
+    ``shadow``'s runs at a lower CPU priority: it answers no one, so the cores go to the callers' requests first."""
     host = _local_serving(ws).host
     served, env = _served(ws, endpoint, variant, model_uri, runtime, artifact)
     if models is not None:  # a multi-model endpoint's one server
@@ -321,7 +322,7 @@ def variant_service(ws: Workspace, endpoint: str, variant: str, model_uri: str, 
     return ServiceSpec(
         name=f"endpoint-{endpoint}-{variant}",
         command=[sys.executable, "-m", "kiln.serving.server", "--name", endpoint, "--model-uri", served,
-                 "--runtime", runtime, "--http-port", str(port), "--host", host],
+                 "--runtime", runtime, "--http-port", str(port), "--host", host, *(["--nice", "10"] if shadow else [])],
         host=host, port=port, health_path=f"/v2/models/{endpoint}/ready", setting="serving.base_port", env=env,
     )
 
@@ -439,7 +440,7 @@ def _sleepers(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> dict[s
         if v.min_replicas == 0:
             record = state.variants[v.name]
             s = variant_service(ws, spec.name, v.name, record.model, record.port, record.runtime, record.artifact,
-                                _models_of(spec))
+                                _models_of(spec), record.role == "shadow")
             out[v.name] = SleeperConfig(v.idle_seconds, str(ws.state_dir), s.name, s.command, s.host, s.port,
                                         s.health_path, s.env)
     return out
@@ -487,7 +488,7 @@ def deploy(ws: Workspace, spec: EndpointSpec, progress: Progress = no_progress,
             progress(f"variant {v.name}: {pinned[v.name]} in the front's process (inline)")
             continue
         processes.append(variant_service(ws, spec.name, v.name, pinned[v.name], state.variants[v.name].port,
-                                         v.runtime, artifacts.get(v.name), _models_of(spec)))
+                                         v.runtime, artifacts.get(v.name), _models_of(spec), v is spec.shadow))
         progress(f"variant {v.name}: {pinned[v.name]} on port {processes[-1].port}")
     try:
         write_json_atomic(folder / "router.json", router_config(ws, spec, state).to_dict())
@@ -553,7 +554,8 @@ def services(ws: Workspace, name: str) -> list[ServiceSpec]:
         return [local_async.front_service(name, folder, _local_serving(ws).host, state.router_port),
                 *local_async.worker_services(ws, name, folder)]
     return [front_service(ws, state),
-            *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact, _models_of(state.spec))
+            *(variant_service(ws, name, v, info.model, info.port, info.runtime, info.artifact, _models_of(state.spec),
+                              info.role == "shadow")
               for v, info in state.variants.items() if not info.inline)]
 
 

@@ -28,12 +28,16 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="0: no gRPC server")
     parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on (loopback by default).")
+    parser.add_argument("--nice", type=int, default=0, help="Lower the process's CPU priority by this much (a "
+                                                            "shadow's server: it answers no one).")
     return parser.parse_args(argv)
 
 
 def main() -> None:
     """Load the model and serve it (see the module docstring)."""
     args = arguments()
+    if args.nice:
+        os.nice(args.nice)
     prepare(args.host)
     model = RUNTIMES[args.runtime].model_type()(args.name, args.model_uri)
     model.load()
