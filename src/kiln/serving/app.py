@@ -7,7 +7,8 @@ ROUTER.json, as kiln.serving.local.RouterConfig writes it: {"endpoint", "variant
 "service", "join_key"} | null, "sleepers": {variant: kiln.serving.sleep.SleeperConfig} (absent: none sleeps),
 "multi_default": NAME-vVERSION | null (a multi-model endpoint's version for requests naming none), "inline":
 {variant: {"model_uri", "runtime"}} (production variants served in this process, each's url inline:VARIANT; see
-kiln.serving.inline)}
+kiln.serving.inline), "tap": bool (capture and the shadow's copies handed to a process of their own, see
+kiln.serving.tap; not with a shadow that scales to zero)}
 
 Inference requests are answered by kiln.serving.front; the other routes live in kiln.serving.routes by concern (V2
 health and metadata, control, metrics); every refusal they raise is a kiln.serving.errors.RequestRefused, answered
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import sys
@@ -34,6 +36,7 @@ from kiln.serving.router import FeatureLookup, Route, Router, RouterState
 from kiln.serving.server import prepare_environment
 from kiln.serving.sleep import SleeperConfig, Sleepers
 from kiln.serving.spec import Guardrails, Policy
+from kiln.serving.tap import Tap
 from kiln.serving.upstream import Server
 from kiln.serving.window import Windows
 
@@ -47,8 +50,8 @@ if TYPE_CHECKING:
 TICK_SECONDS = 0.5
 
 
-def router_from_config(config: dict[str, Any]) -> Router:
-    """The router a ROUTER.json describes."""
+def router_from_config(config: dict[str, Any], path: Path | None = None) -> Router:
+    """The router a ROUTER.json (at ``path``: a tap's process reads it too) describes."""
     shadow = config.get("shadow")
     token_env = config.get("token_env")
     state = RouterState(
@@ -63,11 +66,16 @@ def router_from_config(config: dict[str, Any]) -> Router:
         multi_default=config.get("multi_default"),
     )
     cap = config.get("capture")
-    capture = CaptureWriter(cap["root"], state.endpoint, cap.get("flush_seconds", 2.0),
-                            cap.get("sample_percent", 100.0), endpoint_url=cap.get("endpoint_url")) if cap else None
+    windows = Windows()
     asleep = config.get("sleepers") or {}
     sleepers = Sleepers({n: SleeperConfig(**c) for n, c in asleep.items()}) if asleep else None
-    return Router(state, Windows(), capture, sleepers=sleepers, servers=inline_servers(config))
+    if config.get("tap") and path is not None:
+        tap = Tap(path, windows, state.shadow.name if state.shadow else None,
+                  cap.get("sample_percent", 100.0) if cap else 0.0)
+        return Router(state, windows, sleepers=sleepers, servers=inline_servers(config), tap=tap)
+    capture = CaptureWriter(cap["root"], state.endpoint, cap.get("flush_seconds", 2.0),
+                            cap.get("sample_percent", 100.0), endpoint_url=cap.get("endpoint_url")) if cap else None
+    return Router(state, windows, capture, sleepers=sleepers, servers=inline_servers(config))
 
 
 def inline_servers(config: dict[str, Any]) -> dict[str, Server]:
@@ -151,8 +159,11 @@ def main() -> None:
     # request waiting behind a flush
     sys.setswitchinterval(0.0005)
     config = json.loads(args.config.read_text())
-    router = router_from_config(config)
+    router = router_from_config(config, args.config)
     app = build_app(router, driver_from_config(router, config))
+    # What start-up made (inline variants' models and their libraries) is kept out of the collector's full passes,
+    # which otherwise walk it all every few thousand requests: pauses of tens of ms in the callers' p99
+    gc.freeze()
     # uvloop and httptools: the fastest loop and parser uvicorn has, both in the locked environment
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, loop="uvloop",
                 http="httptools", proxy_headers=False, server_header=False, date_header=False)

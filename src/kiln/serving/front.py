@@ -43,17 +43,23 @@ class Front:
         if match is None:
             await self.app(scope, receive, send)
             return
+
+        async def respond(reply: Reply) -> None:
+            await send({"type": "http.response.start", "status": reply.status,
+                        "headers": [(b"content-length", str(len(reply.body)).encode()), *reply.headers]})
+            await send({"type": "http.response.body", "body": reply.body})
+
         try:
-            reply = await self._infer(scope, receive, match.group(1) or match.group(2))
+            reply = await self._infer(scope, receive, match.group(1) or match.group(2), respond)
         except RequestRefused as exc:
             reply = refusal(exc)
         except ClientGone:
             return  # the caller left before its request was whole: nothing is forwarded, captured or answered
-        await send({"type": "http.response.start", "status": reply.status,
-                    "headers": [(b"content-length", str(len(reply.body)).encode()), *reply.headers]})
-        await send({"type": "http.response.body", "body": reply.body})
+        if reply is not None:  # None: answered already
+            await respond(reply)
 
-    async def _infer(self, scope: Scope, receive: Receive, model: str) -> Reply:
+    async def _infer(self, scope: Scope, receive: Receive, model: str,
+                     respond: Callable[[Reply], Awaitable[None]]) -> Reply | None:
         router = self.router
         endpoint = router.state.endpoint
         if model != endpoint and router.state.multi_default is None:  # a multi-model endpoint takes any version
@@ -61,7 +67,7 @@ class Front:
         headers = dict(scope["headers"])  # the server gives names lower-cased
         declared = headers.get(b"content-length", b"")
         router.check(headers, int(declared) if declared.isdigit() else None)
-        return await router.infer(scope["path"], headers, await _body(receive, router.state.max_body_bytes))
+        return await router.infer(scope["path"], headers, await _body(receive, router.state.max_body_bytes), respond)
 
 
 class ClientGone(Exception):

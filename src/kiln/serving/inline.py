@@ -10,14 +10,16 @@ server's, so a model that stalls stalls the endpoint, and a variant cannot be st
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from importlib import metadata
 from typing import Any
 
 from kiln.serving.runtimes import RUNTIMES
 from kiln.serving.server import rest_server_class
-from kiln.serving.upstream import Answer, UpstreamError
+from kiln.serving.upstream import Answer, Early, UpstreamError
 
+log = logging.getLogger(__name__)
 INLINE_SCHEME = "inline:"  # a route's url naming an inline variant: inline:VARIANT
 
 
@@ -59,8 +61,10 @@ class InlineServer:
         self.app = app
 
     async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
-        """The application's answer to one request; UpstreamError when it fails before answering."""
+                      headers: list[tuple[bytes, bytes]] | None = None, early: Early | None = None) -> Answer:
+        """The application's answer to one request; UpstreamError when it fails before answering. ``early`` is
+        called with the answer the moment it is whole, as the application sends it: what KServe does after that
+        (its timing logs and metrics) is then not part of the caller's wait, as it is not on a server of its own."""
         if self.app is None:
             raise UpstreamError(f"inline variant {self.variant} is not loaded")
         route, _, query = path.partition("?")
@@ -85,12 +89,17 @@ class InlineServer:
         async def send(message: dict[str, Any]) -> None:
             nonlocal status, head
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status = int(message["status"])  # KServe's handlers give HTTPStatus members
                 head = {k.lower(): v for k, v in message.get("headers", [])}
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body", False):
                     answered.set()
+                    if early is not None:
+                        try:
+                            await early(Answer(status, head, b"".join(chunks)))
+                        except Exception:  # the caller's side failing is not the model's error
+                            log.exception("inline variant %s: answering early failed", self.variant)
 
         try:
             await self.app(scope, receive, send)

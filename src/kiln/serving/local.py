@@ -158,6 +158,7 @@ class RouterConfig:
     sleepers: dict[str, SleeperConfig] = field(default_factory=dict)  # variants that scale to zero
     multi_default: str | None = None  # a multi-model endpoint's version for requests that name none
     inline: dict[str, InlineVariant] = field(default_factory=dict)  # production variants served in the front
+    tap: bool = False  # capture and the shadow's copies in a process of their own (kiln.serving.tap)
 
     def to_dict(self) -> dict[str, Any]:
         """The file's JSON document, keys in field order."""
@@ -169,7 +170,7 @@ class RouterConfig:
                 "policy": self.policy.model_dump(), "guardrails": self.guardrails.model_dump(),
                 "rollout_state": str(self.rollout_state), "features": asdict(self.features) if self.features else None,
                 "sleepers": {n: c.to_dict() for n, c in self.sleepers.items()}, "multi_default": self.multi_default,
-                "inline": {n: asdict(v) for n, v in self.inline.items()}}
+                "inline": {n: asdict(v) for n, v in self.inline.items()}, "tap": self.tap}
 
 
 @dataclass(frozen=True)
@@ -425,6 +426,9 @@ def router_config(ws: Workspace, spec: EndpointSpec, state: EndpointState) -> Ro
         multi_default=served_name(state.primary.model) if spec.mode == "multi-model" else None,
         inline={n: InlineVariant(_served(ws, spec.name, n, v.model, v.runtime, v.artifact)[0], v.runtime)
                 for n, v in state.variants.items() if v.inline},
+        # An inline front's one thread also runs its models: what capture and the shadow cost there, callers wait for
+        tap=spec.inline and (capture is not None or spec.shadow is not None)
+        and not (spec.shadow is not None and spec.shadow.min_replicas == 0),
     )
 
 

@@ -15,7 +15,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso
@@ -32,7 +32,8 @@ from kiln.serving.errors import (
 from kiln.serving.shadow import Copy, ShadowBatcher
 from kiln.serving.sleep import Sleepers, WakeFailed
 from kiln.serving.spec import SERVED, served_name
-from kiln.serving.upstream import Server, Upstream, UpstreamError
+from kiln.serving.tap import Tap
+from kiln.serving.upstream import Answer, Early, Server, Upstream, UpstreamError
 from kiln.serving.window import Windows
 
 TARGET_HEADER = "x-kiln-target-variant"  # SageMaker's TargetVariant
@@ -86,7 +87,7 @@ class Router:
 
     def __init__(self, state: RouterState, windows: Windows, capture: CaptureWriter | None = None,
                  seed: int | None = None, sleepers: Sleepers | None = None,
-                 servers: Mapping[str, Server] | None = None) -> None:
+                 servers: Mapping[str, Server] | None = None, tap: Tap | None = None) -> None:
         self.state, self.windows, self.capture, self.sleepers = state, windows, capture, sleepers
         self.random = random.Random(seed)
         self._upstreams: dict[str, Server] = dict(servers or {})  # by url; ``servers``: variants in this process
@@ -94,12 +95,18 @@ class Router:
         self._models: set[str] = set()  # a multi-model endpoint's versions its server has loaded, as far as known
         self._loading: dict[str, asyncio.Task[None]] = {}
         self.shadow: ShadowBatcher | None = None  # made on start-up, in the serving loop
+        self.tap = tap  # with one, capture and the shadow's copies go to the tap's process instead
 
     async def start(self) -> None:
+        if self.tap is not None:
+            await self.tap.start()
+            return
         self.shadow = ShadowBatcher(self._send_shadow, self._shadow_answered)
         self.shadow.start()
 
     async def stop(self) -> None:
+        if self.tap is not None:
+            await self.tap.stop()
         if self.shadow is not None:
             await self.shadow.stop()
         for upstream in self._upstreams.values():
@@ -124,10 +131,11 @@ class Router:
             pool = self._upstreams[url] = Upstream(url)
         return pool
 
-    async def forward(self, route: Route, method: str, path: str, body: bytes,
-                      headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes, dict[bytes, bytes], float]:
+    async def forward(self, route: Route, method: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]],
+                      early: Early | None = None) -> tuple[int, bytes, dict[bytes, bytes], float]:
         """The variant's answer (status, body, headers, ms); 503 when its server is gone or does not answer. A
-        variant that sleeps (kiln.serving.sleep) is started first, and the request waits for it."""
+        variant that sleeps (kiln.serving.sleep) is started first, and the request waits for it. ``early``: see
+        kiln.serving.upstream.Server."""
         t0 = time.perf_counter()
         sleepers = self.sleepers if self.sleepers is not None and route.name in self.sleepers else None
         if sleepers is not None:
@@ -136,7 +144,7 @@ class Router:
             except WakeFailed as exc:
                 return 503, json.dumps({"error": str(exc)}).encode(), {}, (time.perf_counter() - t0) * 1000
         try:
-            answer = await self.upstream(route.url).request(method, path, body, headers)
+            answer = await self.upstream(route.url).request(method, path, body, headers, early)
         except UpstreamError:
             return 503, b'{"error": "variant unavailable"}', {}, (time.perf_counter() - t0) * 1000
         finally:
@@ -170,9 +178,12 @@ class Router:
         if target is not None and target.decode("latin-1") not in st.variants:
             raise NotFound(f"no production variant '{target.decode('latin-1')}'; variants: {', '.join(st.variants)}")
 
-    async def infer(self, path: str, headers: Mapping[bytes, bytes], body: bytes) -> Reply:
+    async def infer(self, path: str, headers: Mapping[bytes, bytes], body: bytes,
+                    respond: Callable[[Reply], Awaitable[None]] | None = None) -> Reply | None:
         """POST /v1/models/{endpoint}:predict and /v2/models/{endpoint}/infer (``headers``' names lower-cased,
-        already checked by check()); a refusal raises RequestRefused."""
+        already checked by check()); a refusal raises RequestRefused. The reply is returned, or, with ``respond``,
+        may be handed to it the moment a variant in this process has it (then None is returned): capture and the
+        shadow follow, and the caller does not wait for them."""
         st = self.state
         if len(body) > st.max_body_bytes:
             raise PayloadTooLarge(f"request body over the limit of {st.max_body_bytes} bytes")
@@ -191,7 +202,17 @@ class Router:
         if st.multi_default is not None:
             served, path = _multi_target(path, headers, st.endpoint, st.multi_default)
             await self._loaded(st.variants[name], served)
-        status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent)
+        inference_id = headers.get(INFERENCE, b"").decode("latin-1") or uuid.uuid4().hex
+        replied: Reply | None = None
+
+        async def early(answer: Answer) -> None:
+            nonlocal replied
+            if respond is None or answer.status == 503 or (served is not None and answer.status == 404):
+                return  # another variant (or the version loaded again) may still answer
+            replied = self._reply(name, inference_id, answer.status, answer.body, answer.headers)
+            await respond(replied)
+
+        status, data, answered, ms = await self.forward(st.variants[name], "POST", path, body, sent, early)
         if served is not None and status == 404:  # the server forgot it (restarted meanwhile): loaded again
             self._models.discard(served)
             await self._loaded(st.variants[name], served)
@@ -205,21 +226,33 @@ class Router:
                 if status != 503:
                     break
         self.windows.add(name, ms, status >= 500)
-        if 400 <= status < 500:
-            data = _error_body(data)
-        inference_id = headers.get(INFERENCE, b"").decode("latin-1") or uuid.uuid4().hex
-        captured = self.capture is not None and self.capture.sampled()
-        if self.capture is not None and captured:  # a multi-model endpoint's records name the version
-            self.capture.record(self._record(inference_id, served or name, False, body, data, status, ms,
-                                             headers.get(BINARY_HEADER), answered.get(BINARY_HEADER)))
-        if st.shadow is not None and st.shadow_percent > 0 and self.shadow is not None and (
-                st.shadow_percent >= 100 or self.random.random() * 100 < st.shadow_percent):
-            self.shadow.put(Copy(inference_id, sys.intern(path), body, sent, captured))  # queued copies share
+        reply = replied or self._reply(name, inference_id, status, data, answered)
+        data = reply.body
+        mirrored = st.shadow is not None and st.shadow_percent > 0 and (
+            st.shadow_percent >= 100 or self.random.random() * 100 < st.shadow_percent)
+        if self.tap is not None:
+            captured = self.tap.sampled()
+            if captured or mirrored:  # a multi-model endpoint's records name the version
+                self.tap.send(inference_id, served or name, captured, mirrored, path, sent, body, status, ms, data,
+                              headers.get(BINARY_HEADER), answered.get(BINARY_HEADER))
+        else:
+            captured = self.capture is not None and self.capture.sampled()
+            if self.capture is not None and captured:  # a multi-model endpoint's records name the version
+                self.capture.record(self._record(inference_id, served or name, False, body, data, status, ms,
+                                                 headers.get(BINARY_HEADER), answered.get(BINARY_HEADER)))
+            if mirrored and self.shadow is not None:
+                self.shadow.put(Copy(inference_id, sys.intern(path), body, sent, captured))  # queued copies share
+        return None if replied is not None else reply
+
+    @staticmethod
+    def _reply(name: str, inference_id: str, status: int, data: bytes, answered: Mapping[bytes, bytes]) -> Reply:
+        """Variant ``name``'s answer as the caller gets it: a 4xx's body with an "error" message, headers naming
+        the variant and the inference id."""
         out = [(b"content-type", answered.get(b"content-type", b"application/json")),
                (VARIANT, name.encode()), (INFERENCE, inference_id.encode())]
         if BINARY_HEADER in answered:
             out.append((BINARY_HEADER, answered[BINARY_HEADER]))
-        return Reply(status, data, out)
+        return Reply(status, _error_body(data) if 400 <= status < 500 else data, out)
 
     async def _loaded(self, route: Route, served: str) -> None:
         """The version ``served`` loaded in the multi-model server at ``route`` (once, however many ask)."""
@@ -241,6 +274,13 @@ class Router:
             message = _error_body(answer.body).decode("utf-8", "replace")
             raise NotFound(f"model {served} cannot be served here: {message[:500]}")
         self._models.add(served)
+
+    def capture_counts(self) -> tuple[int, int] | None:
+        """Capture records written and dropped so far (None: this endpoint captures nothing)."""
+        if self.tap is not None:
+            counts = self.tap.counts
+            return (counts.capture_written, counts.capture_dropped + counts.lost) if self.tap.sample > 0 else None
+        return (self.capture.written, self.capture.dropped) if self.capture is not None else None
 
     def _sent_for(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
         """The headers a request of ``content_type`` is sent on with, one list for all of them (a few types are

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -46,12 +47,16 @@ class _Exchange:
     started: bool = False  # any byte of the response arrived
 
 
+Early = Callable[["Answer"], Awaitable[None]]
+
+
 class Server(Protocol):
     """What the front sends a variant's requests to: an Upstream, or a variant in its own process
-    (kiln.serving.inline)."""
+    (kiln.serving.inline). ``early``, if given, may be called with the answer as soon as it is whole, before the
+    server's own work after it (the answer is returned too)."""
 
     async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: list[tuple[bytes, bytes]] | None = None) -> Answer: ...
+                      headers: list[tuple[bytes, bytes]] | None = None, early: Early | None = None) -> Answer: ...
 
     def close(self) -> None: ...
 
@@ -136,8 +141,9 @@ class Upstream:
         self._idle: deque[_Connection] = deque()
 
     async def request(self, method: str, path: str, body: bytes = b"",
-                      headers: list[tuple[bytes, bytes]] | None = None) -> Answer:
-        """Send one request and read its answer; UpstreamError when the server cannot be reached or fails to answer
+                      headers: list[tuple[bytes, bytes]] | None = None, early: Early | None = None) -> Answer:
+        """Send one request and read its answer (returned as soon as it is read: ``early`` is not called);
+        UpstreamError when the server cannot be reached or fails to answer
         within the timeout. A reused connection the server had closed is retried once on a new one."""
         head = [f"{method} {path} HTTP/1.1\r\n".encode(), b"host: ", self._host_header,
                 b"\r\ncontent-length: ", str(len(body)).encode(), b"\r\n"]

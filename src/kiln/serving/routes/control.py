@@ -40,8 +40,8 @@ async def status(request: Request) -> Response:
                          "rollout": report.to_dict() if report is not None else None,
                          "shadow": st.shadow.name if st.shadow else None,
                          "variants": {n: asdict(router.windows.summary(n)) for n in names},
-                         "capture": {"written": router.capture.written, "dropped": router.capture.dropped}
-                         if router.capture else None,
+                         "capture": {"written": counts[0], "dropped": counts[1]}
+                         if (counts := router.capture_counts()) is not None else None,
                          "sleepers": router.sleepers.report() if router.sleepers else {}})
 
 
