@@ -165,3 +165,49 @@ def test_an_inline_spec_that_cannot_run_is_refused_naming_why(root, spec: dict, 
     res = run_kiln("endpoint", "deploy", root / "nope.json", "-w", root)
     assert res.code != 0 and needle in res.stderr, res.stderr[-2000:]
     assert "nope" not in run_kiln("endpoint", "list", "-w", root).stdout
+
+
+def test_a_killed_tap_is_started_again_and_the_front_keeps_answering(root) -> None:
+    root, deployed = root
+    url = deploy(root, deployed, {"name": "inltap", "inline": True, "capture": {"flush_seconds": 0.2},
+                                  "variants": [{"name": "main", "model": "models:/toy/1"}],
+                                  "shadow": {"name": "dark", "model": "models:/toy/1", "sample_percent": 100}})
+    config = str(root / ".kiln" / "endpoints" / "inltap" / "router.json")
+
+    def taps() -> list[psutil.Process]:
+        return [p for p in psutil.process_iter(["cmdline"]) if "kiln.serving.tap" in (p.info["cmdline"] or [])
+                and config in p.info["cmdline"]]
+
+    [tap] = taps()
+    assert tap.nice() == 10, "the tap yields the cores to the callers' requests"
+    ids = []
+    with httpx.Client(timeout=30) as client:
+        for i in range(120):
+            if i == 40:
+                tap.kill()
+            res = client.post(f"{url}/v1/models/inltap:predict", json={"instances": ROWS})
+            assert res.status_code == 200, res.text
+            ids.append(res.headers["x-kiln-inference-id"])
+            time.sleep(0.02)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (taps() and taps()[0].pid != tap.pid):
+            time.sleep(0.2)
+        [again] = taps()
+        assert again.pid != tap.pid, "the front started its tap again"
+        time.sleep(1.5)  # the new tap is up: what is sent now is captured and mirrored again
+        after = [client.post(f"{url}/v1/models/inltap:predict", json={"instances": ROWS}).headers["x-kiln-inference-id"]
+                 for _ in range(10)]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        records = list(read_capture(root / "capture", "inltap"))
+        if {r["inference_id"] for r in records if r["shadow"]} >= set(after):
+            break
+        time.sleep(0.3)
+    production = [r["inference_id"] for r in records if not r["shadow"]]
+    assert len(production) == len(set(production)), "no request is captured twice"
+    assert set(after) <= set(production) and set(ids[:30]) <= set(production)
+    assert {r["inference_id"] for r in records if r["shadow"]} >= set(after)
+    # Lost: what the killed tap held (its last flush's worth, 0.2 s) and what came while it was down, counted.
+    missing = set(ids) - set(production)
+    assert missing <= set(ids[30:]), "nothing answered well before the kill was lost"
+    assert status(root, "inltap")["live"]["capture"]["dropped"] >= 1
