@@ -4,7 +4,8 @@ Each variant is a KServe model server serving the model under the endpoint's nam
 its path and body unchanged: to its own process over connections kept open (kiln.serving.upstream), or, for an
 inline production variant, to its application in the front's process (kiln.serving.inline). The shadow's
 copies are queued once the caller's answer is ready and sent in batches by kiln.serving.shadow, never awaited by
-the caller; capture records are queued for the writer's thread.
+the caller; capture records are queued for the writer's thread. With a tap (kiln.serving.tap), both go instead to
+the tap's process, one frame per request.
 """
 
 from __future__ import annotations
