@@ -27,6 +27,13 @@ class Result:
     stderr: str
 
 
+def interruptible() -> None:
+    """A child's SIGINT back to its default, for a process a test interrupts as Ctrl-C would: a shell starts a
+    command put in the background with SIGINT ignored, which its children inherit, and Python then raises no
+    KeyboardInterrupt (pass as ``preexec_fn``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("KILN_")}
     env.update(extra)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import KILN, clean_env, run_kiln
+from tests.conftest import KILN, clean_env, interruptible, run_kiln
 from tests.test_training import FEATURES, synthetic, write_set
 
 ITERATIONS = 6  # of ten boosting rounds each; a checkpoint every two
@@ -33,7 +33,8 @@ def start(ws: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
     before = set(jobs.iterdir()) if jobs.is_dir() else set()
     proc = subprocess.Popen([str(KILN), "train", "-t", str(ws / "train.parquet"), "--workers", "2", "--iterations",
                              str(ITERATIONS), "--checkpoint-every", "2", "--json", "-w", str(ws), *args],
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         job = next(iter(set(jobs.iterdir()) - before), None) if jobs.is_dir() else None

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import END, KILN, clean_env, run_kiln
+from tests.conftest import END, KILN, clean_env, interruptible, run_kiln
 from tests.test_stack import free_port
 
 pytestmark = pytest.mark.slow
@@ -204,7 +204,8 @@ def test_an_interrupted_job_resumes_and_finishes(ws: Path) -> None:
     before = set(jobs.iterdir())
     proc = subprocess.Popen([str(KILN), "tune", "-t", str(ws / "train.parquet"), "-f", "lgbm", "-s", "random",
                              "-n", "3", "-k", "1", "--max-iterations", "12", "--no-register", "-w", str(ws)],
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.monotonic() + 240
     job = None
     while time.monotonic() < deadline:
