@@ -2,8 +2,8 @@
 
 Each inline variant is its model behind its own KServe REST application, the one a variant's own server runs
 (kiln.serving.server), called as an ASGI application with no socket between: the request is parsed once, by the
-front, and there is no second process for it to wait on. Answers, refusals and V2 routes are the variant server's,
-byte for byte. The price is isolation: the variant's model runs on the front's event loop, as it runs on its own
+front, and there is no second process for it to wait on. Answers, refusals and V2 routes are those the variant's
+own server gives. The price is isolation: the variant's model runs on the front's event loop, as it runs on its own
 server's, so a model that stalls stalls the endpoint, and a variant cannot be stopped on its own.
 """
 
