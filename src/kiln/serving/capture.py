@@ -210,6 +210,20 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def answered_record(inference_id: str, endpoint: str, variant: str, shadow: bool, body: bytes, data: bytes,
+                    status: int, ms: float, request_binary: bytes | None, response_binary: bytes | None,
+                    at: float | None = None) -> CaptureRecord:
+    """The record of one answered request (``request_binary``, ``response_binary``: V2's binary extension's header
+    values, if any; ``at``: when it was answered, as time.time(), by default now)."""
+    def length(header: bytes | None) -> int | None:
+        return int(header) if header is not None and header.isdigit() else None
+
+    stamp = now_iso() if at is None else datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")
+    return CaptureRecord(inference_id=inference_id, timestamp=stamp, endpoint=endpoint, variant=variant,
+                         shadow=shadow, request=body, response=data, status=status, latency_ms=round(ms, 3),
+                         request_binary_header=length(request_binary), response_binary_header=length(response_binary))
+
+
 def read_capture(root: Path | str, endpoint: str, since: datetime | None = None,
                  until: datetime | None = None, endpoint_url: str | None = None) -> Iterator[dict[str, Any]]:
     """Every record of ``endpoint`` in [since, until), oldest hour first; a torn last line (a crash) is skipped."""

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from kiln.serving.capture import CaptureRecord, CaptureWriter, now_iso
+from kiln.serving.capture import CaptureRecord, CaptureWriter, answered_record
 from kiln.serving.capture import parsed as _parsed
 from kiln.serving.errors import (
     BadRequest,
@@ -346,10 +346,8 @@ class Router:
 
     def _record(self, inference_id: str, variant: str, shadow: bool, body: bytes, data: bytes, status: int,
                 ms: float, request_binary: bytes | None, response_binary: bytes | None) -> CaptureRecord:
-        return CaptureRecord(inference_id=inference_id, timestamp=now_iso(), endpoint=self.state.endpoint,
-                             variant=variant, shadow=shadow, request=body, response=data,
-                             status=status, latency_ms=round(ms, 3), request_binary_header=_length(request_binary),
-                             response_binary_header=_length(response_binary))
+        return answered_record(inference_id, self.state.endpoint, variant, shadow, body, data, status, ms,
+                               request_binary, response_binary)
 
 
 def _multi_target(path: str, headers: Mapping[bytes, bytes], endpoint: str, default: str) -> tuple[str, str]:
@@ -371,10 +369,6 @@ def _served(named: str) -> str:
         raise BadRequest(f"x-kiln-target-model '{named}': a registered version, as NAME-vVERSION, NAME/VERSION or "
                          "models:/NAME/VERSION")
     return served
-
-
-def _length(header: bytes | None) -> int | None:
-    return int(header) if header is not None and header.isdigit() else None
 
 
 def _error_body(raw: bytes) -> bytes:

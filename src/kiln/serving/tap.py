@@ -26,11 +26,10 @@ import struct
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kiln.serving.capture import CaptureRecord, CaptureWriter
+from kiln.serving.capture import CaptureWriter, answered_record
 from kiln.serving.shadow import Copy, ShadowBatcher
 from kiln.serving.upstream import Upstream, UpstreamError
 from kiln.serving.window import Windows
@@ -193,10 +192,8 @@ class TapProcess:
         (inference_id, variant, captured, mirrored, path, headers, body, status, ms, answer, request_binary,
          answer_binary, at) = frame
         if captured and self.capture is not None:
-            self.capture.record(CaptureRecord(
-                inference_id=inference_id, timestamp=_iso(at), endpoint=self.endpoint, variant=variant, shadow=False,
-                request=body, response=answer, status=status, latency_ms=round(ms, 3),
-                request_binary_header=_length(request_binary), response_binary_header=_length(answer_binary)))
+            self.capture.record(answered_record(inference_id, self.endpoint, variant, False, body, answer, status, ms,
+                                                request_binary, answer_binary, at))
         if mirrored and self.upstream is not None:
             self.batcher.put(Copy(inference_id, sys.intern(path), body, headers, captured))
 
@@ -213,10 +210,8 @@ class TapProcess:
         self.answered.append((ms, status >= 500))
         if self.capture is not None and copy.captured:
             binary = dict(copy.headers).get(b"inference-header-content-length")
-            self.capture.record(CaptureRecord(
-                inference_id=copy.inference_id, timestamp=_iso(time.time()), endpoint=self.endpoint,
-                variant=self.shadow_name, shadow=True, request=copy.body, response=data, status=status,
-                latency_ms=round(ms, 3), request_binary_header=_length(binary)))
+            self.capture.record(answered_record(copy.inference_id, self.endpoint, self.shadow_name, True, copy.body,
+                                                data, status, ms, binary, None))
 
     async def _report(self, out: asyncio.StreamWriter) -> None:
         while True:
@@ -227,14 +222,6 @@ class TapProcess:
                                    self.batcher.dropped))
             out.write(LENGTH.pack(len(frame)) + frame)
             await out.drain()
-
-
-def _iso(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).isoformat(timespec="microseconds")
-
-
-def _length(header: bytes | None) -> int | None:
-    return int(header) if header is not None and header.isdigit() else None
 
 
 async def _main(config: dict[str, Any]) -> None:
